@@ -1,0 +1,90 @@
+"""One async engine per process; sessions per unit of work; the conflict-retry decorator."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from app.settings import Settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+
+
+@dataclass(frozen=True)
+class Database:
+    """The process's engine plus its session factory: what services and the engine receive."""
+
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed on exit, rolled back on error."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            yield conn
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def create_database(url: str, settings: Settings | None = None, **engine_kwargs: object) -> Database:
+    pool: dict[str, object] = {}
+    if settings is not None:
+        pool = {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow}
+    engine = create_async_engine(url, pool_pre_ping=True, **(pool | engine_kwargs))
+    return Database(engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False))
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+
+
+def retry_on_conflict(
+    attempts: int = 6,
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Re-runs the whole transaction on deadlock / serialization failure: each try starts fresh,
+    so it must decorate the function that opens the transaction."""
+
+    def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            for attempt in range(1, attempts + 1):
+                try:
+                    return await fn(*args, **kwargs)
+                except DBAPIError as exc:
+                    if sqlstate_of(exc) not in RETRYABLE_SQLSTATES or attempt == attempts:
+                        raise
+                    await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+            raise AssertionError("unreachable")
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,191 @@
+"""The write of the engine's transaction, as one statement. Assignments are inserted first and only
+the rows the INSERT returns are debited: a conflicting (lead, provider) is never charged. The
+providers are already locked in id order, and CHECK (balance_cents >= 0) is the backstop."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from app.engine.plan import Plan
+
+WRITE_DISTRIBUTION = """
+WITH
+ts AS MATERIALIZED (SELECT clock_timestamp() AS at),  -- not now(): see shared/pglimit README
+picked AS (
+    SELECT * FROM unnest($13::uuid[], $14::uuid[], $15::uuid[], $16::bigint[], $17::text[], $18::text[])
+        AS t (subscription_id, provider_id, competition_level_id, price_cents, level_name, price_text)
+),
+ins AS (
+    INSERT INTO assignments (lead_id, provider_id, subscription_id, competition_level_id,
+                             price_charged_cents, created_at)
+    SELECT $1, provider_id, subscription_id, competition_level_id, price_cents, (SELECT at FROM ts)
+    FROM picked
+    ON CONFLICT (lead_id, provider_id) DO NOTHING
+    RETURNING id, provider_id, subscription_id, competition_level_id, price_charged_cents
+),
+debit AS (
+    UPDATE providers p SET balance_cents = p.balance_cents - ins.price_charged_cents
+    FROM ins WHERE p.id = ins.provider_id
+    RETURNING p.id, p.balance_cents, p.name, p.email
+),
+ledger AS (
+    INSERT INTO ledger_entries (provider_id, amount_cents, balance_after_cents, kind, reference,
+                                assignment_id, created_at)
+    SELECT ins.provider_id, -ins.price_charged_cents, debit.balance_cents, 'CHARGE', 'lead:' || $1::text,
+           ins.id, (SELECT at FROM ts)
+    FROM ins JOIN debit ON debit.id = ins.provider_id
+),
+-- One UPDATE per row: the served subscription goes to the back of its queue, and every ACTIVE
+-- subscription the new balance no longer covers becomes INSUFFICIENT_FUNDS (any niche).
+subs AS (
+    UPDATE subscriptions s
+    SET last_received_at = CASE WHEN x.served THEN (SELECT at FROM ts) ELSE s.last_received_at END,
+        status = CASE WHEN x.broke THEN 'INSUFFICIENT_FUNDS' ELSE s.status END
+    FROM (SELECT s2.id,
+                 s2.id IN (SELECT subscription_id FROM ins) AS served,
+                 s2.status = 'ACTIVE' AND lv.price_cents > debit.balance_cents AS broke
+          FROM debit
+          JOIN subscriptions s2 ON s2.provider_id = debit.id
+          JOIN competition_levels lv ON lv.id = s2.competition_level_id) x
+    WHERE s.id = x.id AND (x.served OR x.broke)
+    RETURNING s.id, x.broke
+),
+notify AS (
+    INSERT INTO notifications (assignment_id, template, recipient, variables, created_at)
+    SELECT ins.id, 'lead_assigned', debit.email,
+           jsonb_build_object('provider_name', debit.name, 'niche_name', $11::text,
+                              'level_name', picked.level_name, 'price_charged', picked.price_text,
+                              'price_charged_cents', ins.price_charged_cents,
+                              'dashboard_url', $12::text, 'lead_id', $1::text),
+           (SELECT at FROM ts)
+    FROM ins
+    JOIN debit ON debit.id = ins.provider_id
+    JOIN picked ON picked.provider_id = ins.provider_id
+),
+audit AS (
+    INSERT INTO audit_log (action, actor_type, entity_type, entity_id, details, created_at)
+    SELECT 'DISTRIBUTION_STARTED', 'SYSTEM', 'lead', $1, $20::jsonb, (SELECT at FROM ts)
+    UNION ALL
+    SELECT 'ASSIGNMENT_CREATED', 'SYSTEM', 'lead', $1,
+           jsonb_build_object('run_id', $2::uuid, 'assignment_id', ins.id, 'provider_id', ins.provider_id,
+                              'competition_level_id', ins.competition_level_id,
+                              'price_cents', ins.price_charged_cents),
+           (SELECT at FROM ts)
+    FROM ins
+    UNION ALL
+    SELECT 'DISTRIBUTION_SKIPPED_PROVIDER', 'SYSTEM', 'lead', $1, d, (SELECT at FROM ts)
+    FROM unnest($19::jsonb[]) AS d
+    UNION ALL
+    SELECT 'DISTRIBUTION_COMPLETED', 'SYSTEM', 'lead', $1, $21::jsonb, (SELECT at FROM ts)
+),
+lead AS (
+    UPDATE leads
+    SET status = CASE WHEN EXISTS (SELECT 1 FROM ins) THEN 'DISTRIBUTED' ELSE 'NO_ELIGIBLE' END,
+        distributed_at = CASE WHEN EXISTS (SELECT 1 FROM ins) THEN (SELECT at FROM ts)
+                              ELSE distributed_at END,
+        distribution_attempts = distribution_attempts + 1
+    WHERE id = $1
+),
+rotate AS (
+    UPDATE niches SET next_start_level_order_position = $4
+    WHERE id = $3 AND $4::int IS NOT NULL
+),
+run AS (
+    INSERT INTO distribution_runs (id, lead_id, status, requested_by, attempts, seq, started_at,
+                                   finished_at, duration_ms, outcome, created_at, updated_at)
+    VALUES ($2, $1, $5, $6, 1, $10, $7, (SELECT at FROM ts), $8, $9::jsonb, $7, (SELECT at FROM ts))
+    ON CONFLICT (id) DO UPDATE
+    SET status = EXCLUDED.status, attempts = distribution_runs.attempts + 1, seq = EXCLUDED.seq,
+        started_at = coalesce(distribution_runs.started_at, EXCLUDED.started_at),
+        finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms,
+        outcome = EXCLUDED.outcome, error = NULL, updated_at = EXCLUDED.updated_at
+)
+SELECT ins.id AS assignment_id, ins.provider_id, debit.balance_cents, (SELECT at FROM ts) AS at
+FROM ins JOIN debit ON debit.id = ins.provider_id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    assignment_ids: dict[uuid.UUID, uuid.UUID]  # provider -> assignment
+    balances_after: dict[uuid.UUID, int]
+    at: datetime | None
+
+
+def format_money(cents: int) -> str:
+    return f"${cents // 100:,}.{cents % 100:02d}"
+
+
+async def write_distribution(
+    conn: asyncpg.Connection,
+    *,
+    lead_id: uuid.UUID,
+    run_id: uuid.UUID,
+    niche_id: uuid.UUID,
+    niche_name: str,
+    plan: Plan,
+    requested_by: str,
+    started_at: datetime,
+    duration_ms: float,
+    outcome: dict[str, Any],
+    seq_after: int,
+    dashboard_url: str,
+) -> Written:
+    picks = plan.picks
+    skips = plan.skips
+    started = {"run_id": str(run_id), "requested_by": requested_by}
+    completed = {
+        "run_id": str(run_id),
+        "outcome": plan.outcome.value,
+        "assigned": len(picks),
+        "skipped": len(skips),
+        "start_level_id": str(plan.start_level.id) if plan.start_level else None,
+    }
+    skip_details = [
+        json.dumps(
+            {
+                "run_id": str(run_id),
+                "provider_id": str(s.candidate.provider_id),
+                "subscription_id": str(s.candidate.subscription_id),
+                "competition_level_id": str(s.level.id),
+                "reason": s.reason.value,
+                "detail": s.detail,
+            }
+        )
+        for s in skips
+    ]
+    rows = await conn.fetch(
+        WRITE_DISTRIBUTION,
+        lead_id,
+        run_id,
+        niche_id,
+        plan.next_start_position,
+        plan.outcome.value,
+        requested_by,
+        started_at,
+        duration_ms,
+        json.dumps(outcome),
+        seq_after,
+        niche_name,
+        dashboard_url,
+        [p.candidate.subscription_id for p in picks],
+        [p.candidate.provider_id for p in picks],
+        [p.level.id for p in picks],
+        [p.level.price_cents for p in picks],
+        [p.level.name for p in picks],
+        [format_money(p.level.price_cents) for p in picks],
+        skip_details,
+        json.dumps(started),
+        json.dumps(completed),
+    )
+    return Written(
+        assignment_ids={r["provider_id"]: r["assignment_id"] for r in rows},
+        balances_after={r["provider_id"]: r["balance_cents"] for r in rows},
+        at=rows[0]["at"] if rows else None,
+    )

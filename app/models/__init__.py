@@ -1,0 +1,40 @@
+"""Every table, imported in dependency order so SQLModel.metadata is complete for Alembic."""
+
+from app.models import base  # noqa: F401  (naming convention first)
+from app.models.audit import ActorType, AuditAction, AuditEntry
+from app.models.auth import AdminUser, ApiKey
+from app.models.billing import (
+    LedgerEntry,
+    LedgerKind,
+    Provider,
+    ProviderStatus,
+    Subscription,
+    SubscriptionStatus,
+)
+from app.models.distribution import DistributionRun, Notification, NotificationStatus, RunStatus
+from app.models.leads import Assignment, Lead, LeadStatus
+from app.models.niches import CompetitionLevel, LevelStrategy, Niche
+
+__all__ = [
+    "ActorType",
+    "AdminUser",
+    "ApiKey",
+    "Assignment",
+    "AuditAction",
+    "AuditEntry",
+    "CompetitionLevel",
+    "DistributionRun",
+    "Lead",
+    "LeadStatus",
+    "LedgerEntry",
+    "LedgerKind",
+    "LevelStrategy",
+    "Niche",
+    "Notification",
+    "NotificationStatus",
+    "Provider",
+    "ProviderStatus",
+    "RunStatus",
+    "Subscription",
+    "SubscriptionStatus",
+]

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+from app.models.base import enum_check, now_column, timestamp, uuid_pk
+
+
+class RunStatus(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    PARTIAL = "PARTIAL"
+    NO_ELIGIBLE = "NO_ELIGIBLE"
+    FAILED = "FAILED"
+
+
+TERMINAL_RUN_STATUSES = frozenset(
+    {RunStatus.SUCCESS, RunStatus.PARTIAL, RunStatus.NO_ELIGIBLE, RunStatus.FAILED}
+)
+
+
+class NotificationStatus(StrEnum):
+    PENDING = "PENDING"
+    SENT = "SENT"
+    FAILED = "FAILED"
+
+
+class DistributionRun(SQLModel, table=True):
+    __tablename__ = "distribution_runs"
+    __table_args__ = (
+        enum_check("status", RunStatus, "status"),
+        sa.Index("ix_distribution_runs_lead_created", "lead_id", "created_at"),
+        # the sweep and the dead-letter list read these
+        sa.Index(
+            "ix_distribution_runs_open",
+            "status",
+            "updated_at",
+            postgresql_where=sa.text("status IN ('QUEUED', 'RUNNING', 'FAILED')"),
+        ),
+        {"postgresql_with": {"fillfactor": 80}},
+    )
+
+    id: uuid.UUID = uuid_pk()
+    lead_id: uuid.UUID = Field(foreign_key="leads.id", nullable=False)
+    status: RunStatus = Field(
+        default=RunStatus.QUEUED, sa_type=sa.Text, sa_column_kwargs={"server_default": "QUEUED"}
+    )
+    # unique among all runs: the same key for another lead is a CONFLICT
+    idempotency_key: str | None = Field(default=None, sa_column_kwargs={"unique": True})
+    requested_by: str = Field(default="system", sa_column_kwargs={"server_default": "system"})
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # progress events of this run carry seq 1..seq; bumped in each step's transaction
+    seq: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    started_at: datetime | None = timestamp()
+    finished_at: datetime | None = timestamp()
+    duration_ms: float | None = None
+    outcome: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
+    error: str | None = None
+    created_at: datetime = now_column()
+    updated_at: datetime = now_column()
+
+
+class Notification(SQLModel, table=True):
+    """Outbox row per assignment, written in the assignment's transaction."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        enum_check("status", NotificationStatus, "status"),
+        sa.Index(
+            "ix_notifications_pending",
+            "created_at",
+            postgresql_where=sa.text("status = 'PENDING'"),
+        ),
+    )
+
+    id: uuid.UUID = uuid_pk()
+    assignment_id: uuid.UUID = Field(
+        foreign_key="assignments.id", nullable=False, sa_column_kwargs={"unique": True}
+    )
+    template: str
+    recipient: str
+    variables: dict[str, Any] = Field(sa_type=JSONB, sa_column_kwargs={"nullable": False})
+    status: NotificationStatus = Field(
+        default=NotificationStatus.PENDING,
+        sa_type=sa.Text,
+        sa_column_kwargs={"server_default": "PENDING"},
+    )
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    last_error: str | None = None
+    sent_at: datetime | None = timestamp()
+    created_at: datetime = now_column()

@@ -1,0 +1,105 @@
+"""Leads: submitted for review, approved or rejected. Status changes lock the lead row, the same
+lock the engine takes first, so a review never races a distribution."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import select
+
+from app.db import Database
+from app.errors import Conflict, InvalidInput, NotFound
+from app.models.audit import AuditAction
+from app.models.leads import Lead, LeadStatus
+from app.models.niches import Niche
+from app.services import _guards
+from app.services.audit import Actor, record
+
+MAX_ATTRIBUTES = 100
+MAX_ATTRIBUTES_BYTES = 16_384
+
+
+def validate_attributes(attributes: Any) -> dict[str, Any]:
+    if not isinstance(attributes, dict):
+        raise InvalidInput("attributes must be a JSON object", field="attributes")
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise InvalidInput(f"attributes may have at most {MAX_ATTRIBUTES} keys", field="attributes")
+    for key in attributes:
+        if not isinstance(key, str) or not key.strip() or len(key) > 100:
+            raise InvalidInput(f"attribute name {key!r} is empty or too long", field="attributes")
+    try:
+        size = len(json.dumps(attributes))
+    except (TypeError, ValueError):
+        raise InvalidInput("attributes must be plain JSON", field="attributes") from None
+    if size > MAX_ATTRIBUTES_BYTES:
+        raise InvalidInput(f"attributes exceed {MAX_ATTRIBUTES_BYTES} bytes", field="attributes")
+    return attributes
+
+
+async def submit_lead(db: Database, *, actor: Actor, niche_id: uuid.UUID, attributes: Any) -> Lead:
+    clean = validate_attributes(attributes)
+    async with db.begin() as session:
+        if await session.get(Niche, niche_id) is None:
+            raise NotFound("niche", niche_id)
+        lead = Lead(niche_id=niche_id, attributes=clean)
+        session.add(lead)
+        await session.flush()
+        record(session, actor, AuditAction.LEAD_SUBMITTED, entity_type="lead", entity_id=lead.id)
+    return lead
+
+
+async def lock_lead(session: AsyncSession, lead_id: uuid.UUID) -> Lead:
+    lead = (
+        await session.execute(
+            select(Lead).where(Lead.id == lead_id).with_for_update().execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
+    if lead is None:
+        raise NotFound("lead", lead_id)
+    return lead
+
+
+async def approve_lead(db: Database, *, actor: Actor, lead_id: uuid.UUID) -> tuple[Lead, bool]:
+    """Returns the lead and whether its niche distributes approved leads automatically."""
+    async with db.begin() as session:
+        lead = await lock_lead(session, lead_id)
+        if lead.status != LeadStatus.PENDING_REVIEW:
+            raise Conflict(f"lead {lead_id} is {lead.status}: only PENDING_REVIEW leads can be approved")
+        lead.status = LeadStatus.APPROVED
+        niche = await session.get(Niche, lead.niche_id)
+        assert niche is not None
+        record(session, actor, AuditAction.LEAD_APPROVED, entity_type="lead", entity_id=lead.id)
+    return lead, niche.auto_distribute
+
+
+REJECTABLE = frozenset({LeadStatus.PENDING_REVIEW, LeadStatus.APPROVED, LeadStatus.NO_ELIGIBLE})
+
+
+async def reject_lead(db: Database, *, actor: Actor, lead_id: uuid.UUID, reason: str) -> Lead:
+    clean_reason = _guards.text(reason, field="reason", max_length=1000)
+    async with db.begin() as session:
+        lead = await lock_lead(session, lead_id)
+        if lead.status not in REJECTABLE:
+            raise Conflict(f"lead {lead_id} is {lead.status}: only leads not yet distributed can be rejected")
+        lead.status = LeadStatus.REJECTED
+        lead.rejection_reason = clean_reason
+        record(
+            session,
+            actor,
+            AuditAction.LEAD_REJECTED,
+            entity_type="lead",
+            entity_id=lead.id,
+            reason=clean_reason,
+        )
+    return lead
+
+
+async def get_lead(db: Database, lead_id: uuid.UUID) -> Lead:
+    async with db.read() as session:
+        lead = await session.get(Lead, lead_id)
+    if lead is None:
+        raise NotFound("lead", lead_id)
+    return lead

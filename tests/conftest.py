@@ -1,0 +1,86 @@
+"""One PostgreSQL database per test run, built by `alembic upgrade head`: a fresh database on
+DATABASE_URL's server when it is set, else an embedded PostgreSQL in a temporary directory.
+Tests share it and are isolated by TRUNCATE (many tests use several connections at once)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from app.db import Database, create_database
+from app.embedded import EmbeddedPostgres
+from app.migrate import upgrade
+
+TABLES = (
+    "notifications, audit_log, ledger_entries, assignments, distribution_runs, leads, "
+    "subscriptions, providers, competition_levels, niches, api_keys, admin_users"
+)
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def _with_database(url: str, name: str) -> str:
+    head, _, tail = url.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{name}" + (f"?{tail}" if tail else "")
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """A URL of a server we may create databases on."""
+    given = os.environ.get("DATABASE_URL")
+    if given:
+        yield given.replace("postgresql://", "postgresql+asyncpg://", 1)
+        return
+    data = Path(tempfile.mkdtemp(prefix="lw-test-"))
+    server = EmbeddedPostgres(data / "pg", delete_on_stop=True)
+    url = server.start(database="postgres")
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    name = f"lw_test_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(_libpq(server_url))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    url = _with_database(server_url, name)
+    upgrade(url)
+    try:
+        yield url
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = create_database(database_url, pool_size=30, max_overflow=10)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture(autouse=True)
+async def _clean_tables(request: pytest.FixtureRequest) -> None:
+    if "db" not in request.fixturenames:
+        return
+    database: Database = request.getfixturevalue("db")
+    async with database.engine.begin() as conn:
+        await conn.exec_driver_sql(f"TRUNCATE {TABLES} CASCADE")
