@@ -16,10 +16,17 @@ from app.engine.plan import Plan
 
 WRITE_DISTRIBUTION = """
 WITH
-ts AS MATERIALIZED (SELECT clock_timestamp() AS at),  -- not now(): see shared/pglimit README
+-- clock_timestamp(), not now() (the transaction start can predate the previous lock holder's
+-- write), and never earlier than what these levels already hold, whatever the clock does.
+ts AS MATERIALIZED (
+    SELECT greatest(clock_timestamp(),
+                    (SELECT max(s.last_received_at) + interval '1 microsecond' FROM subscriptions s
+                     WHERE s.competition_level_id = ANY($15::uuid[]))) AS at
+),
 picked AS (
     SELECT * FROM unnest($13::uuid[], $14::uuid[], $15::uuid[], $16::bigint[], $17::text[], $18::text[])
-        AS t (subscription_id, provider_id, competition_level_id, price_cents, level_name, price_text)
+        WITH ORDINALITY
+        AS t (subscription_id, provider_id, competition_level_id, price_cents, level_name, price_text, pick_no)
 ),
 ins AS (
     INSERT INTO assignments (lead_id, provider_id, subscription_id, competition_level_id,
@@ -41,19 +48,21 @@ ledger AS (
            ins.id, (SELECT at FROM ts)
     FROM ins JOIN debit ON debit.id = ins.provider_id
 ),
--- One UPDATE per row: the served subscription goes to the back of its queue, and every ACTIVE
--- subscription the new balance no longer covers becomes INSUFFICIENT_FUNDS (any niche).
+-- One UPDATE per row: a served subscription goes to the back of its queue, in pick order (one
+-- microsecond apart, so the queue stays FIFO and equal times never favour low provider ids), and
+-- every ACTIVE subscription the new balance no longer covers becomes INSUFFICIENT_FUNDS (any niche).
 subs AS (
     UPDATE subscriptions s
-    SET last_received_at = CASE WHEN x.served THEN (SELECT at FROM ts) ELSE s.last_received_at END,
+    SET last_received_at = CASE WHEN x.pick_no IS NULL THEN s.last_received_at
+                                ELSE (SELECT at FROM ts) + x.pick_no * interval '1 microsecond' END,
         status = CASE WHEN x.broke THEN 'INSUFFICIENT_FUNDS' ELSE s.status END
-    FROM (SELECT s2.id,
-                 s2.id IN (SELECT subscription_id FROM ins) AS served,
+    FROM (SELECT s2.id, pk.pick_no,
                  s2.status = 'ACTIVE' AND lv.price_cents > debit.balance_cents AS broke
           FROM debit
           JOIN subscriptions s2 ON s2.provider_id = debit.id
-          JOIN competition_levels lv ON lv.id = s2.competition_level_id) x
-    WHERE s.id = x.id AND (x.served OR x.broke)
+          JOIN competition_levels lv ON lv.id = s2.competition_level_id
+          LEFT JOIN picked pk ON pk.subscription_id = s2.id) x
+    WHERE s.id = x.id AND (x.pick_no IS NOT NULL OR x.broke)
     RETURNING s.id, x.broke
 ),
 notify AS (

@@ -61,9 +61,7 @@ async def make_provider(
 async def _rekey(db: Database, provider: Provider, new_id: uuid.UUID) -> Provider:
     """Tests of the provider-id tiebreak need ids in a known order."""
     async with db.engine.begin() as conn:
-        await conn.exec_driver_sql(
-            "UPDATE providers SET id = $1 WHERE id = $2", (new_id, provider.id)
-        )
+        await conn.exec_driver_sql("UPDATE providers SET id = $1 WHERE id = $2", (new_id, provider.id))
     return await billing.get_provider(db, new_id)
 
 

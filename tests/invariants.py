@@ -1,0 +1,48 @@
+"""The money and fairness invariants, checked in SQL against the real database after a test."""
+
+from __future__ import annotations
+
+from app.db import Database
+
+CHECKS = {
+    "negative balance": "SELECT count(*) FROM providers WHERE balance_cents < 0",
+    "ledger sum != balance": """
+        SELECT count(*) FROM providers p
+        LEFT JOIN (SELECT provider_id, sum(amount_cents) AS total FROM ledger_entries
+                   GROUP BY provider_id) l ON l.provider_id = p.id
+        WHERE coalesce(l.total, 0) <> p.balance_cents""",
+    "assignment without exactly one matching charge": """
+        SELECT count(*) FROM assignments a
+        WHERE (SELECT count(*) FROM ledger_entries e
+               WHERE e.assignment_id = a.id AND e.kind = 'CHARGE'
+                 AND e.provider_id = a.provider_id AND e.amount_cents = -a.price_charged_cents) <> 1""",
+    "charges != assignments": """
+        SELECT abs((SELECT count(*) FROM assignments)
+                   - (SELECT count(*) FROM ledger_entries WHERE kind = 'CHARGE'))""",
+    "duplicate (lead, provider)": """
+        SELECT count(*) FROM (SELECT 1 FROM assignments GROUP BY lead_id, provider_id
+                              HAVING count(*) > 1) d""",
+    "more than max_recipients per lead and level": """
+        SELECT count(*) FROM (SELECT 1 FROM assignments a
+                              JOIN competition_levels l ON l.id = a.competition_level_id
+                              GROUP BY a.lead_id, a.competition_level_id, l.max_recipients
+                              HAVING count(*) > l.max_recipients) x""",
+    "assignment without outbox row": """
+        SELECT count(*) FROM assignments a
+        LEFT JOIN notifications n ON n.assignment_id = a.id WHERE n.id IS NULL""",
+    "DISTRIBUTED lead without assignment": """
+        SELECT count(*) FROM leads l WHERE l.status = 'DISTRIBUTED'
+          AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.lead_id = l.id)""",
+}
+
+
+async def violations(db: Database) -> dict[str, int]:
+    found: dict[str, int] = {}
+    async with db.engine.connect() as conn:
+        for name, sql in CHECKS.items():
+            found[name] = int((await conn.exec_driver_sql(sql)).scalar_one())
+    return {k: v for k, v in found.items() if v}
+
+
+async def assert_invariants(db: Database) -> None:
+    assert await violations(db) == {}
