@@ -25,8 +25,8 @@ ts AS MATERIALIZED (
 ),
 picked AS (
     SELECT * FROM unnest($13::uuid[], $14::uuid[], $15::uuid[], $16::bigint[], $17::text[], $18::text[])
-        WITH ORDINALITY
-        AS t (subscription_id, provider_id, competition_level_id, price_cents, level_name, price_text, pick_no)
+        WITH ORDINALITY AS t (subscription_id, provider_id, competition_level_id, price_cents,
+                              level_name, price_text, pick_no)
 ),
 ins AS (
     INSERT INTO assignments (lead_id, provider_id, subscription_id, competition_level_id,

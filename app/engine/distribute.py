@@ -21,7 +21,7 @@ from app.db import Database, retry_on_conflict
 from app.engine.charge import Written, write_distribution
 from app.engine.plan import Candidate, NicheState, Pick, Plan, Skip, plan_distribution
 from app.engine.result import AssignedProvider, DistributionResult, SkippedProvider
-from app.engine.snapshot import LockedLead, lock_lead, lock_providers, read_niche_state
+from app.engine.snapshot import LockedLead, lock_lead, lock_providers, read_full_levels, read_niche_state
 from app.errors import LeadNotDistributable, NotFound
 from app.models.distribution import TERMINAL_RUN_STATUSES, RunStatus
 from app.models.leads import DISTRIBUTABLE, LeadStatus
@@ -107,10 +107,8 @@ async def _run_transaction(
             f"lead {lead_id} is {lead.status}: only APPROVED or NO_ELIGIBLE leads are distributed"
         )
 
-    state = await read_niche_state(conn, lead=lead, lead_id=lead_id, niche_id=lead.niche_id)
-    plan, lock_rounds = await _plan_under_locks(conn, state, lead.attributes)
-
-    events = _events(plan, run_id=run_id, lead_id=lead_id, niche_id=lead.niche_id, base=lead.run_seq)
+    state = await read_niche_state(conn, lead=lead, niche_id=lead.niche_id)
+    plan, extra_statements = await _plan_under_locks(conn, state, lead.attributes)
     written = await write_distribution(
         conn,
         lead_id=lead_id,
@@ -122,7 +120,7 @@ async def _run_transaction(
         started_at=started_at,
         duration_ms=(time.perf_counter() - clock) * 1000,
         outcome=_outcome_json(plan),
-        seq_after=lead.run_seq + len(events),
+        seq_after=lead.run_seq + _event_count(plan),
         dashboard_url=dashboard_url,
     )
     if set(written.assignment_ids) != set(plan.picked_provider_ids):
@@ -130,6 +128,7 @@ async def _run_transaction(
             f"lead {lead_id}: planned {len(plan.picks)} assignments, wrote {len(written.assignment_ids)}"
         )
     at = written.at or started_at
+    events = _events(plan, run_id=run_id, lead_id=lead_id, niche_id=lead.niche_id, base=lead.run_seq, at=at)
     return DistributionResult(
         run_id=run_id,
         lead_id=lead_id,
@@ -137,8 +136,8 @@ async def _run_transaction(
         status=plan.outcome,
         assigned=_assigned(plan, written),
         skipped=[_skipped(s) for s in plan.skips],
-        events=[_at(e, at) for e in events],
-        statements=3 + lock_rounds,
+        events=events,
+        statements=3 + extra_statements,
     )
 
 
@@ -147,20 +146,26 @@ async def _plan_under_locks(
 ) -> tuple[Plan, int]:
     """Plans on the unlocked read, then locks the chosen providers in id order. A locked row that
     differs from the read (another niche charged them, a suspension) updates the snapshot and the
-    walk is planned again, so a skipped pick is backfilled; already locked rows are final."""
+    walk is planned again, so a skipped pick is backfilled; already locked rows are final. A walk
+    that runs off a level's window reads that level in full first. Returns the plan and the
+    number of statements it took."""
+    plan = plan_distribution(state, attributes)
+    statements = 0
+    if plan.needs_full_levels:
+        state = await read_full_levels(conn, state, sorted(plan.needs_full_levels))
+        statements += 1
+        plan = plan_distribution(state, attributes)
     by_provider: dict[uuid.UUID, list[Candidate]] = defaultdict(list)
     for candidates in state.candidates.values():
         for candidate in candidates:
             by_provider[candidate.provider_id].append(candidate)
-    plan = plan_distribution(state, attributes)
     locked: set[uuid.UUID] = set()
-    rounds = 0
     while True:
         pending = sorted(set(plan.picked_provider_ids) - locked)
         if not pending:
-            return plan, rounds
+            return plan, statements
         rows = await lock_providers(conn, pending)
-        rounds += 1
+        statements += 1
         locked.update(pending)
         changed = False
         for provider_id, row in rows.items():
@@ -176,12 +181,15 @@ async def _plan_under_locks(
             plan = plan_distribution(state, attributes)
 
 
+def _event_count(plan: Plan) -> int:
+    return 2 + len(plan.visited) + len(plan.steps)
+
+
 def _events(
-    plan: Plan, *, run_id: uuid.UUID, lead_id: uuid.UUID, niche_id: uuid.UUID, base: int
+    plan: Plan, *, run_id: uuid.UUID, lead_id: uuid.UUID, niche_id: uuid.UUID, base: int, at: datetime
 ) -> list[ProgressEvent]:
-    """STARTED, then per visited level LEVEL_STARTED and its steps in walk order, then COMPLETED.
-    Times are filled in from the commit's clock afterwards (_at)."""
-    epoch = datetime.min.replace(tzinfo=UTC)
+    """STARTED, then per visited level LEVEL_STARTED and its steps in walk order, then COMPLETED,
+    all stamped with the time of the write."""
     events: list[ProgressEvent] = []
 
     def add(kind: EventType, **fields: Any) -> None:
@@ -192,7 +200,7 @@ def _events(
                 niche_id=niche_id,
                 seq=base + len(events) + 1,
                 type=kind,
-                at=epoch,
+                at=at,
                 **fields,
             )
         )
@@ -216,14 +224,6 @@ def _events(
             i += 1
     add(EventType.COMPLETED, outcome=plan.outcome.value)
     return events
-
-
-def _at(event: ProgressEvent, at: datetime) -> ProgressEvent:
-    return ProgressEvent(**{**_fields(event), "at": at})
-
-
-def _fields(event: ProgressEvent) -> dict[str, Any]:
-    return {name: getattr(event, name) for name in event.__slots__}
 
 
 def _outcome_json(plan: Plan) -> dict[str, Any]:

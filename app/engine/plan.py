@@ -59,6 +59,8 @@ class NicheState:
     levels: Sequence[Level]  # active, not deleted, ascending order_position
     candidates: Mapping[uuid.UUID, Sequence[Candidate]]  # per level, least recently served first
     assigned_providers: frozenset[uuid.UUID] = frozenset()  # already hold this lead
+    # levels whose candidate list is only a window of the first ones in LRU order
+    partial_levels: frozenset[uuid.UUID] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,8 @@ class Plan:
     next_start_position: int | None  # None: no active level, the rotation stays
     visited: list[Level] = field(default_factory=list)
     steps: list[Pick | Skip] = field(default_factory=list)  # walk order, for progress events
+    # partial levels the walk ran off without filling: read them in full and plan again
+    needs_full_levels: set[uuid.UUID] = field(default_factory=set)
 
     @property
     def picks(self) -> list[Pick]:
@@ -141,6 +145,8 @@ def plan_distribution(state: NicheState, attributes: Mapping[str, Any]) -> Plan:
             plan.steps.append(Pick(level, candidate))
             holders.add(candidate.provider_id)
             taken += 1
+        if taken < level.max_recipients and level.id in state.partial_levels:
+            plan.needs_full_levels.add(level.id)
         if taken and state.strategy is LevelStrategy.FIRST_MATCH:
             break
     return plan

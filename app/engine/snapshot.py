@@ -3,23 +3,28 @@ statement takes a new snapshot, so it sees what the lock's previous holder commi
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
 
-from app.engine.eligibility import parse_stored
+from app.engine.eligibility import Condition, parse_stored
 from app.engine.plan import Candidate, Level, NicheState
 from app.models.niches import LevelStrategy
 
 # Lock order everywhere: lead -> niche -> providers by ascending id. The niche is locked FOR NO KEY
 # UPDATE: inserting a lead takes KEY SHARE on its niche (the foreign key), and FOR UPDATE would
 # deadlock against it. The run row, when given, is locked with its lead (range-table order l, n, r).
+# `holders`: providers that already hold this lead (cross-level dedupe across runs). Read in the
+# locking statement: a concurrent run that committed assignments also committed DISTRIBUTED, which
+# the lock's recheck returns, and then nothing is planned.
 LOCK_LEAD = """
 SELECT l.niche_id, l.status, l.attributes, n.name AS niche_name,
-       n.next_start_level_order_position AS next_pos, n.level_strategy
+       n.next_start_level_order_position AS next_pos, n.level_strategy,
+       ARRAY(SELECT a.provider_id FROM assignments a WHERE a.lead_id = l.id) AS holders
 FROM leads l JOIN niches n ON n.id = l.niche_id
 WHERE l.id = $1
 FOR UPDATE OF l FOR NO KEY UPDATE OF n
@@ -28,6 +33,7 @@ FOR UPDATE OF l FOR NO KEY UPDATE OF n
 LOCK_LEAD_AND_RUN = """
 SELECT l.niche_id, l.status, l.attributes, n.name AS niche_name,
        n.next_start_level_order_position AS next_pos, n.level_strategy,
+       ARRAY(SELECT a.provider_id FROM assignments a WHERE a.lead_id = l.id) AS holders,
        r.status AS run_status, r.seq AS run_seq, r.requested_by
 FROM leads l
 JOIN niches n ON n.id = l.niche_id
@@ -36,18 +42,25 @@ WHERE l.id = $1
 FOR UPDATE OF l, r FOR NO KEY UPDATE OF n
 """
 
-# Every subscription of every active level, least recently served first (provider id breaks ties),
-# with what the walk needs to decide; plus the providers that already hold this lead.
+# Per active level, a window of its subscriptions, least recently served first (provider id breaks
+# ties): enough for the walk in the common case. `total` tells whether the window is the whole
+# level; if a walk runs off a partial window, that level is read again in full (READ_LEVEL).
+# Filters travel as text and are parsed only when non-empty.
 READ_CANDIDATES = """
 SELECT lv.id AS level_id, lv.name AS level_name, lv.order_position, lv.price_cents, lv.max_recipients,
-       s.id AS subscription_id, s.provider_id, s.status AS subscription_status,
-       p.status AS provider_status, p.balance_cents, s.filters,
-       ARRAY(SELECT a.provider_id FROM assignments a WHERE a.lead_id = $2) AS holders
+       c.subscription_id, c.provider_id, c.subscription_status, c.provider_status, c.balance_cents,
+       c.filters
 FROM competition_levels lv
-LEFT JOIN subscriptions s ON s.competition_level_id = lv.id
-LEFT JOIN providers p ON p.id = s.provider_id
+LEFT JOIN LATERAL (
+    SELECT s.id AS subscription_id, s.provider_id, s.status AS subscription_status,
+           p.status AS provider_status, p.balance_cents, s.filters::text AS filters
+    FROM subscriptions s JOIN providers p ON p.id = s.provider_id
+    WHERE s.competition_level_id = lv.id
+    ORDER BY s.last_received_at ASC NULLS FIRST, s.provider_id
+    LIMIT CASE WHEN $2 THEN NULL ELSE lv.max_recipients * 2 + 8 END) c ON true
 WHERE lv.niche_id = $1 AND lv.active AND lv.deleted_at IS NULL
-ORDER BY lv.order_position, s.last_received_at ASC NULLS FIRST, s.provider_id
+  AND (cardinality($3::uuid[]) = 0 OR lv.id = ANY($3::uuid[]))
+ORDER BY lv.order_position, c.subscription_id IS NULL
 """
 
 LOCK_PROVIDERS = """
@@ -64,6 +77,7 @@ class LockedLead:
     niche_name: str
     next_start_position: int
     strategy: LevelStrategy
+    holders: frozenset[uuid.UUID] = frozenset()
     run_status: str | None = None
     run_seq: int = 0
 
@@ -84,63 +98,78 @@ async def lock_lead(
         niche_name=row["niche_name"],
         next_start_position=row["next_pos"],
         strategy=LevelStrategy(row["level_strategy"]),
+        holders=frozenset(row["holders"]),
         run_status=row["run_status"] if run_id is not None else None,
         run_seq=row["run_seq"] if run_id is not None else 0,
     )
 
 
-async def read_niche_state(
-    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
-    *,
-    lead: LockedLead,
-    lead_id: uuid.UUID,
-    niche_id: uuid.UUID,
-) -> NicheState:
-    rows = await conn.fetch(READ_CANDIDATES, niche_id, lead_id)
+async def read_niche_state(conn: asyncpg.Connection, *, lead: LockedLead, niche_id: uuid.UUID) -> NicheState:
+    rows = await conn.fetch(READ_CANDIDATES, niche_id, False, [])
     return niche_state_from_rows(rows, lead=lead, niche_id=niche_id)
 
 
-def niche_state_from_rows(
-    rows: Sequence[asyncpg.Record], *, lead: LockedLead, niche_id: uuid.UUID
+async def read_full_levels(
+    conn: asyncpg.Connection, state: NicheState, level_ids: Sequence[uuid.UUID]
 ) -> NicheState:
-    levels: list[Level] = []
-    candidates: dict[uuid.UUID, list[Candidate]] = {}
-    filters_cache: dict[str, Any] = {}
-    holders: frozenset[uuid.UUID] = frozenset()
+    """The whole candidate list of levels whose window a walk ran off."""
+    rows = await conn.fetch(READ_CANDIDATES, state.niche_id, True, list(level_ids))
+    full = _candidates_by_level(rows, _ParsedFilters())
+    return replace(
+        state,
+        candidates={**state.candidates, **full},
+        partial_levels=state.partial_levels - set(level_ids),
+    )
+
+
+class _ParsedFilters(dict[str, Sequence[Condition]]):
+    """Subscriptions mostly share a few filter sets: parse each distinct text once."""
+
+    def __missing__(self, text: str) -> Sequence[Condition]:
+        parsed = parse_stored(json.loads(text))
+        self[text] = parsed
+        return parsed
+
+
+def _candidates_by_level(
+    rows: Sequence[asyncpg.Record], parsed: _ParsedFilters
+) -> dict[uuid.UUID, list[Candidate]]:
+    by_level: dict[uuid.UUID, list[Candidate]] = {}
     for row in rows:
-        level_id = row["level_id"]
-        if not levels or levels[-1].id != level_id:
-            levels.append(
-                Level(
-                    id=level_id,
-                    name=row["level_name"],
-                    order_position=row["order_position"],
-                    price_cents=row["price_cents"],
-                    max_recipients=row["max_recipients"],
-                )
-            )
-            candidates[level_id] = []
-            holders = frozenset(row["holders"])
+        candidates = by_level.setdefault(row["level_id"], [])
         if row["subscription_id"] is None:
             continue
-        raw_filters = row["filters"]
-        if raw_filters:
-            key = repr(raw_filters)
-            if key not in filters_cache:
-                filters_cache[key] = parse_stored(raw_filters)
-            conditions = filters_cache[key]
-        else:
-            conditions = ()
-        candidates[level_id].append(
+        text = row["filters"]
+        candidates.append(
             Candidate(
                 subscription_id=row["subscription_id"],
                 provider_id=row["provider_id"],
                 subscription_status=row["subscription_status"],
                 provider_status=row["provider_status"],
                 balance_cents=row["balance_cents"],
-                filters=conditions,
+                filters=() if text == "[]" else parsed[text],
             )
         )
+    return by_level
+
+
+def niche_state_from_rows(
+    rows: Sequence[asyncpg.Record], *, lead: LockedLead, niche_id: uuid.UUID
+) -> NicheState:
+    levels: list[Level] = []
+    for row in rows:
+        if not levels or levels[-1].id != row["level_id"]:
+            levels.append(
+                Level(
+                    id=row["level_id"],
+                    name=row["level_name"],
+                    order_position=row["order_position"],
+                    price_cents=row["price_cents"],
+                    max_recipients=row["max_recipients"],
+                )
+            )
+    candidates = _candidates_by_level(rows, _ParsedFilters())
+    partial = {level.id for level in levels if len(candidates[level.id]) == level.max_recipients * 2 + 8}
     return NicheState(
         niche_id=niche_id,
         niche_name=lead.niche_name,
@@ -148,7 +177,8 @@ def niche_state_from_rows(
         next_start_position=lead.next_start_position,
         levels=levels,
         candidates=candidates,
-        assigned_providers=holders,
+        assigned_providers=lead.holders,
+        partial_levels=frozenset(partial),
     )
 
 

@@ -117,3 +117,19 @@ async def test_max_recipients_caps_each_level(db: Database) -> None:
     result = await distribute_lead(db, lead_id=(await make_lead(db, niche)).id)
     assert len(result.assigned) == 3
     assert result.skipped == []  # the walk stops once the level is full
+
+
+async def test_walk_past_the_candidate_window_reads_the_whole_level(db: Database) -> None:
+    """The engine reads 2 * max_recipients + 8 candidates per level first; a walk that runs off
+    that window must still reach the rest of the level."""
+    niche, (level,) = await make_niche(db, levels=[(100, 1)])
+    ids = ordered_ids(12)
+    for provider_id in ids[:11]:
+        p = await make_provider(db, balance_cents=1000, provider_id=provider_id)
+        await subscribe(db, p, level, filters=[{"field": "state", "op": "eq", "value": "CA"}])
+    last = await make_provider(db, balance_cents=1000, provider_id=ids[11])
+    await subscribe(db, last, level)
+    result = await distribute_lead(db, lead_id=(await make_lead(db, niche)).id)
+    assert [a.provider_id for a in result.assigned] == [ids[11]]
+    assert [s.provider_id for s in result.skipped] == ids[:11]
+    assert result.statements == 5  # lock, window, whole level, lock providers, write

@@ -1,0 +1,229 @@
+"""Engine benchmark, on the model of shared/pglimit: per niche 3 levels (45.00, 30.00, 15.00;
+max_recipients 3), 30 providers subscribed to every level with ample balance, FIRST_MATCH (3
+assignments per lead); 1 and 20 niches; 1, 4 and 8 concurrent distributions in one process;
+2,000 leads distributed (one transaction each) before VACUUM ANALYZE. Also ALL_LEVELS (9
+assignments per lead). Leads are inserted APPROVED before timing: the timed work is
+distribute_lead() only (pglimit's transaction also inserts the lead; ours also writes a
+distribution run and DISTRIBUTION_STARTED / skip audit rows).
+
+    python bench/engine.py [--database-url URL] [--seconds 10] [--pglimit-json '{...}']
+
+Without a URL it starts an embedded PostgreSQL. Last line: one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.db import Database, create_database  # noqa: E402
+from app.embedded import EmbeddedPostgres  # noqa: E402
+from app.engine.distribute import distribute_lead  # noqa: E402
+from app.migrate import upgrade  # noqa: E402
+from tests.invariants import CHECKS  # noqa: E402
+
+SEED = """
+INSERT INTO niches (id, name, level_strategy)
+SELECT md5('niche-' || n)::uuid, 'Niche ' || n, $2 FROM generate_series(1, $1) AS n;
+INSERT INTO competition_levels (niche_id, name, order_position, price_cents, max_recipients)
+SELECT md5('niche-' || n)::uuid, lv.name, lv.pos, lv.price, 3
+FROM generate_series(1, $1) AS n,
+     (VALUES (1, 'Gold', 4500), (2, 'Silver', 3000), (3, 'Bronze', 1500)) AS lv (pos, name, price);
+INSERT INTO providers (id, name, email, balance_cents)
+SELECT md5('provider-' || n || '-' || k)::uuid, format('Provider %s.%s', n, k),
+       format('p%s.%s@example.test', n, k), 100000000000
+FROM generate_series(1, $1) AS n, generate_series(1, 30) AS k;
+INSERT INTO ledger_entries (provider_id, amount_cents, balance_after_cents, kind, reference)
+SELECT id, balance_cents, balance_cents, 'TOP_UP', 'seed' FROM providers;
+INSERT INTO subscriptions (provider_id, competition_level_id)
+SELECT md5('provider-' || n || '-' || k)::uuid, l.id
+FROM generate_series(1, $1) AS n, generate_series(1, 30) AS k
+JOIN competition_levels l ON true
+WHERE l.niche_id = md5('niche-' || n)::uuid;
+"""
+
+
+def libpq(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def with_database(url: str, name: str) -> str:
+    head, _, tail = url.partition("?")
+    return f"{head.rsplit('/', 1)[0]}/{name}" + (f"?{tail}" if tail else "")
+
+
+async def admin(server_url: str, sql: str) -> None:
+    conn = await asyncpg.connect(libpq(server_url))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def insert_leads(url: str, niches: int, count: int) -> list[uuid.UUID]:
+    conn = await asyncpg.connect(libpq(url))
+    try:
+        rows = await conn.fetch(
+            """INSERT INTO leads (niche_id, status, attributes)
+               SELECT md5('niche-' || (1 + i % $1))::uuid, 'APPROVED',
+                      '{"state": "TX", "zip": "75001", "name": "Pat Doe"}'::jsonb
+               FROM generate_series(0, $2 - 1) AS i RETURNING id""",
+            niches,
+            count,
+        )
+        return [r["id"] for r in rows]
+    finally:
+        await conn.close()
+
+
+async def prepare(server_url: str, niches: int, strategy: str, history: int) -> str:
+    name = f"lw_bench_{uuid.uuid4().hex[:8]}"
+    await admin(server_url, f'CREATE DATABASE "{name}"')
+    url = with_database(server_url, name)
+    await asyncio.to_thread(upgrade, url)
+    conn = await asyncpg.connect(libpq(url))
+    try:
+        for statement in SEED.strip().split(";\n"):
+            if statement.strip():
+                args = [niches, strategy][: statement.count("$") and (2 if "$2" in statement else 1)]
+                await conn.execute(statement, *args)
+    finally:
+        await conn.close()
+    # history: one transaction per lead, as production does, so statistics and pages are realistic
+    db = create_database(url, pool_size=4)
+    for lead_id in await insert_leads(url, niches, history):
+        await distribute_lead(db, lead_id=lead_id)
+    await db.dispose()
+    conn = await asyncpg.connect(libpq(url))
+    try:
+        await conn.execute("VACUUM ANALYZE")
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+    return url
+
+
+async def run_point(url: str, niches: int, clients: int, seconds: float) -> dict[str, float]:
+    lead_ids = await insert_leads(url, niches, int(1500 * seconds) + 1000)
+    db = create_database(url, pool_size=clients + 2)
+    # warm the pool and prepared statements outside the timed window
+    for lead_id in lead_ids[: clients * 3]:
+        await distribute_lead(db, lead_id=lead_id)
+    queue = iter(lead_ids[clients * 3 :])
+    latencies: list[float] = []
+    statements: list[int] = []
+    assignments = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal assignments
+        while time.perf_counter() < deadline:
+            lead_id = next(queue)
+            start = time.perf_counter()
+            result = await distribute_lead(db, lead_id=lead_id)
+            latencies.append((time.perf_counter() - start) * 1000)
+            statements.append(result.statements)
+            assignments += len(result.assigned)
+
+    started, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    await db.dispose()
+    latencies.sort()
+    return {
+        "dist_per_s": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
+        "assignments_per_dist": assignments / len(latencies),
+        # this (single) Python process's CPU per distribution: the client's share of the machine
+        "client_cpu_ms": cpu * 1000 / len(latencies),
+        # + BEGIN and COMMIT
+        "statements": statistics.mean(statements) + 2,
+    }
+
+
+async def check_invariants(url: str) -> dict[str, int]:
+    conn = await asyncpg.connect(libpq(url))
+    try:
+        found = {name: await conn.fetchval(sql) for name, sql in CHECKS.items()}
+    finally:
+        await conn.close()
+    return {k: v for k, v in found.items() if v}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--database-url")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--history", type=int, default=2000)
+    parser.add_argument("--pglimit-json", help="last line of shared/pglimit/run.sh, for ratios")
+    args = parser.parse_args()
+
+    embedded = None
+    server_url = args.database_url
+    if not server_url:
+        embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="lw-bench-")) / "pg", delete_on_stop=True)
+        server_url = await asyncio.to_thread(embedded.start, "postgres")
+    summary: dict[str, float | str | bool] = {"bench": "engine"}
+    try:
+        print(
+            f"{'strategy':<11} {'niches':>6} {'clients':>7} | {'dist/s':>7} {'p50 ms':>7} "
+            f"{'p99 ms':>7} {'asg/dist':>8} {'stmts':>5} {'cpu ms':>6} | invariants"
+        )
+        points = [("FIRST_MATCH", n, c) for n in (1, 20) for c in (1, 4, 8)]
+        points.append(("ALL_LEVELS", 20, 8))
+        prepared: dict[tuple[str, int], str] = {}
+        all_ok = True
+        for strategy, niches, clients in points:
+            key = (strategy, niches)
+            if key not in prepared:
+                prepared[key] = await prepare(server_url, niches, strategy, args.history)
+            figures = await run_point(prepared[key], niches, clients, args.seconds)
+            bad = await check_invariants(prepared[key])
+            all_ok = all_ok and not bad
+            print(
+                f"{strategy:<11} {niches:>6} {clients:>7} | {figures['dist_per_s']:>7.0f} "
+                f"{figures['p50_ms']:>7.2f} {figures['p99_ms']:>7.2f} "
+                f"{figures['assignments_per_dist']:>8.1f} {figures['statements']:>5.1f} "
+                f"{figures['client_cpu_ms']:>6.2f} | "
+                f"{'ok' if not bad else bad}",
+                flush=True,
+            )
+            tag = f"{niches}niche_c{clients}" + ("_all_levels" if strategy == "ALL_LEVELS" else "")
+            summary[f"dist_per_s_{tag}"] = round(figures["dist_per_s"], 1)
+            summary[f"p50_ms_{tag}"] = round(figures["p50_ms"], 3)
+            summary[f"p99_ms_{tag}"] = round(figures["p99_ms"], 3)
+            summary[f"client_cpu_ms_{tag}"] = round(figures["client_cpu_ms"], 3)
+            if strategy == "FIRST_MATCH" and clients == 1 and niches == 1:
+                summary["p50_ms_c1"] = round(figures["p50_ms"], 3)
+                summary["statements_per_distribution"] = round(figures["statements"], 2)
+        summary["invariants_ok"] = all_ok
+        if args.pglimit_json:
+            limit = json.loads(args.pglimit_json)
+            for n in (1, 20):
+                ours, func = summary.get(f"dist_per_s_{n}niche_c8"), limit.get(f"func_{n}niche_c8")
+                if isinstance(ours, float) and func:
+                    summary[f"ratio_to_func_{n}niche_c8"] = round(ours / func, 3)
+        for database in prepared.values():
+            await admin(
+                server_url,
+                f'DROP DATABASE IF EXISTS "{database.rsplit("/", 1)[1].split("?")[0]}" WITH (FORCE)',
+            )
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
