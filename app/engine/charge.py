@@ -17,11 +17,9 @@ from app.engine.plan import Plan
 WRITE_DISTRIBUTION = """
 WITH
 -- clock_timestamp(), not now() (the transaction start can predate the previous lock holder's
--- write), and never earlier than what these levels already hold, whatever the clock does.
+-- write), and after the niche's last_served_at ($22, read under the niche lock) whatever the clock does.
 ts AS MATERIALIZED (
-    SELECT greatest(clock_timestamp(),
-                    (SELECT max(s.last_received_at) + interval '1 microsecond' FROM subscriptions s
-                     WHERE s.competition_level_id = ANY($15::uuid[]))) AS at
+    SELECT greatest(clock_timestamp(), $22::timestamptz + interval '1 microsecond') AS at
 ),
 picked AS (
     SELECT * FROM unnest($13::uuid[], $14::uuid[], $15::uuid[], $16::bigint[], $17::text[], $18::text[])
@@ -102,7 +100,11 @@ lead AS (
     WHERE id = $1
 ),
 rotate AS (
-    UPDATE niches SET next_start_level_order_position = $4
+    UPDATE niches
+    SET next_start_level_order_position = $4,
+        last_served_at = CASE WHEN cardinality($13::uuid[]) = 0 THEN last_served_at
+                              ELSE (SELECT at FROM ts)
+                                   + cardinality($13::uuid[]) * interval '1 microsecond' END
     WHERE id = $3 AND $4::int IS NOT NULL
 ),
 run AS (
@@ -145,6 +147,7 @@ async def write_distribution(
     outcome: dict[str, Any],
     seq_after: int,
     dashboard_url: str,
+    last_served_at: datetime | None,
 ) -> Written:
     picks = plan.picks
     skips = plan.skips
@@ -192,6 +195,7 @@ async def write_distribution(
         skip_details,
         json.dumps(started),
         json.dumps(completed),
+        last_served_at,
     )
     return Written(
         assignment_ids={r["provider_id"]: r["assignment_id"] for r in rows},

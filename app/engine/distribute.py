@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -19,9 +18,16 @@ from sqlalchemy.exc import DBAPIError
 
 from app.db import Database, retry_on_conflict
 from app.engine.charge import Written, write_distribution
-from app.engine.plan import Candidate, NicheState, Pick, Plan, Skip, plan_distribution
+from app.engine.plan import NicheState, Pick, Plan, Skip, plan_distribution
 from app.engine.result import AssignedProvider, DistributionResult, SkippedProvider
-from app.engine.snapshot import LockedLead, lock_lead, lock_providers, read_full_levels, read_niche_state
+from app.engine.snapshot import (
+    LockedLead,
+    LockedProvider,
+    lock_lead,
+    lock_providers,
+    read_full_levels,
+    read_niche_state,
+)
 from app.errors import LeadNotDistributable, NotFound
 from app.models.distribution import TERMINAL_RUN_STATUSES, RunStatus
 from app.models.leads import DISTRIBUTABLE, LeadStatus
@@ -79,6 +85,10 @@ async def _distribute(
             # Raised through the raw driver: wrap it so retry_on_conflict and callers see the
             # same DBAPIError they get from SQLAlchemy everywhere else.
             raise DBAPIError(None, None, exc) from exc
+        except (asyncpg.InterfaceError, OSError) as exc:
+            # the connection is gone (server restart, pg_terminate_backend): never reuse it
+            await sa_conn.invalidate()
+            raise DBAPIError(None, None, exc, connection_invalidated=True) from exc
 
 
 async def _run_transaction(
@@ -122,6 +132,7 @@ async def _run_transaction(
         outcome=_outcome_json(plan),
         seq_after=lead.run_seq + _event_count(plan),
         dashboard_url=dashboard_url,
+        last_served_at=lead.last_served_at,
     )
     if set(written.assignment_ids) != set(plan.picked_provider_ids):
         raise EngineInvariantError(
@@ -146,39 +157,42 @@ async def _plan_under_locks(
 ) -> tuple[Plan, int]:
     """Plans on the unlocked read, then locks the chosen providers in id order. A locked row that
     differs from the read (another niche charged them, a suspension) updates the snapshot and the
-    walk is planned again, so a skipped pick is backfilled; already locked rows are final. A walk
-    that runs off a level's window reads that level in full first. Returns the plan and the
-    number of statements it took."""
-    plan = plan_distribution(state, attributes)
+    walk is planned again, so a skipped pick is backfilled; locked rows are final. A walk that
+    reaches a level read only in part reads it in full first. Returns the plan and the number of
+    statements it took."""
+    locked: dict[uuid.UUID, LockedProvider] = {}
     statements = 0
-    if plan.needs_full_levels:
-        state = await read_full_levels(conn, state, sorted(plan.needs_full_levels))
-        statements += 1
-        plan = plan_distribution(state, attributes)
-    by_provider: dict[uuid.UUID, list[Candidate]] = defaultdict(list)
-    for candidates in state.candidates.values():
-        for candidate in candidates:
-            by_provider[candidate.provider_id].append(candidate)
-    locked: set[uuid.UUID] = set()
     while True:
-        pending = sorted(set(plan.picked_provider_ids) - locked)
+        plan = plan_distribution(state, attributes)
+        if plan.needs_full_levels:
+            state = await read_full_levels(conn, state, sorted(plan.needs_full_levels))
+            statements += 1
+            _apply_locked(state, locked)
+            continue
+        pending = sorted(set(plan.picked_provider_ids) - locked.keys())
         if not pending:
             return plan, statements
         rows = await lock_providers(conn, pending)
         statements += 1
-        locked.update(pending)
-        changed = False
-        for provider_id, row in rows.items():
-            for candidate in by_provider[provider_id]:
-                if (candidate.balance_cents, candidate.provider_status) != (
-                    row.balance_cents,
-                    row.status,
-                ):
-                    candidate.balance_cents = row.balance_cents
-                    candidate.provider_status = row.status
-                    changed = True
-        if changed:
-            plan = plan_distribution(state, attributes)
+        locked.update(rows)
+        if not _apply_locked(state, rows):
+            return plan, statements
+
+
+def _apply_locked(state: NicheState, locked: Mapping[uuid.UUID, LockedProvider]) -> bool:
+    """Writes locked provider rows into the snapshot; True if any candidate changed."""
+    changed = False
+    for candidates in state.candidates.values():
+        for candidate in candidates:
+            row = locked.get(candidate.provider_id)
+            if row is not None and (candidate.balance_cents, candidate.provider_status) != (
+                row.balance_cents,
+                row.status,
+            ):
+                candidate.balance_cents = row.balance_cents
+                candidate.provider_status = row.status
+                changed = True
+    return changed
 
 
 def _event_count(plan: Plan) -> int:
@@ -313,10 +327,9 @@ async def _already_distributed(
     closed with that run's status and a COMPLETED event pointing at it."""
     decider = await conn.fetchrow(
         """SELECT id, status FROM distribution_runs
-           WHERE lead_id = $1 AND status IN ('SUCCESS', 'PARTIAL') AND id <> $2
+           WHERE lead_id = $1 AND status IN ('SUCCESS', 'PARTIAL')
            ORDER BY finished_at DESC NULLS LAST LIMIT 1""",
         lead_id,
-        run_id,
     )
     status = RunStatus(decider["status"]) if decider else RunStatus.SUCCESS
     deciding = decider["id"] if decider else None

@@ -89,7 +89,7 @@ def _validate_condition(index: int, item: object) -> Condition:
     if not isinstance(field, str) or not field.strip() or len(field) > MAX_FIELD_LENGTH:
         raise InvalidInput(f"{where}.field must be a non-empty attribute name", field=f"{where}.field")
     try:
-        op = Op(item.get("op"))
+        op = Op(str(item.get("op")))
     except ValueError:
         ops = ", ".join(o.value for o in Op)
         raise InvalidInput(f"{where}.op must be one of {ops}", field=f"{where}.op") from None

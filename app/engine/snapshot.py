@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -23,7 +24,7 @@ from app.models.niches import LevelStrategy
 # the lock's recheck returns, and then nothing is planned.
 LOCK_LEAD = """
 SELECT l.niche_id, l.status, l.attributes, n.name AS niche_name,
-       n.next_start_level_order_position AS next_pos, n.level_strategy,
+       n.next_start_level_order_position AS next_pos, n.level_strategy, n.last_served_at,
        ARRAY(SELECT a.provider_id FROM assignments a WHERE a.lead_id = l.id) AS holders
 FROM leads l JOIN niches n ON n.id = l.niche_id
 WHERE l.id = $1
@@ -32,7 +33,7 @@ FOR UPDATE OF l FOR NO KEY UPDATE OF n
 
 LOCK_LEAD_AND_RUN = """
 SELECT l.niche_id, l.status, l.attributes, n.name AS niche_name,
-       n.next_start_level_order_position AS next_pos, n.level_strategy,
+       n.next_start_level_order_position AS next_pos, n.level_strategy, n.last_served_at,
        ARRAY(SELECT a.provider_id FROM assignments a WHERE a.lead_id = l.id) AS holders,
        r.status AS run_status, r.seq AS run_seq, r.requested_by
 FROM leads l
@@ -42,25 +43,33 @@ WHERE l.id = $1
 FOR UPDATE OF l, r FOR NO KEY UPDATE OF n
 """
 
-# Per active level, a window of its subscriptions, least recently served first (provider id breaks
-# ties): enough for the walk in the common case. `total` tells whether the window is the whole
-# level; if a walk runs off a partial window, that level is read again in full (READ_LEVEL).
-# Filters travel as text and are parsed only when non-empty.
+# The active levels in traversal order from the niche's rotation position, and for the first
+# $3 of them (or only those in $4, when given) a window of subscriptions, least recently served
+# first (provider id breaks ties): what a walk needs in the common case. A level read only in part
+# (a full window, or not read at all) is read in full if a walk runs off it. Filters travel as
+# text and are parsed only when non-empty.
 READ_CANDIDATES = """
+WITH lv AS (
+    SELECT id, name, order_position, price_cents, max_recipients,
+           row_number() OVER (ORDER BY order_position < $2, order_position) AS turn
+    FROM competition_levels
+    WHERE niche_id = $1 AND active AND deleted_at IS NULL
+)
 SELECT lv.id AS level_id, lv.name AS level_name, lv.order_position, lv.price_cents, lv.max_recipients,
+       lv.turn <= $3 OR lv.id = ANY($4::uuid[]) AS read,
        c.subscription_id, c.provider_id, c.subscription_status, c.provider_status, c.balance_cents,
        c.filters
-FROM competition_levels lv
+FROM lv
 LEFT JOIN LATERAL (
     SELECT s.id AS subscription_id, s.provider_id, s.status AS subscription_status,
-           p.status AS provider_status, p.balance_cents, s.filters::text AS filters
+           p.status AS provider_status, p.balance_cents, s.filters::text AS filters, s.last_received_at
     FROM subscriptions s JOIN providers p ON p.id = s.provider_id
-    WHERE s.competition_level_id = lv.id
+    WHERE s.competition_level_id = lv.id AND (lv.turn <= $3 OR lv.id = ANY($4::uuid[]))
     ORDER BY s.last_received_at ASC NULLS FIRST, s.provider_id
-    LIMIT CASE WHEN $2 THEN NULL ELSE lv.max_recipients * 2 + 8 END) c ON true
-WHERE lv.niche_id = $1 AND lv.active AND lv.deleted_at IS NULL
-  AND (cardinality($3::uuid[]) = 0 OR lv.id = ANY($3::uuid[]))
-ORDER BY lv.order_position, c.subscription_id IS NULL
+    LIMIT CASE WHEN cardinality($4::uuid[]) > 0 THEN NULL ELSE lv.max_recipients * 2 + 8 END
+) c ON true
+-- the full key again: an outer sort does not keep the lateral's order (sorts are not stable)
+ORDER BY lv.order_position, c.last_received_at ASC NULLS FIRST, c.provider_id
 """
 
 LOCK_PROVIDERS = """
@@ -78,8 +87,10 @@ class LockedLead:
     next_start_position: int
     strategy: LevelStrategy
     holders: frozenset[uuid.UUID] = frozenset()
+    last_served_at: datetime | None = None
     run_status: str | None = None
     run_seq: int = 0
+    requested_by: str | None = None
 
 
 async def lock_lead(
@@ -91,6 +102,10 @@ async def lock_lead(
         row = await conn.fetchrow(LOCK_LEAD_AND_RUN, lead_id, run_id)
     if row is None:
         return None
+    return lock_lead_row(row, with_run=run_id is not None)
+
+
+def lock_lead_row(row: asyncpg.Record, *, with_run: bool) -> LockedLead:
     return LockedLead(
         niche_id=row["niche_id"],
         status=row["status"],
@@ -99,26 +114,31 @@ async def lock_lead(
         next_start_position=row["next_pos"],
         strategy=LevelStrategy(row["level_strategy"]),
         holders=frozenset(row["holders"]),
-        run_status=row["run_status"] if run_id is not None else None,
-        run_seq=row["run_seq"] if run_id is not None else 0,
+        last_served_at=row["last_served_at"],
+        run_status=row["run_status"] if with_run else None,
+        run_seq=row["run_seq"] if with_run else 0,
+        requested_by=row["requested_by"] if with_run else None,
     )
 
 
 async def read_niche_state(conn: asyncpg.Connection, *, lead: LockedLead, niche_id: uuid.UUID) -> NicheState:
-    rows = await conn.fetch(READ_CANDIDATES, niche_id, False, [])
+    # FIRST_MATCH usually stops at the starting level: read that one first
+    eager = 1 if lead.strategy is LevelStrategy.FIRST_MATCH else 1_000_000
+    rows = await conn.fetch(READ_CANDIDATES, niche_id, lead.next_start_position, eager, [])
     return niche_state_from_rows(rows, lead=lead, niche_id=niche_id)
 
 
 async def read_full_levels(
     conn: asyncpg.Connection, state: NicheState, level_ids: Sequence[uuid.UUID]
 ) -> NicheState:
-    """The whole candidate list of levels whose window a walk ran off."""
-    rows = await conn.fetch(READ_CANDIDATES, state.niche_id, True, list(level_ids))
-    full = _candidates_by_level(rows, _ParsedFilters())
+    """The whole candidate list of levels a walk reached but had read only in part."""
+    rows = await conn.fetch(READ_CANDIDATES, state.niche_id, state.next_start_position, 0, list(level_ids))
+    wanted = set(level_ids)
+    full = _candidates_by_level([r for r in rows if r["level_id"] in wanted], _ParsedFilters())
     return replace(
         state,
         candidates={**state.candidates, **full},
-        partial_levels=state.partial_levels - set(level_ids),
+        partial_levels=state.partial_levels - wanted,
     )
 
 
@@ -169,7 +189,11 @@ def niche_state_from_rows(
                 )
             )
     candidates = _candidates_by_level(rows, _ParsedFilters())
-    partial = {level.id for level in levels if len(candidates[level.id]) == level.max_recipients * 2 + 8}
+    # read in part: not read at all (lazy levels), or a window that filled up
+    unread = {row["level_id"] for row in rows if not row["read"]}
+    partial = unread | {
+        level.id for level in levels if len(candidates[level.id]) == level.max_recipients * 2 + 8
+    }
     return NicheState(
         niche_id=niche_id,
         niche_name=lead.niche_name,

@@ -37,6 +37,12 @@ class DistributionRun(SQLModel, table=True):
     __table_args__ = (
         enum_check("status", RunStatus, "status"),
         sa.Index("ix_distribution_runs_lead_created", "lead_id", "created_at"),
+        sa.Index(
+            "uq_distribution_runs_idempotency_key",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+        ),
         # the sweep and the dead-letter list read these
         sa.Index(
             "ix_distribution_runs_open",
@@ -52,8 +58,8 @@ class DistributionRun(SQLModel, table=True):
     status: RunStatus = Field(
         default=RunStatus.QUEUED, sa_type=sa.Text, sa_column_kwargs={"server_default": "QUEUED"}
     )
-    # unique among all runs: the same key for another lead is a CONFLICT
-    idempotency_key: str | None = Field(default=None, sa_column_kwargs={"unique": True})
+    # unique among all runs (partial index below): the same key for another lead is a CONFLICT
+    idempotency_key: str | None = None
     requested_by: str = Field(default="system", sa_column_kwargs={"server_default": "system"})
     attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     # progress events of this run carry seq 1..seq; bumped in each step's transaction

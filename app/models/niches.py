@@ -33,6 +33,10 @@ class Niche(SQLModel, table=True):
         sa_column_kwargs={"server_default": "ALL_LEVELS"},
     )
     auto_distribute: bool = Field(default=False, sa_column_kwargs={"server_default": "false"})
+    # The latest last_received_at the engine gave any subscription of this niche: the next
+    # distribution stamps its picks after it, so each level's queue stays FIFO even if the clock
+    # steps back. Written under the niche's row lock, with the rotation.
+    last_served_at: datetime | None = timestamp()
     created_at: datetime = now_column()
 
 

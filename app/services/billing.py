@@ -87,9 +87,9 @@ async def lock_providers(session: AsyncSession, provider_ids: Sequence[uuid.UUID
     """In ascending id order, the engine's order, so the two never deadlock."""
     if provider_ids:
         await session.execute(
-            sa.select(Provider.id)
+            sa.select(col(Provider.id))
             .where(col(Provider.id).in_(sorted(set(provider_ids))))
-            .order_by(Provider.id)
+            .order_by(col(Provider.id))
             .with_for_update(key_share=True)  # FOR NO KEY UPDATE
         )
 

@@ -133,8 +133,8 @@ async def create_level(
             await lock_niche(session, niche_id)
             if order_position is None:
                 highest = await session.scalar(
-                    sa.select(sa.func.max(CompetitionLevel.order_position)).where(
-                        CompetitionLevel.niche_id == niche_id,
+                    sa.select(sa.func.max(col(CompetitionLevel.order_position))).where(
+                        col(CompetitionLevel.niche_id) == niche_id,
                         col(CompetitionLevel.deleted_at).is_(None),
                     )
                 )

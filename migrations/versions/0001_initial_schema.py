@@ -65,6 +65,7 @@ def upgrade() -> None:
     sa.Column('next_start_level_order_position', sa.Integer(), server_default='1', nullable=False),
     sa.Column('level_strategy', sa.Text(), server_default='ALL_LEVELS', nullable=False),
     sa.Column('auto_distribute', sa.Boolean(), server_default='false', nullable=False),
+    sa.Column('last_served_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.CheckConstraint("level_strategy IN ('ALL_LEVELS', 'FIRST_MATCH')", name=op.f('ck_niches_level_strategy')),
     sa.CheckConstraint('next_start_level_order_position >= 1', name=op.f('ck_niches_next_start_positive')),
@@ -136,10 +137,10 @@ def upgrade() -> None:
     sa.CheckConstraint("status IN ('QUEUED', 'RUNNING', 'SUCCESS', 'PARTIAL', 'NO_ELIGIBLE', 'FAILED')", name=op.f('ck_distribution_runs_status')),
     sa.ForeignKeyConstraint(['lead_id'], ['leads.id'], name=op.f('fk_distribution_runs_lead_id_leads')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_distribution_runs')),
-    sa.UniqueConstraint('idempotency_key', name=op.f('uq_distribution_runs_idempotency_key')),
     postgresql_with={'fillfactor': 80}
     )
     op.create_index('ix_distribution_runs_lead_created', 'distribution_runs', ['lead_id', 'created_at'], unique=False)
+    op.create_index('uq_distribution_runs_idempotency_key', 'distribution_runs', ['idempotency_key'], unique=True, postgresql_where=sa.text('idempotency_key IS NOT NULL'))
     op.create_index('ix_distribution_runs_open', 'distribution_runs', ['status', 'updated_at'], unique=False, postgresql_where=sa.text("status IN ('QUEUED', 'RUNNING', 'FAILED')"))
     op.create_table('subscriptions',
     sa.Column('id', sa.Uuid(), server_default=sa.text('gen_random_uuid()'), nullable=False),
@@ -242,6 +243,7 @@ def downgrade() -> None:
     op.drop_index('ix_subscriptions_level', table_name='subscriptions')
     op.drop_table('subscriptions')
     op.drop_index('ix_distribution_runs_open', table_name='distribution_runs', postgresql_where=sa.text("status IN ('QUEUED', 'RUNNING', 'FAILED')"))
+    op.drop_index('uq_distribution_runs_idempotency_key', table_name='distribution_runs', postgresql_where=sa.text('idempotency_key IS NOT NULL'))
     op.drop_index('ix_distribution_runs_lead_created', table_name='distribution_runs')
     op.drop_table('distribution_runs')
     op.drop_index('ix_leads_status_created', table_name='leads')

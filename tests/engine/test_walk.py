@@ -51,6 +51,8 @@ async def test_first_match_falls_through_a_level_that_assigns_nobody(db: Databas
     assert [a.level_name for a in result.assigned] == ["L2"]
     assert [s.reason for s in result.skipped] == [SkipReason.INSUFFICIENT_BALANCE]
     assert result.status.value == "PARTIAL"
+    # FIRST_MATCH reads the starting level first; L2 was read when the walk reached it
+    assert result.statements == 5  # lock, L1, L2, lock provider, write
 
 
 async def test_lru_nulls_first_then_provider_id(db: Database) -> None:
@@ -133,3 +135,26 @@ async def test_walk_past_the_candidate_window_reads_the_whole_level(db: Database
     assert [a.provider_id for a in result.assigned] == [ids[11]]
     assert [s.provider_id for s in result.skipped] == ids[:11]
     assert result.statements == 5  # lock, window, whole level, lock providers, write
+
+
+async def test_queue_stays_fifo_when_the_clock_is_behind(db: Database) -> None:
+    """Picks are stamped after the niche's last_served_at, not just clock_timestamp(): a clock that
+    stepped back cannot send a just-served provider to the front of the queue."""
+    niche, (level,) = await make_niche(db, levels=[(100, 2)])
+    ids = ordered_ids(4)
+    for provider_id in ids:
+        await subscribe(db, await make_provider(db, balance_cents=10_000, provider_id=provider_id), level)
+    async with db.engine.begin() as conn:
+        await conn.exec_driver_sql(
+            "UPDATE niches SET last_served_at = now() + interval '1 day' WHERE id = $1", (niche.id,)
+        )
+    winners = []
+    for _ in range(4):
+        result = await distribute_lead(db, lead_id=(await make_lead(db, niche)).id)
+        winners.append([a.provider_id for a in result.assigned])
+    assert winners == [ids[:2], ids[2:], ids[:2], ids[2:]]
+    async with db.engine.connect() as conn:
+        ahead = await conn.exec_driver_sql(
+            "SELECT count(*) FROM subscriptions WHERE last_received_at > now() + interval '23 hours'"
+        )
+        assert ahead.scalar_one() == 4
