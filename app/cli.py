@@ -1,51 +1,71 @@
-"""`leadwheel`: run, migrate and demo LeadWheel. With no DATABASE_URL / REDIS_URL it starts
-embedded PostgreSQL and Redis in LEADWHEEL's data directory (DATA_DIR, default .leadwheel)."""
+"""`leadwheel`: serve, migrate, demo, create-admin, api-key. With no DATABASE_URL / REDIS_URL it
+starts embedded PostgreSQL and Redis in DATA_DIR (default .leadwheel) and stops them on exit."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+import io
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from app.db import create_database
-from app.demo import run_demo
+from app.db import Database, create_database
+from app.demo import DemoRun, run_demo
 from app.embedded import servers
+from app.errors import DomainError
 from app.migrate import upgrade
-from app.settings import get_settings
+from app.services import auth
+from app.services.audit import SYSTEM
+from app.settings import Settings, get_settings
 
 cli = typer.Typer(help="LeadWheel: fair, atomic lead distribution.", no_args_is_help=True)
+keys = typer.Typer(help="Scoped API keys for scripts.", no_args_is_help=True)
+cli.add_typer(keys, name="api-key")
 console = Console()
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
-def _runtime() -> Iterator[tuple[str, str]]:
+def _runtime() -> Iterator[Settings]:
+    """Settings whose URLs point at running, migrated servers (embedded ones if none were given)."""
     settings = get_settings()
     with servers(
         data_dir=settings.data_dir, database_url=settings.database_url, redis_url=settings.redis_url
     ) as (database_url, redis_url):
         upgrade(database_url)
-        yield database_url, redis_url
+        yield settings.model_copy(update={"database_url": database_url, "redis_url": redis_url})
+
+
+def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    async def go() -> T:
+        db = create_database(str(settings.database_url))
+        try:
+            return await work(db)
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(go())
+    except DomainError as exc:
+        console.print(f"[red]{exc.code.value}[/]: {exc}")
+        raise typer.Exit(1) from exc
 
 
 def _money(cents: int) -> str:
     return f"${cents / 100:,.2f}"
 
 
-def print_demo(run: object) -> None:
-    from app.demo import DemoRun
-
-    assert isinstance(run, DemoRun)
+def print_demo(run: DemoRun) -> None:
     console.rule(f"[bold]{run.niche_name}[/]: 3 levels (Exclusive $45 x1, Shared $30 x2, Budget $15 x3)")
     for number, (attributes, result) in enumerate(run.results, start=1):
         table = Table(title=f"Lead {number}: {attributes}  ->  {result.status.value}", title_justify="left")
-        table.add_column("level")
-        table.add_column("provider")
-        table.add_column("decision")
-        table.add_column("why / balance after")
+        for column in ("level", "provider", "decision", "why / balance after"):
+            table.add_column(column)
         balances = {a.provider_id: a.balance_after_cents for a in result.assigned}
         for event in result.events:  # walk order
             name = run.provider_names.get(str(event.provider_id), str(event.provider_id))
@@ -63,23 +83,87 @@ def print_demo(run: object) -> None:
 @cli.command()
 def migrate() -> None:
     """Apply every migration (to DATABASE_URL, or the embedded server)."""
-    with _runtime() as (database_url, _):
-        console.print(f"migrated {database_url}")
+    with _runtime() as settings:
+        console.print(f"migrated {settings.database_url}")
 
 
 @cli.command()
 def demo() -> None:
     """Seed a demo niche, providers and leads; distribute them and print who got what and why."""
-    with _runtime() as (database_url, _):
+    with _runtime() as settings:
+        print_demo(_with_db(settings, run_demo))
 
-        async def go() -> None:
-            db = create_database(database_url)
-            try:
-                print_demo(await run_demo(db))
-            finally:
-                await db.dispose()
 
-        asyncio.run(go())
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+) -> None:
+    """Run the GraphQL API (uvicorn) on the configured or embedded servers."""
+    import uvicorn
+
+    from app.main import create_app
+
+    with _runtime() as settings:
+        console.print(f"GraphQL: http://{host}:{port}/graphql   health: http://{host}:{port}/healthz")
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+def _qr(uri: str) -> str:
+    import qrcode
+
+    code = qrcode.QRCode(border=1)
+    code.add_data(uri)
+    out = io.StringIO()
+    code.print_ascii(out=out, invert=True)
+    return out.getvalue()
+
+
+@cli.command("create-admin")
+def create_admin(
+    email: str,
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+) -> None:
+    """Create an admin user and print the TOTP provisioning URI (and a QR code) for an authenticator."""
+    with _runtime() as settings:
+        created = _with_db(
+            settings, lambda db: auth.create_admin(db, email=email, password=password, settings=settings)
+        )
+    console.print(f"admin {created.admin.email} created ({created.admin.id})")
+    console.print("Add it to an authenticator app (scan, or enter the URI):")
+    console.print(_qr(created.provisioning_uri), highlight=False)
+    console.print(created.provisioning_uri, highlight=False)
+
+
+@keys.command("create")
+def create_key(
+    name: Annotated[str, typer.Option(help="who or what uses the key")],
+    scope: Annotated[
+        list[str], typer.Option(help="read, leads:write, distribution:write or admin; repeatable")
+    ],
+) -> None:
+    """Create an API key; its secret is printed once."""
+    with _runtime() as settings:
+        created = _with_db(
+            settings, lambda db: auth.create_api_key(db, actor=SYSTEM, name=name, scopes=scope)
+        )
+    console.print(
+        f"API key {created.key.id} ({', '.join(created.key.scopes)}). Store it now, it is not shown again:"
+    )
+    console.print(created.secret, highlight=False)
+
+
+@keys.command("revoke")
+def revoke_key(key_id: str) -> None:
+    """Revoke an API key by id."""
+    try:
+        ident = uuid.UUID(key_id)
+    except ValueError:
+        console.print(f"[red]INVALID_INPUT[/]: {key_id!r} is not an API key id")
+        raise typer.Exit(2) from None
+    with _runtime() as settings:
+        key = _with_db(settings, lambda db: auth.revoke_api_key(db, actor=SYSTEM, key_id=ident))
+    console.print(f"API key {key.id} revoked at {key.revoked_at}")
 
 
 def main() -> None:

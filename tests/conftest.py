@@ -13,14 +13,16 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from redis.asyncio import Redis
 
 from app.db import Database, create_database
-from app.embedded import EmbeddedPostgres
+from app.embedded import EmbeddedPostgres, EmbeddedRedis
 from app.migrate import upgrade
 
 TABLES = (
     "notifications, audit_log, ledger_entries, assignments, distribution_runs, leads, "
-    "subscriptions, providers, competition_levels, niches, api_keys, admin_users"
+    "subscriptions, providers, competition_levels, niches, api_keys, access_tokens, mfa_challenges, "
+    "admin_users"
 )
 
 
@@ -84,3 +86,31 @@ async def _clean_tables(request: pytest.FixtureRequest) -> None:
     database: Database = request.getfixturevalue("db")
     async with database.engine.begin() as conn:
         await conn.exec_driver_sql(f"TRUNCATE {TABLES} CASCADE")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    given = os.environ.get("REDIS_URL")
+    if given:
+        yield given
+        return
+    server = EmbeddedRedis()
+    url = server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(autouse=True)
+async def _clean_redis(request: pytest.FixtureRequest) -> None:
+    if "redis" in request.fixturenames:
+        client: Redis = request.getfixturevalue("redis")
+        await client.flushdb()

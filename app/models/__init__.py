@@ -2,7 +2,7 @@
 
 from app.models import base  # noqa: F401  (naming convention first)
 from app.models.audit import ActorType, AuditAction, AuditEntry
-from app.models.auth import AdminUser, ApiKey
+from app.models.auth import AccessToken, AdminUser, ApiKey, MfaChallenge
 from app.models.billing import (
     LedgerEntry,
     LedgerKind,
@@ -16,6 +16,7 @@ from app.models.leads import Assignment, Lead, LeadStatus
 from app.models.niches import CompetitionLevel, LevelStrategy, Niche
 
 __all__ = [
+    "AccessToken",
     "ActorType",
     "AdminUser",
     "ApiKey",
@@ -29,6 +30,7 @@ __all__ = [
     "LedgerEntry",
     "LedgerKind",
     "LevelStrategy",
+    "MfaChallenge",
     "Niche",
     "Notification",
     "NotificationStatus",

@@ -37,3 +37,28 @@ class ApiKey(SQLModel, table=True):
     last_used_at: datetime | None = timestamp()
     revoked_at: datetime | None = timestamp()
     created_at: datetime = now_column()
+
+
+class MfaChallenge(SQLModel, table=True):
+    """Issued by login after the password; single use, short-lived. A bearer holding only this
+    gets MFA_REQUIRED, never data."""
+
+    __tablename__ = "mfa_challenges"
+
+    id: uuid.UUID = uuid_pk()
+    admin_id: uuid.UUID = Field(foreign_key="admin_users.id", nullable=False, index=True)
+    token_hash: str = Field(sa_column_kwargs={"unique": True, "nullable": False})
+    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True), nullable=False)
+    used_at: datetime | None = timestamp()
+    created_at: datetime = now_column()
+
+
+class AccessToken(SQLModel, table=True):
+    __tablename__ = "access_tokens"
+
+    id: uuid.UUID = uuid_pk()
+    admin_id: uuid.UUID = Field(foreign_key="admin_users.id", nullable=False, index=True)
+    token_hash: str = Field(sa_column_kwargs={"unique": True, "nullable": False})
+    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True), nullable=False)
+    revoked_at: datetime | None = timestamp()
+    created_at: datetime = now_column()

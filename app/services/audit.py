@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
 
+from app.db import Database
 from app.models.audit import ActorType, AuditAction, AuditEntry
+from app.services.pages import Page, PageKey, keyset_page
 
 
 @dataclass(frozen=True)
@@ -54,3 +58,46 @@ def _json(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _json(v) for k, v in value.items()}
     return value
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    entity_type: str | None = None
+    entity_id: uuid.UUID | None = None
+    action: str | None = None
+    actor_id: uuid.UUID | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+async def list_audit(
+    db: Database, *, where: AuditFilter, first: int, after: PageKey | None
+) -> Page[AuditEntry]:
+    stmt = select(AuditEntry)
+    if where.entity_type is not None:
+        stmt = stmt.where(AuditEntry.entity_type == where.entity_type)
+    if where.entity_id is not None:
+        stmt = stmt.where(AuditEntry.entity_id == where.entity_id)
+    if where.action is not None:
+        stmt = stmt.where(AuditEntry.action == where.action)
+    if where.actor_id is not None:
+        stmt = stmt.where(AuditEntry.actor_id == where.actor_id)
+    if where.since is not None:
+        stmt = stmt.where(col(AuditEntry.created_at) >= where.since)
+    if where.until is not None:
+        stmt = stmt.where(col(AuditEntry.created_at) < where.until)
+    async with db.read() as session:
+        return await keyset_page(session, stmt, AuditEntry, first=first, after=after)
+
+
+async def entries_for(
+    db: Database, *, entity_type: str, entity_id: uuid.UUID, limit: int = 200
+) -> list[AuditEntry]:
+    async with db.read() as session:
+        rows = await session.execute(
+            select(AuditEntry)
+            .where(AuditEntry.entity_type == entity_type, AuditEntry.entity_id == entity_id)
+            .order_by(col(AuditEntry.created_at), col(AuditEntry.id))
+            .limit(limit)
+        )
+        return list(rows.scalars().all())

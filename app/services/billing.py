@@ -31,6 +31,7 @@ from app.models.billing import (
 from app.models.niches import CompetitionLevel
 from app.services import _guards
 from app.services.audit import Actor, record
+from app.services.pages import Page, PageKey, keyset_page
 
 MAX_AMOUNT_CENTS = 10**12
 
@@ -340,3 +341,16 @@ async def get_provider(db: Database, provider_id: uuid.UUID) -> Provider:
     if provider is None:
         raise NotFound("provider", provider_id)
     return provider
+
+
+async def list_providers(db: Database, *, first: int, after: PageKey | None) -> Page[Provider]:
+    async with db.read() as session:
+        return await keyset_page(session, select(Provider), Provider, first=first, after=after)
+
+
+async def list_ledger(
+    db: Database, *, provider_id: uuid.UUID, first: int, after: PageKey | None
+) -> Page[LedgerEntry]:
+    async with db.read() as session:
+        stmt = select(LedgerEntry).where(LedgerEntry.provider_id == provider_id)
+        return await keyset_page(session, stmt, LedgerEntry, first=first, after=after)

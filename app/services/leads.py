@@ -13,10 +13,11 @@ from sqlmodel import select
 from app.db import Database
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models.audit import AuditAction
-from app.models.leads import Lead, LeadStatus
+from app.models.leads import Assignment, Lead, LeadStatus
 from app.models.niches import Niche
 from app.services import _guards
 from app.services.audit import Actor, record
+from app.services.pages import Page, PageKey, keyset_page
 
 MAX_ATTRIBUTES = 100
 MAX_ATTRIBUTES_BYTES = 16_384
@@ -103,3 +104,32 @@ async def get_lead(db: Database, lead_id: uuid.UUID) -> Lead:
     if lead is None:
         raise NotFound("lead", lead_id)
     return lead
+
+
+async def list_leads(
+    db: Database, *, niche_id: uuid.UUID | None, status: LeadStatus | None, first: int, after: PageKey | None
+) -> Page[Lead]:
+    stmt = select(Lead)
+    if niche_id is not None:
+        stmt = stmt.where(Lead.niche_id == niche_id)
+    if status is not None:
+        stmt = stmt.where(Lead.status == status)
+    async with db.read() as session:
+        return await keyset_page(session, stmt, Lead, first=first, after=after)
+
+
+async def list_assignments(
+    db: Database,
+    *,
+    lead_id: uuid.UUID | None,
+    provider_id: uuid.UUID | None,
+    first: int,
+    after: PageKey | None,
+) -> Page[Assignment]:
+    stmt = select(Assignment)
+    if lead_id is not None:
+        stmt = stmt.where(Assignment.lead_id == lead_id)
+    if provider_id is not None:
+        stmt = stmt.where(Assignment.provider_id == provider_id)
+    async with db.read() as session:
+        return await keyset_page(session, stmt, Assignment, first=first, after=after)

@@ -243,3 +243,8 @@ async def delete_level(db: Database, *, actor: Actor, level_id: uuid.UUID) -> Co
             entity_id=level.id,
         )
     return level
+
+
+async def list_niches(db: Database) -> Sequence[Niche]:
+    async with db.read() as session:
+        return (await session.execute(select(Niche).order_by(col(Niche.name)))).scalars().all()

@@ -1,0 +1,153 @@
+"""The Starlette app: /graphql (HTTP and graphql-transport-ws), /healthz, /readyz."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import sqlalchemy as sa
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+
+from app.db import Database, create_database
+from app.resolvers.context import Context, credential_from_headers
+from app.resolvers.loaders import make_loaders
+from app.resolvers.schema import build_schema
+from app.settings import Settings, get_settings
+
+
+class GraphQLView(GraphQL[Context, None]):
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        state = request.app.state
+        return Context(
+            request=request,
+            response=response,
+            db=state.db,
+            redis=state.redis,
+            settings=state.settings,
+            loaders=make_loaders(state.db),
+            credential=credential_from_headers(
+                request.headers.get("authorization"), request.headers.get("x-api-key")
+            ),
+        )
+
+
+class BodyLimit:
+    """Refuses request bodies over `limit` bytes (413, as a GraphQL error) before they are parsed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = {
+            "errors": [
+                {
+                    "message": f"request body is larger than {self.limit} bytes",
+                    "extensions": {"code": "INVALID_INPUT"},
+                }
+            ]
+        }
+        await JSONResponse(body, status_code=413)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    checks: dict[str, Any] = {}
+    try:
+        async with request.app.state.db.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        checks["postgres"] = "ok"
+    except Exception as exc:  # noqa: BLE001  (reported, not raised: this is the health check)
+        checks["postgres"] = f"down: {type(exc).__name__}"
+    try:
+        await request.app.state.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["redis"] = f"down: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+
+
+def create_app(
+    settings: Settings | None = None, *, db: Database | None = None, redis: Redis | None = None
+) -> Starlette:
+    """Given db / redis (tests) are used and left open; otherwise they are made from settings in
+    the lifespan and closed after it."""
+    settings = settings or get_settings()
+    view = GraphQLView(
+        build_schema(settings),
+        graphql_ide="graphiql" if settings.ide_enabled else None,
+        allowed_origins=settings.allowed_origins,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        own_db = db is None
+        own_redis = redis is None
+        if own_db and not settings.database_url:
+            raise RuntimeError("DATABASE_URL is not set (use `leadwheel serve` to start embedded servers)")
+        if own_redis and not settings.redis_url:
+            raise RuntimeError("REDIS_URL is not set (use `leadwheel serve` to start embedded servers)")
+        app.state.settings = settings
+        app.state.db = db or create_database(str(settings.database_url), settings)
+        app.state.redis = redis or Redis.from_url(str(settings.redis_url))
+        try:
+            yield
+        finally:
+            if own_redis:
+                await app.state.redis.aclose()
+            if own_db:
+                await app.state.db.dispose()
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/graphql", view, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", view),
+        ],
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app
+
+
+_ = json  # the BodyLimit error is JSON like every GraphQL error

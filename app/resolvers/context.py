@@ -1,0 +1,56 @@
+"""The per-request (per-connection for WebSockets) context every resolver receives."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+from strawberry.types import Info as StrawberryInfo
+
+from app.db import Database
+from app.errors import Unauthenticated
+from app.resolvers.loaders import Loaders
+from app.services import auth
+from app.services.audit import Actor
+from app.settings import Settings
+
+
+@dataclass
+class Context:
+    request: Request | WebSocket
+    response: Response | WebSocket | None
+    db: Database
+    redis: Redis
+    settings: Settings
+    loaders: Loaders
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    credential: str | None = None
+    connection_params: dict[str, object] | None = None  # filled by Strawberry on connection_init
+    _actor: Actor | None = None
+
+    async def actor(self) -> Actor:
+        """Authenticated lazily, once: public operations (login) need no credentials."""
+        if self._actor is None:
+            if not self.credential:
+                raise Unauthenticated("sign in: send 'Authorization: Bearer <access token or API key>'")
+            self._actor = await auth.authenticate(self.db, self.credential)
+        return self._actor
+
+    @property
+    def client(self) -> str:
+        return self.request.client.host if self.request.client else "unknown"
+
+
+Info = StrawberryInfo[Context, None]
+
+
+def credential_from_headers(authorization: str | None, api_key: str | None) -> str | None:
+    if api_key:
+        return api_key.strip()
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return None

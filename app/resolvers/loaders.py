@@ -1,0 +1,78 @@
+"""Per-request dataloaders: each batch is one `IN (...)` query on its own short session, results in
+key order. Nested list fields go through these, so a page of 100 leads costs a fixed number of
+statements whatever it contains."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlmodel import col, select
+from strawberry.dataloader import DataLoader
+
+from app.db import Database
+from app.models.billing import Provider, Subscription
+from app.models.distribution import DistributionRun
+from app.models.leads import Assignment, Lead
+from app.models.niches import CompetitionLevel, Niche
+
+T = TypeVar("T")
+Load = Callable[[list[uuid.UUID]], Coroutine[Any, Any, list[Any]]]
+
+
+def _by_id(db: Database, model: Any) -> Load:
+    async def load(keys: list[uuid.UUID]) -> list[Any]:
+        async with db.read() as session:
+            rows = (await session.execute(select(model).where(col(model.id).in_(keys)))).scalars().all()
+        found = {row.id: row for row in rows}
+        return [found.get(key) for key in keys]
+
+    return load
+
+
+def _grouped(db: Database, model: Any, column: str, order: Sequence[Any] = ()) -> Load:
+    async def load(keys: list[uuid.UUID]) -> list[Any]:
+        attr = getattr(model, column)
+        stmt = select(model).where(col(attr).in_(keys))
+        if order:
+            stmt = stmt.order_by(*order)
+        async with db.read() as session:
+            rows = (await session.execute(stmt)).scalars().all()
+        groups: dict[uuid.UUID, list[Any]] = defaultdict(list)
+        for row in rows:
+            groups[getattr(row, column)].append(row)
+        return [groups.get(key, []) for key in keys]
+
+    return load
+
+
+@dataclass
+class Loaders:
+    niche: DataLoader[uuid.UUID, Niche | None]
+    level: DataLoader[uuid.UUID, CompetitionLevel | None]
+    provider: DataLoader[uuid.UUID, Provider | None]
+    lead: DataLoader[uuid.UUID, Lead | None]
+    levels_by_niche: DataLoader[uuid.UUID, list[CompetitionLevel]]
+    assignments_by_lead: DataLoader[uuid.UUID, list[Assignment]]
+    runs_by_lead: DataLoader[uuid.UUID, list[DistributionRun]]
+    subscriptions_by_provider: DataLoader[uuid.UUID, list[Subscription]]
+
+
+def make_loaders(db: Database) -> Loaders:
+    return Loaders(
+        niche=DataLoader(_by_id(db, Niche)),
+        level=DataLoader(_by_id(db, CompetitionLevel)),
+        provider=DataLoader(_by_id(db, Provider)),
+        lead=DataLoader(_by_id(db, Lead)),
+        levels_by_niche=DataLoader(
+            _grouped(db, CompetitionLevel, "niche_id", [col(CompetitionLevel.order_position)])
+        ),
+        assignments_by_lead=DataLoader(_grouped(db, Assignment, "lead_id", [col(Assignment.created_at)])),
+        runs_by_lead=DataLoader(_grouped(db, DistributionRun, "lead_id", [col(DistributionRun.created_at)])),
+        subscriptions_by_provider=DataLoader(
+            _grouped(db, Subscription, "provider_id", [col(Subscription.created_at)])
+        ),
+    )

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import uuid
+
+import strawberry
+
+from app.resolvers.context import Info
+from app.resolvers.permissions import IsAdminUser, IsAuthenticated
+from app.schema.types import AccessToken, ApiKey, CreatedApiKey, MfaChallenge
+from app.services import auth
+
+
+@strawberry.type
+class AuthMutations:
+    @strawberry.mutation(description="Password step: returns a short-lived MFA challenge for verifyMfa.")
+    async def login(self, info: Info, email: str, password: str) -> MfaChallenge:
+        c = info.context
+        issued = await auth.login(
+            c.db, c.redis, email=email, password=password, client=c.client, settings=c.settings
+        )
+        return MfaChallenge(challenge=issued.token, expires_at=issued.expires_at)
+
+    @strawberry.mutation(description="TOTP step: a 6-digit code (±30 s, each code once) -> access token.")
+    async def verify_mfa(self, info: Info, challenge: str, code: str) -> AccessToken:
+        c = info.context
+        issued = await auth.verify_mfa(
+            c.db, c.redis, challenge=challenge, code=code, client=c.client, settings=c.settings
+        )
+        return AccessToken(token=issued.token, expires_at=issued.expires_at)
+
+    @strawberry.mutation(permission_classes=[IsAuthenticated], description="Revokes this access token.")
+    async def logout(self, info: Info) -> bool:
+        actor = await info.context.actor()
+        return await auth.logout(info.context.db, actor=actor, token=info.context.credential or "")
+
+    @strawberry.mutation(permission_classes=[IsAdminUser])
+    async def create_api_key(self, info: Info, name: str, scopes: list[str]) -> CreatedApiKey:
+        created = await auth.create_api_key(
+            info.context.db, actor=await info.context.actor(), name=name, scopes=scopes
+        )
+        return CreatedApiKey(api_key=ApiKey.of(created.key), secret=created.secret)
+
+    @strawberry.mutation(permission_classes=[IsAdminUser])
+    async def revoke_api_key(self, info: Info, id: uuid.UUID) -> ApiKey:
+        return ApiKey.of(
+            await auth.revoke_api_key(info.context.db, actor=await info.context.actor(), key_id=id)
+        )

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import uuid
+
+import strawberry
+from strawberry.permission import BasePermission
+
+from app.resolvers.context import Info
+from app.resolvers.permissions import CanDistribute
+from app.schema.types import DistributionRun
+from app.services import distribution
+
+DISTRIBUTE: list[type[BasePermission]] = [CanDistribute]
+
+
+@strawberry.type
+class DistributionMutations:
+    @strawberry.mutation(
+        permission_classes=DISTRIBUTE,
+        description="Returns the run. The same idempotencyKey for the same lead returns the same run; "
+        "for another lead it is a CONFLICT.",
+    )
+    async def distribute_lead(
+        self, info: Info, lead_id: uuid.UUID, idempotency_key: str | None = None
+    ) -> DistributionRun:
+        c = info.context
+        run = await distribution.request_distribution(
+            c.db, actor=await c.actor(), lead_id=lead_id, idempotency_key=idempotency_key, settings=c.settings
+        )
+        return DistributionRun.of(run)
+
+    @strawberry.mutation(
+        permission_classes=DISTRIBUTE, description="Queues a FAILED (dead-lettered) run again."
+    )
+    async def retry_distribution(self, info: Info, run_id: uuid.UUID) -> DistributionRun:
+        c = info.context
+        run = await distribution.retry_distribution(
+            c.db, actor=await c.actor(), run_id=run_id, settings=c.settings
+        )
+        return DistributionRun.of(run)

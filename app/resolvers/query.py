@@ -1,0 +1,142 @@
+"""Queries: each one permission, one service call, one conversion."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import strawberry
+from strawberry.permission import BasePermission
+
+from app.engine.preview import preview_distribution
+from app.errors import NotFound
+from app.models.leads import LeadStatus
+from app.resolvers.context import Info
+from app.resolvers.permissions import CanRead, IsAuthenticated
+from app.resolvers.preview import to_preview
+from app.schema.pagination import Connection, connection, decode_cursor
+from app.schema.types import (
+    Assignment,
+    AuditEntry,
+    DistributionPreview,
+    DistributionRun,
+    DistributionStatus,
+    Lead,
+    Me,
+    Niche,
+    Provider,
+)
+from app.services import audit, billing, distribution, leads, niches
+
+READ: list[type[BasePermission]] = [CanRead]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(permission_classes=READ)
+    async def lead(self, info: Info, id: uuid.UUID) -> Lead:
+        return Lead.of(await leads.get_lead(info.context.db, id))
+
+    @strawberry.field(permission_classes=READ, description="Newest first. first: 1..100.")
+    async def leads(
+        self,
+        info: Info,
+        niche_id: uuid.UUID | None = None,
+        status: LeadStatus | None = None,
+        first: int = 20,
+        after: str | None = None,
+    ) -> Connection[Lead]:
+        key = decode_cursor(after)
+        page = await leads.list_leads(
+            info.context.db, niche_id=niche_id, status=status, first=first, after=key
+        )
+        return connection(page, Lead.of, after=key)
+
+    @strawberry.field(permission_classes=READ, description="Newest first. first: 1..100.")
+    async def assignments(
+        self,
+        info: Info,
+        lead_id: uuid.UUID | None = None,
+        provider_id: uuid.UUID | None = None,
+        first: int = 20,
+        after: str | None = None,
+    ) -> Connection[Assignment]:
+        key = decode_cursor(after)
+        page = await leads.list_assignments(
+            info.context.db, lead_id=lead_id, provider_id=provider_id, first=first, after=key
+        )
+        return connection(page, Assignment.of, after=key)
+
+    @strawberry.field(permission_classes=READ)
+    async def distribution_status(self, info: Info, lead_id: uuid.UUID) -> DistributionStatus:
+        db = info.context.db
+        lead = await leads.get_lead(db, lead_id)
+        runs = await info.context.loaders.runs_by_lead.load(lead_id)
+        return DistributionStatus(
+            lead=Lead.of(lead),
+            status=lead.status,
+            distribution_attempts=lead.distribution_attempts,
+            assignment_count=await distribution.assignment_count(db, lead_id),
+            runs=[DistributionRun.of(r) for r in runs],
+            audit_entries=[
+                AuditEntry.of(e) for e in await audit.entries_for(db, entity_type="lead", entity_id=lead_id)
+            ],
+        )
+
+    @strawberry.field(permission_classes=READ)
+    async def distribution_run(self, info: Info, id: uuid.UUID) -> DistributionRun:
+        return DistributionRun.of(await distribution.get_run(info.context.db, id))
+
+    @strawberry.field(permission_classes=READ, description="Runs that failed every attempt, newest first.")
+    async def dead_letters(self, info: Info, first: int = 50) -> list[DistributionRun]:
+        return [DistributionRun.of(r) for r in await distribution.dead_letters(info.context.db, limit=first)]
+
+    @strawberry.field(permission_classes=READ)
+    async def niches(self, info: Info) -> list[Niche]:
+        return [Niche.of(n) for n in await niches.list_niches(info.context.db)]
+
+    @strawberry.field(permission_classes=READ)
+    async def niche(self, info: Info, id: uuid.UUID) -> Niche:
+        return Niche.of(await niches.get_niche(info.context.db, id))
+
+    @strawberry.field(permission_classes=READ, description="Newest first. first: 1..100.")
+    async def providers(self, info: Info, first: int = 20, after: str | None = None) -> Connection[Provider]:
+        key = decode_cursor(after)
+        page = await billing.list_providers(info.context.db, first=first, after=key)
+        return connection(page, Provider.of, after=key)
+
+    @strawberry.field(permission_classes=READ)
+    async def provider(self, info: Info, id: uuid.UUID) -> Provider:
+        return Provider.of(await billing.get_provider(info.context.db, id))
+
+    @strawberry.field(permission_classes=READ, description="Newest first; every filter optional.")
+    async def audit_log(
+        self,
+        info: Info,
+        entity_type: str | None = None,
+        entity_id: uuid.UUID | None = None,
+        action: str | None = None,
+        actor_id: uuid.UUID | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        first: int = 50,
+        after: str | None = None,
+    ) -> Connection[AuditEntry]:
+        key = decode_cursor(after)
+        where = audit.AuditFilter(entity_type, entity_id, action, actor_id, since, until)
+        page = await audit.list_audit(info.context.db, where=where, first=first, after=key)
+        return connection(page, AuditEntry.of, after=key)
+
+    @strawberry.field(
+        permission_classes=READ,
+        description="Who would receive the lead now and why the others would not. Charges nobody.",
+    )
+    async def preview_distribution(self, info: Info, lead_id: uuid.UUID) -> DistributionPreview:
+        return to_preview(await preview_distribution(info.context.db, lead_id=lead_id))
+
+    @strawberry.field(permission_classes=[IsAuthenticated])
+    async def me(self, info: Info) -> Me:
+        actor = await info.context.actor()
+        if actor.id is None:
+            raise NotFound("actor", "system")
+        return Me(actor_type=actor.type, id=actor.id, label=actor.label, scopes=sorted(actor.scopes))

@@ -1,0 +1,484 @@
+"""GraphQL object types. No SQL and no rules here: a nested field is one line through a loader."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import strawberry
+
+from app.engine.plan import SkipReason
+from app.models import audit as audit_models
+from app.models import auth as auth_models
+from app.models import billing as billing_models
+from app.models import distribution as run_models
+from app.models import leads as lead_models
+from app.models import niches as niche_models
+from app.models.audit import ActorType
+from app.models.billing import LedgerKind, ProviderStatus, SubscriptionStatus
+from app.models.distribution import RunStatus
+from app.models.leads import LeadStatus
+from app.models.niches import LevelStrategy
+from app.resolvers.context import Info
+from app.resolvers.permissions import sees_contact_details
+from app.schema.pagination import Connection
+from app.schema.scalars import JSON, Cents
+
+# attributes that identify or reach a person: only admins see them (SPEC §6)
+CONTACT_KEYS = frozenset(
+    {
+        "name",
+        "first_name",
+        "last_name",
+        "full_name",
+        "email",
+        "phone",
+        "phone_number",
+        "address",
+        "street",
+        "street_address",
+        "contact",
+        "mobile",
+    }
+)
+
+
+@strawberry.type
+class CompetitionLevel:
+    id: uuid.UUID
+    niche_id: uuid.UUID
+    name: str
+    order_position: int
+    price_cents: Cents
+    max_recipients: int
+    active: bool
+    deleted_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, m: niche_models.CompetitionLevel) -> CompetitionLevel:
+        return cls(
+            id=m.id,
+            niche_id=m.niche_id,
+            name=m.name,
+            order_position=m.order_position,
+            price_cents=m.price_cents,
+            max_recipients=m.max_recipients,
+            active=m.active,
+            deleted_at=m.deleted_at,
+            created_at=m.created_at,
+        )
+
+    @strawberry.field
+    async def niche(self, info: Info) -> Niche | None:
+        return Niche.maybe(await info.context.loaders.niche.load(self.niche_id))
+
+
+@strawberry.type
+class Niche:
+    id: uuid.UUID
+    name: str
+    level_strategy: LevelStrategy
+    auto_distribute: bool
+    next_start_level_order_position: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, m: niche_models.Niche) -> Niche:
+        return cls(
+            id=m.id,
+            name=m.name,
+            level_strategy=m.level_strategy,
+            auto_distribute=m.auto_distribute,
+            next_start_level_order_position=m.next_start_level_order_position,
+            created_at=m.created_at,
+        )
+
+    @classmethod
+    def maybe(cls, m: niche_models.Niche | None) -> Niche | None:
+        return cls.of(m) if m else None
+
+    @strawberry.field(description="Levels not deleted, by order position (inactive ones included).")
+    async def levels(self, info: Info) -> list[CompetitionLevel]:
+        rows = await info.context.loaders.levels_by_niche.load(self.id)
+        return [CompetitionLevel.of(r) for r in rows if r.deleted_at is None]
+
+    @strawberry.field(description="The active level the next lead starts at (rotation).")
+    async def next_start_level(self, info: Info) -> CompetitionLevel | None:
+        rows = await info.context.loaders.levels_by_niche.load(self.id)
+        active = [r for r in rows if r.active and r.deleted_at is None]
+        later = [r for r in active if r.order_position >= self.next_start_level_order_position]
+        chosen = (later or active)[:1]
+        return CompetitionLevel.of(chosen[0]) if chosen else None
+
+
+@strawberry.type
+class LedgerEntry:
+    id: uuid.UUID
+    provider_id: uuid.UUID
+    amount_cents: Cents
+    balance_after_cents: Cents
+    kind: LedgerKind
+    reference: str | None
+    note: str | None
+    assignment_id: uuid.UUID | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, m: billing_models.LedgerEntry) -> LedgerEntry:
+        return cls(
+            id=m.id,
+            provider_id=m.provider_id,
+            amount_cents=m.amount_cents,
+            balance_after_cents=m.balance_after_cents,
+            kind=m.kind,
+            reference=m.reference,
+            note=m.note,
+            assignment_id=m.assignment_id,
+            created_at=m.created_at,
+        )
+
+
+@strawberry.type
+class Subscription:
+    id: uuid.UUID
+    provider_id: uuid.UUID
+    competition_level_id: uuid.UUID
+    status: SubscriptionStatus
+    last_received_at: datetime | None
+    filters: JSON
+    created_at: datetime
+
+    @classmethod
+    def of(cls, m: billing_models.Subscription) -> Subscription:
+        return cls(
+            id=m.id,
+            provider_id=m.provider_id,
+            competition_level_id=m.competition_level_id,
+            status=m.status,
+            last_received_at=m.last_received_at,
+            filters=m.filters,
+            created_at=m.created_at,
+        )
+
+    @strawberry.field
+    async def provider(self, info: Info) -> Provider | None:
+        return Provider.maybe(await info.context.loaders.provider.load(self.provider_id))
+
+    @strawberry.field
+    async def competition_level(self, info: Info) -> CompetitionLevel | None:
+        row = await info.context.loaders.level.load(self.competition_level_id)
+        return CompetitionLevel.of(row) if row else None
+
+
+@strawberry.type
+class Provider:
+    id: uuid.UUID
+    name: str
+    email: str
+    status: ProviderStatus
+    balance_cents: Cents
+    created_at: datetime
+
+    @classmethod
+    def of(cls, m: billing_models.Provider) -> Provider:
+        return cls(
+            id=m.id,
+            name=m.name,
+            email=m.email,
+            status=m.status,
+            balance_cents=m.balance_cents,
+            created_at=m.created_at,
+        )
+
+    @classmethod
+    def maybe(cls, m: billing_models.Provider | None) -> Provider | None:
+        return cls.of(m) if m else None
+
+    @strawberry.field
+    async def subscriptions(self, info: Info) -> list[Subscription]:
+        return [
+            Subscription.of(s) for s in await info.context.loaders.subscriptions_by_provider.load(self.id)
+        ]
+
+    @strawberry.field(description="The provider's ledger, newest first; its amounts sum to the balance.")
+    async def ledger(self, info: Info, first: int = 20, after: str | None = None) -> Connection[LedgerEntry]:
+        from app.resolvers.reads import ledger_page
+
+        return await ledger_page(info, provider_id=self.id, first=first, after=after)
+
+
+@strawberry.type
+class Assignment:
+    id: uuid.UUID
+    lead_id: uuid.UUID
+    provider_id: uuid.UUID
+    subscription_id: uuid.UUID
+    competition_level_id: uuid.UUID
+    price_charged_cents: Cents
+    created_at: datetime
+
+    @classmethod
+    def of(cls, m: lead_models.Assignment) -> Assignment:
+        return cls(
+            id=m.id,
+            lead_id=m.lead_id,
+            provider_id=m.provider_id,
+            subscription_id=m.subscription_id,
+            competition_level_id=m.competition_level_id,
+            price_charged_cents=m.price_charged_cents,
+            created_at=m.created_at,
+        )
+
+    @strawberry.field
+    async def provider(self, info: Info) -> Provider | None:
+        return Provider.maybe(await info.context.loaders.provider.load(self.provider_id))
+
+    @strawberry.field
+    async def competition_level(self, info: Info) -> CompetitionLevel | None:
+        row = await info.context.loaders.level.load(self.competition_level_id)
+        return CompetitionLevel.of(row) if row else None
+
+    @strawberry.field
+    async def lead(self, info: Info) -> Lead | None:
+        row = await info.context.loaders.lead.load(self.lead_id)
+        return Lead.of(row) if row else None
+
+
+@strawberry.type
+class SkippedProvider:
+    provider_id: uuid.UUID
+    level_id: uuid.UUID
+    reason: SkipReason
+    detail: str
+
+
+@strawberry.type
+class DistributionRun:
+    id: uuid.UUID
+    lead_id: uuid.UUID
+    status: RunStatus
+    idempotency_key: str | None
+    requested_by: str
+    attempts: int
+    seq: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: float | None
+    outcome: JSON | None
+    error: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, m: run_models.DistributionRun) -> DistributionRun:
+        return cls(
+            id=m.id,
+            lead_id=m.lead_id,
+            status=m.status,
+            idempotency_key=m.idempotency_key,
+            requested_by=m.requested_by,
+            attempts=m.attempts,
+            seq=m.seq,
+            started_at=m.started_at,
+            finished_at=m.finished_at,
+            duration_ms=m.duration_ms,
+            outcome=m.outcome,
+            error=m.error,
+            created_at=m.created_at,
+        )
+
+    @strawberry.field(description="Providers the run passed over, with the reason.")
+    def skipped(self) -> list[SkippedProvider]:
+        items: list[dict[str, Any]] = (self.outcome or {}).get("skipped", [])
+        return [
+            SkippedProvider(
+                provider_id=uuid.UUID(s["provider_id"]),
+                level_id=uuid.UUID(s["level_id"]),
+                reason=SkipReason(s["reason"]),
+                detail=s.get("detail", ""),
+            )
+            for s in items
+        ]
+
+    @strawberry.field
+    async def lead(self, info: Info) -> Lead | None:
+        row = await info.context.loaders.lead.load(self.lead_id)
+        return Lead.of(row) if row else None
+
+
+@strawberry.type
+class Lead:
+    id: uuid.UUID
+    niche_id: uuid.UUID
+    status: LeadStatus
+    rejection_reason: str | None
+    distributed_at: datetime | None
+    distribution_attempts: int
+    created_at: datetime
+    raw_attributes: strawberry.Private[dict[str, Any]]
+
+    @classmethod
+    def of(cls, m: lead_models.Lead) -> Lead:
+        return cls(
+            id=m.id,
+            niche_id=m.niche_id,
+            status=m.status,
+            rejection_reason=m.rejection_reason,
+            distributed_at=m.distributed_at,
+            distribution_attempts=m.distribution_attempts,
+            created_at=m.created_at,
+            raw_attributes=m.attributes,
+        )
+
+    @strawberry.field(
+        description="The lead's fields. Contact details (name, email, phone, address…) are "
+        "personal data: only admins see them; others get them removed."
+    )
+    async def attributes(self, info: Info) -> JSON:
+        if sees_contact_details(await info.context.actor()):
+            return self.raw_attributes
+        return {k: v for k, v in self.raw_attributes.items() if k.lower() not in CONTACT_KEYS}
+
+    @strawberry.field
+    async def niche(self, info: Info) -> Niche | None:
+        return Niche.maybe(await info.context.loaders.niche.load(self.niche_id))
+
+    @strawberry.field
+    async def assignments(self, info: Info) -> list[Assignment]:
+        return [Assignment.of(a) for a in await info.context.loaders.assignments_by_lead.load(self.id)]
+
+    @strawberry.field
+    async def runs(self, info: Info) -> list[DistributionRun]:
+        return [DistributionRun.of(r) for r in await info.context.loaders.runs_by_lead.load(self.id)]
+
+
+@strawberry.type
+class AuditEntry:
+    id: uuid.UUID
+    action: str
+    actor_type: ActorType
+    actor_id: uuid.UUID | None
+    entity_type: str
+    entity_id: uuid.UUID | None
+    details: JSON
+    created_at: datetime
+
+    @classmethod
+    def of(cls, m: audit_models.AuditEntry) -> AuditEntry:
+        return cls(
+            id=m.id,
+            action=m.action,
+            actor_type=m.actor_type,
+            actor_id=m.actor_id,
+            entity_type=m.entity_type,
+            entity_id=m.entity_id,
+            details=m.details,
+            created_at=m.created_at,
+        )
+
+
+@strawberry.type
+class DistributionStatus:
+    lead: Lead
+    status: LeadStatus
+    distribution_attempts: int
+    assignment_count: int
+    runs: list[DistributionRun]
+    audit_entries: list[AuditEntry]
+
+
+@strawberry.enum
+class PreviewDecision(StrEnum):
+    WOULD_ASSIGN = "WOULD_ASSIGN"
+    WOULD_SKIP = "WOULD_SKIP"
+    NOT_REACHED = "NOT_REACHED"
+
+
+@strawberry.type
+class PreviewCandidate:
+    provider_id: uuid.UUID
+    subscription_id: uuid.UUID
+    decision: PreviewDecision
+    reason: SkipReason | None
+    detail: str | None
+
+    @strawberry.field
+    async def provider(self, info: Info) -> Provider | None:
+        return Provider.maybe(await info.context.loaders.provider.load(self.provider_id))
+
+
+@strawberry.type
+class PreviewLevel:
+    level_id: uuid.UUID
+    name: str
+    order_position: int
+    price_cents: Cents
+    max_recipients: int
+    visited: bool
+    candidates: list[PreviewCandidate]
+
+    @strawberry.field
+    async def level(self, info: Info) -> CompetitionLevel | None:
+        row = await info.context.loaders.level.load(self.level_id)
+        return CompetitionLevel.of(row) if row else None
+
+
+@strawberry.type
+class DistributionPreview:
+    lead_id: uuid.UUID
+    lead_status: LeadStatus
+    distributable: bool
+    start_level_id: uuid.UUID | None
+    levels: list[PreviewLevel]
+    outcome: RunStatus
+
+
+@strawberry.type
+class MfaChallenge:
+    challenge: str
+    expires_at: datetime
+
+
+@strawberry.type
+class AccessToken:
+    token: str
+    expires_at: datetime
+
+
+@strawberry.type
+class ApiKey:
+    id: uuid.UUID
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, m: auth_models.ApiKey) -> ApiKey:
+        return cls(
+            id=m.id,
+            name=m.name,
+            prefix=m.prefix,
+            scopes=list(m.scopes),
+            created_at=m.created_at,
+            last_used_at=m.last_used_at,
+            revoked_at=m.revoked_at,
+        )
+
+
+@strawberry.type
+class CreatedApiKey:
+    api_key: ApiKey
+    secret: str = strawberry.field(description="Shown once: store it now; only its hash is kept.")
+
+
+@strawberry.type
+class Me:
+    actor_type: ActorType
+    id: uuid.UUID | None
+    label: str
+    scopes: list[str]

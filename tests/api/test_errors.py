@@ -1,0 +1,155 @@
+"""Every error code of SPEC §5, the query limits, and: rejected input writes nothing."""
+
+import uuid
+
+import httpx
+import sqlalchemy as sa
+from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from app.db import Database
+from app.main import create_app
+from tests.api.conftest import Api, api_settings, error_code
+from tests.conftest import TABLES
+
+
+async def _row_counts(db: Database) -> dict[str, int]:
+    counts = {}
+    async with db.engine.connect() as conn:
+        for table in [t.strip() for t in TABLES.split(",")]:
+            counts[table] = (await conn.execute(sa.text(f"SELECT count(*) FROM {table}"))).scalar_one()
+    return counts
+
+
+async def _niche_and_lead(api: Api) -> tuple[str, str]:
+    niche = (await api.ok('mutation { createNiche(name: "N") { id } }'))["createNiche"]["id"]
+    lead = (
+        await api.ok(
+            'mutation($n: UUID!) { submitLead(nicheId: $n, attributes: {state: "TX"}) { id } }', {"n": niche}
+        )
+    )["submitLead"]["id"]
+    return niche, lead
+
+
+BAD_INPUTS = [
+    ('mutation { createNiche(name: "  ") { id } }', {}, "name"),
+    (
+        'mutation($n: UUID!) { createCompetitionLevel(nicheId: $n, name: "L", priceCents: -1, maxRecipients: 1) { id } }',
+        {},
+        "priceCents",
+    ),
+    (
+        'mutation($n: UUID!) { createCompetitionLevel(nicheId: $n, name: "L", priceCents: 1, maxRecipients: 0) { id } }',
+        {},
+        "maxRecipients",
+    ),
+    ('mutation { createProvider(name: "P", email: "not-an-email") { id } }', {}, "email"),
+    (
+        'mutation { topUpBalance(providerId: "00000000-0000-0000-0000-000000000001", amountCents: 0, reference: "r") { id } }',
+        {},
+        "amountCents",
+    ),
+    (
+        "mutation($p: UUID!, $l: UUID!) { subscribeProvider(providerId: $p, competitionLevelId: $l, "
+        'filters: [{field: "state", op: "like", value: "T"}]) { id } }',
+        {},
+        "filters[0].op",
+    ),
+    ('mutation($n: UUID!) { submitLead(nicheId: $n, attributes: "just text") { id } }', {}, "attributes"),
+    ("query { leads(first: 101) { edges { cursor } } }", {}, "first"),
+    ('query { leads(after: "bm90LWEtY3Vyc29y") { edges { cursor } } }', {}, "after"),
+    ('mutation($id: UUID!) { rejectLead(id: $id, reason: "") { id } }', {}, "reason"),
+    ('mutation { createApiKey(name: "k", scopes: ["root"]) { secret } }', {}, "scopes"),
+]
+
+
+async def test_bad_input_is_invalid_input_names_the_field_and_writes_nothing(
+    admin_api: Api, db: Database
+) -> None:
+    niche, lead = await _niche_and_lead(admin_api)
+    level = (
+        await admin_api.ok(
+            'mutation($n: UUID!) { createCompetitionLevel(nicheId: $n, name: "L", priceCents: 1, maxRecipients: 1) { id } }',
+            {"n": niche},
+        )
+    )["createCompetitionLevel"]["id"]
+    provider = (await admin_api.ok('mutation { createProvider(name: "P", email: "p@example.test") { id } }'))[
+        "createProvider"
+    ]["id"]
+    before = await _row_counts(db)
+    variables = {"n": niche, "p": provider, "l": level, "id": lead}
+    for query, _, field in BAD_INPUTS:
+        used = {k: v for k, v in variables.items() if f"${k}" in query}
+        body = await admin_api.gql(query, used)
+        assert error_code(body) == "INVALID_INPUT", (query, body)
+        assert body["errors"][0]["extensions"].get("field") == field, (query, body)
+    assert await _row_counts(db) == before
+
+
+async def test_malformed_requests_are_invalid_input(admin_api: Api) -> None:
+    cases = [
+        "{ niches { id ",  # syntax
+        "{ niches { nope } }",  # validation
+        '{ lead(id: "not-a-uuid") { id } }',  # scalar parsing
+        "{ " + " ".join(f"a{i}: niches {{ id }}" for i in range(31)) + " }",  # aliases
+        "{ leads { edges { node { assignments { lead { assignments { lead { assignments { lead { assignments "
+        "{ lead { id } } } } } } } } } } } }",  # depth
+        "{ niches { " + "id " * 2100 + "} }",  # tokens
+    ]
+    for query in cases:
+        assert error_code(await admin_api.gql(query)) == "INVALID_INPUT", query
+    body = await admin_api.gql("query($a: Cents!) { niches { id } }", {"a": 1.5})
+    assert error_code(body) == "INVALID_INPUT"
+    huge = await admin_api.client.post(
+        "/graphql", content=b"{" + b" " * 300_000 + b"}", headers={"content-type": "application/json"}
+    )
+    assert huge.status_code == 413
+    assert huge.json()["errors"][0]["extensions"]["code"] == "INVALID_INPUT"
+
+
+async def test_not_found_conflict_and_not_distributable(admin_api: Api, db: Database) -> None:
+    missing = await admin_api.gql("query($id: UUID!) { lead(id: $id) { id } }", {"id": str(uuid.uuid4())})
+    assert error_code(missing) == "NOT_FOUND"
+    niche, lead = await _niche_and_lead(admin_api)
+    assert error_code(await admin_api.gql('mutation { createNiche(name: "N") { id } }')) == "CONFLICT"
+    pending = await admin_api.gql(
+        'mutation($id: UUID!) { distributeLead(leadId: $id, idempotencyKey: "a") { id } }', {"id": lead}
+    )
+    assert error_code(pending) == "LEAD_NOT_DISTRIBUTABLE"
+    await admin_api.ok("mutation($id: UUID!) { approveLead(id: $id) { id } }", {"id": lead})
+    assert (
+        error_code(await admin_api.gql("mutation($id: UUID!) { approveLead(id: $id) { id } }", {"id": lead}))
+        == "CONFLICT"
+    )
+    await admin_api.ok(
+        'mutation($id: UUID!) { distributeLead(leadId: $id, idempotencyKey: "k") { id } }', {"id": lead}
+    )
+    other = (
+        await admin_api.ok(
+            "mutation($n: UUID!) { submitLead(nicheId: $n, attributes: {}) { id } }", {"n": niche}
+        )
+    )["submitLead"]["id"]
+    await admin_api.ok("mutation($id: UUID!) { approveLead(id: $id) { id } }", {"id": other})
+    reused = await admin_api.gql(
+        'mutation($id: UUID!) { distributeLead(leadId: $id, idempotencyKey: "k") { id } }', {"id": other}
+    )
+    assert error_code(reused) == "CONFLICT"
+    assert reused["errors"][0]["extensions"]["field"] == "idempotencyKey"
+
+
+async def test_unexpected_failure_is_internal_with_a_request_id_and_no_details(db: Database) -> None:
+    dead = Redis.from_url("redis://127.0.0.1:1", retry=Retry(NoBackoff(), 0))  # nothing listens there
+    app = create_app(api_settings(), db=db, redis=dead)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            response = await client.post(
+                "/graphql",
+                json={"query": 'mutation { login(email: "a@b.test", password: "x") { challenge } }'},
+            )
+    error = response.json()["errors"][0]
+    assert error["extensions"]["code"] == "INTERNAL"
+    assert error["extensions"]["requestId"] in error["message"]
+    assert "Traceback" not in response.text
+    assert "127.0.0.1" not in response.text
+    await dead.aclose()
