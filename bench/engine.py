@@ -100,7 +100,7 @@ async def prepare(server_url: str, niches: int, strategy: str, history: int) -> 
     finally:
         await conn.close()
     # history: one transaction per lead, as production does, so statistics and pages are realistic
-    db = create_database(url, pool_size=4, pre_ping=False)
+    db = create_database(url, pool_size=4)
     for lead_id in await insert_leads(url, niches, history):
         await distribute_lead(db, lead_id=lead_id)
     await db.dispose()
@@ -115,7 +115,7 @@ async def prepare(server_url: str, niches: int, strategy: str, history: int) -> 
 
 async def run_point(url: str, niches: int, clients: int, seconds: float) -> dict[str, float]:
     lead_ids = await insert_leads(url, niches, int(1500 * seconds) + 1000)
-    db = create_database(url, pool_size=clients + 2, pre_ping=False)  # as workers run it
+    db = create_database(url, pool_size=clients + 2)
     # warm the pool and prepared statements outside the timed window
     for lead_id in lead_ids[: clients * 3]:
         await distribute_lead(db, lead_id=lead_id)

@@ -4,11 +4,12 @@ statements whatever it contains."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlmodel import col, select
 from strawberry.dataloader import DataLoader
@@ -76,3 +77,21 @@ def make_loaders(db: Database) -> Loaders:
             _grouped(db, Subscription, "provider_id", [col(Subscription.created_at)])
         ),
     )
+
+
+R = TypeVar("R")
+
+
+def load_now(loader: DataLoader[uuid.UUID, Any], key: uuid.UUID, convert: Callable[[Any], R]) -> R:
+    """The converted value at once when the loader already holds it (prefetched), else an
+    awaitable of it, which graphql-core awaits (typed as R for the resolvers' annotations).
+    Resolvers that use this stay synchronous in the common case: graphql-core creates a task per
+    awaitable field, and a page of 100 leads has ~1,300 of them otherwise."""
+    future = cast("asyncio.Future[Any]", loader.load(key))
+    if future.done():
+        return convert(future.result())
+
+    async def later() -> R:
+        return convert(await future)
+
+    return cast(R, later())

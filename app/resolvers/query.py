@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime
 
@@ -13,6 +14,7 @@ from app.errors import NotFound
 from app.models.leads import LeadStatus
 from app.resolvers.context import Info
 from app.resolvers.permissions import CanRead, IsAuthenticated
+from app.resolvers.prefetch import prefetch_assignments, prefetch_for_leads, selected
 from app.resolvers.preview import to_preview
 from app.schema.pagination import Connection, connection, decode_cursor
 from app.schema.types import (
@@ -35,7 +37,16 @@ READ: list[type[BasePermission]] = [CanRead]
 class Query:
     @strawberry.field(permission_classes=READ)
     async def lead(self, info: Info, id: uuid.UUID) -> Lead:
-        return Lead.of(await leads.get_lead(info.context.db, id))
+        wanted = selected(info)
+        if wanted is not None and "assignments" in {getattr(f, "name", None) for f in wanted}:
+            # keyed by the same id: fetch the assignments alongside the lead, not after it
+            lead, _ = await asyncio.gather(
+                leads.get_lead(info.context.db, id), info.context.loaders.assignments_by_lead.load(id)
+            )
+        else:
+            lead = await leads.get_lead(info.context.db, id)
+        await prefetch_for_leads(info, [lead])
+        return Lead.of(lead)
 
     @strawberry.field(permission_classes=READ, description="Newest first. first: 1..100.")
     async def leads(
@@ -50,6 +61,7 @@ class Query:
         page = await leads.list_leads(
             info.context.db, niche_id=niche_id, status=status, first=first, after=key
         )
+        await prefetch_for_leads(info, page.items, "edges", "node")
         return connection(page, Lead.of, after=key)
 
     @strawberry.field(permission_classes=READ, description="Newest first. first: 1..100.")
@@ -65,6 +77,9 @@ class Query:
         page = await leads.list_assignments(
             info.context.db, lead_id=lead_id, provider_id=provider_id, first=first, after=key
         )
+        node = selected(info, "edges", "node")
+        if node is not None:
+            await prefetch_assignments(info, page.items, node)
         return connection(page, Assignment.of, after=key)
 
     @strawberry.field(permission_classes=READ)

@@ -8,14 +8,17 @@ from collections.abc import Callable
 
 import strawberry
 from strawberry.extensions import (
+    AddValidationRules,
     DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     QueryDepthLimiter,
     SchemaExtension,
+    ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
 
+from app.resolvers.caching import DocumentCache
 from app.resolvers.errors import ClientErrors
 from app.resolvers.mutations import Mutation
 from app.resolvers.query import Query
@@ -24,12 +27,19 @@ from app.settings import Settings
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
-    # factories, not instances: each request gets its own extension state
+    # The limit rules are built once: ValidationCache keys on the rule classes, and each limiter
+    # instance makes new ones. Extensions are factories, so each request has its own state.
+    limit_rules = [
+        *QueryDepthLimiter(max_depth=settings.graphql_max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases).validation_rules,
+    ]
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
-        lambda: QueryDepthLimiter(max_depth=settings.graphql_max_depth),
+        ClientErrors,  # first, so it is the outermost and maps the errors of every other step
         lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
-        lambda: MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
-        ClientErrors,
+        lambda: AddValidationRules(limit_rules),
+        # scripts and dashboards send the same few documents: parse and validate each once
+        DocumentCache,
+        lambda: ValidationCache(maxsize=512),
     ]
     if not settings.ide_enabled:
         extensions.append(DisableIntrospection)

@@ -22,6 +22,7 @@ from app.models.distribution import RunStatus
 from app.models.leads import LeadStatus
 from app.models.niches import LevelStrategy
 from app.resolvers.context import Info
+from app.resolvers.loaders import load_now
 from app.resolvers.permissions import sees_contact_details
 from app.schema.pagination import Connection
 from app.schema.scalars import JSON, Cents
@@ -71,9 +72,13 @@ class CompetitionLevel:
             created_at=m.created_at,
         )
 
+    @classmethod
+    def maybe(cls, m: niche_models.CompetitionLevel | None) -> CompetitionLevel | None:
+        return cls.of(m) if m else None
+
     @strawberry.field
-    async def niche(self, info: Info) -> Niche | None:
-        return Niche.maybe(await info.context.loaders.niche.load(self.niche_id))
+    def niche(self, info: Info) -> Niche | None:
+        return load_now(info.context.loaders.niche, self.niche_id, Niche.maybe)
 
 
 @strawberry.type
@@ -164,13 +169,12 @@ class Subscription:
         )
 
     @strawberry.field
-    async def provider(self, info: Info) -> Provider | None:
-        return Provider.maybe(await info.context.loaders.provider.load(self.provider_id))
+    def provider(self, info: Info) -> Provider | None:
+        return load_now(info.context.loaders.provider, self.provider_id, Provider.maybe)
 
     @strawberry.field
-    async def competition_level(self, info: Info) -> CompetitionLevel | None:
-        row = await info.context.loaders.level.load(self.competition_level_id)
-        return CompetitionLevel.of(row) if row else None
+    def competition_level(self, info: Info) -> CompetitionLevel | None:
+        return load_now(info.context.loaders.level, self.competition_level_id, CompetitionLevel.maybe)
 
 
 @strawberry.type
@@ -232,19 +236,21 @@ class Assignment:
             created_at=m.created_at,
         )
 
-    @strawberry.field
-    async def provider(self, info: Info) -> Provider | None:
-        return Provider.maybe(await info.context.loaders.provider.load(self.provider_id))
+    @classmethod
+    def of_many(cls, rows: list[lead_models.Assignment]) -> list[Assignment]:
+        return [cls.of(r) for r in rows]
 
     @strawberry.field
-    async def competition_level(self, info: Info) -> CompetitionLevel | None:
-        row = await info.context.loaders.level.load(self.competition_level_id)
-        return CompetitionLevel.of(row) if row else None
+    def provider(self, info: Info) -> Provider | None:
+        return load_now(info.context.loaders.provider, self.provider_id, Provider.maybe)
 
     @strawberry.field
-    async def lead(self, info: Info) -> Lead | None:
-        row = await info.context.loaders.lead.load(self.lead_id)
-        return Lead.of(row) if row else None
+    def competition_level(self, info: Info) -> CompetitionLevel | None:
+        return load_now(info.context.loaders.level, self.competition_level_id, CompetitionLevel.maybe)
+
+    @strawberry.field
+    def lead(self, info: Info) -> Lead | None:
+        return load_now(info.context.loaders.lead, self.lead_id, Lead.maybe)
 
 
 @strawberry.type
@@ -270,6 +276,10 @@ class DistributionRun:
     outcome: JSON | None
     error: str | None
     created_at: datetime
+
+    @classmethod
+    def of_many(cls, rows: list[run_models.DistributionRun]) -> list[DistributionRun]:
+        return [cls.of(r) for r in rows]
 
     @classmethod
     def of(cls, m: run_models.DistributionRun) -> DistributionRun:
@@ -303,9 +313,8 @@ class DistributionRun:
         ]
 
     @strawberry.field
-    async def lead(self, info: Info) -> Lead | None:
-        row = await info.context.loaders.lead.load(self.lead_id)
-        return Lead.of(row) if row else None
+    def lead(self, info: Info) -> Lead | None:
+        return load_now(info.context.loaders.lead, self.lead_id, Lead.maybe)
 
 
 @strawberry.type
@@ -318,6 +327,10 @@ class Lead:
     distribution_attempts: int
     created_at: datetime
     raw_attributes: strawberry.Private[dict[str, Any]]
+
+    @classmethod
+    def maybe(cls, m: lead_models.Lead | None) -> Lead | None:
+        return cls.of(m) if m else None
 
     @classmethod
     def of(cls, m: lead_models.Lead) -> Lead:
@@ -342,16 +355,16 @@ class Lead:
         return {k: v for k, v in self.raw_attributes.items() if k.lower() not in CONTACT_KEYS}
 
     @strawberry.field
-    async def niche(self, info: Info) -> Niche | None:
-        return Niche.maybe(await info.context.loaders.niche.load(self.niche_id))
+    def niche(self, info: Info) -> Niche | None:
+        return load_now(info.context.loaders.niche, self.niche_id, Niche.maybe)
 
     @strawberry.field
-    async def assignments(self, info: Info) -> list[Assignment]:
-        return [Assignment.of(a) for a in await info.context.loaders.assignments_by_lead.load(self.id)]
+    def assignments(self, info: Info) -> list[Assignment]:
+        return load_now(info.context.loaders.assignments_by_lead, self.id, Assignment.of_many)
 
     @strawberry.field
-    async def runs(self, info: Info) -> list[DistributionRun]:
-        return [DistributionRun.of(r) for r in await info.context.loaders.runs_by_lead.load(self.id)]
+    def runs(self, info: Info) -> list[DistributionRun]:
+        return load_now(info.context.loaders.runs_by_lead, self.id, DistributionRun.of_many)
 
 
 @strawberry.type
@@ -405,8 +418,8 @@ class PreviewCandidate:
     detail: str | None
 
     @strawberry.field
-    async def provider(self, info: Info) -> Provider | None:
-        return Provider.maybe(await info.context.loaders.provider.load(self.provider_id))
+    def provider(self, info: Info) -> Provider | None:
+        return load_now(info.context.loaders.provider, self.provider_id, Provider.maybe)
 
 
 @strawberry.type
@@ -420,9 +433,8 @@ class PreviewLevel:
     candidates: list[PreviewCandidate]
 
     @strawberry.field
-    async def level(self, info: Info) -> CompetitionLevel | None:
-        row = await info.context.loaders.level.load(self.level_id)
-        return CompetitionLevel.of(row) if row else None
+    def level(self, info: Info) -> CompetitionLevel | None:
+        return load_now(info.context.loaders.level, self.level_id, CompetitionLevel.maybe)
 
 
 @strawberry.type

@@ -1,0 +1,202 @@
+"""API benchmark against uvicorn over real HTTP (one API process): p50/p99 and requests/s of
+`lead(id)` with its assignments and of the nested `leads(first: 100)` query, at concurrency 1 and
+16. The load generator (httpx) runs on the same 2 cores as uvicorn and PostgreSQL.
+
+    python bench/api.py [--database-url URL --redis-url URL] [--seconds 5]
+
+Without URLs it starts embedded PostgreSQL and Redis. Last line: one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.db import create_database  # noqa: E402
+from app.embedded import servers  # noqa: E402
+from app.engine.distribute import distribute_lead  # noqa: E402
+from app.migrate import upgrade  # noqa: E402
+from app.services import auth, billing, leads, niches  # noqa: E402
+from app.services.audit import SYSTEM  # noqa: E402
+
+LEAD = """query($id: UUID!) { lead(id: $id) { id status attributes
+  assignments { priceChargedCents provider { name } competitionLevel { name } } } }"""
+LEADS100 = """{ leads(first: 100) { edges { node { assignments { provider { name } competitionLevel { name } } } } } }"""
+
+
+async def seed(database_url: str, leads_count: int) -> tuple[str, list[str]]:
+    db = create_database(database_url)
+    try:
+        niche = await niches.create_niche(db, actor=SYSTEM, name=f"Bench {random.random()}")
+        levels = [
+            await niches.create_level(
+                db, actor=SYSTEM, niche_id=niche.id, name=n, price_cents=p, max_recipients=3
+            )
+            for n, p in (("Gold", 4500), ("Silver", 3000), ("Bronze", 1500))
+        ]
+        for i in range(12):
+            p = await billing.create_provider(
+                db, actor=SYSTEM, name=f"P{i}", email=f"p{i}.{random.random()}@b.test"
+            )
+            await billing.top_up(db, actor=SYSTEM, provider_id=p.id, amount_cents=10**10, reference="seed")
+            for level in levels:
+                await billing.subscribe(db, actor=SYSTEM, provider_id=p.id, competition_level_id=level.id)
+        lead_ids = []
+        for _ in range(leads_count):
+            lead = await leads.submit_lead(
+                db, actor=SYSTEM, niche_id=niche.id, attributes={"state": "TX", "name": "A"}
+            )
+            await leads.approve_lead(db, actor=SYSTEM, lead_id=lead.id)
+            await distribute_lead(db, lead_id=lead.id)
+            lead_ids.append(str(lead.id))
+        key = await auth.create_api_key(db, actor=SYSTEM, name="bench", scopes=["admin", "read"])
+        return key.secret, lead_ids
+    finally:
+        await db.dispose()
+
+
+async def measure(
+    url: str,
+    token: str,
+    query: str,
+    variables: list[dict[str, str]],
+    *,
+    clients: int,
+    seconds: float | None,
+    count: int | None,
+) -> dict[str, float]:
+    latencies: list[float] = []
+    headers = {"Authorization": f"Bearer {token}"}
+    deadline = time.perf_counter() + (seconds or 1e9)
+    remaining = [count or 10**9]
+
+    async def client(http: httpx.AsyncClient) -> None:
+        while time.perf_counter() < deadline and remaining[0] > 0:
+            remaining[0] -= 1
+            body = {"query": query, "variables": random.choice(variables)}
+            start = time.perf_counter()
+            response = await http.post(url, json=body, headers=headers)
+            latencies.append((time.perf_counter() - start) * 1000)
+            assert response.status_code == 200 and "errors" not in response.json(), response.text[:300]
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+        for _ in range(5):  # warm-up
+            await http.post(url, json={"query": query, "variables": variables[0]}, headers=headers)
+        started = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": latencies[max(0, int(len(latencies) * 0.99) - 1)],
+        "rps": len(latencies) / elapsed,
+        "n": len(latencies),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def run(database_url: str, redis_url: str, seconds: float) -> dict[str, object]:
+    token, lead_ids = await seed(database_url, 200)
+    port = free_port()
+    env = os.environ | {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "ENVIRONMENT": "production"}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:create_app",
+            "--factory",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}/graphql"
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(200):
+                try:
+                    if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.05)
+        ids = [{"id": i} for i in lead_ids]
+        figures = {
+            # floors: HTTP + GraphQL with no SQL, then with the one authentication statement
+            "typename_c1": await measure(
+                url, token, "{ __typename }", [{}], clients=1, seconds=None, count=500
+            ),
+            "me_c1": await measure(url, token, "{ me { label } }", [{}], clients=1, seconds=None, count=500),
+            "lead_c1": await measure(url, token, LEAD, ids, clients=1, seconds=None, count=1000),
+            "leads100_c1": await measure(url, token, LEADS100, [{}], clients=1, seconds=None, count=100),
+            "lead_c16": await measure(url, token, LEAD, ids, clients=16, seconds=seconds, count=None),
+            "leads100_c16": await measure(
+                url, token, LEADS100, [{}], clients=16, seconds=seconds, count=None
+            ),
+        }
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    print(f"{'query':<14} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'n':>6}")
+    for name, f in figures.items():
+        print(f"{name:<14} {f['p50_ms']:>8.2f} {f['p99_ms']:>8.2f} {f['rps']:>8.0f} {f['n']:>6.0f}")
+    return {
+        "bench": "api",
+        "typename_p50_ms_c1": round(figures["typename_c1"]["p50_ms"], 3),
+        "me_p50_ms_c1": round(figures["me_c1"]["p50_ms"], 3),
+        "lead_p50_ms_c1": round(figures["lead_c1"]["p50_ms"], 3),
+        "lead_p99_ms_c1": round(figures["lead_c1"]["p99_ms"], 3),
+        "leads100_p50_ms_c1": round(figures["leads100_c1"]["p50_ms"], 3),
+        "leads100_p99_ms_c1": round(figures["leads100_c1"]["p99_ms"], 3),
+        "lead_rps_c16": round(figures["lead_c16"]["rps"], 1),
+        "lead_p50_ms_c16": round(figures["lead_c16"]["p50_ms"], 3),
+        "lead_p99_ms_c16": round(figures["lead_c16"]["p99_ms"], 3),
+        "leads100_rps_c16": round(figures["leads100_c16"]["rps"], 1),
+        "leads100_p99_ms_c16": round(figures["leads100_c16"]["p99_ms"], 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--database-url")
+    parser.add_argument("--redis-url")
+    parser.add_argument("--seconds", type=float, default=5)
+    args = parser.parse_args()
+    with servers(
+        data_dir=Path(tempfile.mkdtemp(prefix="lw-api-")),
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        ephemeral=True,
+    ) as (database_url, redis_url):
+        upgrade(database_url)
+        summary = asyncio.run(run(database_url, redis_url, args.seconds))
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
