@@ -18,10 +18,15 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
 from app.db import Database, create_database
+from app.progress.hub import ProgressHub
+from app.progress.publish import RedisPublisher
 from app.resolvers.context import Context, credential_from_headers
 from app.resolvers.loaders import make_loaders
 from app.resolvers.schema import build_schema
+from app.services.dispatch import Dispatcher
 from app.settings import Settings, get_settings
+from app.tasks.broker import make_broker
+from app.tasks.dispatch import TaskiqDispatcher
 
 
 class GraphQLView(GraphQL[Context, None]):
@@ -34,6 +39,9 @@ class GraphQLView(GraphQL[Context, None]):
             redis=state.redis,
             settings=state.settings,
             loaders=make_loaders(state.db),
+            dispatcher=state.dispatcher,
+            publisher=state.publisher,
+            hub=state.hub,
             credential=credential_from_headers(
                 request.headers.get("authorization"), request.headers.get("x-api-key")
             ),
@@ -107,10 +115,14 @@ async def readyz(request: Request) -> Response:
 
 
 def create_app(
-    settings: Settings | None = None, *, db: Database | None = None, redis: Redis | None = None
+    settings: Settings | None = None,
+    *,
+    db: Database | None = None,
+    redis: Redis | None = None,
+    dispatcher: Dispatcher | None = None,
 ) -> Starlette:
-    """Given db / redis (tests) are used and left open; otherwise they are made from settings in
-    the lifespan and closed after it."""
+    """Given db / redis / dispatcher (tests) are used and left open; otherwise they are made from
+    settings in the lifespan and closed after it. The default dispatcher sends jobs to the workers."""
     settings = settings or get_settings()
     view = GraphQLView(
         build_schema(settings),
@@ -129,9 +141,21 @@ def create_app(
         app.state.settings = settings
         app.state.db = db or create_database(str(settings.database_url), settings)
         app.state.redis = redis or Redis.from_url(str(settings.redis_url))
+        app.state.publisher = RedisPublisher(app.state.redis)
+        app.state.hub = ProgressHub(app.state.redis)
+        await app.state.hub.start()
+        producer = None
+        if dispatcher is None:
+            # the stream and its consumer group must exist before the first job is sent
+            producer = make_broker(str(settings.redis_url or ""), settings)
+            await producer.startup()
+        app.state.dispatcher = dispatcher or TaskiqDispatcher(producer)  # type: ignore[arg-type]
         try:
             yield
         finally:
+            await app.state.hub.stop()
+            if producer is not None:
+                await producer.shutdown()
             if own_redis:
                 await app.state.redis.aclose()
             if own_db:

@@ -30,6 +30,31 @@ class Settings(BaseSettings):
     engine_conflict_attempts: int = Field(default=6, ge=1)
     dashboard_url: str = "http://127.0.0.1:8000/dashboard"
 
+    # jobs
+    # seconds before attempt 2, 3, ...: five attempts in all by default (SPEC §4)
+    retry_delays_seconds: list[float] = Field(default_factory=lambda: [5.0, 15.0, 45.0, 120.0, 300.0])
+    retry_jitter: float = Field(default=0.2, ge=0, le=1)  # ± this fraction of each delay
+    # a QUEUED run whose job was sent this long ago and has not finished is sent again
+    stale_after_seconds: float = Field(default=60, gt=0)
+    sweep_interval_seconds: int = Field(default=1, ge=1)
+    worker_concurrency: int = Field(default=5, ge=1)  # runs at once per worker process
+    worker_processes: int = Field(default=1, ge=1)
+    # optional global limit on distributions per second (None: no limit)
+    rate_limit_per_second: float | None = None
+    # taskiq-redis reclaims a message unacknowledged this long (ms): redelivery after a crash
+    queue_idle_timeout_ms: int = Field(default=30_000, ge=1000)
+    queue_maxlen: int = Field(default=100_000, ge=1000)
+
+    # notifications (no smtp_host: messages go to the log)
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_from: str = "LeadWheel <no-reply@leadwheel.local>"
+    smtp_timeout_seconds: float = 10
+    notification_attempts: int = Field(default=5, ge=1)
+
     # auth
     access_token_ttl_minutes: int = Field(default=480, ge=1)
     mfa_challenge_ttl_seconds: int = Field(default=300, ge=30)

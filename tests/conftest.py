@@ -22,7 +22,7 @@ from app.migrate import upgrade
 TABLES = (
     "notifications, audit_log, ledger_entries, assignments, distribution_runs, leads, "
     "subscriptions, providers, competition_levels, niches, api_keys, access_tokens, mfa_challenges, "
-    "admin_users"
+    "admin_users, distribution_batches"
 )
 
 

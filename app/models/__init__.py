@@ -11,7 +11,13 @@ from app.models.billing import (
     Subscription,
     SubscriptionStatus,
 )
-from app.models.distribution import DistributionRun, Notification, NotificationStatus, RunStatus
+from app.models.distribution import (
+    DistributionBatch,
+    DistributionRun,
+    Notification,
+    NotificationStatus,
+    RunStatus,
+)
 from app.models.leads import Assignment, Lead, LeadStatus
 from app.models.niches import CompetitionLevel, LevelStrategy, Niche
 
@@ -24,6 +30,7 @@ __all__ = [
     "AuditAction",
     "AuditEntry",
     "CompetitionLevel",
+    "DistributionBatch",
     "DistributionRun",
     "Lead",
     "LeadStatus",

@@ -32,6 +32,18 @@ class NotificationStatus(StrEnum):
     FAILED = "FAILED"
 
 
+class DistributionBatch(SQLModel, table=True):
+    """distributeLeads: one run per matching lead; progress is counted from the runs."""
+
+    __tablename__ = "distribution_batches"
+
+    id: uuid.UUID = uuid_pk()
+    filters: dict[str, Any] = Field(sa_type=JSONB, sa_column_kwargs={"nullable": False})
+    total: int
+    requested_by: str
+    created_at: datetime = now_column()
+
+
 class DistributionRun(SQLModel, table=True):
     __tablename__ = "distribution_runs"
     __table_args__ = (
@@ -69,6 +81,11 @@ class DistributionRun(SQLModel, table=True):
     duration_ms: float | None = None
     outcome: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
     error: str | None = None
+    # retries: not to be run before this time (backoff); the sweep sends it when due
+    next_attempt_at: datetime | None = timestamp()
+    # when a job for this run was last sent to the queue (the sweep re-sends stale ones)
+    enqueued_at: datetime | None = timestamp()
+    batch_id: uuid.UUID | None = Field(default=None, foreign_key="distribution_batches.id", index=True)
     created_at: datetime = now_column()
     updated_at: datetime = now_column()
 
@@ -100,5 +117,6 @@ class Notification(SQLModel, table=True):
     )
     attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     last_error: str | None = None
+    next_attempt_at: datetime | None = timestamp()
     sent_at: datetime | None = timestamp()
     created_at: datetime = now_column()

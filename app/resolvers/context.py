@@ -13,9 +13,12 @@ from strawberry.types import Info as StrawberryInfo
 
 from app.db import Database
 from app.errors import Unauthenticated
+from app.progress.hub import ProgressHub
+from app.progress.publish import Publisher
 from app.resolvers.loaders import Loaders
 from app.services import auth
 from app.services.audit import Actor
+from app.services.dispatch import Dispatcher
 from app.settings import Settings
 
 
@@ -27,6 +30,9 @@ class Context:
     redis: Redis
     settings: Settings
     loaders: Loaders
+    dispatcher: Dispatcher
+    publisher: Publisher
+    hub: ProgressHub
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     credential: str | None = None
     connection_params: dict[str, object] | None = None  # filled by Strawberry on connection_init

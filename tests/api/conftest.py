@@ -14,8 +14,10 @@ from redis.asyncio import Redis
 
 from app.db import Database
 from app.main import create_app
+from app.progress.publish import RedisPublisher
 from app.services import auth
 from app.settings import Environment, Settings
+from app.tasks.dispatch import InlineDispatcher
 
 PASSWORD = "correct horse battery staple"
 
@@ -61,7 +63,9 @@ def error_code(body: dict[str, Any]) -> str:
 
 @pytest.fixture
 async def api(db: Database, redis: Redis) -> AsyncIterator[Api]:
-    app = create_app(api_settings(), db=db, redis=redis)
+    settings = api_settings()
+    dispatcher = InlineDispatcher(db, settings, RedisPublisher(redis))  # workers: tests/tasks
+    app = create_app(settings, db=db, redis=redis, dispatcher=dispatcher)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

@@ -10,6 +10,8 @@ from redis.retry import Retry
 
 from app.db import Database
 from app.main import create_app
+from app.progress.publish import NullPublisher
+from app.tasks.dispatch import InlineDispatcher
 from tests.api.conftest import Api, api_settings, error_code
 from tests.conftest import TABLES
 
@@ -140,7 +142,8 @@ async def test_not_found_conflict_and_not_distributable(admin_api: Api, db: Data
 
 async def test_unexpected_failure_is_internal_with_a_request_id_and_no_details(db: Database) -> None:
     dead = Redis.from_url("redis://127.0.0.1:1", retry=Retry(NoBackoff(), 0))  # nothing listens there
-    app = create_app(api_settings(), db=db, redis=dead)
+    settings = api_settings()
+    app = create_app(settings, db=db, redis=dead, dispatcher=InlineDispatcher(db, settings, NullPublisher()))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
             response = await client.post(

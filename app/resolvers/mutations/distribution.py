@@ -25,7 +25,12 @@ class DistributionMutations:
     ) -> DistributionRun:
         c = info.context
         run = await distribution.request_distribution(
-            c.db, actor=await c.actor(), lead_id=lead_id, idempotency_key=idempotency_key, settings=c.settings
+            c.db,
+            actor=await c.actor(),
+            lead_id=lead_id,
+            idempotency_key=idempotency_key,
+            dispatcher=c.dispatcher,
+            publisher=c.publisher,
         )
         return DistributionRun.of(run)
 
@@ -35,6 +40,6 @@ class DistributionMutations:
     async def retry_distribution(self, info: Info, run_id: uuid.UUID) -> DistributionRun:
         c = info.context
         run = await distribution.retry_distribution(
-            c.db, actor=await c.actor(), run_id=run_id, settings=c.settings
+            c.db, actor=await c.actor(), run_id=run_id, dispatcher=c.dispatcher, publisher=c.publisher
         )
         return DistributionRun.of(run)

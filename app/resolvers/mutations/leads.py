@@ -39,7 +39,12 @@ class LeadMutations:
         lead, auto = await leads.approve_lead(c.db, actor=actor, lead_id=id)
         if distribute or auto:
             await distribution.request_distribution(
-                c.db, actor=actor, lead_id=id, idempotency_key=f"approve:{id}", settings=c.settings
+                c.db,
+                actor=actor,
+                lead_id=id,
+                idempotency_key=f"approve:{id}",
+                dispatcher=c.dispatcher,
+                publisher=c.publisher,
             )
             lead = await leads.get_lead(c.db, id)
         return Lead.of(lead)

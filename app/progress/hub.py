@@ -1,0 +1,96 @@
+"""ProgressHub: one Redis pub/sub connection per API process (PSUBSCRIBE lw:*), fanning out to
+bounded in-process queues by channel. Never a connection per subscriber. A subscriber that falls
+behind gets RESYNC instead of blocking the others, and re-reads its state from PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from typing import Final
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from app.progress.events import ProgressEvent
+
+log = logging.getLogger("leadwheel.progress")
+RESYNC: Final = "RESYNC"
+QUEUE_SIZE = 256
+
+Item = ProgressEvent | str
+
+
+class ProgressHub:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._queues: dict[str, set[asyncio.Queue[Item]]] = defaultdict(set)
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        """Does not wait for Redis: the API starts (and /readyz says so) while Redis is down."""
+        self._reader = asyncio.create_task(self._run(), name="progress-hub")
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    @property
+    def subscribers(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    def register(self, channel: str) -> asyncio.Queue[Item]:
+        queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=QUEUE_SIZE)
+        self._queues[channel].add(queue)
+        return queue
+
+    def unregister(self, channel: str, queue: asyncio.Queue[Item]) -> None:
+        queues = self._queues.get(channel)
+        if queues is not None:
+            queues.discard(queue)
+            if not queues:
+                del self._queues[channel]
+
+    def _deliver(self, channel: str, item: Item) -> None:
+        for queue in list(self._queues.get(channel, ())):
+            try:
+                queue.put_nowait(item)
+            except asyncio.QueueFull:
+                # drop its backlog: it will re-read the state from PostgreSQL
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(RESYNC)
+
+    async def _run(self) -> None:
+        """Reads forever; after a Redis error, reconnects and tells every subscriber to resync
+        (events published meanwhile were missed)."""
+        while True:
+            try:
+                self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                await self._pubsub.psubscribe("lw:*")
+                self.ready.set()
+                async for message in self._pubsub.listen():
+                    if message.get("type") != "pmessage":
+                        continue
+                    channel = message["channel"].decode()
+                    try:
+                        event = ProgressEvent.from_json(message["data"])
+                    except (ValueError, KeyError, TypeError):
+                        log.warning("progress.bad_message channel=%s", channel)
+                        continue
+                    self._deliver(channel, event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001  (Redis went away: retry, never die)
+                log.warning("progress.hub_reconnect", exc_info=True)
+                for channel in list(self._queues):
+                    self._deliver(channel, RESYNC)
+                await asyncio.sleep(0.5)

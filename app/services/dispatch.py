@@ -1,0 +1,15 @@
+"""How a committed run reaches an executor. The API and the sweep only ever call a Dispatcher,
+after the commit that made the run: TaskiqDispatcher (app/tasks) sends a job; InlineDispatcher
+runs it at once (scripts, the demo, tests of the service layer)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class Dispatcher(Protocol):
+    async def distribute(self, run_ids: Sequence[uuid.UUID]) -> None: ...
+
+    async def notify(self, lead_id: uuid.UUID) -> None: ...

@@ -1,0 +1,126 @@
+"""The notification outbox: `lead_assigned` rows written with each assignment, delivered by SMTP
+(aiosmtplib) with retries and backoff, or written to the log when no SMTP server is configured.
+A mail server that is down costs retries here, never a distribution."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from email.message import EmailMessage
+from typing import Any
+
+import aiosmtplib
+import sqlalchemy as sa
+from sqlmodel import col, select
+
+from app.db import Database
+from app.models.base import utcnow
+from app.models.distribution import Notification, NotificationStatus
+from app.models.leads import Assignment
+from app.settings import Settings
+
+log = logging.getLogger("leadwheel.notifications")
+
+TEMPLATES = {
+    "lead_assigned": (
+        "New lead in {niche_name}",
+        "Hello {provider_name},\n\n"
+        "A new lead in {niche_name} ({level_name}) is yours. {price_charged} was charged to your balance.\n"
+        "See it on your dashboard: {dashboard_url}\n\n— LeadWheel\n",
+    )
+}
+
+
+def render(template: str, variables: dict[str, Any]) -> tuple[str, str]:
+    subject, body = TEMPLATES[template]
+    values = {k: ("" if v is None else v) for k, v in variables.items()}
+    return subject.format_map(values), body.format_map(values)
+
+
+async def pending_for_lead(db: Database, lead_id: uuid.UUID) -> list[uuid.UUID]:
+    async with db.read() as session:
+        rows = await session.execute(
+            select(col(Notification.id))
+            .join(Assignment, col(Assignment.id) == col(Notification.assignment_id))
+            .where(col(Assignment.lead_id) == lead_id, Notification.status == NotificationStatus.PENDING)
+        )
+        return list(rows.scalars().all())
+
+
+async def due_notifications(db: Database, *, limit: int = 500) -> list[uuid.UUID]:
+    async with db.read() as session:
+        rows = await session.execute(
+            select(col(Notification.id))
+            .where(
+                Notification.status == NotificationStatus.PENDING,
+                col(Notification.attempts) > 0,
+                col(Notification.next_attempt_at) <= utcnow(),
+            )
+            .limit(limit)
+        )
+        return list(rows.scalars().all())
+
+
+async def deliver(
+    db: Database, *, notification_id: uuid.UUID, settings: Settings
+) -> NotificationStatus | None:
+    """Sends one PENDING, due notification. Holds its row lock (SKIP LOCKED) while sending, so two
+    workers never send the same message; returns the new status, or None if there was nothing to do."""
+    async with db.begin() as session:
+        note = (
+            await session.execute(
+                select(Notification)
+                .where(Notification.id == notification_id, Notification.status == NotificationStatus.PENDING)
+                .with_for_update(skip_locked=True)
+            )
+        ).scalar_one_or_none()
+        if note is None or (note.next_attempt_at is not None and note.next_attempt_at > utcnow()):
+            return None
+        subject, body = render(note.template, note.variables)
+        try:
+            await _send(settings, to=note.recipient, subject=subject, body=body)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            note.attempts += 1
+            note.last_error = f"{type(exc).__name__}: {exc}"[:1000]
+            if note.attempts >= settings.notification_attempts:
+                note.status = NotificationStatus.FAILED
+                log.error("notification.failed id=%s error=%s", note.id, note.last_error)
+            else:
+                delays = settings.retry_delays_seconds
+                note.next_attempt_at = utcnow() + timedelta(
+                    seconds=delays[min(note.attempts - 1, len(delays) - 1)]
+                )
+            return note.status
+        note.attempts += 1
+        note.status = NotificationStatus.SENT
+        note.sent_at = utcnow()
+        return note.status
+
+
+async def _send(settings: Settings, *, to: str, subject: str, body: str) -> None:
+    if not settings.smtp_host:
+        log.info("notification.logged to=%s subject=%s\n%s", to, subject, body)
+        return
+    message = EmailMessage()
+    message["From"] = settings.smtp_from
+    message["To"] = to
+    message["Subject"] = subject
+    message.set_content(body)
+    await aiosmtplib.send(
+        message,
+        hostname=settings.smtp_host,
+        port=settings.smtp_port,
+        username=settings.smtp_username,
+        password=settings.smtp_password,
+        start_tls=settings.smtp_starttls,
+        timeout=settings.smtp_timeout_seconds,
+    )
+
+
+async def counts(db: Database) -> dict[str, int]:
+    async with db.read() as session:
+        rows = await session.execute(
+            sa.select(col(Notification.status), sa.func.count()).group_by(col(Notification.status))
+        )
+        return {status: int(n) for status, n in rows.all()}

@@ -1,0 +1,1 @@
+"""Taskiq: the broker, the jobs (distribution, notifications, sweep) and the dispatchers."""

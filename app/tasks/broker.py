@@ -1,0 +1,76 @@
+"""The taskiq-redis stream broker. Workers acknowledge a message after its task has run (the CLI
+is started with --ack-type when_executed), so a killed worker's job stays pending and is
+reclaimed after `queue_idle_timeout_ms`; the stream is bounded by `queue_maxlen`. Tasks take ids,
+are idempotent, and PostgreSQL's sweep re-sends whatever a lost message would have done.
+
+Workers: `leadwheel worker` (taskiq worker app.tasks.broker:broker app.tasks.jobs …)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+from taskiq import TaskiqEvents, TaskiqState
+from taskiq_redis import RedisStreamBroker
+
+from app.db import create_database
+from app.progress.publish import RedisPublisher
+from app.settings import Settings, get_settings
+
+QUEUE = "leadwheel:jobs"
+CONSUMER_GROUP = "leadwheel-workers"
+
+
+def make_broker(redis_url: str, settings: Settings) -> RedisStreamBroker:
+    return RedisStreamBroker(
+        url=redis_url,
+        queue_name=QUEUE,
+        consumer_group_name=CONSUMER_GROUP,
+        maxlen=settings.queue_maxlen,
+        idle_timeout=settings.queue_idle_timeout_ms,
+        xread_block=1000,
+        unacknowledged_batch_size=100,
+    )
+
+
+settings = get_settings()
+broker = make_broker(settings.redis_url or "redis://127.0.0.1:6379/0", settings)
+
+
+@broker.on_event(TaskiqEvents.WORKER_STARTUP)
+async def open_resources(state: TaskiqState) -> None:
+    from app.tasks.dispatch import TaskiqDispatcher
+
+    state.settings = settings
+    state.db = create_database(str(settings.database_url), settings)
+    state.redis = Redis.from_url(str(settings.redis_url))
+    state.publisher = RedisPublisher(state.redis)
+    state.dispatcher = TaskiqDispatcher(broker)
+
+
+@broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
+async def close_resources(state: TaskiqState) -> None:
+    await state.redis.aclose()
+    await state.db.dispose()
+
+
+def worker_argv(settings: Settings, *, processes: int | None = None) -> list[str]:
+    """The taskiq CLI arguments `leadwheel worker` runs."""
+    return [
+        "worker",
+        "app.tasks.broker:broker",
+        "app.tasks.jobs",
+        "--ack-type",
+        "when_executed",
+        "--workers",
+        str(processes or settings.worker_processes),
+        "--max-async-tasks",
+        str(settings.worker_concurrency),
+        "--wait-tasks-timeout",
+        "30",
+        "--shutdown-timeout",
+        "35",
+    ]
+
+
+_: Any = None

@@ -1,0 +1,50 @@
+"""Dispatchers: TaskiqDispatcher sends jobs to the workers (by task name, through any broker
+instance on the same stream); InlineDispatcher runs them in the calling process."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from taskiq import AsyncBroker
+from taskiq.kicker import AsyncKicker
+
+from app.db import Database
+from app.progress.publish import Publisher
+from app.services import notifications
+from app.services.distribution import run_distribution
+from app.settings import Settings
+
+DISTRIBUTE = "leadwheel.distribute_run"
+NOTIFY = "leadwheel.send_notifications"
+
+
+class TaskiqDispatcher:
+    def __init__(self, broker: AsyncBroker) -> None:
+        self.broker = broker
+
+    async def distribute(self, run_ids: Sequence[uuid.UUID]) -> None:
+        kicker: AsyncKicker[..., None] = AsyncKicker(DISTRIBUTE, self.broker, {})
+        for run_id in run_ids:
+            await kicker.kiq(str(run_id))
+
+    async def notify(self, lead_id: uuid.UUID) -> None:
+        kicker: AsyncKicker[..., None] = AsyncKicker(NOTIFY, self.broker, {})
+        await kicker.kiq(lead_id=str(lead_id))
+
+
+class InlineDispatcher:
+    def __init__(self, db: Database, settings: Settings, publisher: Publisher) -> None:
+        self.db, self.settings, self.publisher = db, settings, publisher
+
+    async def distribute(self, run_ids: Sequence[uuid.UUID]) -> None:
+        for run_id in run_ids:
+            execution = await run_distribution(
+                self.db, run_id=run_id, settings=self.settings, publisher=self.publisher
+            )
+            if execution.result is not None and execution.result.assigned:
+                await self.notify(execution.result.lead_id)
+
+    async def notify(self, lead_id: uuid.UUID) -> None:
+        for notification_id in await notifications.pending_for_lead(self.db, lead_id):
+            await notifications.deliver(self.db, notification_id=notification_id, settings=self.settings)
