@@ -94,19 +94,130 @@ def demo() -> None:
         print_demo(_with_db(settings, run_demo))
 
 
+DEMO_ADMIN = "admin@leadwheel.local"
+
+
+async def _seed_demo_if_empty(db: Database, settings: Settings) -> tuple[str, str] | None:
+    """On an empty database: the demo data and a demo admin. Returns (password, TOTP secret)."""
+    import secrets
+
+    import sqlalchemy as sa
+
+    async with db.read() as session:
+        if await session.scalar(sa.text("SELECT EXISTS (SELECT 1 FROM admin_users)")):
+            return None
+    password = secrets.token_urlsafe(12)
+    created = await auth.create_admin(db, email=DEMO_ADMIN, password=password, settings=settings)
+    await run_demo(db)
+    return password, created.admin.totp_secret
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    import os
+
+    return os.environ | {"DATABASE_URL": str(settings.database_url), "REDIS_URL": str(settings.redis_url)}
+
+
 @cli.command()
 def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    demo: Annotated[bool, typer.Option(help="seed demo data into an empty database")] = True,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
 ) -> None:
-    """Run the GraphQL API (uvicorn) on the configured or embedded servers."""
-    import uvicorn
+    """Everything: embedded PostgreSQL and Redis (unless URLs are set), migrations, the API,
+    a worker and the scheduler. Ctrl-C stops them all."""
+    import signal
+    import subprocess
+    import sys
+    import time
 
-    from app.main import create_app
+    from app.tasks.broker import worker_argv
 
     with _runtime() as settings:
-        console.print(f"GraphQL: http://{host}:{port}/graphql   health: http://{host}:{port}/healthz")
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        if demo:
+            seeded = _with_db(settings, lambda db: _seed_demo_if_empty(db, settings))
+            if seeded:
+                console.print(
+                    f"[bold]demo admin[/]: {DEMO_ADMIN}  password: {seeded[0]}  TOTP secret: {seeded[1]}"
+                )
+        env = _child_env(settings)
+        py = sys.executable
+        children = [
+            subprocess.Popen(
+                [
+                    py,
+                    "-m",
+                    "uvicorn",
+                    "app.main:create_app",
+                    "--factory",
+                    "--host",
+                    host,
+                    "--port",
+                    str(port),
+                ],
+                env=env,
+            ),
+            subprocess.Popen([py, "-m", "taskiq", *worker_argv(settings, processes=workers)], env=env),
+            subprocess.Popen([py, "-m", "taskiq", "scheduler", "app.tasks.scheduler:scheduler"], env=env),
+        ]
+        console.print(
+            f"GraphQL: http://{host}:{port}/graphql   health: http://{host}:{port}/healthz   "
+            f"(API, worker and scheduler running; Ctrl-C stops them)"
+        )
+        stopping = False
+
+        def stop(*_: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        try:
+            while not stopping and all(c.poll() is None for c in children):
+                time.sleep(0.2)
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            for child in children:
+                try:
+                    child.wait(timeout=40)  # a worker drains its in-flight jobs first
+                except subprocess.TimeoutExpired:
+                    child.kill()
+        console.print("stopped")
+
+
+@cli.command()
+def worker(processes: Annotated[int | None, typer.Option(help="worker processes")] = None) -> None:
+    """Run distribution and notification workers (taskiq). Needs DATABASE_URL and REDIS_URL."""
+    import os
+    import sys
+
+    from app.tasks.broker import worker_argv
+
+    settings = get_settings()
+    if not settings.database_url or not settings.redis_url:
+        console.print(
+            "[red]INVALID_INPUT[/]: a worker needs DATABASE_URL and REDIS_URL (or use `leadwheel serve`)"
+        )
+        raise typer.Exit(2)
+    os.execv(sys.executable, [sys.executable, "-m", "taskiq", *worker_argv(settings, processes=processes)])
+
+
+@cli.command()
+def scheduler() -> None:
+    """Run the scheduler (the periodic sweep). Run exactly one. Needs DATABASE_URL and REDIS_URL."""
+    import os
+    import sys
+
+    settings = get_settings()
+    if not settings.database_url or not settings.redis_url:
+        console.print(
+            "[red]INVALID_INPUT[/]: the scheduler needs DATABASE_URL and REDIS_URL (or use `leadwheel serve`)"
+        )
+        raise typer.Exit(2)
+    os.execv(sys.executable, [sys.executable, "-m", "taskiq", "scheduler", "app.tasks.scheduler:scheduler"])
 
 
 def _qr(uri: str) -> str:

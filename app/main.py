@@ -16,8 +16,11 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.types.unset import UnsetType
 
 from app.db import Database, create_database
+from app.errors import DomainError
 from app.progress.hub import ProgressHub
 from app.progress.publish import RedisPublisher
 from app.resolvers.context import Context, credential_from_headers
@@ -46,6 +49,19 @@ class GraphQLView(GraphQL[Context, None]):
                 request.headers.get("authorization"), request.headers.get("x-api-key")
             ),
         )
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | None | dict[str, object]:
+        """graphql-transport-ws: credentials come in the connection_init payload
+        ({"authorization": "Bearer <token>"} or {"apiKey": "<key>"}); a bad one closes with 4403."""
+        params = context.connection_params or {}
+        raw = params.get("authorization") or params.get("Authorization")
+        key = params.get("apiKey")
+        context.credential = credential_from_headers(str(raw) if raw else None, str(key) if key else None)
+        try:
+            await context.actor()
+        except DomainError as exc:
+            raise ConnectionRejectionError({"code": exc.code.value, "message": str(exc)}) from exc
+        return None  # accept; no connection_ack payload
 
 
 class BodyLimit:

@@ -14,7 +14,7 @@ from app.engine.snapshot import LOCK_LEAD, lock_lead_row, read_full_levels, read
 from app.errors import NotFound
 from app.models.leads import DISTRIBUTABLE
 
-READ_LEAD = LOCK_LEAD.replace("FOR UPDATE OF l FOR NO KEY UPDATE OF n", "")
+READ_LEAD = LOCK_LEAD.replace("FOR NO KEY UPDATE OF l, n", "")
 
 
 @dataclass(frozen=True)

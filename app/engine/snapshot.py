@@ -16,9 +16,10 @@ from app.engine.eligibility import Condition, parse_stored
 from app.engine.plan import Candidate, Level, NicheState
 from app.models.niches import LevelStrategy
 
-# Lock order everywhere: lead -> niche -> providers by ascending id. The niche is locked FOR NO KEY
-# UPDATE: inserting a lead takes KEY SHARE on its niche (the foreign key), and FOR UPDATE would
-# deadlock against it. The run row, when given, is locked with its lead (range-table order l, n, r).
+# Lock order everywhere: lead -> niche -> providers by ascending id. Lead and niche are locked FOR
+# NO KEY UPDATE: rows that reference them (a new lead, a new run) take KEY SHARE through their
+# foreign key, which FOR UPDATE would block or deadlock against; two distributions of one lead
+# still exclude each other. The run row, when given, is locked with its lead (range-table order).
 # `holders`: providers that already hold this lead (cross-level dedupe across runs). Read in the
 # locking statement: a concurrent run that committed assignments also committed DISTRIBUTED, which
 # the lock's recheck returns, and then nothing is planned.
@@ -28,7 +29,7 @@ SELECT l.niche_id, l.status, l.attributes, n.name AS niche_name,
        ARRAY(SELECT a.provider_id FROM assignments a WHERE a.lead_id = l.id) AS holders
 FROM leads l JOIN niches n ON n.id = l.niche_id
 WHERE l.id = $1
-FOR UPDATE OF l FOR NO KEY UPDATE OF n
+FOR NO KEY UPDATE OF l, n
 """
 
 LOCK_LEAD_AND_RUN = """
@@ -40,7 +41,7 @@ FROM leads l
 JOIN niches n ON n.id = l.niche_id
 JOIN distribution_runs r ON r.id = $2 AND r.lead_id = l.id
 WHERE l.id = $1
-FOR UPDATE OF l, r FOR NO KEY UPDATE OF n
+FOR NO KEY UPDATE OF l, n FOR UPDATE OF r
 """
 
 # The active levels in traversal order from the niche's rotation position, and for the first

@@ -22,6 +22,7 @@ from app.resolvers.caching import DocumentCache
 from app.resolvers.errors import ClientErrors
 from app.resolvers.mutations import Mutation
 from app.resolvers.query import Query
+from app.resolvers.subscription import Subscription
 from app.schema.scalars import SCALARS
 from app.settings import Settings
 
@@ -46,6 +47,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=extensions,
         config=StrawberryConfig(scalar_map=SCALARS),
     )

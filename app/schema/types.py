@@ -146,7 +146,7 @@ class LedgerEntry:
         )
 
 
-@strawberry.type
+@strawberry.type(name="ProviderSubscription", description="A provider's subscription to a competition level.")
 class Subscription:
     id: uuid.UUID
     provider_id: uuid.UUID

@@ -371,7 +371,8 @@ async def batch_state(db: Database, batch_id: uuid.UUID) -> BatchState:
         row = (
             await session.execute(
                 sa.text(
-                    """SELECT count(*) FILTER (WHERE status IN ('SUCCESS', 'PARTIAL', 'NO_ELIGIBLE', 'FAILED')),
+                    """SELECT count(*) FILTER (WHERE status IN ('SUCCESS', 'PARTIAL', 'NO_ELIGIBLE',
+                                                            'FAILED')),
                               count(*) FILTER (WHERE status IN ('SUCCESS', 'PARTIAL')),
                               count(*) FILTER (WHERE status = 'NO_ELIGIBLE'),
                               count(*) FILTER (WHERE status = 'FAILED'),
@@ -461,3 +462,18 @@ async def assignment_count(db: Database, lead_id: uuid.UUID) -> int:
         return int(
             await session.scalar(sa.select(sa.func.count()).where(col(Assignment.lead_id) == lead_id)) or 0
         )
+
+
+async def run_snapshot(db: Database, run_id: uuid.UUID) -> tuple[DistributionRun, uuid.UUID]:
+    """The run as committed now, with its lead's niche: a subscriber's first (and resync) state."""
+    async with db.read() as session:
+        row = (
+            await session.execute(
+                select(DistributionRun, col(Lead.niche_id))
+                .join(Lead, col(Lead.id) == col(DistributionRun.lead_id))
+                .where(DistributionRun.id == run_id)
+            )
+        ).one_or_none()
+    if row is None:
+        raise NotFound("distribution run", run_id)
+    return row[0], row[1]

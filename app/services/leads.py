@@ -55,7 +55,10 @@ async def submit_lead(db: Database, *, actor: Actor, niche_id: uuid.UUID, attrib
 async def lock_lead(session: AsyncSession, lead_id: uuid.UUID) -> Lead:
     lead = (
         await session.execute(
-            select(Lead).where(Lead.id == lead_id).with_for_update().execution_options(populate_existing=True)
+            select(Lead)
+            .where(Lead.id == lead_id)
+            .with_for_update(key_share=True)  # FOR NO KEY UPDATE, as the engine locks it
+            .execution_options(populate_existing=True)
         )
     ).scalar_one_or_none()
     if lead is None:

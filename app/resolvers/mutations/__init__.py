@@ -4,11 +4,13 @@ import strawberry
 
 from app.resolvers.mutations.auth import AuthMutations
 from app.resolvers.mutations.billing import BillingMutations
-from app.resolvers.mutations.distribution import DistributionMutations
+from app.resolvers.mutations.distribution import BatchMutations, DistributionMutations
 from app.resolvers.mutations.leads import LeadMutations
 from app.resolvers.mutations.niches import NicheMutations
 
 
 @strawberry.type
-class Mutation(AuthMutations, NicheMutations, BillingMutations, LeadMutations, DistributionMutations):
+class Mutation(
+    AuthMutations, NicheMutations, BillingMutations, LeadMutations, DistributionMutations, BatchMutations
+):
     pass

@@ -5,8 +5,10 @@ import uuid
 import strawberry
 from strawberry.permission import BasePermission
 
+from app.models.leads import LeadStatus
 from app.resolvers.context import Info
 from app.resolvers.permissions import CanDistribute
+from app.schema.progress import DistributionBatch
 from app.schema.types import DistributionRun
 from app.services import distribution
 
@@ -43,3 +45,29 @@ class DistributionMutations:
             c.db, actor=await c.actor(), run_id=run_id, dispatcher=c.dispatcher, publisher=c.publisher
         )
         return DistributionRun.of(run)
+
+
+@strawberry.type
+class BatchMutations:
+    @strawberry.mutation(
+        permission_classes=DISTRIBUTE,
+        description="Queues a run for every distributable lead matching the filter (oldest first, at "
+        "most `limit`); follow it with batchProgress(batchId).",
+    )
+    async def distribute_leads(
+        self,
+        info: Info,
+        niche_id: uuid.UUID | None = None,
+        status: LeadStatus | None = None,
+        limit: int = 1000,
+    ) -> DistributionBatch:
+        c = info.context
+        batch, run_ids = await distribution.request_batch(
+            c.db,
+            actor=await c.actor(),
+            niche_id=niche_id,
+            status=status,
+            limit=limit,
+            dispatcher=c.dispatcher,
+        )
+        return DistributionBatch(id=batch.id, total=batch.total, run_ids=run_ids, created_at=batch.created_at)

@@ -1,0 +1,107 @@
+"""Subscriptions. Each registers with the process's ProgressHub first, then reads the state from
+PostgreSQL, then relays live events with a higher seq: no gap, no duplicate. A subscriber that
+overflows, or hears nothing for a while (a lost pub/sub message, Redis down), re-reads the state."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncGenerator
+
+import strawberry
+from strawberry.permission import BasePermission
+
+from app.errors import InvalidInput
+from app.progress.events import ProgressEvent
+from app.progress.hub import RESYNC, Item
+from app.progress.publish import batch_channel, niche_channel, run_channel
+from app.resolvers.context import Info
+from app.resolvers.permissions import CanRead
+from app.schema.progress import BatchProgress, RunProgress
+from app.services import distribution, niches
+
+READ: list[type[BasePermission]] = [CanRead]
+RESYNC_AFTER_SECONDS = 5.0
+
+
+async def _next(queue: asyncio.Queue[Item]) -> Item:
+    try:
+        return await asyncio.wait_for(queue.get(), timeout=RESYNC_AFTER_SECONDS)
+    except TimeoutError:
+        return RESYNC
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        permission_classes=READ,
+        description="A run's progress: its current state, then each committed step; completes after "
+        "COMPLETED or FAILED. Give runId, or leadId for the lead's latest run.",
+    )
+    async def distribution_progress(
+        self, info: Info, run_id: uuid.UUID | None = None, lead_id: uuid.UUID | None = None
+    ) -> AsyncGenerator[RunProgress, None]:
+        db, hub = info.context.db, info.context.hub
+        if (run_id is None) == (lead_id is None):
+            raise InvalidInput("give exactly one of runId and leadId", field="runId")
+        if run_id is None:
+            assert lead_id is not None
+            run_id = await distribution.latest_run_id(db, lead_id)
+        channel = run_channel(run_id)
+        queue = hub.register(channel)  # before the snapshot: nothing published after it is missed
+        try:
+            state = RunProgress.of_run(*await distribution.run_snapshot(db, run_id))
+            yield state
+            seq, done = state.seq, state.terminal
+            while not done:
+                item = await _next(queue)
+                if isinstance(item, ProgressEvent):
+                    if item.seq <= seq:
+                        continue
+                    progress = RunProgress.of_event(item)
+                else:
+                    progress = RunProgress.of_run(*await distribution.run_snapshot(db, run_id))
+                    if progress.seq <= seq:
+                        continue
+                seq, done = progress.seq, progress.terminal
+                yield progress
+        finally:
+            hub.unregister(channel, queue)
+
+    @strawberry.subscription(
+        permission_classes=READ, description="Every committed step of every run of a niche."
+    )
+    async def niche_activity(self, info: Info, niche_id: uuid.UUID) -> AsyncGenerator[RunProgress, None]:
+        await niches.get_niche(info.context.db, niche_id)  # NOT_FOUND before streaming
+        channel = niche_channel(niche_id)
+        queue = info.context.hub.register(channel)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, ProgressEvent):
+                    yield RunProgress.of_event(item)
+        finally:
+            info.context.hub.unregister(channel, queue)
+
+    @strawberry.subscription(
+        permission_classes=READ,
+        description="A batch's counters (processed / total, assigned, no eligible, failed, rate, ETA), "
+        "after each finished run; completes when every run has finished.",
+    )
+    async def batch_progress(self, info: Info, batch_id: uuid.UUID) -> AsyncGenerator[BatchProgress, None]:
+        db, hub = info.context.db, info.context.hub
+        channel = batch_channel(batch_id)
+        queue = hub.register(channel)
+        try:
+            state = await distribution.batch_state(db, batch_id)
+            yield BatchProgress.of(state)
+            while not state.done:
+                await _next(queue)
+                while not queue.empty():  # one read for a burst of finished runs
+                    queue.get_nowait()
+                fresh = await distribution.batch_state(db, batch_id)
+                if fresh.processed != state.processed or fresh.done:
+                    state = fresh
+                    yield BatchProgress.of(state)
+        finally:
+            hub.unregister(channel, queue)

@@ -1,0 +1,122 @@
+"""Live progress types: one RunProgress per committed step, and batch counters."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import strawberry
+
+from app.models import distribution as run_models
+from app.models.distribution import TERMINAL_RUN_STATUSES, RunStatus
+from app.progress.events import EventType, ProgressEvent
+from app.schema.scalars import Cents
+from app.services.distribution import BatchState
+
+strawberry.enum(EventType)
+
+_STATUS_EVENT = {
+    RunStatus.QUEUED: EventType.QUEUED,
+    RunStatus.RUNNING: EventType.STARTED,
+    RunStatus.FAILED: EventType.FAILED,
+}
+
+
+@strawberry.type(
+    description="A committed step of a run. The first one a subscriber gets is the run's "
+    "state read from PostgreSQL (snapshot: true); then live steps in seq order."
+)
+class RunProgress:
+    run_id: uuid.UUID
+    lead_id: uuid.UUID
+    niche_id: uuid.UUID
+    seq: int
+    type: EventType
+    run_status: RunStatus | None
+    at: datetime
+    level_id: uuid.UUID | None = None
+    level_name: str | None = None
+    provider_id: uuid.UUID | None = None
+    price_cents: Cents | None = None
+    reason: str | None = None
+    outcome: str | None = None
+    detail: str | None = None
+    snapshot: bool = False
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in (EventType.COMPLETED, EventType.FAILED)
+
+    @classmethod
+    def of_event(cls, e: ProgressEvent) -> RunProgress:
+        status = {EventType.COMPLETED: e.outcome, EventType.FAILED: RunStatus.FAILED}.get(e.type)
+        return cls(
+            run_id=e.run_id,
+            lead_id=e.lead_id,
+            niche_id=e.niche_id,
+            seq=e.seq,
+            type=e.type,
+            run_status=RunStatus(status) if status else None,
+            at=e.at,
+            level_id=e.level_id,
+            level_name=e.level_name,
+            provider_id=e.provider_id,
+            price_cents=e.price_cents,
+            reason=e.reason,
+            outcome=e.outcome,
+            detail=e.detail,
+        )
+
+    @classmethod
+    def of_run(cls, run: run_models.DistributionRun, niche_id: uuid.UUID) -> RunProgress:
+        status = RunStatus(run.status)
+        kind = EventType.COMPLETED if status in TERMINAL_RUN_STATUSES else _STATUS_EVENT[status]
+        if status is RunStatus.FAILED:
+            kind = EventType.FAILED
+        return cls(
+            run_id=run.id,
+            lead_id=run.lead_id,
+            niche_id=niche_id,
+            seq=run.seq,
+            type=kind,
+            run_status=status,
+            at=run.updated_at,
+            outcome=status.value if status in TERMINAL_RUN_STATUSES else None,
+            detail=run.error,
+            snapshot=True,
+        )
+
+
+@strawberry.type
+class BatchProgress:
+    batch_id: uuid.UUID
+    total: int
+    processed: int
+    assigned: int
+    no_eligible: int
+    failed: int
+    rate_per_second: float
+    eta_seconds: float | None
+    done: bool
+
+    @classmethod
+    def of(cls, s: BatchState) -> BatchProgress:
+        return cls(
+            batch_id=s.batch_id,
+            total=s.total,
+            processed=s.processed,
+            assigned=s.assigned,
+            no_eligible=s.no_eligible,
+            failed=s.failed,
+            rate_per_second=round(s.rate_per_second, 2),
+            eta_seconds=None if s.eta_seconds is None else round(s.eta_seconds, 1),
+            done=s.done,
+        )
+
+
+@strawberry.type
+class DistributionBatch:
+    id: uuid.UUID
+    total: int
+    run_ids: list[uuid.UUID]
+    created_at: datetime

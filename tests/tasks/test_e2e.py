@@ -1,0 +1,217 @@
+"""Mutation -> worker -> subscribers, across real processes, on real PostgreSQL and Redis."""
+
+import asyncio
+
+import sqlalchemy as sa
+
+from app.db import Database
+from tests.factories import make_lead, make_niche, make_provider, subscribe
+from tests.invariants import assert_invariants
+from tests.tasks.conftest import Stack, WsSubscription, gql, wait_for
+
+PROGRESS = """subscription($run: UUID, $lead: UUID) { distributionProgress(runId: $run, leadId: $lead) {
+  runId seq type runStatus levelName providerId priceCents reason outcome snapshot } }"""
+NICHE = """subscription($n: UUID!) { nicheActivity(nicheId: $n) { runId seq type outcome } }"""
+DISTRIBUTE = (
+    """mutation($id: UUID!, $k: String) { distributeLead(leadId: $id, idempotencyKey: $k) { id status } }"""
+)
+
+
+async def _seeded(db: Database) -> tuple[object, object]:
+    niche, levels = await make_niche(db, levels=[(4500, 1), (3000, 2)])
+    for _ in range(4):
+        p = await make_provider(db, balance_cents=100_000)
+        for level in levels:
+            await subscribe(db, p, level)
+    return niche, await make_lead(db, niche)
+
+
+async def test_subscribers_see_every_step_in_order_on_two_api_processes(
+    db: Database, stack: Stack, token: str, lead_lock: tuple
+) -> None:
+    hold, release = lead_lock
+    niche, lead = await _seeded(db)
+    first_api, second_api = await stack.api(), await stack.api()
+    stack.worker()
+    async with WsSubscription(second_api, token, NICHE, {"n": str(niche.id)}) as feed:
+        await asyncio.sleep(0.5)  # the feed has no snapshot: give it time to register
+        await hold(lead.id)  # the worker will wait for this lock at its first statement
+        run = (await gql(first_api, token, DISTRIBUTE, {"id": str(lead.id), "k": "e2e-1"}))["distributeLead"]
+        assert run["status"] == "QUEUED"
+        async with WsSubscription(first_api, token, PROGRESS, {"run": run["id"]}) as live:
+            await asyncio.wait_for(live.first.wait(), 10)
+            await release()
+            events = await live.wait()
+        assert events[0]["snapshot"] is True
+        assert events[0]["type"] == "QUEUED"
+        types = [e["type"] for e in events]
+        assert types[1] == "STARTED"
+        assert types[-1] == "COMPLETED"
+        assert events[-1]["outcome"] == "SUCCESS"
+        assert types.count("ASSIGNED") == 3
+        seqs = [e["seq"] for e in events]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gap, no duplicate
+        await wait_for(lambda: _feed_done(feed, run["id"]), timeout=10)
+        relayed = [e["seq"] for e in feed.events if e["runId"] == run["id"]]
+        assert relayed == list(range(1, seqs[-1] + 1))  # the other API process relayed all of it
+    async with WsSubscription(first_api, token, PROGRESS, {"lead": str(lead.id)}) as late:
+        after = await late.wait()
+    assert len(after) == 1
+    assert after[0]["snapshot"] is True
+    assert after[0]["type"] == "COMPLETED"
+    assert after[0]["runStatus"] == "SUCCESS"
+    await assert_invariants(db)
+
+
+async def _feed_done(feed: WsSubscription, run_id: str) -> bool:
+    return any(e["runId"] == run_id and e["type"] == "COMPLETED" for e in feed.events)
+
+
+async def test_websocket_with_a_bad_token_is_refused(stack: Stack) -> None:
+    import json
+
+    import websockets
+
+    base = await stack.api()
+    url = base.replace("http://", "ws://") + "/graphql"
+    async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+        await ws.send(
+            json.dumps({"type": "connection_init", "payload": {"authorization": "Bearer lwa_nope"}})
+        )
+        try:
+            await asyncio.wait_for(ws.recv(), 5)
+            raise AssertionError("connection was not refused")
+        except websockets.ConnectionClosed as closed:
+            assert closed.rcvd is not None
+            assert closed.rcvd.code == 4403
+
+
+async def _run_status(db: Database, run_id: str) -> str:
+    async with db.engine.connect() as conn:
+        return str(
+            (
+                await conn.execute(
+                    sa.text("SELECT status FROM distribution_runs WHERE id = :id"), {"id": run_id}
+                )
+            ).scalar_one()
+        )
+
+
+async def test_a_killed_workers_job_completes_once(
+    db: Database, stack: Stack, token: str, lead_lock: tuple
+) -> None:
+    hold, release = lead_lock
+    _, lead = await _seeded(db)
+    api = await stack.api()
+    doomed = stack.worker()
+    stack.scheduler()
+    await hold(lead.id)
+    run = (await gql(api, token, DISTRIBUTE, {"id": str(lead.id)}))["distributeLead"]
+
+    async def worker_waits_on_the_lock() -> bool:
+        async with db.engine.connect() as conn:
+            return bool(
+                (
+                    await conn.execute(
+                        sa.text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                        )
+                    )
+                ).scalar_one()
+            )
+
+    await wait_for(worker_waits_on_the_lock, timeout=15)
+    stack.kill(doomed)  # mid-run: its transaction dies, its message stays unacknowledged
+    await release()
+    stack.worker()
+    await wait_for(lambda: _is(db, run["id"], "SUCCESS"), timeout=30)
+    async with db.engine.connect() as conn:
+        assigned = (await conn.execute(sa.text("SELECT count(*) FROM assignments"))).scalar_one()
+    assert assigned == 3
+    await asyncio.sleep(3)  # a late redelivery must not charge anyone again
+    async with db.engine.connect() as conn:
+        assert (await conn.execute(sa.text("SELECT count(*) FROM assignments"))).scalar_one() == 3
+    await assert_invariants(db)
+
+
+async def _is(db: Database, run_id: str, status: str) -> bool:
+    return await _run_status(db, run_id) == status
+
+
+async def test_database_failure_is_retried_dead_lettered_and_retried_by_hand(
+    db: Database, stack: Stack, token: str
+) -> None:
+    _, lead = await _seeded(db)
+    async with db.engine.begin() as conn:
+        await conn.exec_driver_sql(
+            """CREATE FUNCTION lw_fail_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN RAISE EXCEPTION 'injected database failure'; END; $$"""
+        )
+        await conn.exec_driver_sql(
+            """CREATE CONSTRAINT TRIGGER lw_fail_at_commit AFTER INSERT ON ledger_entries
+               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.kind = 'CHARGE')
+               EXECUTE FUNCTION lw_fail_at_commit()"""
+        )
+    try:
+        api = await stack.api()
+        stack.worker()
+        stack.scheduler()
+        run = (await gql(api, token, DISTRIBUTE, {"id": str(lead.id)}))["distributeLead"]
+        await wait_for(lambda: _is(db, run["id"], "FAILED"), timeout=30)
+        dead = (await gql(api, token, "{ deadLetters { id attempts error } }"))["deadLetters"]
+        assert [d["id"] for d in dead] == [run["id"]]
+        assert dead[0]["attempts"] == 3
+        assert "injected database failure" in dead[0]["error"]
+        status = (
+            await gql(
+                api,
+                token,
+                "query($id: UUID!) { lead(id: $id) { status distributionAttempts } }",
+                {"id": str(lead.id)},
+            )
+        )["lead"]
+        assert status == {"status": "FAILED", "distributionAttempts": 3}
+    finally:
+        async with db.engine.begin() as conn:
+            await conn.exec_driver_sql("DROP TRIGGER lw_fail_at_commit ON ledger_entries")
+            await conn.exec_driver_sql("DROP FUNCTION lw_fail_at_commit()")
+    retried = (
+        await gql(
+            api, token, "mutation($id: UUID!) { retryDistribution(runId: $id) { status } }", {"id": run["id"]}
+        )
+    )["retryDistribution"]
+    assert retried["status"] in ("QUEUED", "SUCCESS")
+    await wait_for(lambda: _is(db, run["id"], "SUCCESS"), timeout=30)
+    await assert_invariants(db)
+
+
+async def test_a_batch_of_200_leads_reports_progress_to_the_end(
+    db: Database, stack: Stack, token: str
+) -> None:
+    niche, levels = await make_niche(db, levels=[(100, 2)])
+    for _ in range(5):
+        await subscribe(db, await make_provider(db, balance_cents=1_000_000), levels[0])
+    for _ in range(200):
+        await make_lead(db, niche)
+    api = await stack.api()
+    stack.worker()
+    batch = (
+        await gql(
+            api,
+            token,
+            "mutation($n: UUID!) { distributeLeads(nicheId: $n) { id total } }",
+            {"n": str(niche.id)},
+        )
+    )["distributeLeads"]
+    assert batch["total"] == 200
+    query = """subscription($b: UUID!) { batchProgress(batchId: $b) {
+      total processed assigned noEligible failed ratePerSecond etaSeconds done } }"""
+    async with WsSubscription(api, token, query, {"b": batch["id"]}) as progress:
+        events = await progress.wait(timeout=90)
+    assert events[-1]["done"] is True
+    assert events[-1]["processed"] == 200
+    assert events[-1]["assigned"] == 200
+    processed = [e["processed"] for e in events]
+    assert processed == sorted(processed)
+    assert len(events) >= 2
+    await assert_invariants(db)

@@ -1,0 +1,97 @@
+"""lead_assigned notifications over real SMTP (an in-process aiosmtpd server), and with the server
+down: retried, then FAILED, and the distribution unaffected."""
+
+import asyncio
+from email import message_from_bytes
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from aiosmtpd.controller import Controller
+
+from app.db import Database
+from tests.factories import make_lead, make_niche, make_provider, subscribe
+from tests.tasks.conftest import Stack, free_port, gql, wait_for
+
+DISTRIBUTE = """mutation($id: UUID!) { distributeLead(leadId: $id) { id } }"""
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd API)
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp() -> Any:
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())  # port=0 fails: pick one
+    controller.start()
+    yield controller, inbox
+    controller.stop()
+
+
+async def _statuses(db: Database) -> list[str]:
+    async with db.engine.connect() as conn:
+        return [r[0] for r in await conn.execute(sa.text("SELECT status FROM notifications ORDER BY status"))]
+
+
+async def test_assignments_are_mailed(db: Database, stack: Stack, token: str, smtp: Any) -> None:
+    controller, inbox = smtp
+    niche, (level,) = await make_niche(db, levels=[(4500, 2)], name="Roofing / Texas")
+    for name in ("Acme Roofing", "Bolt Roofs"):
+        await subscribe(db, await make_provider(db, balance_cents=10_000, name=name), level)
+    lead = await make_lead(db, niche)
+    api = await stack.api()
+    stack.worker(SMTP_HOST="127.0.0.1", SMTP_PORT=str(controller.port))
+    await gql(api, token, DISTRIBUTE, {"id": str(lead.id)})
+    await wait_for(lambda: _all_sent(db, 2), timeout=30)
+    assert len(inbox.messages) == 2
+    subjects = {m["Subject"] for m in inbox.messages}
+    assert subjects == {"New lead in Roofing / Texas"}
+    bodies = [m.get_payload() for m in inbox.messages]
+    assert all("$45.00" in b and "L1" in b and "/dashboard" in b for b in bodies)
+    assert {b.split(",")[0] for b in bodies} == {"Hello Acme Roofing", "Hello Bolt Roofs"}
+
+
+async def _all_sent(db: Database, n: int) -> bool:
+    return await _statuses(db) == ["SENT"] * n
+
+
+async def test_a_dead_mail_server_never_fails_a_distribution(db: Database, stack: Stack, token: str) -> None:
+    niche, (level,) = await make_niche(db, levels=[(100, 1)])
+    await subscribe(db, await make_provider(db, balance_cents=1_000), level)
+    lead = await make_lead(db, niche)
+    api = await stack.api()
+    dead = {
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(free_port()),
+        "NOTIFICATION_ATTEMPTS": "3",
+        "SMTP_TIMEOUT_SECONDS": "1",
+    }
+    stack.worker(**dead)
+    stack.scheduler(**dead)
+    run = (await gql(api, token, DISTRIBUTE, {"id": str(lead.id)}))["distributeLead"]
+
+    async def run_succeeded() -> bool:
+        data = await gql(
+            api, token, "query($id: UUID!) { distributionRun(id: $id) { status } }", {"id": run["id"]}
+        )
+        return bool(data["distributionRun"]["status"] == "SUCCESS")
+
+    await wait_for(run_succeeded, timeout=20)
+    await wait_for(lambda: _failed(db), timeout=30)
+    async with db.engine.connect() as conn:
+        attempts, error = (
+            await conn.execute(sa.text("SELECT attempts, last_error FROM notifications"))
+        ).one()
+    assert attempts == 3
+    assert "Connect" in error or "refused" in error.lower()
+    await asyncio.sleep(0)
+
+
+async def _failed(db: Database) -> bool:
+    return await _statuses(db) == ["FAILED"]
