@@ -97,8 +97,8 @@ def demo() -> None:
 DEMO_ADMIN = "admin@leadwheel.local"
 
 
-async def _seed_demo_if_empty(db: Database, settings: Settings) -> tuple[str, str] | None:
-    """On an empty database: the demo data and a demo admin. Returns (password, TOTP secret)."""
+async def _seed_demo_if_empty(db: Database, settings: Settings) -> tuple[str, str, DemoRun] | None:
+    """On an empty database: the demo data and a demo admin. Returns (password, TOTP secret, demo)."""
     import secrets
 
     import sqlalchemy as sa
@@ -108,8 +108,7 @@ async def _seed_demo_if_empty(db: Database, settings: Settings) -> tuple[str, st
             return None
     password = secrets.token_urlsafe(12)
     created = await auth.create_admin(db, email=DEMO_ADMIN, password=password, settings=settings)
-    await run_demo(db)
-    return password, created.admin.totp_secret
+    return password, created.admin.totp_secret, await run_demo(db)
 
 
 def _child_env(settings: Settings) -> dict[str, str]:
@@ -138,6 +137,7 @@ def serve(
         if demo:
             seeded = _with_db(settings, lambda db: _seed_demo_if_empty(db, settings))
             if seeded:
+                print_demo(seeded[2])
                 console.print(
                     f"[bold]demo admin[/]: {DEMO_ADMIN}  password: {seeded[0]}  TOTP secret: {seeded[1]}"
                 )

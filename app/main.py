@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -20,12 +21,13 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UnsetType
 
 from app.db import Database, create_database
-from app.errors import DomainError
+from app.errors import DomainError, Forbidden, InvalidInput, Unauthenticated
 from app.progress.hub import ProgressHub
 from app.progress.publish import RedisPublisher
 from app.resolvers.context import Context, credential_from_headers
 from app.resolvers.loaders import make_loaders
 from app.resolvers.schema import build_schema
+from app.services import auth, stats
 from app.services.dispatch import Dispatcher
 from app.settings import Settings, get_settings
 from app.tasks.broker import make_broker
@@ -109,6 +111,52 @@ class _TooLarge(Exception):
     pass
 
 
+async def export_assignments(request: Request) -> Response:
+    """CSV of assignments in [from, to), for admins or API keys with `read`: Bearer auth."""
+    state = request.app.state
+    credential = credential_from_headers(
+        request.headers.get("authorization"), request.headers.get("x-api-key")
+    )
+    try:
+        if not credential:
+            raise Unauthenticated("send 'Authorization: Bearer <access token or API key>'")
+        actor = await auth.authenticate(state.db, credential)
+        if "read" not in actor.scopes:
+            raise Forbidden("the CSV export needs the 'read' scope")
+        bounds: dict[str, datetime | None] = {}
+        for name in ("from", "to"):
+            raw = request.query_params.get(name)
+            value = None
+            if raw:
+                try:
+                    value = datetime.fromisoformat(raw)
+                except ValueError:
+                    raise InvalidInput(
+                        f"{name} must be an ISO 8601 time such as 2026-11-01T00:00:00Z", field=name
+                    ) from None
+                if value.tzinfo is None:
+                    raise InvalidInput(f"{name} needs a time zone, e.g. 2026-11-01T00:00:00Z", field=name)
+            bounds[name] = value
+        rows = stats.assignments_csv(state.db, since=bounds["from"], until=bounds["to"])
+        first = await anext(rows)  # validation errors surface here, before the 200
+    except DomainError as exc:
+        status = {"UNAUTHENTICATED": 401, "MFA_REQUIRED": 401, "FORBIDDEN": 403}.get(exc.code.value, 400)
+        return JSONResponse(
+            {"errors": [{"message": str(exc), "extensions": {"code": exc.code.value}}]}, status_code=status
+        )
+
+    async def body() -> AsyncIterator[str]:
+        yield first
+        async for chunk in rows:
+            yield chunk
+
+    return StreamingResponse(
+        body(),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="assignments.csv"'},
+    )
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -181,6 +229,7 @@ def create_app(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/exports/assignments.csv", export_assignments),
             Route("/graphql", view, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", view),
         ],

@@ -45,4 +45,5 @@ async def violations(db: Database) -> dict[str, int]:
 
 
 async def assert_invariants(db: Database) -> None:
-    assert await violations(db) == {}
+    found = await violations(db)
+    assert found == {}, found

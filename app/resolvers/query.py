@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
 from strawberry.permission import BasePermission
 
 from app.engine.preview import preview_distribution
 from app.errors import NotFound
+from app.models.distribution import RunStatus
 from app.models.leads import LeadStatus
 from app.resolvers.context import Info
 from app.resolvers.permissions import CanRead, IsAuthenticated
@@ -24,11 +26,15 @@ from app.schema.types import (
     DistributionRun,
     DistributionStatus,
     Lead,
+    LevelFairness,
     Me,
     Niche,
+    NicheStats,
+    OutcomeCount,
     Provider,
+    ProviderReceived,
 )
-from app.services import audit, billing, distribution, leads, niches
+from app.services import audit, billing, distribution, leads, niches, stats
 
 READ: list[type[BasePermission]] = [CanRead]
 
@@ -148,6 +154,44 @@ class Query:
     )
     async def preview_distribution(self, info: Info, lead_id: uuid.UUID) -> DistributionPreview:
         return to_preview(await preview_distribution(info.context.db, lead_id=lead_id))
+
+    @strawberry.field(
+        permission_classes=READ,
+        description="Per niche: runs by outcome, success rate, revenue, and fairness per level "
+        "(leads received per subscribed provider, max - min spread); from inclusive, to exclusive.",
+    )
+    async def distribution_stats(
+        self,
+        info: Info,
+        niche_id: uuid.UUID | None = None,
+        from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
+        to: datetime | None = None,
+    ) -> list[NicheStats]:
+        found = await stats.distribution_stats(info.context.db, niche_id=niche_id, since=from_, until=to)
+        return [
+            NicheStats(
+                niche_id=s.niche_id,
+                niche_name=s.niche_name,
+                runs_by_outcome=[
+                    OutcomeCount(status=RunStatus(k), count=v) for k, v in sorted(s.runs_by_outcome.items())
+                ],
+                success_rate=s.success_rate,
+                revenue_cents=s.revenue_cents,
+                assignments=s.assignments,
+                levels=[
+                    LevelFairness(
+                        level_id=lv.level_id,
+                        level_name=lv.level_name,
+                        spread=lv.spread,
+                        providers=[
+                            ProviderReceived(provider_id=p, received=n) for p, n in lv.received.items()
+                        ],
+                    )
+                    for lv in s.levels
+                ],
+            )
+            for s in found
+        ]
 
     @strawberry.field(permission_classes=[IsAuthenticated])
     async def me(self, info: Info) -> Me:

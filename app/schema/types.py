@@ -494,3 +494,34 @@ class Me:
     id: uuid.UUID | None
     label: str
     scopes: list[str]
+
+
+@strawberry.type
+class OutcomeCount:
+    status: RunStatus
+    count: int
+
+
+@strawberry.type
+class ProviderReceived:
+    provider_id: uuid.UUID
+    received: int
+
+
+@strawberry.type
+class LevelFairness:
+    level_id: uuid.UUID
+    level_name: str
+    spread: int = strawberry.field(description="max - min leads received among the level's subscribers")
+    providers: list[ProviderReceived]
+
+
+@strawberry.type
+class NicheStats:
+    niche_id: uuid.UUID
+    niche_name: str
+    runs_by_outcome: list[OutcomeCount]
+    success_rate: float | None = strawberry.field(description="(SUCCESS + PARTIAL) / finished runs")
+    revenue_cents: Cents
+    assignments: int
+    levels: list[LevelFairness]

@@ -205,9 +205,13 @@ async def adjust_balance(
     note: str | None = None,
     assignment_id: uuid.UUID | None = None,
 ) -> LedgerEntry:
-    """REFUND (positive), manual CHARGE (negative) or ADJUSTMENT (either sign)."""
-    if kind is LedgerKind.TOP_UP:
-        raise InvalidInput("use top_up for top-ups", field="kind")
+    """REFUND (positive) or ADJUSTMENT (either sign). A CHARGE is only ever written by the engine,
+    with its assignment: never a charge without a lead."""
+    if kind not in (LedgerKind.REFUND, LedgerKind.ADJUSTMENT):
+        raise InvalidInput(
+            "only REFUND or ADJUSTMENT: top-ups use topUpBalance, charges come from distributions",
+            field="kind",
+        )
     _guards.bounded_int(
         amount_cents, field="amountCents", minimum=-MAX_AMOUNT_CENTS, maximum=MAX_AMOUNT_CENTS
     )
@@ -215,8 +219,6 @@ async def adjust_balance(
         raise InvalidInput("amountCents must not be zero", field="amountCents")
     if kind is LedgerKind.REFUND and amount_cents < 0:
         raise InvalidInput("a refund credits the provider: amountCents must be positive", field="amountCents")
-    if kind is LedgerKind.CHARGE and amount_cents > 0:
-        raise InvalidInput("a charge debits the provider: amountCents must be negative", field="amountCents")
     async with db.begin() as session:
         provider = await lock_provider(session, provider_id)
         entry = await _post_entry(

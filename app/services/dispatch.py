@@ -10,6 +10,9 @@ from typing import Protocol
 
 
 class Dispatcher(Protocol):
+    # True when distribute() has finished the runs by the time it returns
+    inline: bool
+
     async def distribute(self, run_ids: Sequence[uuid.UUID]) -> None: ...
 
     async def notify(self, lead_id: uuid.UUID) -> None: ...

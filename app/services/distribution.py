@@ -69,7 +69,9 @@ async def request_distribution(
     if created:
         await publisher.publish([_event(run, niche_id, EventType.QUEUED)])
         await dispatcher.distribute([run.id])
-    return await get_run(db, run.id)  # its state now: QUEUED with workers, finished when inline
+        if dispatcher.inline:
+            return await get_run(db, run.id)  # finished by now
+    return run
 
 
 async def _insert_run(
@@ -261,7 +263,7 @@ async def retry_distribution(
         niche_id = lead.niche_id
     await publisher.publish([_event(run, niche_id, EventType.QUEUED, detail="retry requested")])
     await dispatcher.distribute([run.id])
-    return await get_run(db, run.id)
+    return await get_run(db, run.id) if dispatcher.inline else run
 
 
 async def request_batch(

@@ -20,6 +20,8 @@ NOTIFY = "leadwheel.send_notifications"
 
 
 class TaskiqDispatcher:
+    inline = False
+
     def __init__(self, broker: AsyncBroker) -> None:
         self.broker = broker
 
@@ -34,6 +36,8 @@ class TaskiqDispatcher:
 
 
 class InlineDispatcher:
+    inline = True
+
     def __init__(self, db: Database, settings: Settings, publisher: Publisher) -> None:
         self.db, self.settings, self.publisher = db, settings, publisher
 

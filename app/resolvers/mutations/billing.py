@@ -47,7 +47,10 @@ class BillingMutations:
         )
         return LedgerEntry.of(entry)
 
-    @strawberry.mutation(permission_classes=ADMIN, description="REFUND (+), CHARGE (-) or ADJUSTMENT (±).")
+    @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="REFUND (+) or ADJUSTMENT (±); charges come only from distributions.",
+    )
     async def adjust_balance(
         self,
         info: Info,

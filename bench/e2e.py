@@ -1,0 +1,352 @@
+"""End-to-end benchmark against real processes: one uvicorn API process, two taskiq worker
+processes, on one PostgreSQL and one Redis (embedded unless URLs are given), all on this machine
+together with the load generator.
+
+(a) distributeLead -> its COMPLETED event on a nicheActivity feed, one at a time: p50/p99
+(b) a burst of 2,000 distributeLead over 20 niches: distributions/s, first request to last COMPLETED
+(c) 1,000 WebSocket subscribers on one niche feed: delivery latency p50/p99 and events/s delivered
+
+    python bench/e2e.py [--database-url URL --redis-url URL] [--burst 2000] [--subscribers 1000]
+
+Last line: one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.db import create_database  # noqa: E402
+from app.embedded import servers  # noqa: E402
+from app.migrate import upgrade  # noqa: E402
+from app.services import auth  # noqa: E402
+from app.services.audit import SYSTEM  # noqa: E402
+
+FEED = "subscription($n: UUID!) { nicheActivity(nicheId: $n) { runId type at } }"
+DISTRIBUTE = "mutation($id: UUID!) { distributeLead(leadId: $id) { id } }"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, int(len(ordered) * q) - 1)]
+
+
+async def seed(url: str, niches: int, leads_per_niche: int) -> tuple[str, list[str], dict[str, list[str]]]:
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await conn.execute(
+            """INSERT INTO niches (id, name, level_strategy)
+               SELECT md5('e2e-niche-' || n)::uuid, 'E2E ' || n, 'FIRST_MATCH' FROM generate_series(1, $1) n""",
+            niches,
+        )
+        await conn.execute(
+            """INSERT INTO competition_levels (niche_id, name, order_position, price_cents, max_recipients)
+               SELECT md5('e2e-niche-' || n)::uuid, lv.name, lv.pos, lv.price, 3
+               FROM generate_series(1, $1) n,
+                    (VALUES (1, 'Gold', 4500), (2, 'Silver', 3000), (3, 'Bronze', 1500)) lv (pos, name, price)""",
+            niches,
+        )
+        await conn.execute(
+            """INSERT INTO providers (id, name, email, balance_cents)
+               SELECT md5('e2e-p-' || n || '-' || k)::uuid, 'P' || n || '.' || k, 'p' || n || '.' || k || '@e2e.test',
+                      100000000000
+               FROM generate_series(1, $1) n, generate_series(1, 10) k""",
+            niches,
+        )
+        await conn.execute(
+            """INSERT INTO ledger_entries (provider_id, amount_cents, balance_after_cents, kind, reference)
+               SELECT id, balance_cents, balance_cents, 'TOP_UP', 'seed' FROM providers"""
+        )
+        await conn.execute(
+            """INSERT INTO subscriptions (provider_id, competition_level_id)
+               SELECT p.id, l.id FROM providers p JOIN competition_levels l
+                 ON l.niche_id = md5('e2e-niche-' || split_part(substr(p.name, 2), '.', 1))::uuid"""
+        )
+        rows = await conn.fetch(
+            """INSERT INTO leads (niche_id, status, attributes)
+               SELECT md5('e2e-niche-' || (1 + i % $1))::uuid, 'APPROVED', '{"state": "TX"}'::jsonb
+               FROM generate_series(0, $2 - 1) i RETURNING id, niche_id""",
+            niches,
+            niches * leads_per_niche,
+        )
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+    by_niche: dict[str, list[str]] = {}
+    for r in rows:
+        by_niche.setdefault(str(r["niche_id"]), []).append(str(r["id"]))
+    db = create_database(url)
+    key = await auth.create_api_key(
+        db, actor=SYSTEM, name="e2e-bench", scopes=["admin", "read", "distribution:write"]
+    )
+    await db.dispose()
+    return key.secret, list(by_niche), by_niche
+
+
+class Feed:
+    """One WebSocket subscription to a niche feed, recording (run id, type, event time, receive time)."""
+
+    def __init__(self, ws_url: str, token: str, niche_id: str) -> None:
+        self.ws_url, self.token, self.niche_id = ws_url, token, niche_id
+        self.completed: dict[str, float] = {}
+        self.latencies: list[float] = []
+        self.received = 0
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        async with websockets.connect(
+            self.ws_url, subprotocols=["graphql-transport-ws"], max_queue=None
+        ) as ws:  # type: ignore[list-item]
+            await ws.send(
+                json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {self.token}"}})
+            )
+            await ws.recv()
+            await ws.send(
+                json.dumps(
+                    {
+                        "id": "1",
+                        "type": "subscribe",
+                        "payload": {"query": FEED, "variables": {"n": self.niche_id}},
+                    }
+                )
+            )
+            self.ready.set()
+            async for raw in ws:
+                now = time.time()
+                message = json.loads(raw)
+                if message.get("type") != "next":
+                    continue
+                event = message["payload"]["data"]["nicheActivity"]
+                self.received += 1
+                sent = datetime.fromisoformat(event["at"]).timestamp()
+                self.latencies.append((now - sent) * 1000)
+                if event["type"] == "COMPLETED":
+                    self.completed[event["runId"]] = now
+
+
+async def main_async(args: argparse.Namespace, database_url: str, redis_url: str) -> dict[str, Any]:
+    # per niche: warm-up + (a) + (c) from the front, the burst from the back: never the same lead twice
+    token, niche_ids, leads = await seed(database_url, 20, 10 + args.single + args.fanout_leads + args.burst // 20)
+    env = os.environ | {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "ENVIRONMENT": "production"}
+    port = free_port()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:create_app",
+                "--factory",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+                "--ws-max-queue",
+                "1024",
+            ],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        ),
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "taskiq",
+                "worker",
+                "app.tasks.broker:broker",
+                "app.tasks.jobs",
+                "--ack-type",
+                "when_executed",
+                "--workers",
+                "2",
+                "--max-async-tasks",
+                "8",
+                "--log-level",
+                "WARNING",
+            ],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        ),
+    ]
+    base, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/graphql"
+    result: dict[str, Any] = {"bench": "e2e"}
+    try:
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as http:
+            for _ in range(300):
+                try:
+                    if (await http.get(f"{base}/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.05)
+            headers = {"Authorization": f"Bearer {token}"}
+
+            async def distribute(lead_id: str) -> str:
+                r = await http.post(
+                    f"{base}/graphql",
+                    json={"query": DISTRIBUTE, "variables": {"id": lead_id}},
+                    headers=headers,
+                )
+                body = r.json()
+                assert body.get("data"), body
+                return str(body["data"]["distributeLead"]["id"])
+
+            # (a) one at a time
+            feed = Feed(ws_url, token, niche_ids[0])
+            feed_task = asyncio.create_task(feed.run())
+            await feed.ready.wait()
+            await asyncio.sleep(0.3)
+            pool = leads[niche_ids[0]]
+            for lead_id in pool[:10]:  # warm-up
+                await distribute(lead_id)
+            await asyncio.sleep(1)
+            latencies = []
+            for lead_id in pool[10 : 10 + args.single]:
+                start = time.time()
+                run_id = await distribute(lead_id)
+                while run_id not in feed.completed:
+                    await asyncio.sleep(0.0005)
+                latencies.append((feed.completed[run_id] - start) * 1000)
+            feed_task.cancel()
+            result["complete_p50_ms"] = round(statistics.median(latencies), 2)
+            result["complete_p99_ms"] = round(pct(latencies, 0.99), 2)
+            print(
+                f"(a) distributeLead -> COMPLETED, one at a time, n={len(latencies)}: "
+                f"p50 {result['complete_p50_ms']} ms, p99 {result['complete_p99_ms']} ms",
+                flush=True,
+            )
+
+            # (b) burst over 20 niches; completion read from PostgreSQL (terminal runs), so the
+            # measuring does not load the API with 20 feeds
+            import asyncpg
+
+            pg = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+            per_niche = args.burst // len(niche_ids)
+            burst = [lid for n in niche_ids for lid in leads[n][-per_niche:]]
+            sem = asyncio.Semaphore(32)
+
+            async def limited(lead_id: str) -> str:
+                async with sem:
+                    return await distribute(lead_id)
+
+            started = time.time()
+            run_ids = await asyncio.gather(*(limited(lid) for lid in burst))
+            sent = time.time()
+            wanted = [uuid.UUID(r) for r in run_ids]
+            while True:
+                done = await pg.fetchval(
+                    "SELECT count(*) FROM distribution_runs WHERE id = ANY($1) AND status IN "
+                    "('SUCCESS', 'PARTIAL', 'NO_ELIGIBLE', 'FAILED')",
+                    wanted,
+                )
+                if done == len(wanted) or time.time() - started > 300:
+                    break
+                await asyncio.sleep(0.02)
+            finished = time.time()
+            await pg.close()
+            result["burst_dist_per_s"] = round(done / (finished - started), 1)
+            result["burst_requests_per_s"] = round(len(burst) / (sent - started), 1)
+            print(
+                f"(b) burst of {len(burst)} over {len(niche_ids)} niches, 2 workers: {done} completed, "
+                f"{result['burst_dist_per_s']} distributions/s end to end "
+                f"(requests accepted at {result['burst_requests_per_s']}/s)",
+                flush=True,
+            )
+
+            # (c) fan-out
+            target = niche_ids[1]
+            subscribers = [Feed(ws_url, token, target) for _ in range(args.subscribers)]
+            sub_tasks = []
+            for i in range(0, len(subscribers), 100):
+                batch = subscribers[i : i + 100]
+                sub_tasks += [asyncio.create_task(s.run()) for s in batch]
+                await asyncio.gather(*(s.ready.wait() for s in batch))
+            await asyncio.sleep(1)
+            fan_leads = leads[target][: args.fanout_leads]
+            t0 = time.time()
+            fan_runs = [await distribute(lid) for lid in fan_leads]
+            deadline = time.time() + 120
+            while time.time() < deadline and not all(set(fan_runs) <= set(s.completed) for s in subscribers):
+                await asyncio.sleep(0.1)
+            t1 = max(max(s.completed.values(), default=t0) for s in subscribers)
+            delivered = sum(s.received for s in subscribers)
+            lat = [x for s in subscribers for x in s.latencies]
+            for t in sub_tasks:
+                t.cancel()
+            result["fanout_subscribers"] = len(subscribers)
+            result["fanout_p50_ms"] = round(statistics.median(lat), 2)
+            result["fanout_p99_ms"] = round(pct(lat, 0.99), 2)
+            result["fanout_events_per_s"] = round(delivered / max(t1 - t0, 1e-9), 1)
+            result["fanout_complete"] = all(set(fan_runs) <= set(s.completed) for s in subscribers)
+            print(
+                f"(c) {len(subscribers)} subscribers on one niche, {len(fan_leads)} leads: {delivered} events "
+                f"delivered, p50 {result['fanout_p50_ms']} ms, p99 {result['fanout_p99_ms']} ms, "
+                f"{result['fanout_events_per_s']} events/s, all complete: {result['fanout_complete']}",
+                flush=True,
+            )
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--database-url")
+    parser.add_argument("--redis-url")
+    parser.add_argument("--single", type=int, default=200)
+    parser.add_argument("--burst", type=int, default=2000)
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--fanout-leads", type=int, default=10)
+    args = parser.parse_args()
+    with servers(
+        data_dir=Path(tempfile.mkdtemp(prefix="lw-e2e-")),
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        ephemeral=True,
+    ) as (database_url, redis_url):
+        upgrade(database_url)
+        summary = asyncio.run(main_async(args, database_url, redis_url))
+    print(json.dumps(summary))
+
+
+_ = uuid
+if __name__ == "__main__":
+    main()
