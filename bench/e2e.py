@@ -152,7 +152,9 @@ class Feed:
 
 async def main_async(args: argparse.Namespace, database_url: str, redis_url: str) -> dict[str, Any]:
     # per niche: warm-up + (a) + (c) from the front, the burst from the back: never the same lead twice
-    token, niche_ids, leads = await seed(database_url, 20, 10 + args.single + args.fanout_leads + args.burst // 20)
+    token, niche_ids, leads = await seed(
+        database_url, 20, 10 + args.single + args.fanout_leads + args.burst // 20
+    )
     env = os.environ | {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "ENVIRONMENT": "production"}
     port = free_port()
     procs = [
