@@ -1,0 +1,222 @@
+"""Hypothesis stateful test: the same random operations on the real engine (PostgreSQL) and on the
+reference model, one at a time; every distribution must choose the same providers at the same
+levels for the same prices, and every balance must match."""
+
+import asyncio
+import uuid
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from app.db import Database, create_database
+from app.engine.distribute import distribute_lead
+from app.services import billing, leads, niches
+from app.services.audit import SYSTEM
+from tests.conftest import TABLES
+from tests.model.reference import MLevel, Model, MProvider, MSub
+
+FILTERS = [
+    [],
+    [{"field": "state", "op": "in", "value": ["TX", "OK"]}],
+    [{"field": "zip", "op": "prefix", "value": "75"}],
+    [{"field": "score", "op": "gte", "value": 50}],
+    [{"field": "state", "op": "neq", "value": "CA"}, {"field": "vip", "op": "exists"}],
+]
+ATTRIBUTES = st.fixed_dictionaries(
+    {"state": st.sampled_from(["TX", "OK", "CA"]), "zip": st.sampled_from(["75001", "90210"])},
+    optional={"score": st.integers(0, 100), "vip": st.just(True)},
+)
+
+
+def make_machine(database_url: str) -> type[RuleBasedStateMachine]:
+    class EngineVersusModel(RuleBasedStateMachine):
+        # choices are drawn from lists in creation order: ids come from the database and differ
+        # on every replay, and hypothesis replays draws
+        def __init__(self) -> None:
+            super().__init__()
+            self.loop = asyncio.new_event_loop()
+            self.db: Database = create_database(database_url, pool_size=2)
+            self.model: Model | None = None
+            self.niche_id: uuid.UUID | None = None
+
+        def run(self, coro: Any) -> Any:
+            return self.loop.run_until_complete(coro)
+
+        def teardown(self) -> None:
+            self.run(self.db.dispose())
+            self.loop.close()
+
+        @initialize(
+            strategy=st.sampled_from(["ALL_LEVELS", "FIRST_MATCH"]),
+            levels=st.lists(st.tuples(st.integers(0, 2000), st.integers(1, 3)), min_size=1, max_size=4),
+            balances=st.lists(st.integers(0, 6000), min_size=2, max_size=7),
+            subscriptions=st.lists(
+                st.tuples(st.integers(0, 3), st.integers(0, 7), st.integers(0, 4)), max_size=40
+            ),
+        )
+        def start(
+            self,
+            strategy: str,
+            levels: list[tuple[int, int]],
+            balances: list[int],
+            subscriptions: list[tuple[int, int, int]],
+        ) -> None:
+            """A populated niche to start from: levels, funded providers, filtered subscriptions."""
+
+            async def go() -> uuid.UUID:
+                async with self.db.engine.begin() as conn:
+                    await conn.exec_driver_sql(f"TRUNCATE {TABLES} CASCADE")
+                return (
+                    await niches.create_niche(self.db, actor=SYSTEM, name="M", level_strategy=strategy)
+                ).id
+
+            self.niche_id = self.run(go())
+            self.model = Model(strategy=strategy)
+            for price, max_recipients in levels:
+                self.add_level(price, max_recipients)
+            for balance in balances:
+                self.add_provider(balance)
+            level_ids = sorted(self.model.levels, key=lambda i: self.model.levels[i].position)  # type: ignore[union-attr]
+            provider_ids = list(self.model.providers)
+            for li, pi, fi in subscriptions:
+                self._subscribe(provider_ids[pi % len(provider_ids)], level_ids[li % len(level_ids)], fi)
+
+        def _subscribe(self, provider: uuid.UUID, level: uuid.UUID, filters: int) -> None:
+            assert self.model is not None
+            if any(s.provider == provider and s.level == level for s in self.model.subs.values()):
+                return
+            sub = self.run(
+                billing.subscribe(
+                    self.db,
+                    actor=SYSTEM,
+                    provider_id=provider,
+                    competition_level_id=level,
+                    filters=FILTERS[filters],
+                )
+            )
+            self.model.subs[sub.id] = MSub(sub.id, provider, level, FILTERS[filters])
+
+        @rule(price=st.integers(0, 2000), max_recipients=st.integers(1, 3))
+        def add_level(self, price: int, max_recipients: int) -> None:
+            assert self.model is not None and self.niche_id is not None
+            level = self.run(
+                niches.create_level(
+                    self.db,
+                    actor=SYSTEM,
+                    niche_id=self.niche_id,
+                    name="L",
+                    price_cents=price,
+                    max_recipients=max_recipients,
+                )
+            )
+            self.model.levels[level.id] = MLevel(level.id, level.order_position, price, max_recipients)
+
+        @precondition(lambda self: self.model is not None and self.model.levels)
+        @rule(data=st.data())
+        def toggle_level(self, data: st.DataObject) -> None:
+            assert self.model is not None
+            level = data.draw(st.sampled_from(list(self.model.levels.values())))
+            level.active = not level.active
+            self.run(niches.update_level(self.db, actor=SYSTEM, level_id=level.id, active=level.active))
+
+        @rule(balance=st.integers(0, 6000))
+        def add_provider(self, balance: int) -> None:
+            assert self.model is not None
+            n = len(self.model.providers)
+            p = self.run(billing.create_provider(self.db, actor=SYSTEM, name=f"P{n}", email=f"p{n}@m.test"))
+            if balance:
+                self.run(
+                    billing.top_up(
+                        self.db, actor=SYSTEM, provider_id=p.id, amount_cents=balance, reference="r0"
+                    )
+                )
+            self.model.providers[p.id] = MProvider(p.id, balance)
+
+        @precondition(lambda self: self.model is not None and self.model.providers and self.model.levels)
+        @rule(data=st.data(), filters=st.sampled_from(range(len(FILTERS))))
+        def subscribe(self, data: st.DataObject, filters: int) -> None:
+            assert self.model is not None
+            provider = data.draw(st.sampled_from(list(self.model.providers)))
+            level = data.draw(st.sampled_from(list(self.model.levels)))
+            self._subscribe(provider, level, filters)
+
+        @precondition(lambda self: self.model is not None and self.model.subs)
+        @rule(data=st.data())
+        def toggle_pause(self, data: st.DataObject) -> None:
+            assert self.model is not None
+            sub = self.model.subs[data.draw(st.sampled_from(list(self.model.subs)))]
+            sub.paused = not sub.paused
+            change = billing.pause_subscription if sub.paused else billing.resume_subscription
+            self.run(change(self.db, actor=SYSTEM, subscription_id=sub.id))
+
+        @precondition(lambda self: self.model is not None and self.model.providers)
+        @rule(data=st.data(), amount=st.integers(1, 3000))
+        def top_up(self, data: st.DataObject, amount: int) -> None:
+            assert self.model is not None
+            provider = self.model.providers[data.draw(st.sampled_from(list(self.model.providers)))]
+            provider.balance += amount
+            self.run(
+                billing.top_up(
+                    self.db,
+                    actor=SYSTEM,
+                    provider_id=provider.id,
+                    amount_cents=amount,
+                    reference=str(uuid.uuid4()),
+                )
+            )
+
+        @precondition(lambda self: self.model is not None and self.model.providers)
+        @rule(data=st.data())
+        def toggle_suspension(self, data: st.DataObject) -> None:
+            from app.models.billing import ProviderStatus
+
+            assert self.model is not None
+            provider = self.model.providers[data.draw(st.sampled_from(list(self.model.providers)))]
+            provider.suspended = not provider.suspended
+            status = ProviderStatus.SUSPENDED if provider.suspended else ProviderStatus.ACTIVE
+            self.run(
+                billing.set_provider_status(self.db, actor=SYSTEM, provider_id=provider.id, status=status)
+            )
+
+        @precondition(lambda self: self.model is not None)
+        @rule(batch=st.lists(ATTRIBUTES, min_size=1, max_size=4))
+        def distribute(self, batch: list[dict[str, Any]]) -> None:
+            for attributes in batch:
+                self._distribute_one(attributes)
+
+        def _distribute_one(self, attributes: dict[str, Any]) -> None:
+            assert self.model is not None and self.niche_id is not None
+
+            async def go() -> list[tuple[uuid.UUID, uuid.UUID, int]]:
+                lead = await leads.submit_lead(
+                    self.db, actor=SYSTEM, niche_id=self.niche_id, attributes=attributes
+                )
+                await leads.approve_lead(self.db, actor=SYSTEM, lead_id=lead.id)
+                result = await distribute_lead(self.db, lead_id=lead.id)
+                return [(a.level_id, a.provider_id, a.price_cents) for a in result.assigned]
+
+            assert self.run(go()) == self.model.distribute(attributes)
+
+        @invariant()
+        def balances_match(self) -> None:
+            if self.model is None or not self.model.providers:
+                return
+
+            async def go() -> dict[uuid.UUID, int]:
+                async with self.db.engine.connect() as conn:
+                    rows = await conn.exec_driver_sql("SELECT id, balance_cents FROM providers")
+                    return {r[0]: r[1] for r in rows}
+
+            assert self.run(go()) == {p.id: p.balance for p in self.model.providers.values()}
+
+    return EngineVersusModel
+
+
+def test_engine_matches_the_reference_model(database_url: str) -> None:
+    machine = make_machine(database_url)
+    machine.TestCase.settings = settings(
+        max_examples=15, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck)
+    )
+    machine.TestCase().runTest()
