@@ -51,37 +51,32 @@ def make_machine(database_url: str) -> type[RuleBasedStateMachine]:
         @initialize(
             strategy=st.sampled_from(["ALL_LEVELS", "FIRST_MATCH"]),
             levels=st.lists(st.tuples(st.integers(0, 2000), st.integers(1, 3)), min_size=1, max_size=4),
-            balances=st.lists(st.integers(0, 6000), min_size=2, max_size=7),
-            subscriptions=st.lists(
-                st.tuples(st.integers(0, 3), st.integers(0, 7), st.integers(0, 4)), max_size=40
-            ),
+            balances=st.lists(st.integers(0, 8000), min_size=3, max_size=7),
+            # every provider subscribes to every level; a filter for some (pick >= len(FILTERS): none)
+            filter_picks=st.lists(st.integers(0, 2 * len(FILTERS)), min_size=28, max_size=28),
         )
         def start(
-            self,
-            strategy: str,
-            levels: list[tuple[int, int]],
-            balances: list[int],
-            subscriptions: list[tuple[int, int, int]],
+            self, strategy: str, levels: list[tuple[int, int]], balances: list[int], filter_picks: list[int]
         ) -> None:
             """A populated niche to start from: levels, funded providers, filtered subscriptions."""
 
             async def go() -> uuid.UUID:
                 async with self.db.engine.begin() as conn:
                     await conn.exec_driver_sql(f"TRUNCATE {TABLES} CASCADE")
-                return (
-                    await niches.create_niche(self.db, actor=SYSTEM, name="M", level_strategy=strategy)
-                ).id
+                niche = await niches.create_niche(self.db, actor=SYSTEM, name="M", level_strategy=strategy)
+                return niche.id
 
             self.niche_id = self.run(go())
-            self.model = Model(strategy=strategy)
+            model = self.model = Model(strategy=strategy)
             for price, max_recipients in levels:
                 self.add_level(price, max_recipients)
             for balance in balances:
                 self.add_provider(balance)
-            level_ids = sorted(self.model.levels, key=lambda i: self.model.levels[i].position)  # type: ignore[union-attr]
-            provider_ids = list(self.model.providers)
-            for li, pi, fi in subscriptions:
-                self._subscribe(provider_ids[pi % len(provider_ids)], level_ids[li % len(level_ids)], fi)
+            level_ids = sorted(model.levels, key=lambda i: model.levels[i].position)
+            pairs = [(p, lv) for p in list(model.providers) for lv in level_ids]
+            for n, (provider_id, level_id) in enumerate(pairs):
+                pick = filter_picks[n % len(filter_picks)]
+                self._subscribe(provider_id, level_id, pick if pick < len(FILTERS) else 0)
 
         def _subscribe(self, provider: uuid.UUID, level: uuid.UUID, filters: int) -> None:
             assert self.model is not None
@@ -186,6 +181,11 @@ def make_machine(database_url: str) -> type[RuleBasedStateMachine]:
             for attributes in batch:
                 self._distribute_one(attributes)
 
+        @precondition(lambda self: self.model is not None)
+        @rule(attributes=ATTRIBUTES)
+        def distribute_again(self, attributes: dict[str, Any]) -> None:  # distributions twice as likely
+            self._distribute_one(attributes)
+
         def _distribute_one(self, attributes: dict[str, Any]) -> None:
             assert self.model is not None and self.niche_id is not None
 
@@ -217,6 +217,6 @@ def make_machine(database_url: str) -> type[RuleBasedStateMachine]:
 def test_engine_matches_the_reference_model(database_url: str) -> None:
     machine = make_machine(database_url)
     machine.TestCase.settings = settings(
-        max_examples=15, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck)
+        max_examples=25, stateful_step_count=30, deadline=None, suppress_health_check=list(HealthCheck)
     )
     machine.TestCase().runTest()
