@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -73,6 +74,8 @@ def validate_filters(raw: object) -> list[Condition]:
     """Raises InvalidInput naming the offending condition; returns the normalised conditions."""
     if not isinstance(raw, list):
         raise InvalidInput("filters must be a list of conditions", field="filters")
+    if "\\u0000" in json.dumps(raw):
+        raise InvalidInput("filters must not contain NUL characters", field="filters")
     if len(raw) > MAX_CONDITIONS:
         raise InvalidInput(f"at most {MAX_CONDITIONS} filter conditions", field="filters")
     return [_validate_condition(i, item) for i, item in enumerate(raw)]

@@ -8,8 +8,10 @@ import logging
 
 from graphql.error import GraphQLError
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 from strawberry.extensions import MaskErrors
 
+from app.db import sqlstate_of
 from app.errors import DomainError, ErrorCode
 
 log = logging.getLogger("leadwheel.graphql")
@@ -28,7 +30,12 @@ def to_client_error(error: GraphQLError, request_id: str) -> GraphQLError:
         field = ".".join(str(p) for p in first["loc"])
         extensions = {"code": ErrorCode.INVALID_INPUT.value, "field": field}
         message = f"{field}: {first['msg']}"
-    elif cause is None and error.path is None:  # before execution: syntax, validation, variables, limits
+    elif _is_data_exception(cause):
+        # PostgreSQL refused a value (a NUL character, a number out of range): the transaction was
+        # rolled back, so it is bad input, not an internal error
+        extensions = {"code": ErrorCode.INVALID_INPUT.value}
+        message = "a value cannot be stored: it contains a NUL character or is out of range"
+    elif error.path is None:  # before execution: syntax, validation, variable coercion, limits
         extensions = {"code": ErrorCode.INVALID_INPUT.value}
         message = error.message
     else:
@@ -36,6 +43,12 @@ def to_client_error(error: GraphQLError, request_id: str) -> GraphQLError:
         extensions = {"code": ErrorCode.INTERNAL.value, "requestId": request_id}
         message = f"Internal error (logged as {request_id})"
     return GraphQLError(message, nodes=error.nodes, path=error.path, extensions=extensions)
+
+
+def _is_data_exception(cause: BaseException | None) -> bool:
+    """SQLSTATE class 22: data exception."""
+    state = sqlstate_of(cause) if isinstance(cause, DBAPIError) else getattr(cause, "sqlstate", None)
+    return isinstance(state, str) and state.startswith("22")
 
 
 class ClientErrors(MaskErrors):

@@ -14,6 +14,7 @@ def text(value: str, *, field: str, max_length: int = 200) -> str:
     cleaned = value.strip() if isinstance(value, str) else ""
     if not cleaned:
         raise InvalidInput(f"{field} must not be empty", field=field)
+    no_nul(cleaned, field=field)
     if len(cleaned) > max_length:
         raise InvalidInput(f"{field} is longer than {max_length} characters", field=field)
     return cleaned
@@ -39,3 +40,17 @@ def require_uuid(value: object, *, field: str) -> uuid.UUID:
         return uuid.UUID(str(value))
     except ValueError:
         raise InvalidInput(f"{field} is not a valid id", field=field) from None
+
+
+def no_nul(value: object, *, field: str) -> None:
+    """PostgreSQL stores no NUL character in text or jsonb: refuse it here, with the field's name."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidInput(f"{field} must not contain NUL characters", field=field)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            no_nul(key, field=field)
+            no_nul(item, field=field)
+    elif isinstance(value, list):
+        for item in value:
+            no_nul(item, field=field)

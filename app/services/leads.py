@@ -31,6 +31,7 @@ def validate_attributes(attributes: Any) -> dict[str, Any]:
     for key in attributes:
         if not isinstance(key, str) or not key.strip() or len(key) > 100:
             raise InvalidInput(f"attribute name {key!r} is empty or too long", field="attributes")
+    _guards.no_nul(attributes, field="attributes")
     try:
         size = len(json.dumps(attributes))
     except (TypeError, ValueError):

@@ -63,6 +63,18 @@ BAD_INPUTS = [
     ('query { leads(after: "bm90LWEtY3Vyc29y") { edges { cursor } } }', {}, "after"),
     ('mutation($id: UUID!) { rejectLead(id: $id, reason: "") { id } }', {}, "reason"),
     ('mutation { createApiKey(name: "k", scopes: ["root"]) { secret } }', {}, "scopes"),
+    ('mutation { createNiche(name: "a\\u0000b") { id } }', {}, "name"),
+    (
+        'mutation($n: UUID!) { submitLead(nicheId: $n, attributes: {note: "x\\u0000"}) { id } }',
+        {},
+        "attributes",
+    ),
+    (
+        "mutation($p: UUID!, $l: UUID!) { subscribeProvider(providerId: $p, competitionLevelId: $l, "
+        'filters: [{field: "state", op: "eq", value: "\\u0000"}]) { id } }',
+        {},
+        "filters",
+    ),
 ]
 
 
@@ -156,3 +168,12 @@ async def test_unexpected_failure_is_internal_with_a_request_id_and_no_details(d
     assert "Traceback" not in response.text
     assert "127.0.0.1" not in response.text
     await dead.aclose()
+
+
+async def test_a_value_postgresql_refuses_is_invalid_input(api: Api) -> None:
+    """No validator sees this one: PostgreSQL's data exception itself maps to INVALID_INPUT."""
+    body = await api.gql(
+        "mutation($e: String!) { login(email: $e, password: \"x\") { challenge } }", {"e": "a\x00b@example.test"}
+    )
+    assert error_code(body) == "INVALID_INPUT"
+    assert "NUL" in body["errors"][0]["message"]
