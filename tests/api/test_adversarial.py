@@ -45,7 +45,9 @@ NASTY_STRINGS = (
     | st.text(alphabet=string.printable + "\x00é漢", max_size=40)
 )
 NUMBERS = (
-    st.sampled_from([0, -1, 1, 2**31, 2**53, -(2**63), 2**64]) | st.floats(allow_nan=False, allow_infinity=False) | st.integers()
+    st.sampled_from([0, -1, 1, 2**31, 2**53, -(2**63), 2**64])
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers()
 )
 JSONISH = st.recursive(
     st.none() | st.booleans() | NUMBERS | NASTY_STRINGS,

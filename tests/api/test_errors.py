@@ -173,7 +173,8 @@ async def test_unexpected_failure_is_internal_with_a_request_id_and_no_details(d
 async def test_a_value_postgresql_refuses_is_invalid_input(api: Api) -> None:
     """No validator sees this one: PostgreSQL's data exception itself maps to INVALID_INPUT."""
     body = await api.gql(
-        "mutation($e: String!) { login(email: $e, password: \"x\") { challenge } }", {"e": "a\x00b@example.test"}
+        'mutation($e: String!) { login(email: $e, password: "x") { challenge } }',
+        {"e": "a\x00b@example.test"},
     )
     assert error_code(body) == "INVALID_INPUT"
     assert "NUL" in body["errors"][0]["message"]
