@@ -112,9 +112,17 @@ async def _seed_demo_if_empty(db: Database, settings: Settings) -> tuple[str, st
 
 
 def _child_env(settings: Settings) -> dict[str, str]:
+    """The children's environment: the servers' URLs, and one directory where API and worker
+    processes write their metrics for /metrics to aggregate."""
     import os
+    import tempfile
 
-    return os.environ | {"DATABASE_URL": str(settings.database_url), "REDIS_URL": str(settings.redis_url)}
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="lw-metrics-")
+    return os.environ | {
+        "DATABASE_URL": str(settings.database_url),
+        "REDIS_URL": str(settings.redis_url),
+        "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+    }
 
 
 @cli.command()

@@ -20,6 +20,7 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UnsetType
 
+from app import metrics
 from app.db import Database, create_database
 from app.errors import DomainError, Forbidden, InvalidInput, Unauthenticated
 from app.progress.hub import ProgressHub
@@ -157,6 +158,13 @@ async def export_assignments(request: Request) -> Response:
     )
 
 
+async def metrics_endpoint(request: Request) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    body = await metrics.render(request.app.state.db, request.app.state.hub)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -229,6 +237,7 @@ def create_app(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
             Route("/exports/assignments.csv", export_assignments),
             Route("/graphql", view, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", view),

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from app import metrics
 from app.db import Database
 from app.engine.distribute import distribute_lead
 from app.engine.result import DistributionResult
@@ -146,10 +147,13 @@ async def run_distribution(
         return Execution(batch_id=batch_id)  # sent early: the sweep sends it when it is due
     execution = Execution(batch_id=batch_id)
     try:
-        result = await distribute_lead(
-            db, lead_id=lead_id, run_id=run_id, dashboard_url=settings.dashboard_url
-        )
+        with metrics.ENGINE_SECONDS.time():
+            result = await distribute_lead(
+                db, lead_id=lead_id, run_id=run_id, dashboard_url=settings.dashboard_url
+            )
         execution.result, execution.events = result, result.events
+        if not result.replayed:
+            metrics.DISTRIBUTIONS.labels(result.status.value).inc()
     except DomainError as exc:  # the lead changed meanwhile (rejected…): final, no retry
         execution.events = await record_failed_attempt(
             db, run_id=run_id, error=str(exc), settings=settings, final=True
@@ -210,6 +214,8 @@ async def record_failed_attempt(
             run.next_attempt_at = None
             if not final and lead.status in DISTRIBUTABLE:
                 lead.status = LeadStatus.FAILED
+            metrics.DEAD_LETTERED.inc()
+            metrics.DISTRIBUTIONS.labels("FAILED").inc()
             record(
                 session,
                 SYSTEM,
@@ -221,6 +227,7 @@ async def record_failed_attempt(
                 error=run.error,
             )
             return [_event(run, lead.niche_id, EventType.FAILED, detail=run.error)]
+        metrics.RETRIES.inc()
         delay = backoff_seconds(run.attempts, settings)
         run.status = RunStatus.QUEUED
         run.next_attempt_at = now + timedelta(seconds=delay)

@@ -14,6 +14,7 @@ import aiosmtplib
 import sqlalchemy as sa
 from sqlmodel import col, select
 
+from app import metrics
 from app.db import Database
 from app.models.base import utcnow
 from app.models.distribution import Notification, NotificationStatus
@@ -81,10 +82,12 @@ async def deliver(
         try:
             await _send(settings, to=note.recipient, subject=subject, body=body)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            metrics.SMTP_FAILURES.inc()
             note.attempts += 1
             note.last_error = f"{type(exc).__name__}: {exc}"[:1000]
             if note.attempts >= settings.notification_attempts:
                 note.status = NotificationStatus.FAILED
+                metrics.NOTIFICATIONS.labels("failed").inc()
                 log.error("notification.failed id=%s error=%s", note.id, note.last_error)
             else:
                 delays = settings.retry_delays_seconds
@@ -94,6 +97,7 @@ async def deliver(
             return note.status
         note.attempts += 1
         note.status = NotificationStatus.SENT
+        metrics.NOTIFICATIONS.labels("sent").inc()
         note.sent_at = utcnow()
         return note.status
 

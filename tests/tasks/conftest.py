@@ -47,12 +47,16 @@ def free_port() -> int:
 class Stack:
     database_url: str
     redis_url: str
+    metrics_dir: str
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def env(self, **overrides: str) -> dict[str, str]:
-        return (
-            os.environ | FAST | {"DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url} | overrides
-        )
+        urls = {
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,  # as `leadwheel serve` sets it
+        }
+        return os.environ | FAST | urls | overrides
 
     def _spawn(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         # own process group: taskiq's worker runs jobs in a child process, and a kill or stop must
@@ -120,8 +124,8 @@ class Stack:
 
 
 @pytest.fixture
-def stack(database_url: str, redis_url: str) -> Iterator[Stack]:
-    running = Stack(database_url, redis_url)
+def stack(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
+    running = Stack(database_url, redis_url, str(tmp_path))
     try:
         yield running
     finally:

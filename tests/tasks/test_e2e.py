@@ -2,6 +2,7 @@
 
 import asyncio
 
+import httpx
 import sqlalchemy as sa
 
 from app.db import Database
@@ -61,6 +62,10 @@ async def test_subscribers_see_every_step_in_order_on_two_api_processes(
     assert after[0]["type"] == "COMPLETED"
     assert after[0]["runStatus"] == "SUCCESS"
     await assert_invariants(db)
+    # the worker process counted it; the API process's /metrics aggregates every process
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{first_api}/metrics")).text
+    assert 'lw_distributions_total{outcome="SUCCESS"} 1.0' in text
 
 
 async def _feed_done(feed: WsSubscription, run_id: str) -> bool:

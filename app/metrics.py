@@ -1,0 +1,77 @@
+"""Prometheus metrics. Counters and histograms are recorded where things happen (API, workers);
+with several processes `serve` sets PROMETHEUS_MULTIPROC_DIR and /metrics aggregates them
+(prometheus-client's multiprocess mode). Queue depth, dead letters and live subscribers are read
+at scrape time from PostgreSQL and the process's hub."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+if TYPE_CHECKING:
+    from app.db import Database
+    from app.progress.hub import ProgressHub
+
+DISTRIBUTIONS = Counter("lw_distributions_total", "Distribution runs finished, by outcome", ["outcome"])
+ENGINE_SECONDS = Histogram(
+    "lw_engine_seconds",
+    "Time of one engine transaction",
+    buckets=(0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5),
+)
+RETRIES = Counter("lw_distribution_retries_total", "Failed attempts that were scheduled again")
+DEAD_LETTERED = Counter("lw_distribution_dead_lettered_total", "Runs that failed every attempt")
+SMTP_FAILURES = Counter("lw_smtp_failures_total", "Notification sends that failed")
+NOTIFICATIONS = Counter("lw_notifications_total", "Notifications delivered, by result", ["result"])
+
+
+class _ScrapeTime:
+    """Values read when /metrics is called (set just before generate_latest)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, tuple[str, float]] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        for name, (doc, value) in self.values.items():
+            family = GaugeMetricFamily(name, doc)
+            family.add_metric([], value)
+            yield family
+
+
+_scrape = _ScrapeTime()
+
+
+def registry() -> CollectorRegistry:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        merged.register(_scrape)
+        return merged
+    from prometheus_client import REGISTRY
+
+    if _scrape not in getattr(REGISTRY, "_collector_to_names", {}):
+        REGISTRY.register(_scrape)
+    return REGISTRY
+
+
+async def render(db: Database, hub: ProgressHub) -> bytes:
+    async with db.read() as session:
+        queued, failed = (
+            await session.execute(
+                sa.text(
+                    "SELECT count(*) FILTER (WHERE status IN ('QUEUED', 'RUNNING')), "
+                    "count(*) FILTER (WHERE status = 'FAILED') FROM distribution_runs"
+                )
+            )
+        ).one()
+    _scrape.values = {
+        "lw_queue_depth": ("Runs QUEUED or RUNNING", float(queued)),
+        "lw_dead_letters": ("Runs FAILED (dead-lettered), retryable by hand", float(failed)),
+        "lw_live_subscribers": ("Subscriptions open on this API process", float(hub.subscribers)),
+    }
+    return generate_latest(registry())
