@@ -285,6 +285,103 @@ def revoke_key(key_id: str) -> None:
     console.print(f"API key {key.id} revoked at {key.revoked_at}")
 
 
+BATCH_PROGRESS = """subscription($b: UUID!) { batchProgress(batchId: $b) {
+  total processed assigned noEligible failed ratePerSecond etaSeconds done revenueCents } }"""
+
+
+@cli.command("distribute-batch")
+def distribute_batch(
+    niche: Annotated[str | None, typer.Option(help="niche id (default: every niche)")] = None,
+    status: Annotated[str | None, typer.Option(help="APPROVED or NO_ELIGIBLE (default: both)")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many leads")] = 1000,
+    url: Annotated[str, typer.Option(envvar="LEADWHEEL_URL", help="the API")] = "http://127.0.0.1:8000",
+    token: Annotated[str, typer.Option(envvar="LEADWHEEL_TOKEN", help="access token or API key")] = "",
+) -> None:
+    """Queue every distributable lead matching the filter through the API, follow batchProgress
+    live with a progress bar, then print a summary."""
+    import json
+
+    import httpx
+    import websockets
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if not token:
+        console.print(
+            "[red]UNAUTHENTICATED[/]: pass --token or set LEADWHEEL_TOKEN (an access token or API key)"
+        )
+        raise typer.Exit(2)
+
+    async def go() -> dict[str, object]:
+        async with httpx.AsyncClient(timeout=60) as http:
+            response = await http.post(
+                f"{url}/graphql",
+                json={
+                    "query": "mutation($n: UUID, $s: LeadStatus, $l: Int!) { distributeLeads(nicheId: $n, status: $s, "
+                    "limit: $l) { id total } }",
+                    "variables": {"n": niche, "s": status, "l": limit},
+                },
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=60,
+            )
+        body = response.json()
+        if body.get("errors"):
+            error = body["errors"][0]
+            raise typer.BadParameter(f"{error.get('extensions', {}).get('code')}: {error['message']}")
+        batch = body["data"]["distributeLeads"]
+        final: dict[str, object] = {"total": batch["total"]}
+        ws_url = url.replace("http", "ws", 1) + "/graphql"
+        columns = (
+            TextColumn("distributing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("batch", total=batch["total"] or 1, rate="")
+            async with websockets.connect(ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+                await ws.send(
+                    json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
+                )
+                await ws.recv()
+                await ws.send(
+                    json.dumps(
+                        {
+                            "id": "1",
+                            "type": "subscribe",
+                            "payload": {"query": BATCH_PROGRESS, "variables": {"b": batch["id"]}},
+                        }
+                    )
+                )
+                async for raw in ws:
+                    message = json.loads(raw)
+                    if message["type"] == "next":
+                        final = message["payload"]["data"]["batchProgress"]
+                        bar.update(
+                            task, completed=float(str(final["processed"])), rate=f"{final['ratePerSecond']}/s"
+                        )
+                    elif message["type"] in ("complete", "error"):
+                        break
+        return final
+
+    try:
+        final = asyncio.run(go())
+    except (OSError, websockets.WebSocketException) as exc:
+        console.print(f"[red]cannot reach the API at {url}[/]: {exc}")
+        raise typer.Exit(1) from exc
+    table = Table(title="batch summary", title_justify="left")
+    for column in ("leads", "assigned", "no eligible", "failed", "revenue"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(final.get("total", 0)),
+        str(final.get("assigned", 0)),
+        str(final.get("noEligible", 0)),
+        str(final.get("failed", 0)),
+        _money(int(str(final.get("revenueCents", 0)))),
+    )
+    console.print(table)
+
+
 def main() -> None:
     cli()
 

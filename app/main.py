@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,6 +25,7 @@ from strawberry.types.unset import UnsetType
 from app import metrics
 from app.db import Database, create_database
 from app.errors import DomainError, Forbidden, InvalidInput, Unauthenticated
+from app.logging import configure_logging
 from app.progress.hub import ProgressHub
 from app.progress.publish import RedisPublisher
 from app.resolvers.context import Context, credential_from_headers
@@ -38,7 +41,10 @@ from app.tasks.dispatch import TaskiqDispatcher
 class GraphQLView(GraphQL[Context, None]):
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         state = request.app.state
+        context_id = uuid.uuid4().hex[:16]
+        structlog.contextvars.bind_contextvars(request_id=context_id)
         return Context(
+            request_id=context_id,
             request=request,
             response=response,
             db=state.db,
@@ -196,6 +202,7 @@ def create_app(
     """Given db / redis / dispatcher (tests) are used and left open; otherwise they are made from
     settings in the lifespan and closed after it. The default dispatcher sends jobs to the workers."""
     settings = settings or get_settings()
+    configure_logging(settings)
     view = GraphQLView(
         build_schema(settings),
         graphql_ide="graphiql" if settings.ide_enabled else None,

@@ -98,6 +98,7 @@ class BatchProgress:
     rate_per_second: float
     eta_seconds: float | None
     done: bool
+    revenue_cents: Cents
 
     @classmethod
     def of(cls, s: BatchState) -> BatchProgress:
@@ -111,6 +112,7 @@ class BatchProgress:
             rate_per_second=round(s.rate_per_second, 2),
             eta_seconds=None if s.eta_seconds is None else round(s.eta_seconds, 1),
             done=s.done,
+            revenue_cents=s.revenue_cents,
         )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -141,6 +142,7 @@ async def run_distribution(
         log.warning("distribution.unknown_run run_id=%s", run_id)
         return Execution()
     lead_id, batch_id, status, next_attempt_at = found
+    structlog.contextvars.bind_contextvars(run_id=str(run_id), lead_id=str(lead_id))
     if status not in (RunStatus.QUEUED, RunStatus.RUNNING):
         return Execution(batch_id=batch_id)  # finished: a redelivered job does nothing
     if next_attempt_at is not None and next_attempt_at > utcnow():
@@ -354,6 +356,7 @@ class BatchState:
     failed: int
     created_at: datetime
     last_finished_at: datetime | None
+    revenue_cents: int = 0
 
     @property
     def done(self) -> bool:
@@ -385,13 +388,18 @@ async def batch_state(db: Database, batch_id: uuid.UUID) -> BatchState:
                               count(*) FILTER (WHERE status IN ('SUCCESS', 'PARTIAL')),
                               count(*) FILTER (WHERE status = 'NO_ELIGIBLE'),
                               count(*) FILTER (WHERE status = 'FAILED'),
-                              max(finished_at)
+                              max(finished_at),
+                              (SELECT coalesce(sum(a.price_charged_cents), 0) FROM assignments a
+                               JOIN distribution_runs b ON b.lead_id = a.lead_id
+                               WHERE b.batch_id = :id AND b.status IN ('SUCCESS', 'PARTIAL'))
                        FROM distribution_runs WHERE batch_id = :id"""
                 ),
                 {"id": batch_id},
             )
         ).one()
-    return BatchState(batch_id, batch.total, row[0], row[1], row[2], row[3], batch.created_at, row[4])
+    return BatchState(
+        batch_id, batch.total, row[0], row[1], row[2], row[3], batch.created_at, row[4], int(row[5])
+    )
 
 
 async def sweep(db: Database, *, settings: Settings, dispatcher: Dispatcher, limit: int = 1000) -> int:

@@ -39,8 +39,10 @@ broker = make_broker(settings.redis_url or "redis://127.0.0.1:6379/0", settings)
 
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
 async def open_resources(state: TaskiqState) -> None:
+    from app.logging import configure_logging
     from app.tasks.dispatch import TaskiqDispatcher
 
+    configure_logging(settings)
     state.settings = settings
     state.db = create_database(str(settings.database_url), settings)
     state.redis = Redis.from_url(str(settings.redis_url))

@@ -1,8 +1,10 @@
 """Every error code of SPEC §5, the query limits, and: rejected input writes nothing."""
 
+import json
 import uuid
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
@@ -152,7 +154,9 @@ async def test_not_found_conflict_and_not_distributable(admin_api: Api, db: Data
     assert reused["errors"][0]["extensions"]["field"] == "idempotencyKey"
 
 
-async def test_unexpected_failure_is_internal_with_a_request_id_and_no_details(db: Database) -> None:
+async def test_unexpected_failure_is_internal_with_a_request_id_and_no_details(
+    db: Database, capfd: pytest.CaptureFixture[str]
+) -> None:
     dead = Redis.from_url("redis://127.0.0.1:1", retry=Retry(NoBackoff(), 0))  # nothing listens there
     settings = api_settings()
     app = create_app(settings, db=db, redis=dead, dispatcher=InlineDispatcher(db, settings, NullPublisher()))
@@ -168,6 +172,13 @@ async def test_unexpected_failure_is_internal_with_a_request_id_and_no_details(d
     assert "Traceback" not in response.text
     assert "127.0.0.1" not in response.text
     await dead.aclose()
+    # logged in full server-side, as one JSON line carrying the same request id
+    logged = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    unexpected = [entry for entry in logged if "graphql.unexpected" in entry.get("event", "")]
+    assert unexpected
+    assert unexpected[0]["request_id"] == error["extensions"]["requestId"]
+    assert unexpected[0]["level"] == "error"
+    assert "Traceback" in unexpected[0]["exception"]
 
 
 async def test_a_value_postgresql_refuses_is_invalid_input(api: Api) -> None:

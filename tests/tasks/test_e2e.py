@@ -220,3 +220,44 @@ async def test_a_batch_of_200_leads_reports_progress_to_the_end(
     assert processed == sorted(processed)
     assert len(events) >= 2
     await assert_invariants(db)
+
+
+async def test_cli_distribute_batch_shows_progress_and_a_summary(
+    db: Database, stack: Stack, token: str
+) -> None:
+    import subprocess
+    import sys
+
+    niche, (level,) = await make_niche(db, levels=[(250, 1)])
+    for _ in range(3):
+        await subscribe(db, await make_provider(db, balance_cents=100_000), level)
+    for _ in range(20):
+        await make_lead(db, niche)
+    api = await stack.api()
+    stack.worker()
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "distribute-batch",
+            "--niche",
+            str(niche.id),
+            "--status",
+            "APPROVED",
+            "--url",
+            api,
+            "--token",
+            token,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=stack.env(COLUMNS="120"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "batch summary" in done.stdout
+    summary = done.stdout.split("batch summary")[1]
+    assert "20" in summary
+    assert "$50.00" in summary  # 20 leads x $2.50
