@@ -104,3 +104,32 @@ def retry_on_conflict(
         return wrapper
 
     return decorate
+
+
+def _connection_trouble(exc: DBAPIError) -> bool:
+    """A lost or broken connection (terminated backend, server restart, a protocol left in a bad
+    state by one), as opposed to an error in the statement itself."""
+    from sqlalchemy.exc import InterfaceError, InternalError
+
+    return bool(exc.connection_invalidated) or isinstance(exc, InterfaceError | InternalError)
+
+
+def retry_on_disconnect(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """For reads (safe to repeat) taking the Database as first argument: on connection trouble,
+    drop the pool's idle connections (some may be broken the same way) and try again, twice."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(3):
+            try:
+                return await fn(*args, **kwargs)
+            except DBAPIError as exc:
+                if not _connection_trouble(exc) or attempt == 2:
+                    raise
+                db = args[0]
+                if isinstance(db, Database):
+                    await db.engine.dispose()
+                await asyncio.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    return wrapper

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -36,6 +37,8 @@ from app.services.dispatch import Dispatcher
 from app.settings import Settings, get_settings
 from app.tasks.broker import make_broker
 from app.tasks.dispatch import TaskiqDispatcher
+
+log = logging.getLogger("leadwheel.api")
 
 
 class GraphQLView(GraphQL[Context, None]):
@@ -70,6 +73,10 @@ class GraphQLView(GraphQL[Context, None]):
             await context.actor()
         except DomainError as exc:
             raise ConnectionRejectionError({"code": exc.code.value, "message": str(exc)}) from exc
+        except Exception as exc:
+            # never an abrupt close: refuse cleanly, log in full
+            log.error("ws.connect_failed request_id=%s", context.request_id, exc_info=exc)
+            raise ConnectionRejectionError({"code": "INTERNAL", "message": "try again"}) from exc
         return None  # accept; no connection_ack payload
 
 

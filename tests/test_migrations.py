@@ -7,23 +7,15 @@ import uuid
 import asyncpg
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
 import app.models  # noqa: F401
 from app.migrate import downgrade, upgrade
-from tests.conftest import _libpq, _with_database
+from tests.conftest import _libpq, _with_database, admin_sql
 
 
 def test_upgrade_downgrade_upgrade(server_url: str) -> None:
     name = f"lw_mig_{uuid.uuid4().hex[:8]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(_libpq(server_url))
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
 
     async def tables(url: str) -> set[str]:
         conn = await asyncpg.connect(_libpq(url))
@@ -33,7 +25,7 @@ def test_upgrade_downgrade_upgrade(server_url: str) -> None:
         finally:
             await conn.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin_sql(server_url, f'CREATE DATABASE "{name}"'))
     url = _with_database(server_url, name)
     try:
         upgrade(url)
@@ -41,12 +33,10 @@ def test_upgrade_downgrade_upgrade(server_url: str) -> None:
         downgrade(url, "base")
         assert asyncio.run(tables(url)) == {"alembic_version"}
         upgrade(url)
-        sync_url = _libpq(url).replace("postgresql://", "postgresql+psycopg://", 1)
-        del sync_url  # no sync driver installed: compare through the async engine below
         diff = asyncio.run(_diff(url))
         assert diff == []
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(admin_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def _diff(url: str) -> list[object]:
@@ -60,6 +50,3 @@ async def _diff(url: str) -> list[object]:
             )
     finally:
         await engine.dispose()
-
-
-_ = create_engine  # imported for type reference only

@@ -33,6 +33,9 @@ from app.models.distribution import TERMINAL_RUN_STATUSES, RunStatus
 from app.models.leads import DISTRIBUTABLE, LeadStatus
 from app.progress.events import EventType, ProgressEvent
 
+# admin_shutdown, crash_shutdown, cannot_connect_now (and class 08, connection exceptions)
+CONNECTION_LOST = frozenset({"57P01", "57P02", "57P03"})
+
 
 class EngineInvariantError(RuntimeError):
     """The write did not match the plan made under locks: rolled back, never committed."""
@@ -83,8 +86,12 @@ async def _distribute(
                 )
         except asyncpg.PostgresError as exc:
             # Raised through the raw driver: wrap it so retry_on_conflict and callers see the
-            # same DBAPIError they get from SQLAlchemy everywhere else.
-            raise DBAPIError(None, None, exc) from exc
+            # same DBAPIError they get from SQLAlchemy everywhere else. A server that ended the
+            # session (pg_terminate_backend, shutdown) means the connection is gone: retry anew.
+            lost = exc.sqlstate in CONNECTION_LOST or str(exc.sqlstate).startswith("08")
+            if lost:
+                await sa_conn.invalidate()
+            raise DBAPIError(None, None, exc, connection_invalidated=lost) from exc
         except (asyncpg.InterfaceError, OSError) as exc:
             # the connection is gone (server restart, pg_terminate_backend): never reuse it
             await sa_conn.invalidate()

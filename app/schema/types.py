@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import strawberry
 
@@ -26,6 +27,16 @@ from app.resolvers.loaders import load_now
 from app.resolvers.permissions import sees_contact_details
 from app.schema.pagination import Connection
 from app.schema.scalars import JSON, Cents
+
+T = TypeVar("T")
+
+
+def from_row(cls: type[T], row: object, **given: object) -> T:
+    """A GraphQL object from a model row: every constructor field of the same name is copied;
+    `given` supplies the rest (renamed or computed fields)."""
+    values = {f.name: getattr(row, f.name) for f in dataclasses.fields(cls) if f.init and f.name not in given}  # type: ignore[arg-type]
+    return cls(**values, **given)
+
 
 # attributes that identify or reach a person: only admins see them (SPEC §6)
 CONTACT_KEYS = frozenset(
@@ -60,17 +71,7 @@ class CompetitionLevel:
 
     @classmethod
     def of(cls, m: niche_models.CompetitionLevel) -> CompetitionLevel:
-        return cls(
-            id=m.id,
-            niche_id=m.niche_id,
-            name=m.name,
-            order_position=m.order_position,
-            price_cents=m.price_cents,
-            max_recipients=m.max_recipients,
-            active=m.active,
-            deleted_at=m.deleted_at,
-            created_at=m.created_at,
-        )
+        return from_row(cls, m)
 
     @classmethod
     def maybe(cls, m: niche_models.CompetitionLevel | None) -> CompetitionLevel | None:
@@ -92,14 +93,7 @@ class Niche:
 
     @classmethod
     def of(cls, m: niche_models.Niche) -> Niche:
-        return cls(
-            id=m.id,
-            name=m.name,
-            level_strategy=m.level_strategy,
-            auto_distribute=m.auto_distribute,
-            next_start_level_order_position=m.next_start_level_order_position,
-            created_at=m.created_at,
-        )
+        return from_row(cls, m)
 
     @classmethod
     def maybe(cls, m: niche_models.Niche | None) -> Niche | None:
@@ -133,17 +127,7 @@ class LedgerEntry:
 
     @classmethod
     def of(cls, m: billing_models.LedgerEntry) -> LedgerEntry:
-        return cls(
-            id=m.id,
-            provider_id=m.provider_id,
-            amount_cents=m.amount_cents,
-            balance_after_cents=m.balance_after_cents,
-            kind=m.kind,
-            reference=m.reference,
-            note=m.note,
-            assignment_id=m.assignment_id,
-            created_at=m.created_at,
-        )
+        return from_row(cls, m)
 
 
 @strawberry.type(name="ProviderSubscription", description="A provider's subscription to a competition level.")
@@ -158,15 +142,7 @@ class Subscription:
 
     @classmethod
     def of(cls, m: billing_models.Subscription) -> Subscription:
-        return cls(
-            id=m.id,
-            provider_id=m.provider_id,
-            competition_level_id=m.competition_level_id,
-            status=m.status,
-            last_received_at=m.last_received_at,
-            filters=m.filters,
-            created_at=m.created_at,
-        )
+        return from_row(cls, m)
 
     @strawberry.field
     def provider(self, info: Info) -> Provider | None:
@@ -188,14 +164,7 @@ class Provider:
 
     @classmethod
     def of(cls, m: billing_models.Provider) -> Provider:
-        return cls(
-            id=m.id,
-            name=m.name,
-            email=m.email,
-            status=m.status,
-            balance_cents=m.balance_cents,
-            created_at=m.created_at,
-        )
+        return from_row(cls, m)
 
     @classmethod
     def maybe(cls, m: billing_models.Provider | None) -> Provider | None:
@@ -226,15 +195,7 @@ class Assignment:
 
     @classmethod
     def of(cls, m: lead_models.Assignment) -> Assignment:
-        return cls(
-            id=m.id,
-            lead_id=m.lead_id,
-            provider_id=m.provider_id,
-            subscription_id=m.subscription_id,
-            competition_level_id=m.competition_level_id,
-            price_charged_cents=m.price_charged_cents,
-            created_at=m.created_at,
-        )
+        return from_row(cls, m)
 
     @classmethod
     def of_many(cls, rows: list[lead_models.Assignment]) -> list[Assignment]:
@@ -283,21 +244,7 @@ class DistributionRun:
 
     @classmethod
     def of(cls, m: run_models.DistributionRun) -> DistributionRun:
-        return cls(
-            id=m.id,
-            lead_id=m.lead_id,
-            status=m.status,
-            idempotency_key=m.idempotency_key,
-            requested_by=m.requested_by,
-            attempts=m.attempts,
-            seq=m.seq,
-            started_at=m.started_at,
-            finished_at=m.finished_at,
-            duration_ms=m.duration_ms,
-            outcome=m.outcome,
-            error=m.error,
-            created_at=m.created_at,
-        )
+        return from_row(cls, m)
 
     @strawberry.field(description="Providers the run passed over, with the reason.")
     def skipped(self) -> list[SkippedProvider]:
@@ -334,16 +281,7 @@ class Lead:
 
     @classmethod
     def of(cls, m: lead_models.Lead) -> Lead:
-        return cls(
-            id=m.id,
-            niche_id=m.niche_id,
-            status=m.status,
-            rejection_reason=m.rejection_reason,
-            distributed_at=m.distributed_at,
-            distribution_attempts=m.distribution_attempts,
-            created_at=m.created_at,
-            raw_attributes=m.attributes,
-        )
+        return from_row(cls, m, raw_attributes=m.attributes)
 
     @strawberry.field(
         description="The lead's fields. Contact details (name, email, phone, address…) are "
@@ -380,16 +318,7 @@ class AuditEntry:
 
     @classmethod
     def of(cls, m: audit_models.AuditEntry) -> AuditEntry:
-        return cls(
-            id=m.id,
-            action=m.action,
-            actor_type=m.actor_type,
-            actor_id=m.actor_id,
-            entity_type=m.entity_type,
-            entity_id=m.entity_id,
-            details=m.details,
-            created_at=m.created_at,
-        )
+        return from_row(cls, m)
 
 
 @strawberry.type
@@ -471,15 +400,7 @@ class ApiKey:
 
     @classmethod
     def of(cls, m: auth_models.ApiKey) -> ApiKey:
-        return cls(
-            id=m.id,
-            name=m.name,
-            prefix=m.prefix,
-            scopes=list(m.scopes),
-            created_at=m.created_at,
-            last_used_at=m.last_used_at,
-            revoked_at=m.revoked_at,
-        )
+        return from_row(cls, m, scopes=list(m.scopes))
 
 
 @strawberry.type

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from app.db import Database
+from app.db import Database, retry_on_disconnect
 from app.errors import Conflict, InvalidInput, MfaRequired, NotFound, RateLimited, Unauthenticated
 from app.models.audit import ActorType, AuditAction
 from app.models.auth import AccessToken, AdminUser, ApiKey, MfaChallenge
@@ -215,6 +215,7 @@ async def logout(db: Database, *, actor: Actor, token: str) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+@retry_on_disconnect
 async def authenticate(db: Database, token: str) -> Actor:
     """Maps a bearer secret to its actor. One statement for access tokens; raises
     Unauthenticated / MfaRequired with a message saying what to do."""

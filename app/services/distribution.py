@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from app import metrics
-from app.db import Database
+from app.db import Database, retry_on_disconnect
 from app.engine.distribute import distribute_lead
 from app.engine.result import DistributionResult
 from app.errors import Conflict, DomainError, InvalidInput, LeadNotDistributable, NotFound
@@ -375,6 +375,7 @@ class BatchState:
         return None if rate == 0 else (self.total - self.processed) / rate
 
 
+@retry_on_disconnect
 async def batch_state(db: Database, batch_id: uuid.UUID) -> BatchState:
     async with db.read() as session:
         batch = await session.get(DistributionBatch, batch_id)
@@ -450,6 +451,7 @@ async def get_run(db: Database, run_id: uuid.UUID) -> DistributionRun:
     return run
 
 
+@retry_on_disconnect
 async def latest_run_id(db: Database, lead_id: uuid.UUID) -> uuid.UUID:
     async with db.read() as session:
         found = await session.scalar(
@@ -481,6 +483,7 @@ async def assignment_count(db: Database, lead_id: uuid.UUID) -> int:
         )
 
 
+@retry_on_disconnect
 async def run_snapshot(db: Database, run_id: uuid.UUID) -> tuple[DistributionRun, uuid.UUID]:
     """The run as committed now, with its lead's niche: a subscriber's first (and resync) state."""
     async with db.read() as session:

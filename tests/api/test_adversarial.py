@@ -187,3 +187,22 @@ async def _probe(
     if errors and name not in AUDITED_FAILURES:
         assert await _counts(db) == before, (name, variables, body)
     return str(codes[0]) if codes else "OK"
+
+
+async def test_sql_and_html_shaped_strings_are_stored_and_returned_verbatim(admin_api: Api) -> None:
+    tricky = ["Robert'); DROP TABLE leads;--", "<script>alert('x')</script>", "' OR '1'='1", '𝔘 ñ \\ " `']
+    for i, text in enumerate(tricky):
+        niche = (
+            await admin_api.ok(
+                "mutation($n: String!) { createNiche(name: $n) { id name } }", {"n": f"{text} {i}"}
+            )
+        )["createNiche"]
+        assert niche["name"] == f"{text} {i}"
+        lead = (
+            await admin_api.ok(
+                "mutation($n: UUID!, $a: JSON!) { submitLead(nicheId: $n, attributes: $a) { id } }",
+                {"n": niche["id"], "a": {"note": text, text: "key too"}},
+            )
+        )["submitLead"]
+        back = await admin_api.ok("query($id: UUID!) { lead(id: $id) { attributes } }", {"id": lead["id"]})
+        assert back["lead"]["attributes"] == {"note": text, text: "key too"}

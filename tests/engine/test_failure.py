@@ -50,3 +50,40 @@ async def test_failure_after_the_charge_rolls_everything_back(db: Database, comm
             )
         ).scalar_one() == 1
     await assert_invariants(db)
+
+
+async def test_a_terminated_backend_is_retried_inside_the_engine(db: Database) -> None:
+    """pg_terminate_backend on the engine's connection mid-transaction: the engine re-runs the
+    transaction on a new connection and the distribution succeeds once."""
+    import asyncio
+
+    niche, (level,) = await make_niche(db, levels=[(100, 1)])
+    provider = await make_provider(db, balance_cents=1000)
+    await subscribe(db, provider, level)
+    lead = await make_lead(db, niche)
+    async with db.engine.connect() as blocker:
+        # hold the lead so the engine's first statement waits, then terminate its backend
+        transaction = await blocker.begin()
+        await blocker.execute(
+            sa.text("SELECT 1 FROM leads WHERE id = :id FOR NO KEY UPDATE"), {"id": lead.id}
+        )
+        task = asyncio.create_task(distribute_lead(db, lead_id=lead.id))
+        for _ in range(100):
+            # another connection: pg_stat_activity is a snapshot for the length of a transaction
+            async with db.engine.connect() as observer:
+                found = await observer.execute(
+                    sa.text(
+                        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                    )
+                )
+                waiting = found.scalars().all()
+            if waiting:
+                break
+            await asyncio.sleep(0.05)
+        assert waiting
+        await blocker.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": waiting[0]})
+        await transaction.commit()
+    result = await task
+    assert result.status.value == "SUCCESS"
+    assert (await billing.get_provider(db, provider.id)).balance_cents == 900
+    await assert_invariants(db)
