@@ -8,6 +8,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,7 +16,7 @@ import structlog
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -171,6 +172,14 @@ async def export_assignments(request: Request) -> Response:
     )
 
 
+DASHBOARD = Path(__file__).resolve().parent / "dashboard" / "index.html"
+
+
+async def dashboard(request: Request) -> Response:
+    """The live dashboard: plain HTML and a small script over the GraphQL API (no build step)."""
+    return HTMLResponse(DASHBOARD.read_text())
+
+
 async def metrics_endpoint(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -252,6 +261,7 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
+            Route("/dashboard", dashboard),
             Route("/exports/assignments.csv", export_assignments),
             Route("/graphql", view, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", view),

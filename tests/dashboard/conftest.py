@@ -1,0 +1,1 @@
+from tests.tasks.conftest import stack, token  # noqa: F401  (fixtures)
