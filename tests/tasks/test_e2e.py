@@ -1,6 +1,7 @@
 """Mutation -> worker -> subscribers, across real processes, on real PostgreSQL and Redis."""
 
 import asyncio
+import signal
 
 import httpx
 import sqlalchemy as sa
@@ -261,3 +262,36 @@ async def test_cli_distribute_batch_shows_progress_and_a_summary(
     summary = done.stdout.split("batch summary")[1]
     assert "20" in summary
     assert "$50.00" in summary  # 20 leads x $2.50
+
+
+async def test_sigterm_drains_the_job_in_flight(
+    db: Database, stack: Stack, token: str, lead_lock: tuple
+) -> None:
+    """A worker asked to stop (SIGTERM, as a supervisor sends it) finishes the job it is running
+    before it exits; no other worker exists here to pick the job up."""
+    hold, release = lead_lock
+    _, lead = await _seeded(db)
+    api = await stack.api()
+    worker = stack.worker()
+    await hold(lead.id)
+    run = (await gql(api, token, DISTRIBUTE, {"id": str(lead.id)}))["distributeLead"]
+
+    async def waiting_on_the_lock() -> bool:
+        async with db.engine.connect() as conn:
+            return bool(
+                (
+                    await conn.execute(
+                        sa.text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                        )
+                    )
+                ).scalar_one()
+            )
+
+    await wait_for(waiting_on_the_lock, timeout=15)
+    worker.send_signal(signal.SIGTERM)
+    await asyncio.sleep(1)
+    assert worker.poll() is None  # still draining
+    await release()
+    await wait_for(lambda: _is(db, run["id"], "SUCCESS"), timeout=30)
+    assert await asyncio.to_thread(worker.wait, 40) == 0
