@@ -169,9 +169,10 @@ def serve(
             subprocess.Popen([py, "-m", "taskiq", *worker_argv(settings, processes=workers)], env=env),
             subprocess.Popen([py, "-m", "taskiq", "scheduler", "app.tasks.scheduler:scheduler"], env=env),
         ]
+        base = f"http://{host}:{port}"
         console.print(
-            f"GraphQL: http://{host}:{port}/graphql   health: http://{host}:{port}/healthz   "
-            f"(API, worker and scheduler running; Ctrl-C stops them)"
+            f"GraphQL: {base}/graphql   dashboard: {base}/dashboard   metrics: {base}/metrics   "
+            f"health: {base}/healthz\n(API, worker and scheduler running; Ctrl-C stops them)"
         )
         stopping = False
 

@@ -26,8 +26,6 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".leadwheel")
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
-    # How many times the engine re-runs a transaction that hit a deadlock or serialization failure.
-    engine_conflict_attempts: int = Field(default=6, ge=1)
     dashboard_url: str = "http://127.0.0.1:8000/dashboard"
 
     # jobs
