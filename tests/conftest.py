@@ -8,7 +8,7 @@ import asyncio
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -90,17 +90,43 @@ async def _clean_tables(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    given = os.environ.get("REDIS_URL")
-    if given:
-        yield given
+def embedded_redis() -> Iterator[EmbeddedRedis | None]:
+    if os.environ.get("REDIS_URL"):
+        yield None
         return
     server = EmbeddedRedis()
-    url = server.start()
+    server.start()
     try:
-        yield url
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(embedded_redis: EmbeddedRedis | None) -> str:
+    given = os.environ.get("REDIS_URL")
+    if given:
+        return given
+    assert embedded_redis is not None
+    return embedded_redis.url
+
+
+@pytest.fixture
+def restart_redis(embedded_redis: EmbeddedRedis | None, redis_url: str) -> Callable[[], Awaitable[None]]:
+    """Restarts Redis empty. An external REDIS_URL cannot be restarted from here: then every key is
+    dropped and every client connection cut, which is what clients see of a restart."""
+
+    async def restart() -> None:
+        if embedded_redis is not None:
+            await asyncio.to_thread(embedded_redis.restart)
+            return
+        admin = Redis.from_url(redis_url)
+        await admin.flushall()
+        for kind in ("normal", "pubsub"):
+            await admin.execute_command("CLIENT", "KILL", "TYPE", kind)
+        await admin.aclose()
+
+    return restart
 
 
 @pytest.fixture(scope="session")
