@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -270,6 +269,3 @@ def create_app(
     )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
-
-
-_ = json  # the BodyLimit error is JSON like every GraphQL error

@@ -349,6 +349,5 @@ def main() -> None:
     print(json.dumps(summary))
 
 
-_ = uuid
 if __name__ == "__main__":
     main()

@@ -7,8 +7,6 @@ Workers: `leadwheel worker` (taskiq worker app.tasks.broker:broker app.tasks.job
 
 from __future__ import annotations
 
-from typing import Any
-
 from redis.asyncio import Redis
 from taskiq import TaskiqEvents, TaskiqState
 from taskiq_redis import RedisStreamBroker
@@ -73,6 +71,3 @@ def worker_argv(settings: Settings, *, processes: int | None = None) -> list[str
         "--shutdown-timeout",
         "35",
     ]
-
-
-_: Any = None
