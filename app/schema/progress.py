@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 
@@ -49,6 +50,11 @@ class RunProgress:
 
     @classmethod
     def of_event(cls, e: ProgressEvent) -> RunProgress:
+        """Converted once per event however many subscribers relay it (see _shared_progress)."""
+        return _shared_progress(e)
+
+    @classmethod
+    def _convert(cls, e: ProgressEvent) -> RunProgress:
         status = {EventType.COMPLETED: e.outcome, EventType.FAILED: RunStatus.FAILED}.get(e.type)
         return cls(
             run_id=e.run_id,
@@ -122,3 +128,10 @@ class DistributionBatch:
     total: int
     run_ids: list[uuid.UUID]
     created_at: datetime
+
+
+@functools.lru_cache(maxsize=2048)
+def _shared_progress(event: ProgressEvent) -> RunProgress:
+    """One RunProgress per event for all of a process's subscribers (events are frozen and hashable,
+    and subscribers only read it): the fan-out converts once, not once per subscriber."""
+    return RunProgress._convert(event)
