@@ -13,11 +13,9 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,11 +23,12 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from harness import free_port, run_with_servers, wait_ready  # noqa: E402
 
 from app.db import create_database  # noqa: E402
-from app.embedded import servers  # noqa: E402
 from app.engine.distribute import distribute_lead  # noqa: E402
-from app.migrate import upgrade  # noqa: E402
 from app.services import auth, billing, leads, niches  # noqa: E402
 from app.services.audit import SYSTEM  # noqa: E402
 
@@ -109,12 +108,6 @@ async def measure(
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def run(database_url: str, redis_url: str, seconds: float) -> dict[str, object]:
     token, lead_ids = await seed(database_url, 200)
     port = free_port()
@@ -138,13 +131,7 @@ async def run(database_url: str, redis_url: str, seconds: float) -> dict[str, ob
     url = f"http://127.0.0.1:{port}/graphql"
     try:
         async with httpx.AsyncClient() as http:
-            for _ in range(200):
-                try:
-                    if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
+            await wait_ready(http, f"http://127.0.0.1:{port}", "/healthz", tries=200)
         ids = [{"id": i} for i in lead_ids]
         figures = {
             # floors: HTTP + GraphQL with no SQL, then with the one authentication statement
@@ -187,14 +174,9 @@ def main() -> None:
     parser.add_argument("--redis-url")
     parser.add_argument("--seconds", type=float, default=5)
     args = parser.parse_args()
-    with servers(
-        data_dir=Path(tempfile.mkdtemp(prefix="lw-api-")),
-        database_url=args.database_url,
-        redis_url=args.redis_url,
-        ephemeral=True,
-    ) as (database_url, redis_url):
-        upgrade(database_url)
-        summary = asyncio.run(run(database_url, redis_url, args.seconds))
+    summary = run_with_servers(
+        "lw-api-", args.database_url, args.redis_url, lambda db, r: run(db, r, args.seconds)
+    )
     print(json.dumps(summary))
 
 

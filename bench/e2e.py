@@ -17,11 +17,9 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import datetime
@@ -34,20 +32,14 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness import free_port, run_with_servers, wait_ready  # noqa: E402
+
 from app.db import create_database  # noqa: E402
-from app.embedded import servers  # noqa: E402
-from app.migrate import upgrade  # noqa: E402
 from app.services import auth  # noqa: E402
 from app.services.audit import SYSTEM  # noqa: E402
 
 FEED = "subscription($n: UUID!) { nicheActivity(nicheId: $n) { runId type at } }"
 DISTRIBUTE = "mutation($id: UUID!) { distributeLead(leadId: $id) { id } }"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(values: list[float], q: float) -> float:
@@ -203,13 +195,7 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
     result: dict[str, Any] = {"bench": "e2e"}
     try:
         async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as http:
-            for _ in range(300):
-                try:
-                    if (await http.get(f"{base}/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
+            await wait_ready(http, base)
             headers = {"Authorization": f"Bearer {token}"}
 
             async def distribute(lead_id: str) -> str:
@@ -338,14 +324,9 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--fanout-leads", type=int, default=10)
     args = parser.parse_args()
-    with servers(
-        data_dir=Path(tempfile.mkdtemp(prefix="lw-e2e-")),
-        database_url=args.database_url,
-        redis_url=args.redis_url,
-        ephemeral=True,
-    ) as (database_url, redis_url):
-        upgrade(database_url)
-        summary = asyncio.run(main_async(args, database_url, redis_url))
+    summary = run_with_servers(
+        "lw-e2e-", args.database_url, args.redis_url, lambda db, r: main_async(args, db, r)
+    )
     print(json.dumps(summary))
 
 

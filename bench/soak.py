@@ -31,10 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from e2e import DISTRIBUTE, Feed, free_port, pct, seed  # noqa: E402
-
-from app.embedded import servers  # noqa: E402
-from app.migrate import upgrade  # noqa: E402
+from e2e import DISTRIBUTE, Feed, pct, seed  # noqa: E402
+from harness import free_port, run_with_servers, wait_ready  # noqa: E402
 
 LEAD = "query($id: UUID!) { lead(id: $id) { id status assignments { provider { name } } } }"
 LEADS = "{ leads(first: 20) { edges { node { id status } } } }"
@@ -124,13 +122,7 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
     pg_max = redis_max = 0
     try:
         async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=40)) as http:
-            for _ in range(300):
-                try:
-                    if (await http.get(f"{base}/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
+            await wait_ready(http, base)
             headers = {"Authorization": f"Bearer {token}"}
             feeds = [Feed(ws_url, token, niche_ids[i % len(niche_ids)]) for i in range(args.subscribers)]
             feed_tasks = []
@@ -248,14 +240,9 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--redis-url")
     args = parser.parse_args()
-    with servers(
-        data_dir=Path(tempfile.mkdtemp(prefix="lw-soak-")),
-        database_url=args.database_url,
-        redis_url=args.redis_url,
-        ephemeral=True,
-    ) as (database_url, redis_url):
-        upgrade(database_url)
-        summary = asyncio.run(main_async(args, database_url, redis_url))
+    summary = run_with_servers(
+        "lw-soak-", args.database_url, args.redis_url, lambda db, r: main_async(args, db, r)
+    )
     print(json.dumps(summary))
 
 
