@@ -131,7 +131,7 @@ async def run(database_url: str, redis_url: str, seconds: float) -> dict[str, ob
     url = f"http://127.0.0.1:{port}/graphql"
     try:
         async with httpx.AsyncClient() as http:
-            await wait_ready(http, f"http://127.0.0.1:{port}", "/healthz", tries=200)
+            await wait_ready(http, f"http://127.0.0.1:{port}", "/healthz")
         ids = [{"id": i} for i in lead_ids]
         figures = {
             # floors: HTTP + GraphQL with no SQL, then with the one authentication statement

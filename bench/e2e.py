@@ -142,6 +142,26 @@ class Feed:
                     self.completed[event["runId"]] = now
 
 
+async def start_feeds(feeds: list[Feed], batch: int = 50) -> list[asyncio.Task[None]]:
+    """Starts the feeds a batch at a time and waits until each has subscribed; a feed that fails
+    (refused, closed) fails the benchmark with its error instead of leaving it waiting forever."""
+    tasks: list[asyncio.Task[None]] = []
+    for i in range(0, len(feeds), batch):
+        group = feeds[i : i + batch]
+        started = [asyncio.create_task(f.run()) for f in group]
+        tasks += started
+        for feed, task in zip(group, started, strict=True):
+            ready = asyncio.create_task(feed.ready.wait())
+            await asyncio.wait({ready, task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            if task.done():
+                task.result()  # raises the feed's error
+                raise RuntimeError("a subscriber's stream ended before it subscribed")
+            if not feed.ready.is_set():
+                raise RuntimeError("a subscriber was not subscribed within 30 s")
+    return tasks
+
+
 async def main_async(args: argparse.Namespace, database_url: str, redis_url: str) -> dict[str, Any]:
     # per niche: warm-up + (a) + (c) from the front, the burst from the back: never the same lead twice
     token, niche_ids, leads = await seed(
@@ -210,8 +230,7 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
 
             # (a) one at a time
             feed = Feed(ws_url, token, niche_ids[0])
-            feed_task = asyncio.create_task(feed.run())
-            await feed.ready.wait()
+            (feed_task,) = await start_feeds([feed])
             await asyncio.sleep(0.3)
             pool = leads[niche_ids[0]]
             for lead_id in pool[:10]:  # warm-up
@@ -273,11 +292,7 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
             # (c) fan-out
             target = niche_ids[1]
             subscribers = [Feed(ws_url, token, target) for _ in range(args.subscribers)]
-            sub_tasks = []
-            for i in range(0, len(subscribers), 100):
-                batch = subscribers[i : i + 100]
-                sub_tasks += [asyncio.create_task(s.run()) for s in batch]
-                await asyncio.gather(*(s.ready.wait() for s in batch))
+            sub_tasks = await start_feeds(subscribers, batch=100)
             await asyncio.sleep(1)
             fan_leads = leads[target][: args.fanout_leads]
             t0 = time.time()

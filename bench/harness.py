@@ -7,6 +7,7 @@ import asyncio
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_ready(http: httpx.AsyncClient, base: str, path: str = "/readyz", tries: int = 300) -> None:
-    for _ in range(tries):
+async def wait_ready(http: httpx.AsyncClient, base: str, path: str = "/readyz", seconds: float = 60) -> None:
+    """Polls until the server answers 200; a server that never does fails the benchmark."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         try:
             if (await http.get(f"{base}{path}")).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         await asyncio.sleep(0.05)
+    raise RuntimeError(f"{base}{path} was not ready within {seconds:.0f} s")
 
 
 def run_with_servers(

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from e2e import DISTRIBUTE, Feed, pct, seed  # noqa: E402
+from e2e import DISTRIBUTE, Feed, pct, seed, start_feeds  # noqa: E402
 from harness import free_port, run_with_servers, wait_ready  # noqa: E402
 
 LEAD = "query($id: UUID!) { lead(id: $id) { id status assignments { provider { name } } } }"
@@ -125,11 +125,7 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
             await wait_ready(http, base)
             headers = {"Authorization": f"Bearer {token}"}
             feeds = [Feed(ws_url, token, niche_ids[i % len(niche_ids)]) for i in range(args.subscribers)]
-            feed_tasks = []
-            for i in range(0, len(feeds), 50):
-                batch = feeds[i : i + 50]
-                feed_tasks += [asyncio.create_task(f.run()) for f in batch]
-                await asyncio.gather(*(f.ready.wait() for f in batch))
+            feed_tasks = await start_feeds(feeds)
             done_ids: list[str] = []
             stop_at = time.monotonic() + args.minutes * 60
             warm_until = time.monotonic() + min(30.0, args.minutes * 60 / 4)

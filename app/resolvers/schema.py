@@ -20,6 +20,7 @@ from strawberry.schema.config import StrawberryConfig
 
 from app.resolvers.caching import DocumentCache
 from app.resolvers.errors import ClientErrors
+from app.resolvers.executor import EventScopedExecutor
 from app.resolvers.mutations import Mutation
 from app.resolvers.query import Query
 from app.resolvers.subscription import Subscription
@@ -50,6 +51,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         subscription=Subscription,
         extensions=extensions,
         config=StrawberryConfig(scalar_map=SCALARS),
+        execution_context_class=EventScopedExecutor,
     )
 
 
