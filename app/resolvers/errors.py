@@ -57,6 +57,13 @@ class ClientErrors(MaskErrors):
     def __init__(self) -> None:
         super().__init__(should_mask_error=lambda _: True)
 
+    def _process_result(self, result: object) -> None:
+        # MaskErrors' own check is isinstance() against a runtime Protocol: a fifth of the cost of
+        # relaying one subscription event. The same test, as one attribute read.
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = self._process_errors(errors)  # type: ignore[attr-defined]
+
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         context = self.execution_context.context
         request_id = getattr(context, "request_id", "-")

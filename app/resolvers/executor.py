@@ -1,15 +1,25 @@
-"""Strawberry's graphql-core executor with one fix: subscription events must not keep memory.
+"""Strawberry's graphql-core executor, with two changes for subscriptions.
 
-graphql-core 3.3 runs each subscription event on a shallow copy of the subscription's executor,
-and the copy shares its sub-field cache, which is keyed on the id() of lists made anew for every
-event. Each event so adds entries that live as long as the subscription: a dashboard watching a
-busy niche grew the API by megabytes a minute (bench/soak.py). Each event gets its own cache."""
+1. Events keep no memory. graphql-core 3.3 runs each event on a shallow copy of the subscription's
+   executor that shares its sub-field cache, keyed on the id() of lists made anew per event: every
+   event stayed in memory for the subscription's life (a busy dashboard grew the API by megabytes a
+   minute, bench/soak.py). Each event gets its own cache.
+2. One execution per event and operation. A niche's live events reach every watcher of the niche as
+   the same RunProgress object (app/schema/progress.py), which holds plain data only: the same
+   event, document and variables give the same result whoever subscribed. The first subscriber's
+   result is shared by the others instead of executing the selection again for each."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from app.schema.progress import RunProgress
+
+SHARED_RESULTS_MAX = 1024  # recent (event, operation, variables) results; a laggard re-executes
+_shared: dict[tuple[int, int, Hashable], tuple[object, Any]] = {}
 
 
 class EventScopedExecutor(StrawberryGraphQLCoreExecutionContext):
@@ -17,3 +27,23 @@ class EventScopedExecutor(StrawberryGraphQLCoreExecutionContext):
         executor = super().build_per_event_executor(payload)
         executor._relevant_sub_fields = {}  # noqa: SLF001  (the cache the copy would share)
         return executor  # type: ignore[return-value]
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        payload = self.root_value
+        if not isinstance(payload, RunProgress):
+            return super().execute_operation(serially)
+        try:
+            variables: Hashable = tuple(sorted(self.variable_values.coerced.items()))
+            key = (id(payload), id(self.operation), variables)
+            hash(key)
+        except TypeError:  # a list variable: not shared
+            return super().execute_operation(serially)
+        cached = _shared.get(key)
+        if cached is not None and cached[0] is payload:  # `is`: the id() of a dead event is reused
+            return cached[1]
+        result = super().execute_operation(serially)
+        if not self.is_awaitable(result):
+            if len(_shared) >= SHARED_RESULTS_MAX:
+                del _shared[next(iter(_shared))]
+            _shared[key] = (payload, result)  # holds the event, so its id() is not reused meanwhile
+        return result
