@@ -139,6 +139,7 @@ def serve(
     import sys
     import time
 
+    from app.main import api_argv
     from app.tasks.broker import worker_argv
 
     with _runtime() as settings:
@@ -153,17 +154,7 @@ def serve(
         py = sys.executable
         children = [
             subprocess.Popen(
-                [
-                    py,
-                    "-m",
-                    "uvicorn",
-                    "app.main:create_app",
-                    "--factory",
-                    "--host",
-                    host,
-                    "--port",
-                    str(port),
-                ],
+                [py, "-m", *api_argv(host, port)],
                 env=env,
             ),
             subprocess.Popen([py, "-m", "taskiq", *worker_argv(settings, processes=workers)], env=env),

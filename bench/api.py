@@ -29,6 +29,7 @@ from harness import free_port, run_with_servers, wait_ready  # noqa: E402
 
 from app.db import create_database  # noqa: E402
 from app.engine.distribute import distribute_lead  # noqa: E402
+from app.main import api_argv  # noqa: E402
 from app.services import auth, billing, leads, niches  # noqa: E402
 from app.services.audit import SYSTEM  # noqa: E402
 
@@ -113,18 +114,7 @@ async def run(database_url: str, redis_url: str, seconds: float) -> dict[str, ob
     port = free_port()
     env = os.environ | {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "ENVIRONMENT": "production"}
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:create_app",
-            "--factory",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
+        [sys.executable, "-m", *api_argv(port=port, quiet=True)],
         cwd=ROOT,
         env=env,
     )

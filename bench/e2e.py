@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,11 +36,36 @@ sys.path.insert(0, str(ROOT))
 from harness import free_port, run_with_servers, wait_ready  # noqa: E402
 
 from app.db import create_database  # noqa: E402
+from app.engine.distribute import distribute_lead  # noqa: E402
+from app.main import api_argv  # noqa: E402
 from app.services import auth  # noqa: E402
 from app.services.audit import SYSTEM  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from app.tasks.broker import worker_argv  # noqa: E402
 
 FEED = "subscription($n: UUID!) { nicheActivity(nicheId: $n) { runId type at } }"
 DISTRIBUTE = "mutation($id: UUID!) { distributeLead(leadId: $id) { id } }"
+
+
+def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> dict[str, float]:
+    """CPU seconds used so far by the API, the workers (with their children), PostgreSQL, Redis
+    and this client: where a distribution's cost goes."""
+    out = {"api": 0.0, "workers": 0.0, "postgres": 0.0, "redis": 0.0, "client": 0.0}
+    for name, proc in zip(("api", "workers"), procs, strict=False):
+        try:
+            root = psutil.Process(proc.pid)
+            for p in [root, *root.children(recursive=True)]:
+                t = p.cpu_times()
+                out[name] += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    for p in psutil.process_iter(["name", "cpu_times"]):
+        kind = {"postgres": "postgres", "redis-server": "redis"}.get(p.info["name"] or "")
+        if kind and p.info["cpu_times"] is not None:
+            out[kind] += p.info["cpu_times"].user + p.info["cpu_times"].system
+    me = psutil.Process().cpu_times()
+    out["client"] = me.user + me.system
+    return out
 
 
 def pct(values: list[float], q: float) -> float:
@@ -47,7 +73,17 @@ def pct(values: list[float], q: float) -> float:
     return ordered[max(0, int(len(ordered) * q) - 1)]
 
 
+HISTORY = 2000  # leads distributed before timing: see seed()
+NEW_LEADS = """INSERT INTO leads (niche_id, status, attributes)
+   SELECT md5('e2e-niche-' || (1 + i % $1))::uuid, 'APPROVED', '{"state": "TX"}'::jsonb
+   FROM generate_series(0, $2 - 1) i RETURNING id, niche_id"""
+
+
 async def seed(url: str, niches: int, leads_per_niche: int) -> tuple[str, list[str], dict[str, list[str]]]:
+    """Niches, providers, subscriptions, the leads to distribute, and a history of HISTORY leads
+    distributed (one transaction each, as production does) before VACUUM ANALYZE: statistics of
+    empty tables let prepared statements cache sequential scans that slow down as the tables grow
+    (../shared/pglimit/README.md), which measures the first minute of a new install, not a service."""
     import asyncpg
 
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
@@ -80,13 +116,15 @@ async def seed(url: str, niches: int, leads_per_niche: int) -> tuple[str, list[s
                SELECT p.id, l.id FROM providers p JOIN competition_levels l
                  ON l.niche_id = md5('e2e-niche-' || split_part(substr(p.name, 2), '.', 1))::uuid"""
         )
-        rows = await conn.fetch(
-            """INSERT INTO leads (niche_id, status, attributes)
-               SELECT md5('e2e-niche-' || (1 + i % $1))::uuid, 'APPROVED', '{"state": "TX"}'::jsonb
-               FROM generate_series(0, $2 - 1) i RETURNING id, niche_id""",
-            niches,
-            niches * leads_per_niche,
-        )
+        history = await conn.fetch(NEW_LEADS, niches, HISTORY)
+        rows = await conn.fetch(NEW_LEADS, niches, niches * leads_per_niche)
+        db = create_database(url, pool_size=4)
+        try:
+            for lead in history:
+                await distribute_lead(db, lead_id=lead["id"])
+        finally:
+            await db.dispose()
+        await conn.execute("UPDATE notifications SET status = 'SENT', attempts = 1, sent_at = now()")
         await conn.execute("VACUUM ANALYZE")
     finally:
         await conn.close()
@@ -171,41 +209,13 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
     port = free_port()
     procs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:create_app",
-                "--factory",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-                "--ws-max-queue",
-                "1024",
-            ],
+            [sys.executable, "-m", *api_argv(port=port, quiet=True)],
             cwd=ROOT,
             env=env,
             start_new_session=True,
         ),
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "taskiq",
-                "worker",
-                "app.tasks.broker:broker",
-                "app.tasks.jobs",
-                "--ack-type",
-                "when_executed",
-                "--workers",
-                "2",
-                "--max-async-tasks",
-                "8",
-                "--log-level",
-                "WARNING",
-            ],
+            [sys.executable, "-m", "taskiq", *worker_argv(Settings(), processes=2), "--log-level", "WARNING"],
             cwd=ROOT,
             env=env,
             start_new_session=True,
@@ -265,6 +275,7 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
                 async with sem:
                     return await distribute(lead_id)
 
+            cpu_before = cpu_seconds(procs)
             started = time.time()
             run_ids = await asyncio.gather(*(limited(lid) for lid in burst))
             sent = time.time()
@@ -279,6 +290,7 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
                     break
                 await asyncio.sleep(0.02)
             finished = time.time()
+            cpu = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_seconds(procs).items()}
             await pg.close()
             result["burst_dist_per_s"] = round(done / (finished - started), 1)
             result["burst_requests_per_s"] = round(len(burst) / (sent - started), 1)
@@ -286,6 +298,11 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
                 f"(b) burst of {len(burst)} over {len(niche_ids)} niches, 2 workers: {done} completed, "
                 f"{result['burst_dist_per_s']} distributions/s end to end "
                 f"(requests accepted at {result['burst_requests_per_s']}/s)",
+                flush=True,
+            )
+            print(
+                "    CPU ms per distribution: "
+                + ", ".join(f"{k} {v * 1000 / max(done, 1):.2f}" for k, v in cpu.items()),
                 flush=True,
             )
 

@@ -34,6 +34,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 from e2e import DISTRIBUTE, Feed, pct, seed, start_feeds  # noqa: E402
 from harness import free_port, run_with_servers, wait_ready  # noqa: E402
 
+from app.main import api_argv  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from app.tasks.broker import worker_argv  # noqa: E402
+
 LEAD = "query($id: UUID!) { lead(id: $id) { id status assignments { provider { name } } } }"
 LEADS = "{ leads(first: 20) { edges { node { id status } } } }"
 
@@ -66,29 +70,12 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
     }
     port = free_port()
     named = {
-        "api": [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:create_app",
-            "--factory",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
+        "api": [sys.executable, "-m", *api_argv(port=port, quiet=True)],
         "worker": [
             sys.executable,
             "-m",
             "taskiq",
-            "worker",
-            "app.tasks.broker:broker",
-            "app.tasks.jobs",
-            "--ack-type",
-            "when_executed",
-            "--workers",
-            "2",
+            *worker_argv(Settings(), processes=2),
             "--log-level",
             "WARNING",
         ],

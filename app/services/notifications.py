@@ -4,8 +4,10 @@ A mail server that is down costs retries here, never a distribution."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -39,16 +41,6 @@ def render(template: str, variables: dict[str, Any]) -> tuple[str, str]:
     return subject.format_map(values), body.format_map(values)
 
 
-async def pending_for_lead(db: Database, lead_id: uuid.UUID) -> list[uuid.UUID]:
-    async with db.read() as session:
-        rows = await session.execute(
-            select(col(Notification.id))
-            .join(Assignment, col(Assignment.id) == col(Notification.assignment_id))
-            .where(col(Assignment.lead_id) == lead_id, Notification.status == NotificationStatus.PENDING)
-        )
-        return list(rows.scalars().all())
-
-
 async def due_notifications(db: Database, *, limit: int = 500) -> list[uuid.UUID]:
     async with db.read() as session:
         rows = await session.execute(
@@ -64,42 +56,61 @@ async def due_notifications(db: Database, *, limit: int = 500) -> list[uuid.UUID
 
 
 async def deliver(
-    db: Database, *, notification_id: uuid.UUID, settings: Settings
-) -> NotificationStatus | None:
-    """Sends one PENDING, due notification. Holds its row lock (SKIP LOCKED) while sending, so two
-    workers never send the same message; returns the new status, or None if there was nothing to do."""
+    db: Database,
+    *,
+    settings: Settings,
+    lead_id: uuid.UUID | None = None,
+    notification_ids: Sequence[uuid.UUID] = (),
+) -> dict[uuid.UUID, NotificationStatus]:
+    """Sends the PENDING, due notifications of a lead's assignments and/or the given ones, in one
+    transaction: their row locks (SKIP LOCKED) are held while sending, so two workers never send the
+    same message. Returns each attempted notification's new status."""
+    if lead_id is None and not notification_ids:
+        return {}
+    chosen = []
+    if lead_id is not None:
+        chosen.append(
+            col(Notification.assignment_id).in_(
+                select(col(Assignment.id)).where(col(Assignment.lead_id) == lead_id)
+            )
+        )
+    if notification_ids:
+        chosen.append(col(Notification.id).in_(notification_ids))
     async with db.begin() as session:
-        note = (
+        notes = (
             await session.execute(
                 select(Notification)
-                .where(Notification.id == notification_id, Notification.status == NotificationStatus.PENDING)
+                .where(Notification.status == NotificationStatus.PENDING, sa.or_(*chosen))
                 .with_for_update(skip_locked=True)
             )
-        ).scalar_one_or_none()
-        if note is None or (note.next_attempt_at is not None and note.next_attempt_at > utcnow()):
-            return None
-        subject, body = render(note.template, note.variables)
-        try:
-            await _send(settings, to=note.recipient, subject=subject, body=body)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            metrics.SMTP_FAILURES.inc()
-            note.attempts += 1
-            note.last_error = f"{type(exc).__name__}: {exc}"[:1000]
-            if note.attempts >= settings.notification_attempts:
-                note.status = NotificationStatus.FAILED
-                metrics.NOTIFICATIONS.labels("failed").inc()
-                log.error("notification.failed id=%s error=%s", note.id, note.last_error)
-            else:
-                delays = settings.retry_delays_seconds
-                note.next_attempt_at = utcnow() + timedelta(
-                    seconds=delays[min(note.attempts - 1, len(delays) - 1)]
-                )
-            return note.status
-        note.attempts += 1
-        note.status = NotificationStatus.SENT
-        metrics.NOTIFICATIONS.labels("sent").inc()
-        note.sent_at = utcnow()
-        return note.status
+        ).scalars()
+        now = utcnow()
+        due = [n for n in notes if n.next_attempt_at is None or n.next_attempt_at <= now]
+        await asyncio.gather(*(_attempt(settings, note) for note in due))
+        return {note.id: note.status for note in due}
+
+
+async def _attempt(settings: Settings, note: Notification) -> None:
+    subject, body = render(note.template, note.variables)
+    note.attempts += 1
+    try:
+        await _send(settings, to=note.recipient, subject=subject, body=body)
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        metrics.SMTP_FAILURES.inc()
+        note.last_error = f"{type(exc).__name__}: {exc}"[:1000]
+        if note.attempts >= settings.notification_attempts:
+            note.status = NotificationStatus.FAILED
+            metrics.NOTIFICATIONS.labels("failed").inc()
+            log.error("notification.failed id=%s error=%s", note.id, note.last_error)
+        else:
+            delays = settings.retry_delays_seconds
+            note.next_attempt_at = utcnow() + timedelta(
+                seconds=delays[min(note.attempts - 1, len(delays) - 1)]
+            )
+        return
+    note.status = NotificationStatus.SENT
+    note.sent_at = utcnow()
+    metrics.NOTIFICATIONS.labels("sent").inc()
 
 
 async def _send(settings: Settings, *, to: str, subject: str, body: str) -> None:

@@ -50,5 +50,4 @@ class InlineDispatcher:
                 await self.notify(execution.result.lead_id)
 
     async def notify(self, lead_id: uuid.UUID) -> None:
-        for notification_id in await notifications.pending_for_lead(self.db, lead_id):
-            await notifications.deliver(self.db, notification_id=notification_id, settings=self.settings)
+        await notifications.deliver(self.db, settings=self.settings, lead_id=lead_id)

@@ -47,12 +47,12 @@ async def distribute_run(run_id: str, context: Context = TaskiqDepends()) -> Non
 async def send_notifications(
     lead_id: str | None = None, notification_ids: list[str] | None = None, context: Context = TaskiqDepends()
 ) -> None:
-    db, worker_settings = context.state.db, context.state.settings
-    ids = [uuid.UUID(i) for i in notification_ids or []]
-    if lead_id is not None:
-        ids += await notifications.pending_for_lead(db, uuid.UUID(lead_id))
-    for notification_id in ids:
-        await notifications.deliver(db, notification_id=notification_id, settings=worker_settings)
+    await notifications.deliver(
+        context.state.db,
+        settings=context.state.settings,
+        lead_id=uuid.UUID(lead_id) if lead_id else None,
+        notification_ids=[uuid.UUID(i) for i in notification_ids or []],
+    )
 
 
 @broker.task(task_name="leadwheel.sweep", schedule=[{"interval": settings.sweep_interval_seconds}])

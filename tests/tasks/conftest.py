@@ -21,6 +21,7 @@ import pytest
 import websockets
 
 from app.db import Database
+from app.main import api_argv
 from app.services import auth
 from app.services.audit import SYSTEM
 from app.settings import Settings
@@ -83,16 +84,7 @@ class Stack:
     async def api(self, **overrides: str) -> str:
         port = free_port()
         self._spawn(
-            [
-                "-m",
-                "uvicorn",
-                "app.main:create_app",
-                "--factory",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
+            ["-m", *api_argv(port=port, quiet=True)],
             self.env(**overrides),
         )
         base = f"http://127.0.0.1:{port}"
