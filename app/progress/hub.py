@@ -81,6 +81,8 @@ class ProgressHub:
                     if message.get("type") != "pmessage":
                         continue
                     channel = message["channel"].decode()
+                    if channel not in self._queues:
+                        continue  # nobody here watches it: not worth decoding (most events)
                     try:
                         event = ProgressEvent.from_json(message["data"])
                     except (ValueError, KeyError, TypeError):
