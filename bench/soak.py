@@ -165,15 +165,17 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
                 rss["end"] = {f"{n}/{k}": v for n, p in procs.items() for k, v in tree_rss(p.pid).items()}
                 return rss
 
+            terminal = (
+                "SELECT count(*) FROM distribution_runs WHERE status IN "
+                "('SUCCESS', 'PARTIAL', 'NO_ELIGIBLE', 'FAILED')"
+            )
+            before = await pg.fetchval(terminal)  # the seed's history
             started = time.monotonic()
             results = await asyncio.gather(distributor(), reader(), reader(), sampler())
             elapsed = time.monotonic() - started
             rss = results[3]
             await asyncio.sleep(3)  # let the last distributions finish
-            finished = await pg.fetchval(
-                "SELECT count(*) FROM distribution_runs WHERE status IN "
-                "('SUCCESS', 'PARTIAL', 'NO_ELIGIBLE', 'FAILED')"
-            )
+            finished = await pg.fetchval(terminal) - before
             delivered = sum(f.received for f in feeds)
             for task in feed_tasks:
                 task.cancel()
