@@ -36,6 +36,7 @@ class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     readers: async_sessionmaker[AsyncSession]
+    autocommit: AsyncEngine  # the same pool, in AUTOCOMMIT
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncSession]:
@@ -51,7 +52,9 @@ class Database:
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
+        """A Core connection in AUTOCOMMIT: each statement is its own transaction, with no BEGIN /
+        ROLLBACK round trips (for reads, and for writes that are one statement)."""
+        async with self.autocommit.connect() as conn:
             yield conn
 
     async def dispose(self) -> None:
@@ -73,6 +76,7 @@ def create_database(
         engine=engine,
         sessions=async_sessionmaker(engine, expire_on_commit=False),
         readers=async_sessionmaker(reader, expire_on_commit=False),
+        autocommit=reader,
     )
 
 

@@ -76,50 +76,81 @@ async def request_distribution(
     return run
 
 
+# One statement, in autocommit: a replayed key's run, else the lead's state, else a new QUEUED run
+# and its audit entry. A concurrent insert with the same key fails the unique index; the caller
+# runs it again and finds that run.
+REQUEST_RUN = sa.text("""
+WITH existing AS (
+    SELECT id, lead_id FROM distribution_runs WHERE idempotency_key = CAST(:key AS text)
+),
+lead AS (
+    SELECT id, niche_id, status FROM leads WHERE id = CAST(:lead_id AS uuid)
+),
+run AS (
+    INSERT INTO distribution_runs (lead_id, idempotency_key, requested_by, status, seq, enqueued_at,
+                                   created_at, updated_at)
+    SELECT id, CAST(:key AS text), CAST(:requested_by AS text), 'QUEUED', 1, now(), now(), now()
+    FROM lead
+    WHERE status = ANY(CAST(:distributable AS text[])) AND NOT EXISTS (SELECT 1 FROM existing)
+    RETURNING id, created_at
+),
+audit AS (
+    INSERT INTO audit_log (action, actor_type, actor_id, entity_type, entity_id, details, created_at)
+    SELECT CAST(:action AS text), CAST(:actor_type AS text), CAST(:actor_id AS uuid), 'lead',
+           CAST(:lead_id AS uuid),
+           jsonb_build_object('run_id', run.id::text, 'idempotency_key', CAST(:key AS text)),
+           run.created_at
+    FROM run
+)
+SELECT (SELECT id FROM existing) AS existing_id, (SELECT lead_id FROM existing) AS existing_lead_id,
+       (SELECT status FROM lead) AS lead_status, (SELECT niche_id FROM lead) AS niche_id,
+       (SELECT id FROM run) AS run_id, (SELECT created_at FROM run) AS at
+""")
+
+
 async def _insert_run(
     db: Database, *, actor: Actor, lead_id: uuid.UUID, key: str | None
 ) -> tuple[DistributionRun, uuid.UUID, bool]:
-    async with db.begin() as session:
-        if key is not None:
-            existing = (
-                await session.execute(select(DistributionRun).where(DistributionRun.idempotency_key == key))
-            ).scalar_one_or_none()
-            if existing is not None:
-                if existing.lead_id != lead_id:
-                    raise Conflict(
-                        f"idempotency key {key!r} was already used for lead {existing.lead_id}",
-                        field="idempotencyKey",
-                    )
-                return existing, uuid.UUID(int=0), False
-        lead = await session.get(Lead, lead_id)
-        if lead is None:
-            raise NotFound("lead", lead_id)
-        if lead.status not in DISTRIBUTABLE:
-            raise LeadNotDistributable(
-                f"lead {lead_id} is {lead.status}: only APPROVED or NO_ELIGIBLE leads can be distributed"
+    async with db.connect() as conn:
+        row = (
+            await conn.execute(
+                REQUEST_RUN,
+                {
+                    "key": key,
+                    "lead_id": lead_id,
+                    "requested_by": str(actor),
+                    "distributable": sorted(DISTRIBUTABLE),
+                    "action": AuditAction.DISTRIBUTION_REQUESTED.value,
+                    "actor_type": actor.type.value,
+                    "actor_id": actor.id,
+                },
             )
-        now = utcnow()
-        run = DistributionRun(
-            lead_id=lead_id,
-            idempotency_key=key,
-            requested_by=str(actor),
-            status=RunStatus.QUEUED,
-            seq=1,
-            enqueued_at=now,
-            updated_at=now,
+        ).one()
+    if row.existing_id is not None:
+        if row.existing_lead_id != lead_id:
+            raise Conflict(
+                f"idempotency key {key!r} was already used for lead {row.existing_lead_id}",
+                field="idempotencyKey",
+            )
+        return await get_run(db, row.existing_id), uuid.UUID(int=0), False
+    if row.lead_status is None:
+        raise NotFound("lead", lead_id)
+    if row.run_id is None:
+        raise LeadNotDistributable(
+            f"lead {lead_id} is {row.lead_status}: only APPROVED or NO_ELIGIBLE leads can be distributed"
         )
-        session.add(run)
-        await session.flush()
-        record(
-            session,
-            actor,
-            AuditAction.DISTRIBUTION_REQUESTED,
-            entity_type="lead",
-            entity_id=lead_id,
-            run_id=run.id,
-            idempotency_key=key,
-        )
-    return run, lead.niche_id, True
+    run = DistributionRun(
+        id=row.run_id,
+        lead_id=lead_id,
+        idempotency_key=key,
+        requested_by=str(actor),
+        status=RunStatus.QUEUED,
+        seq=1,
+        enqueued_at=row.at,
+        created_at=row.at,
+        updated_at=row.at,
+    )
+    return run, row.niche_id, True
 
 
 @dataclass
