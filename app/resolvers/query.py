@@ -44,13 +44,14 @@ class Query:
     @strawberry.field(permission_classes=READ)
     async def lead(self, info: Info, id: uuid.UUID) -> Lead:
         wanted = selected(info)
+        loaders = info.context.loaders
         if wanted is not None and "assignments" in {getattr(f, "name", None) for f in wanted}:
             # keyed by the same id: fetch the assignments alongside the lead, not after it
-            lead, _ = await asyncio.gather(
-                leads.get_lead(info.context.db, id), info.context.loaders.assignments_by_lead.load(id)
-            )
+            lead, _ = await asyncio.gather(loaders.lead.load(id), loaders.assignments_by_lead.load(id))
         else:
-            lead = await leads.get_lead(info.context.db, id)
+            lead = await loaders.lead.load(id)
+        if lead is None:
+            raise NotFound("lead", id)
         await prefetch_for_leads(info, [lead])
         return Lead.of(lead)
 

@@ -221,9 +221,9 @@ async def authenticate(db: Database, token: str) -> Actor:
     Unauthenticated / MfaRequired with a message saying what to do."""
     now = utcnow()
     if token.startswith(ACCESS_PREFIX):
-        async with db.read() as session:
+        async with db.connect() as conn:  # Core, autocommit: one round trip, no session
             row = (
-                await session.execute(
+                await conn.execute(
                     sa.select(
                         col(AdminUser.id),
                         col(AdminUser.email),
@@ -250,10 +250,9 @@ async def authenticate(db: Database, token: str) -> Actor:
             raise MfaRequired("complete verifyMfa with your authenticator code first")
         raise Unauthenticated("unknown or expired MFA challenge: log in again")
     if token.startswith(KEY_PREFIX):
-        async with db.read() as session:
-            key = (
-                await session.execute(select(ApiKey).where(ApiKey.key_hash == digest(token)))
-            ).scalar_one_or_none()
+        keys = ApiKey.__table__  # type: ignore[attr-defined]
+        async with db.connect() as conn:
+            key = (await conn.execute(sa.select(keys).where(keys.c.key_hash == digest(token)))).one_or_none()
         if key is None:
             raise Unauthenticated("unknown API key")
         if key.revoked_at is not None:
