@@ -41,14 +41,21 @@ def render(template: str, variables: dict[str, Any]) -> tuple[str, str]:
     return subject.format_map(values), body.format_map(values)
 
 
-async def due_notifications(db: Database, *, limit: int = 500) -> list[uuid.UUID]:
+async def due_notifications(db: Database, *, stale_after: timedelta, limit: int = 500) -> list[uuid.UUID]:
+    """PENDING notifications to (re)send: retries whose backoff has passed, and first sends whose
+    job never ran (a worker that died between the distribution's commit and sending the job)."""
+    now = utcnow()
     async with db.read() as session:
         rows = await session.execute(
             select(col(Notification.id))
             .where(
                 Notification.status == NotificationStatus.PENDING,
-                col(Notification.attempts) > 0,
-                col(Notification.next_attempt_at) <= utcnow(),
+                sa.or_(
+                    sa.and_(col(Notification.attempts) > 0, col(Notification.next_attempt_at) <= now),
+                    sa.and_(
+                        col(Notification.attempts) == 0, col(Notification.created_at) <= now - stale_after
+                    ),
+                ),
             )
             .limit(limit)
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import timedelta
 
 from taskiq import Context, TaskiqDepends
 
@@ -59,6 +60,8 @@ async def send_notifications(
 async def sweep_task(context: Context = TaskiqDepends()) -> None:
     state = context.state
     await sweep(state.db, settings=state.settings, dispatcher=state.dispatcher)
-    due = await notifications.due_notifications(state.db)
+    due = await notifications.due_notifications(
+        state.db, stale_after=timedelta(seconds=state.settings.stale_after_seconds)
+    )
     if due:
         await send_notifications.kiq(notification_ids=[str(i) for i in due])
