@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 import structlog
 from redis.asyncio import Redis
@@ -42,6 +43,11 @@ log = logging.getLogger("leadwheel.api")
 
 
 class GraphQLView(GraphQL[Context, None]):
+    def encode_json(self, data: object) -> str:
+        # orjson: several times faster than json.dumps for a page of results or each of a feed's
+        # messages; decoded to str so WebSocket frames stay text frames
+        return orjson.dumps(data).decode()
+
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         state = request.app.state
         context_id = uuid.uuid4().hex[:16]
