@@ -19,7 +19,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from app.schema.progress import RunProgress
 
 SHARED_RESULTS_MAX = 1024  # recent (event, operation, variables) results; a laggard re-executes
-_shared: dict[tuple[int, int, Hashable], tuple[object, Any]] = {}
+_shared: dict[tuple[int, int, Hashable], tuple[object, object, Any]] = {}
 
 
 class EventScopedExecutor(StrawberryGraphQLCoreExecutionContext):
@@ -39,11 +39,12 @@ class EventScopedExecutor(StrawberryGraphQLCoreExecutionContext):
         except TypeError:  # a list variable: not shared
             return super().execute_operation(serially)
         cached = _shared.get(key)
-        if cached is not None and cached[0] is payload:  # `is`: the id() of a dead event is reused
-            return cached[1]
+        # `is`: the id() of an object that died may be reused; the entry holds both, so theirs are not
+        if cached is not None and cached[0] is payload and cached[1] is self.operation:
+            return cached[2]
         result = super().execute_operation(serially)
         if not self.is_awaitable(result):
             if len(_shared) >= SHARED_RESULTS_MAX:
                 del _shared[next(iter(_shared))]
-            _shared[key] = (payload, result)  # holds the event, so its id() is not reused meanwhile
+            _shared[key] = (payload, self.operation, result)
         return result
