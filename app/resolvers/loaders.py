@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -88,9 +89,29 @@ def load_now(loader: DataLoader[uuid.UUID, Any], key: uuid.UUID, convert: Callab
     awaitable field, and a page of 100 leads has ~1,300 of them otherwise."""
     future = cast("asyncio.Future[Any]", loader.load(key))
     if future.done():
-        return convert(future.result())
+        return _converted(loader, key, future.result(), convert)
 
     async def later() -> R:
-        return convert(await future)
+        return _converted(loader, key, await future, convert)
 
     return cast(R, later())
+
+
+# Per loader (so per request): each key's value converted once per converter. A page of 100 leads
+# names the same dozen providers and three levels hundreds of times; the GraphQL objects are only read.
+_memo: weakref.WeakKeyDictionary[DataLoader[Any, Any], dict[tuple[Any, Any], Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _converted(loader: DataLoader[Any, Any], key: Any, value: Any, convert: Callable[[Any], R]) -> R:
+    memo = _memo.get(loader)
+    if memo is None:
+        memo = _memo[loader] = {}
+    found = memo.get((key, convert), _MISSING)
+    if found is _MISSING:
+        found = memo[(key, convert)] = convert(value)
+    return cast(R, found)
+
+
+_MISSING = object()

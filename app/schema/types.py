@@ -8,6 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 import strawberry
 
 from app.engine.plan import SkipReason
@@ -34,7 +35,11 @@ T = TypeVar("T")
 def from_row(cls: type[T], row: object, **given: object) -> T:
     """A GraphQL object from a model row: every constructor field of the same name is copied;
     `given` supplies the rest (renamed or computed fields)."""
-    values = {name: getattr(row, name) for name in _init_fields(cls) if name not in given}
+    if isinstance(row, sa.Row):  # a loader's row: its mapping reads twice as fast as getattr()
+        mapping = row._mapping
+        values = {name: mapping[name] for name in _init_fields(cls) if name not in given}
+    else:
+        values = {name: getattr(row, name) for name in _init_fields(cls) if name not in given}
     return cls(**values, **given)
 
 
