@@ -37,11 +37,13 @@ def check_first(first: int) -> int:
 async def keyset_page(
     session: AsyncSession, stmt: sa.Select[Any], model: Any, *, first: int, after: PageKey | None
 ) -> Page[Any]:
+    """`stmt` selects the model (items are instances) or its table (items are rows: cheaper to build
+    for a page that is only read)."""
     check_first(first)
     created, ident = model.created_at, model.id
     if after is not None:
         stmt = stmt.where(sa.tuple_(created, ident) < sa.tuple_(after.created_at, after.id))
-    rows = (
-        (await session.execute(stmt.order_by(created.desc(), ident.desc()).limit(first + 1))).scalars().all()
-    )
+    result = await session.execute(stmt.order_by(created.desc(), ident.desc()).limit(first + 1))
+    selects_model = stmt.column_descriptions[0]["type"] is model
+    rows = result.scalars().all() if selects_model else result.all()
     return Page(items=list(rows[:first]), has_next=len(rows) > first)
