@@ -203,9 +203,9 @@ async def run_distribution(
 async def _run_summary(
     db: Database, run_id: uuid.UUID
 ) -> tuple[uuid.UUID, uuid.UUID | None, str, datetime | None] | None:
-    async with db.read() as session:
+    async with db.connect() as conn:  # Core in autocommit: one round trip before every run
         row = (
-            await session.execute(
+            await conn.execute(
                 sa.select(
                     col(DistributionRun.lead_id),
                     col(DistributionRun.batch_id),
