@@ -297,6 +297,8 @@ def distribute_batch(
     import websockets
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from app.wsclient import subscription
+
     if not token:
         console.print(
             "[red]UNAUTHENTICATED[/]: pass --token or set LEADWHEEL_TOKEN (an access token or API key)"
@@ -331,20 +333,7 @@ def distribute_batch(
         )
         with Progress(*columns, console=console) as bar:
             task = bar.add_task("batch", total=batch["total"] or 1, rate="")
-            async with websockets.connect(ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
-                await ws.send(
-                    json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
-                )
-                await ws.recv()
-                await ws.send(
-                    json.dumps(
-                        {
-                            "id": "1",
-                            "type": "subscribe",
-                            "payload": {"query": BATCH_PROGRESS, "variables": {"b": batch["id"]}},
-                        }
-                    )
-                )
+            async with subscription(ws_url, token, BATCH_PROGRESS, {"b": batch["id"]}) as ws:
                 async for raw in ws:
                     message = json.loads(raw)
                     if message["type"] == "next":

@@ -28,7 +28,6 @@ from typing import Any
 
 import httpx
 import psutil
-import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -42,6 +41,7 @@ from app.services import auth  # noqa: E402
 from app.services.audit import SYSTEM  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.tasks.broker import worker_argv  # noqa: E402
+from app.wsclient import subscription  # noqa: E402
 
 FEED = "subscription($n: UUID!) { nicheActivity(nicheId: $n) { runId type at } }"
 DISTRIBUTE = "mutation($id: UUID!) { distributeLead(leadId: $id) { id } }"
@@ -150,22 +150,7 @@ class Feed:
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
-        async with websockets.connect(
-            self.ws_url, subprotocols=["graphql-transport-ws"], max_queue=None
-        ) as ws:  # type: ignore[list-item]
-            await ws.send(
-                json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {self.token}"}})
-            )
-            await ws.recv()
-            await ws.send(
-                json.dumps(
-                    {
-                        "id": "1",
-                        "type": "subscribe",
-                        "payload": {"query": FEED, "variables": {"n": self.niche_id}},
-                    }
-                )
-            )
+        async with subscription(self.ws_url, self.token, FEED, {"n": self.niche_id}, max_queue=None) as ws:
             self.ready.set()
             async for raw in ws:
                 now = time.time()

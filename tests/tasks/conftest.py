@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-import websockets
 
 from app.db import Database
 from app.main import api_argv
@@ -26,6 +25,7 @@ from app.services import auth
 from app.services.audit import SYSTEM
 from app.settings import Settings
 from app.tasks.broker import worker_argv
+from app.wsclient import subscription
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = {
@@ -168,19 +168,7 @@ class WsSubscription:
                 pass
 
     async def _run(self) -> None:
-        async with websockets.connect(self.url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
-            payload = {"authorization": f"Bearer {self.token}"} if self.token else {}
-            await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
-            assert json.loads(await ws.recv())["type"] == "connection_ack"
-            await ws.send(
-                json.dumps(
-                    {
-                        "id": "1",
-                        "type": "subscribe",
-                        "payload": {"query": self.query, "variables": self.variables},
-                    }
-                )
-            )
+        async with subscription(self.url, self.token, self.query, self.variables) as ws:
             async for raw in ws:
                 message = json.loads(raw)
                 if message["type"] == "next":

@@ -103,6 +103,20 @@ async def _run_status(db: Database, run_id: str) -> str:
         )
 
 
+async def a_backend_waits_on_a_lock(db: Database) -> bool:
+    """True once a session (the worker's engine transaction) is blocked on a row lock."""
+    async with db.engine.connect() as conn:
+        return bool(
+            (
+                await conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                    )
+                )
+            ).scalar_one()
+        )
+
+
 async def test_a_killed_workers_job_completes_once(
     db: Database, stack: Stack, token: str, lead_lock: tuple
 ) -> None:
@@ -114,19 +128,7 @@ async def test_a_killed_workers_job_completes_once(
     await hold(lead.id)
     run = (await gql(api, token, DISTRIBUTE, {"id": str(lead.id)}))["distributeLead"]
 
-    async def worker_waits_on_the_lock() -> bool:
-        async with db.engine.connect() as conn:
-            return bool(
-                (
-                    await conn.execute(
-                        sa.text(
-                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                        )
-                    )
-                ).scalar_one()
-            )
-
-    await wait_for(worker_waits_on_the_lock, timeout=15)
+    await wait_for(lambda: a_backend_waits_on_a_lock(db), timeout=15)
     stack.kill(doomed)  # mid-run: its transaction dies, its message stays unacknowledged
     await release()
     stack.worker()
@@ -276,19 +278,7 @@ async def test_sigterm_drains_the_job_in_flight(
     await hold(lead.id)
     run = (await gql(api, token, DISTRIBUTE, {"id": str(lead.id)}))["distributeLead"]
 
-    async def waiting_on_the_lock() -> bool:
-        async with db.engine.connect() as conn:
-            return bool(
-                (
-                    await conn.execute(
-                        sa.text(
-                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                        )
-                    )
-                ).scalar_one()
-            )
-
-    await wait_for(waiting_on_the_lock, timeout=15)
+    await wait_for(lambda: a_backend_waits_on_a_lock(db), timeout=15)
     worker.send_signal(signal.SIGTERM)
     await asyncio.sleep(1)
     assert worker.poll() is None  # still draining
