@@ -19,6 +19,7 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 
 from app.resolvers.caching import DocumentCache
+from app.resolvers.direct import install_direct_resolvers
 from app.resolvers.errors import ClientErrors
 from app.resolvers.executor import EventScopedExecutor
 from app.resolvers.mutations import Mutation
@@ -45,7 +46,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     ]
     if not settings.ide_enabled:
         extensions.append(DisableIntrospection)
-    return strawberry.Schema(
+    built = strawberry.Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -53,6 +54,8 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         config=StrawberryConfig(scalar_map=SCALARS),
         execution_context_class=EventScopedExecutor,
     )
+    install_direct_resolvers(built)
+    return built
 
 
 schema = build_schema(Settings())

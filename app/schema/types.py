@@ -24,6 +24,7 @@ from app.models.distribution import RunStatus
 from app.models.leads import LeadStatus
 from app.models.niches import LevelStrategy
 from app.resolvers.context import Info
+from app.resolvers.direct import direct_field
 from app.resolvers.loaders import load_now
 from app.resolvers.permissions import sees_contact_details
 from app.schema.pagination import Connection
@@ -92,7 +93,7 @@ class CompetitionLevel:
     def maybe(cls, m: niche_models.CompetitionLevel | None) -> CompetitionLevel | None:
         return cls.of(m) if m else None
 
-    @strawberry.field
+    @direct_field
     def niche(self, info: Info) -> Niche | None:
         return load_now(info.context.loaders.niche, self.niche_id, Niche.maybe)
 
@@ -159,11 +160,11 @@ class Subscription:
     def of(cls, m: billing_models.Subscription) -> Subscription:
         return from_row(cls, m)
 
-    @strawberry.field
+    @direct_field
     def provider(self, info: Info) -> Provider | None:
         return load_now(info.context.loaders.provider, self.provider_id, Provider.maybe)
 
-    @strawberry.field
+    @direct_field
     def competition_level(self, info: Info) -> CompetitionLevel | None:
         return load_now(info.context.loaders.level, self.competition_level_id, CompetitionLevel.maybe)
 
@@ -216,15 +217,15 @@ class Assignment:
     def of_many(cls, rows: list[lead_models.Assignment]) -> list[Assignment]:
         return [cls.of(r) for r in rows]
 
-    @strawberry.field
+    @direct_field
     def provider(self, info: Info) -> Provider | None:
         return load_now(info.context.loaders.provider, self.provider_id, Provider.maybe)
 
-    @strawberry.field
+    @direct_field
     def competition_level(self, info: Info) -> CompetitionLevel | None:
         return load_now(info.context.loaders.level, self.competition_level_id, CompetitionLevel.maybe)
 
-    @strawberry.field
+    @direct_field
     def lead(self, info: Info) -> Lead | None:
         return load_now(info.context.loaders.lead, self.lead_id, Lead.maybe)
 
@@ -274,7 +275,7 @@ class DistributionRun:
             for s in items
         ]
 
-    @strawberry.field
+    @direct_field
     def lead(self, info: Info) -> Lead | None:
         return load_now(info.context.loaders.lead, self.lead_id, Lead.maybe)
 
@@ -307,15 +308,15 @@ class Lead:
             return self.raw_attributes
         return {k: v for k, v in self.raw_attributes.items() if k.lower() not in CONTACT_KEYS}
 
-    @strawberry.field
+    @direct_field
     def niche(self, info: Info) -> Niche | None:
         return load_now(info.context.loaders.niche, self.niche_id, Niche.maybe)
 
-    @strawberry.field
+    @direct_field
     def assignments(self, info: Info) -> list[Assignment]:
         return load_now(info.context.loaders.assignments_by_lead, self.id, Assignment.of_many)
 
-    @strawberry.field
+    @direct_field
     def runs(self, info: Info) -> list[DistributionRun]:
         return load_now(info.context.loaders.runs_by_lead, self.id, DistributionRun.of_many)
 
@@ -361,7 +362,7 @@ class PreviewCandidate:
     reason: SkipReason | None
     detail: str | None
 
-    @strawberry.field
+    @direct_field
     def provider(self, info: Info) -> Provider | None:
         return load_now(info.context.loaders.provider, self.provider_id, Provider.maybe)
 
@@ -376,7 +377,7 @@ class PreviewLevel:
     visited: bool
     candidates: list[PreviewCandidate]
 
-    @strawberry.field
+    @direct_field
     def level(self, info: Info) -> CompetitionLevel | None:
         return load_now(info.context.loaders.level, self.level_id, CompetitionLevel.maybe)
 
