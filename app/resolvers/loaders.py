@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from strawberry.dataloader import DataLoader
 
 from app.db import Database
@@ -27,12 +28,18 @@ T = TypeVar("T")
 Load = Callable[[list[uuid.UUID]], Coroutine[Any, Any, list[Any]]]
 
 
+# One array parameter (`= ANY($1)`), not `IN ($1, $2, ...)`: each loader's statement is built once and
+# has one text whatever the batch size, so SQLAlchemy and asyncpg reuse its compiled and prepared forms.
+KEYS = sa.bindparam("keys", type_=ARRAY(sa.Uuid()))
+
+
 def _by_id(db: Database, model: Any) -> Load:
     table = model.__table__
+    stmt = sa.select(table).where(table.c.id == sa.any_(KEYS))
 
     async def load(keys: list[uuid.UUID]) -> list[Any]:
         async with db.connect() as conn:
-            rows = (await conn.execute(sa.select(table).where(table.c.id.in_(keys)))).all()
+            rows = (await conn.execute(stmt, {"keys": keys})).all()
         found = {row.id: row for row in rows}
         return [found.get(key) for key in keys]
 
@@ -41,11 +48,11 @@ def _by_id(db: Database, model: Any) -> Load:
 
 def _grouped(db: Database, model: Any, column: str, order: Sequence[str] = ()) -> Load:
     table = model.__table__
+    stmt = sa.select(table).where(table.c[column] == sa.any_(KEYS)).order_by(*(table.c[o] for o in order))
 
     async def load(keys: list[uuid.UUID]) -> list[Any]:
-        stmt = sa.select(table).where(table.c[column].in_(keys)).order_by(*(table.c[o] for o in order))
         async with db.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
+            rows = (await conn.execute(stmt, {"keys": keys})).all()
         groups: dict[uuid.UUID, list[Any]] = defaultdict(list)
         for row in rows:
             groups[getattr(row, column)].append(row)
