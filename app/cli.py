@@ -274,7 +274,25 @@ def revoke_key(key_id: str) -> None:
         raise typer.Exit(2) from None
     with _runtime() as settings:
         key = _with_db(settings, lambda db: auth.revoke_api_key(db, actor=SYSTEM, key_id=ident))
+        announced = asyncio.run(_announce_revoked(str(settings.redis_url), key.key_hash))
     console.print(f"API key {key.id} revoked at {key.revoked_at}")
+    if not announced:
+        console.print(
+            f"[yellow]warning[/]: Redis was not told; API processes accept the key for up to "
+            f"AUTH_CACHE_SECONDS ({settings.auth_cache_seconds:g} s) more"
+        )
+
+
+async def _announce_revoked(redis_url: str, token_hash: str) -> bool:
+    from redis.asyncio import Redis
+
+    from app.services.credentials import announce_revoked
+
+    redis = Redis.from_url(redis_url, socket_connect_timeout=2)
+    try:
+        return await announce_revoked(redis, token_hash)
+    finally:
+        await redis.aclose()
 
 
 BATCH_PROGRESS = """subscription($b: UUID!) { batchProgress(batchId: $b) {

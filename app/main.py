@@ -34,6 +34,7 @@ from app.resolvers.context import Context, credential_from_headers
 from app.resolvers.loaders import make_loaders
 from app.resolvers.schema import build_schema
 from app.services import auth, stats
+from app.services.credentials import REVOKED_CHANNEL, CredentialCache
 from app.services.dispatch import Dispatcher
 from app.settings import Settings, get_settings
 from app.tasks.broker import make_broker
@@ -63,6 +64,7 @@ class GraphQLView(GraphQL[Context, None]):
             dispatcher=state.dispatcher,
             publisher=state.publisher,
             hub=state.hub,
+            credentials=state.credentials,
             credential=credential_from_headers(
                 request.headers.get("authorization"), request.headers.get("x-api-key")
             ),
@@ -140,7 +142,7 @@ async def export_assignments(request: Request) -> Response:
     try:
         if not credential:
             raise Unauthenticated("send 'Authorization: Bearer <access token or API key>'")
-        actor = await auth.authenticate(state.db, credential)
+        actor = await auth.authenticate(state.db, credential, state.credentials)
         if "read" not in actor.scopes:
             raise Forbidden("the CSV export needs the 'read' scope")
         bounds: dict[str, datetime | None] = {}
@@ -253,6 +255,8 @@ def create_app(
         app.state.redis = redis or Redis.from_url(str(settings.redis_url))
         app.state.publisher = RedisPublisher(app.state.redis)
         app.state.hub = ProgressHub(app.state.redis)
+        app.state.credentials = CredentialCache(settings.auth_cache_seconds, live=app.state.hub.ready.is_set)
+        app.state.hub.watch(REVOKED_CHANNEL, app.state.credentials.on_announcement)
         await app.state.hub.start()
         producer = None
         if dispatcher is None:

@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     redis_url: str | None = None
     data_dir: Path = Path(".leadwheel")
-    db_pool_size: int = Field(default=10, ge=1)
+    db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     dashboard_url: str = "http://127.0.0.1:8000/dashboard"
 
@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # login / verifyMfa attempts per minute, per account and per client address
     auth_rate_limit_per_minute: int = Field(default=10, ge=1)
     totp_issuer: str = "LeadWheel"
+    # an API process re-checks a credential it verified after this long (revocations reach it at
+    # once through Redis; this bounds the rare case they cannot); 0: check on every request
+    auth_cache_seconds: float = Field(default=10, ge=0)
 
     # API hardening
     graphql_max_depth: int = Field(default=10, ge=2)

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Final
 
 from redis.asyncio import Redis
@@ -28,13 +29,15 @@ class ProgressHub:
         self._queues: dict[str, set[asyncio.Queue[Item]]] = defaultdict(set)
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
-        self.ready = asyncio.Event()
+        self._watchers: dict[str, list[Callable[[bytes | None], None]]] = defaultdict(list)
+        self.ready = asyncio.Event()  # set while subscribed
 
     async def start(self) -> None:
         """Does not wait for Redis: the API starts (and /readyz says so) while Redis is down."""
         self._reader = asyncio.create_task(self._run(), name="progress-hub")
 
     async def stop(self) -> None:
+        self.ready.clear()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -59,6 +62,11 @@ class ProgressHub:
             if not queues:
                 del self._queues[channel]
 
+    def watch(self, channel: str, handler: Callable[[bytes | None], None]) -> None:
+        """`handler(data)` for each message on `channel` (under lw:), in the reader; and
+        `handler(None)` whenever the subscription was lost, as messages may have been missed."""
+        self._watchers[channel].append(handler)
+
     def _deliver(self, channel: str, item: Item) -> None:
         for queue in list(self._queues.get(channel, ())):
             try:
@@ -81,6 +89,8 @@ class ProgressHub:
                     if message.get("type") != "pmessage":
                         continue
                     channel = message["channel"].decode()
+                    for handler in self._watchers.get(channel, ()):
+                        handler(message["data"])
                     if channel not in self._queues:
                         continue  # nobody here watches it: not worth decoding (most events)
                     try:
@@ -93,6 +103,10 @@ class ProgressHub:
                 raise
             except Exception:  # noqa: BLE001  (Redis went away: retry, never die)
                 log.warning("progress.hub_reconnect", exc_info=True)
+                self.ready.clear()
+                for handlers in self._watchers.values():
+                    for handler in handlers:
+                        handler(None)
                 for channel in list(self._queues):
                     self._deliver(channel, RESYNC)
                 await asyncio.sleep(0.5)

@@ -18,6 +18,7 @@ from app.progress.publish import Publisher
 from app.resolvers.loaders import Loaders
 from app.services import auth
 from app.services.audit import Actor
+from app.services.credentials import CredentialCache, announce_revoked
 from app.services.dispatch import Dispatcher
 from app.settings import Settings
 
@@ -36,6 +37,7 @@ class Context:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     credential: str | None = None
     connection_params: dict[str, object] | None = None  # filled by Strawberry on connection_init
+    credentials: CredentialCache | None = None  # this process's verified credentials
     _actor: Actor | None = None
 
     async def actor(self) -> Actor:
@@ -43,8 +45,14 @@ class Context:
         if self._actor is None:
             if not self.credential:
                 raise Unauthenticated("sign in: send 'Authorization: Bearer <access token or API key>'")
-            self._actor = await auth.authenticate(self.db, self.credential)
+            self._actor = await auth.authenticate(self.db, self.credential, self.credentials)
         return self._actor
+
+    async def revoked(self, token_hash: str) -> None:
+        """After a revocation committed: forgotten here at once, announced to the other processes."""
+        if self.credentials is not None:
+            self.credentials.forget(token_hash)
+        await announce_revoked(self.redis, token_hash)
 
     @property
     def client(self) -> str:

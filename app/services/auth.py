@@ -26,6 +26,7 @@ from app.models.auth import AccessToken, AdminUser, ApiKey, MfaChallenge
 from app.models.base import utcnow
 from app.services import _guards
 from app.services.audit import Actor, record
+from app.services.credentials import CredentialCache, Verified
 from app.settings import Settings
 
 SCOPES = frozenset({"read", "leads:write", "distribution:write", "admin"})
@@ -215,10 +216,34 @@ async def logout(db: Database, *, actor: Actor, token: str) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def authenticate(db: Database, token: str, cache: CredentialCache | None = None) -> Actor:
+    """Maps a bearer secret to its actor: from `cache` when this process verified it moments ago,
+    else one statement. Raises Unauthenticated / MfaRequired with a message saying what to do."""
+    now = utcnow()
+    token_hash = digest(token)
+    verified = cache.get(token_hash) if cache is not None else None
+    if verified is None:
+        verified = await _verify(db, token, token_hash)
+        if cache is not None:
+            cache.put(token_hash, verified)
+    if verified.expires_at is not None and verified.expires_at <= now:
+        if cache is not None:
+            cache.forget(token_hash)
+        raise Unauthenticated("this access token has expired: log in again")
+    actor = verified.actor
+    if actor.type is ActorType.API_KEY and (
+        verified.last_used_at is None or now - verified.last_used_at > timedelta(minutes=1)
+    ):
+        async with db.begin() as session:  # at most one write a minute per key and process
+            await session.execute(
+                sa.update(ApiKey).where(col(ApiKey.id) == actor.id).values(last_used_at=now)
+            )
+        verified.last_used_at = now
+    return actor
+
+
 @retry_on_disconnect
-async def authenticate(db: Database, token: str) -> Actor:
-    """Maps a bearer secret to its actor. One statement for access tokens; raises
-    Unauthenticated / MfaRequired with a message saying what to do."""
+async def _verify(db: Database, token: str, token_hash: str) -> Verified:
     now = utcnow()
     if token.startswith(ACCESS_PREFIX):
         async with db.connect() as conn:  # Core, autocommit: one round trip, no session
@@ -231,20 +256,19 @@ async def authenticate(db: Database, token: str) -> Actor:
                         col(AccessToken.revoked_at),
                     )
                     .join(AccessToken, col(AccessToken.admin_id) == col(AdminUser.id))
-                    .where(col(AccessToken.token_hash) == digest(token))
+                    .where(col(AccessToken.token_hash) == token_hash)
                 )
             ).one_or_none()
         if row is None:
             raise Unauthenticated("unknown access token: log in again")
         if row.revoked_at is not None:
             raise Unauthenticated("this access token was revoked (logged out): log in again")
-        if row.expires_at <= now:
-            raise Unauthenticated("this access token has expired: log in again")
-        return Actor(ActorType.USER, row.id, label=row.email, scopes=SCOPES)
+        actor = Actor(ActorType.USER, row.id, label=row.email, scopes=SCOPES)
+        return Verified(actor, expires_at=row.expires_at, last_used_at=None)
     if token.startswith(CHALLENGE_PREFIX):
         async with db.read() as session:
             challenge = (
-                await session.execute(select(MfaChallenge).where(MfaChallenge.token_hash == digest(token)))
+                await session.execute(select(MfaChallenge).where(MfaChallenge.token_hash == token_hash))
             ).scalar_one_or_none()
         if challenge is not None and challenge.used_at is None and challenge.expires_at > now:
             raise MfaRequired("complete verifyMfa with your authenticator code first")
@@ -252,17 +276,13 @@ async def authenticate(db: Database, token: str) -> Actor:
     if token.startswith(KEY_PREFIX):
         keys = ApiKey.__table__  # type: ignore[attr-defined]
         async with db.connect() as conn:
-            key = (await conn.execute(sa.select(keys).where(keys.c.key_hash == digest(token)))).one_or_none()
+            key = (await conn.execute(sa.select(keys).where(keys.c.key_hash == token_hash))).one_or_none()
         if key is None:
             raise Unauthenticated("unknown API key")
         if key.revoked_at is not None:
             raise Unauthenticated("this API key was revoked")
-        if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
-            async with db.begin() as session:  # at most one write a minute per key
-                await session.execute(
-                    sa.update(ApiKey).where(col(ApiKey.id) == key.id).values(last_used_at=now)
-                )
-        return Actor(ActorType.API_KEY, key.id, label=key.name, scopes=frozenset(key.scopes))
+        actor = Actor(ActorType.API_KEY, key.id, label=key.name, scopes=frozenset(key.scopes))
+        return Verified(actor, expires_at=None, last_used_at=key.last_used_at)
     raise Unauthenticated("unrecognised credentials: send 'Authorization: Bearer <token or API key>'")
 
 

@@ -31,7 +31,10 @@ class AuthMutations:
     @strawberry.mutation(permission_classes=[IsAuthenticated], description="Revokes this access token.")
     async def logout(self, info: Info) -> bool:
         actor = await info.context.actor()
-        return await auth.logout(info.context.db, actor=actor, token=info.context.credential or "")
+        token = info.context.credential or ""
+        revoked = await auth.logout(info.context.db, actor=actor, token=token)
+        await info.context.revoked(auth.digest(token))
+        return revoked
 
     @strawberry.mutation(permission_classes=[IsAdminUser])
     async def create_api_key(self, info: Info, name: str, scopes: list[str]) -> CreatedApiKey:
@@ -42,6 +45,6 @@ class AuthMutations:
 
     @strawberry.mutation(permission_classes=[IsAdminUser])
     async def revoke_api_key(self, info: Info, id: uuid.UUID) -> ApiKey:
-        return ApiKey.of(
-            await auth.revoke_api_key(info.context.db, actor=await info.context.actor(), key_id=id)
-        )
+        key = await auth.revoke_api_key(info.context.db, actor=await info.context.actor(), key_id=id)
+        await info.context.revoked(key.key_hash)
+        return ApiKey.of(key)
