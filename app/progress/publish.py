@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from app.progress.events import ProgressEvent
 
@@ -43,15 +44,22 @@ class RedisPublisher:
             return
         try:
             pipe = self.redis.pipeline(transaction=False)
-            for event in events:
-                data = event.to_json()
-                pipe.publish(run_channel(event.run_id), data)
-                pipe.publish(niche_channel(event.niche_id), data)
-                if batch_id is not None and event.is_terminal:
-                    pipe.publish(batch_channel(batch_id), data)
+            add_publishes(pipe, events, batch_id=batch_id)
             await pipe.execute()
         except Exception:  # noqa: BLE001  (best effort by design, see module doc)
             log.warning("progress.publish_failed run_id=%s", events[0].run_id, exc_info=True)
+
+
+def add_publishes(
+    pipe: Pipeline, events: Sequence[ProgressEvent], *, batch_id: uuid.UUID | None = None
+) -> None:
+    """Queues each event's PUBLISH commands on `pipe`: per run, per niche, per batch (terminal only)."""
+    for event in events:
+        data = event.to_json()
+        pipe.publish(run_channel(event.run_id), data)
+        pipe.publish(niche_channel(event.niche_id), data)
+        if batch_id is not None and event.is_terminal:
+            pipe.publish(batch_channel(batch_id), data)
 
 
 class NullPublisher:

@@ -10,8 +10,9 @@ import asyncio
 import uuid
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
@@ -33,9 +34,13 @@ Load = Callable[[list[uuid.UUID]], Coroutine[Any, Any, list[Any]]]
 KEYS = sa.bindparam("keys", type_=ARRAY(sa.Uuid()))
 
 
+@cache  # built once per process, not per request
+def _select(table: sa.Table, column: str, order: tuple[str, ...] = ()) -> sa.Select[Any]:
+    return sa.select(table).where(table.c[column] == sa.any_(KEYS)).order_by(*(table.c[o] for o in order))
+
+
 def _by_id(db: Database, model: Any) -> Load:
-    table = model.__table__
-    stmt = sa.select(table).where(table.c.id == sa.any_(KEYS))
+    stmt = _select(model.__table__, "id")
 
     async def load(keys: list[uuid.UUID]) -> list[Any]:
         async with db.connect() as conn:
@@ -46,9 +51,8 @@ def _by_id(db: Database, model: Any) -> Load:
     return load
 
 
-def _grouped(db: Database, model: Any, column: str, order: Sequence[str] = ()) -> Load:
-    table = model.__table__
-    stmt = sa.select(table).where(table.c[column] == sa.any_(KEYS)).order_by(*(table.c[o] for o in order))
+def _grouped(db: Database, model: Any, column: str, order: tuple[str, ...] = ()) -> Load:
+    stmt = _select(model.__table__, column, order)
 
     async def load(keys: list[uuid.UUID]) -> list[Any]:
         async with db.connect() as conn:
@@ -79,10 +83,10 @@ def make_loaders(db: Database) -> Loaders:
         level=DataLoader(_by_id(db, CompetitionLevel)),
         provider=DataLoader(_by_id(db, Provider)),
         lead=DataLoader(_by_id(db, Lead)),
-        levels_by_niche=DataLoader(_grouped(db, CompetitionLevel, "niche_id", ["order_position"])),
-        assignments_by_lead=DataLoader(_grouped(db, Assignment, "lead_id", ["created_at"])),
-        runs_by_lead=DataLoader(_grouped(db, DistributionRun, "lead_id", ["created_at"])),
-        subscriptions_by_provider=DataLoader(_grouped(db, Subscription, "provider_id", ["created_at"])),
+        levels_by_niche=DataLoader(_grouped(db, CompetitionLevel, "niche_id", ("order_position",))),
+        assignments_by_lead=DataLoader(_grouped(db, Assignment, "lead_id", ("created_at",))),
+        runs_by_lead=DataLoader(_grouped(db, DistributionRun, "lead_id", ("created_at",))),
+        subscriptions_by_provider=DataLoader(_grouped(db, Subscription, "provider_id", ("created_at",))),
     )
 
 

@@ -8,11 +8,14 @@ import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
+from app.progress.events import ProgressEvent
+
 
 class Dispatcher(Protocol):
     # True when distribute() has finished the runs by the time it returns
     inline: bool
 
-    async def distribute(self, run_ids: Sequence[uuid.UUID]) -> None: ...
+    async def distribute(self, run_ids: Sequence[uuid.UUID], announce: Sequence[ProgressEvent] = ()) -> None:
+        """Sends the runs' jobs; `announce` (events committed with the runs) is published first."""
 
     async def notify(self, lead_id: uuid.UUID) -> None: ...

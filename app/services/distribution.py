@@ -58,7 +58,6 @@ async def request_distribution(
     lead_id: uuid.UUID,
     idempotency_key: str | None,
     dispatcher: Dispatcher,
-    publisher: Publisher,
 ) -> DistributionRun:
     """The same key for the same lead returns the same run (and sends nothing); the same key for
     another lead is a CONFLICT."""
@@ -69,8 +68,7 @@ async def request_distribution(
         # a concurrent request with the same key won the insert: answer as it would be answered now
         run, niche_id, created = await _insert_run(db, actor=actor, lead_id=lead_id, key=key)
     if created:
-        await publisher.publish([_event(run, niche_id, EventType.QUEUED)])
-        await dispatcher.distribute([run.id])
+        await dispatcher.distribute([run.id], announce=[_event(run, niche_id, EventType.QUEUED)])
         if dispatcher.inline:
             return await get_run(db, run.id)  # finished by now
     return run
@@ -269,7 +267,7 @@ async def record_failed_attempt(
 
 
 async def retry_distribution(
-    db: Database, *, actor: Actor, run_id: uuid.UUID, dispatcher: Dispatcher, publisher: Publisher
+    db: Database, *, actor: Actor, run_id: uuid.UUID, dispatcher: Dispatcher
 ) -> DistributionRun:
     """Queues a dead-lettered (FAILED) run again, with a fresh set of attempts."""
     async with db.begin() as session:
@@ -301,8 +299,9 @@ async def retry_distribution(
             retry=True,
         )
         niche_id = lead.niche_id
-    await publisher.publish([_event(run, niche_id, EventType.QUEUED, detail="retry requested")])
-    await dispatcher.distribute([run.id])
+    await dispatcher.distribute(
+        [run.id], announce=[_event(run, niche_id, EventType.QUEUED, detail="retry requested")]
+    )
     return await get_run(db, run.id) if dispatcher.inline else run
 
 

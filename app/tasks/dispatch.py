@@ -6,14 +6,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from taskiq import AsyncBroker
 from taskiq.kicker import AsyncKicker
 
 from app.db import Database
-from app.progress.publish import Publisher
+from app.progress.events import ProgressEvent
+from app.progress.publish import Publisher, add_publishes
 from app.services import notifications
 from app.services.distribution import run_distribution
 from app.settings import Settings
+from app.tasks.broker import StreamBroker
 
 DISTRIBUTE = "leadwheel.distribute_run"
 NOTIFY = "leadwheel.send_notifications"
@@ -22,13 +23,19 @@ NOTIFY = "leadwheel.send_notifications"
 class TaskiqDispatcher:
     inline = False
 
-    def __init__(self, broker: AsyncBroker) -> None:
+    def __init__(self, broker: StreamBroker) -> None:
         self.broker = broker
 
-    async def distribute(self, run_ids: Sequence[uuid.UUID]) -> None:
-        kicker: AsyncKicker[..., None] = AsyncKicker(DISTRIBUTE, self.broker, {})
-        for run_id in run_ids:
-            await kicker.kiq(str(run_id))
+    async def distribute(self, run_ids: Sequence[uuid.UUID], announce: Sequence[ProgressEvent] = ()) -> None:
+        """One round trip: the announcements, then the jobs (so no worker starts a run before its
+        QUEUED event is out). A Redis error is raised: the runs are committed, and the sweep
+        sends their jobs again once they are stale."""
+        async with self.broker.redis() as redis:
+            pipe = redis.pipeline(transaction=False)
+            add_publishes(pipe, announce)
+            for run_id in run_ids:
+                self.broker.add_job(pipe, DISTRIBUTE, str(run_id))
+            await pipe.execute()
 
     async def notify(self, lead_id: uuid.UUID) -> None:
         kicker: AsyncKicker[..., None] = AsyncKicker(NOTIFY, self.broker, {})
@@ -41,7 +48,8 @@ class InlineDispatcher:
     def __init__(self, db: Database, settings: Settings, publisher: Publisher) -> None:
         self.db, self.settings, self.publisher = db, settings, publisher
 
-    async def distribute(self, run_ids: Sequence[uuid.UUID]) -> None:
+    async def distribute(self, run_ids: Sequence[uuid.UUID], announce: Sequence[ProgressEvent] = ()) -> None:
+        await self.publisher.publish(announce)
         for run_id in run_ids:
             execution = await run_distribution(
                 self.db, run_id=run_id, settings=self.settings, publisher=self.publisher

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from app.db import Database
 from app.errors import Conflict, LeadNotDistributable, NotFound
 from app.models.distribution import RunStatus
-from app.progress.publish import NullPublisher
+from app.progress.events import ProgressEvent
 from app.services import distribution
 from app.services.audit import SYSTEM
 from tests.factories import make_lead, make_niche
@@ -27,7 +27,7 @@ class Queue:
     def __init__(self) -> None:
         self.sent: list[uuid.UUID] = []
 
-    async def distribute(self, run_ids: Sequence[uuid.UUID]) -> None:
+    async def distribute(self, run_ids: Sequence[uuid.UUID], announce: Sequence[ProgressEvent] = ()) -> None:
         self.sent += run_ids
 
     async def notify(self, lead_id: uuid.UUID) -> None:
@@ -36,7 +36,7 @@ class Queue:
 
 async def _request(db: Database, queue: Queue, lead_id: uuid.UUID, key: str | None) -> uuid.UUID:
     run = await distribution.request_distribution(
-        db, actor=SYSTEM, lead_id=lead_id, idempotency_key=key, dispatcher=queue, publisher=NullPublisher()
+        db, actor=SYSTEM, lead_id=lead_id, idempotency_key=key, dispatcher=queue
     )
     assert run.status == RunStatus.QUEUED and run.seq == 1
     return run.id

@@ -32,7 +32,6 @@ class DistributionMutations:
             lead_id=lead_id,
             idempotency_key=idempotency_key,
             dispatcher=c.dispatcher,
-            publisher=c.publisher,
         )
         return DistributionRun.of(run)
 
@@ -42,7 +41,7 @@ class DistributionMutations:
     async def retry_distribution(self, info: Info, run_id: uuid.UUID) -> DistributionRun:
         c = info.context
         run = await distribution.retry_distribution(
-            c.db, actor=await c.actor(), run_id=run_id, dispatcher=c.dispatcher, publisher=c.publisher
+            c.db, actor=await c.actor(), run_id=run_id, dispatcher=c.dispatcher
         )
         return DistributionRun.of(run)
 

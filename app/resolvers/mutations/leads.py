@@ -44,7 +44,6 @@ class LeadMutations:
                 lead_id=id,
                 idempotency_key=f"approve:{id}",
                 dispatcher=c.dispatcher,
-                publisher=c.publisher,
             )
             lead = await leads.get_lead(c.db, id)
         return Lead.of(lead)
