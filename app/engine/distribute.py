@@ -113,7 +113,7 @@ async def _run_transaction(
     if lead is None:
         await _raise_not_found(conn, lead_id, given_run_id)
         raise AssertionError("unreachable")
-    if lead.run_status in TERMINAL_RUN_STATUSES:
+    if lead.run_status in TERMINAL_RUN_STATUSES or lead.run_not_due:
         return await _replay(conn, run_id=run_id, lead_id=lead_id, lead=lead)
     if lead.status == LeadStatus.DISTRIBUTED:
         return await _already_distributed(
@@ -309,7 +309,8 @@ async def _raise_not_found(conn: asyncpg.Connection, lead_id: uuid.UUID, run_id:
 async def _replay(
     conn: asyncpg.Connection, *, run_id: uuid.UUID, lead_id: uuid.UUID, lead: LockedLead
 ) -> DistributionResult:
-    """A redelivered job for a finished run: report what it did, do nothing."""
+    """A redelivered job for a finished run, or one that came before its retry is due: report the
+    run's status, do nothing (the sweep sends a waiting run when it is due)."""
     status = await conn.fetchval("SELECT status FROM distribution_runs WHERE id = $1", run_id)
     return DistributionResult(
         run_id=run_id,

@@ -36,7 +36,8 @@ LOCK_LEAD_AND_RUN = """
 SELECT l.niche_id, l.status, l.attributes, n.name AS niche_name,
        n.next_start_level_order_position AS next_pos, n.level_strategy, n.last_served_at,
        ARRAY(SELECT a.provider_id FROM assignments a WHERE a.lead_id = l.id) AS holders,
-       r.status AS run_status, r.seq AS run_seq, r.requested_by
+       r.status AS run_status, r.seq AS run_seq, r.requested_by,
+       coalesce(r.next_attempt_at > now(), false) AS run_not_due
 FROM leads l
 JOIN niches n ON n.id = l.niche_id
 JOIN distribution_runs r ON r.id = $2 AND r.lead_id = l.id
@@ -92,6 +93,7 @@ class LockedLead:
     run_status: str | None = None
     run_seq: int = 0
     requested_by: str | None = None
+    run_not_due: bool = False  # a retry waiting out its backoff: a message that came early
 
 
 async def lock_lead(
@@ -119,6 +121,7 @@ def lock_lead_row(row: asyncpg.Record, *, with_run: bool) -> LockedLead:
         run_status=row["run_status"] if with_run else None,
         run_seq=row["run_seq"] if with_run else 0,
         requested_by=row["requested_by"] if with_run else None,
+        run_not_due=row["run_not_due"] if with_run else False,
     )
 
 

@@ -6,16 +6,27 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from app.progress.events import ProgressEvent
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """What a worker needs to start a run without reading it first: the run row stays the truth
+    (the engine checks its status under the lead's lock), these ids never change."""
+
+    run_id: uuid.UUID
+    lead_id: uuid.UUID
+    batch_id: uuid.UUID | None = None
 
 
 class Dispatcher(Protocol):
     # True when distribute() has finished the runs by the time it returns
     inline: bool
 
-    async def distribute(self, run_ids: Sequence[uuid.UUID], announce: Sequence[ProgressEvent] = ()) -> None:
+    async def distribute(self, runs: Sequence[RunJob], announce: Sequence[ProgressEvent] = ()) -> None:
         """Sends the runs' jobs; `announce` (events committed with the runs) is published first."""
 
     async def notify(self, lead_id: uuid.UUID) -> None: ...

@@ -30,7 +30,7 @@ from app.progress.events import EventType, ProgressEvent
 from app.progress.publish import Publisher
 from app.services import _guards
 from app.services.audit import SYSTEM, Actor, record
-from app.services.dispatch import Dispatcher
+from app.services.dispatch import Dispatcher, RunJob
 from app.services.leads import lock_lead
 from app.settings import Settings
 
@@ -68,7 +68,9 @@ async def request_distribution(
         # a concurrent request with the same key won the insert: answer as it would be answered now
         run, niche_id, created = await _insert_run(db, actor=actor, lead_id=lead_id, key=key)
     if created:
-        await dispatcher.distribute([run.id], announce=[_event(run, niche_id, EventType.QUEUED)])
+        await dispatcher.distribute(
+            [RunJob(run.id, lead_id)], announce=[_event(run, niche_id, EventType.QUEUED)]
+        )
         if dispatcher.inline:
             return await get_run(db, run.id)  # finished by now
     return run
@@ -161,21 +163,26 @@ class Execution:
 
 
 async def run_distribution(
-    db: Database, *, run_id: uuid.UUID, settings: Settings, publisher: Publisher
+    db: Database,
+    *,
+    run_id: uuid.UUID,
+    settings: Settings,
+    publisher: Publisher,
+    lead_id: uuid.UUID | None = None,
+    batch_id: uuid.UUID | None = None,
 ) -> Execution:
-    """Executes a run: what the worker task and the inline dispatcher both call. Safe to call twice
-    (a finished run replays). A crash is recorded on the run as a failed attempt (retried later by
-    the sweep, with backoff, or dead-lettered); progress is published after each commit."""
-    found = await _run_summary(db, run_id)
-    if found is None:
-        log.warning("distribution.unknown_run run_id=%s", run_id)
-        return Execution()
-    lead_id, batch_id, status, next_attempt_at = found
+    """Executes a run: what the worker task and the inline dispatcher both call. Safe to call twice:
+    the engine replays a finished run, and leaves a run whose retry is not due yet (a redelivered
+    message) to the sweep. A crash is recorded on the run as a failed attempt (retried later by the
+    sweep, with backoff, or dead-lettered); progress is published after each commit. Jobs carry the
+    run's lead and batch; one without them (sent by an older version) reads them first."""
+    if lead_id is None:
+        found = await _run_summary(db, run_id)
+        if found is None:
+            log.warning("distribution.unknown_run run_id=%s", run_id)
+            return Execution()
+        lead_id, batch_id = found
     structlog.contextvars.bind_contextvars(run_id=str(run_id), lead_id=str(lead_id))
-    if status not in (RunStatus.QUEUED, RunStatus.RUNNING):
-        return Execution(batch_id=batch_id)  # finished: a redelivered job does nothing
-    if next_attempt_at is not None and next_attempt_at > utcnow():
-        return Execution(batch_id=batch_id)  # sent early: the sweep sends it when it is due
     execution = Execution(batch_id=batch_id)
     try:
         with metrics.ENGINE_SECONDS.time():
@@ -198,21 +205,16 @@ async def run_distribution(
     return execution
 
 
-async def _run_summary(
-    db: Database, run_id: uuid.UUID
-) -> tuple[uuid.UUID, uuid.UUID | None, str, datetime | None] | None:
-    async with db.connect() as conn:  # Core in autocommit: one round trip before every run
+async def _run_summary(db: Database, run_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID | None] | None:
+    async with db.connect() as conn:
         row = (
             await conn.execute(
-                sa.select(
-                    col(DistributionRun.lead_id),
-                    col(DistributionRun.batch_id),
-                    col(DistributionRun.status),
-                    col(DistributionRun.next_attempt_at),
-                ).where(col(DistributionRun.id) == run_id)
+                sa.select(col(DistributionRun.lead_id), col(DistributionRun.batch_id)).where(
+                    col(DistributionRun.id) == run_id
+                )
             )
         ).one_or_none()
-    return None if row is None else (row[0], row[1], row[2], row[3])
+    return None if row is None else (row[0], row[1])
 
 
 def backoff_seconds(attempt: int, settings: Settings) -> float:
@@ -300,7 +302,8 @@ async def retry_distribution(
         )
         niche_id = lead.niche_id
     await dispatcher.distribute(
-        [run.id], announce=[_event(run, niche_id, EventType.QUEUED, detail="retry requested")]
+        [RunJob(run.id, run.lead_id, run.batch_id)],
+        announce=[_event(run, niche_id, EventType.QUEUED, detail="retry requested")],
     )
     return await get_run(db, run.id) if dispatcher.inline else run
 
@@ -372,7 +375,9 @@ async def request_batch(
             niche_id=niche_id,
             status=status,
         )
-    await dispatcher.distribute(run_ids)
+    await dispatcher.distribute(
+        [RunJob(r, lead, batch.id) for r, lead in zip(run_ids, lead_ids, strict=True)]
+    )
     return batch, run_ids
 
 
@@ -440,36 +445,35 @@ async def sweep(db: Database, *, settings: Settings, dispatcher: Dispatcher, lim
     now = utcnow()
     stale = now - timedelta(seconds=settings.stale_after_seconds)
     async with db.begin() as session:
-        due = (
-            (
-                await session.execute(
-                    select(col(DistributionRun.id))
-                    .where(
-                        col(DistributionRun.status).in_([RunStatus.QUEUED, RunStatus.RUNNING]),
-                        sa.or_(
-                            col(DistributionRun.next_attempt_at).is_(None),
-                            col(DistributionRun.next_attempt_at) <= now,
-                        ),
-                        sa.or_(
-                            col(DistributionRun.enqueued_at).is_(None),
-                            col(DistributionRun.enqueued_at) < stale,
-                            col(DistributionRun.enqueued_at) < col(DistributionRun.next_attempt_at),
-                        ),
-                    )
-                    .order_by(col(DistributionRun.updated_at))
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
+        due = [
+            RunJob(*row)
+            for row in await session.execute(
+                select(col(DistributionRun.id), col(DistributionRun.lead_id), col(DistributionRun.batch_id))
+                .where(
+                    col(DistributionRun.status).in_([RunStatus.QUEUED, RunStatus.RUNNING]),
+                    sa.or_(
+                        col(DistributionRun.next_attempt_at).is_(None),
+                        col(DistributionRun.next_attempt_at) <= now,
+                    ),
+                    sa.or_(
+                        col(DistributionRun.enqueued_at).is_(None),
+                        col(DistributionRun.enqueued_at) < stale,
+                        col(DistributionRun.enqueued_at) < col(DistributionRun.next_attempt_at),
+                    ),
                 )
+                .order_by(col(DistributionRun.updated_at))
+                .limit(limit)
+                .with_for_update(skip_locked=True)
             )
-            .scalars()
-            .all()
-        )
+        ]
         if due:
             await session.execute(
-                sa.update(DistributionRun).where(col(DistributionRun.id).in_(due)).values(enqueued_at=now)
+                sa.update(DistributionRun)
+                .where(col(DistributionRun.id).in_([job.run_id for job in due]))
+                .values(enqueued_at=now)
             )
     if due:
-        await dispatcher.distribute(list(due))
+        await dispatcher.distribute(due)
     return len(due)
 
 

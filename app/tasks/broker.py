@@ -28,14 +28,14 @@ class StreamBroker(RedisStreamBroker):
     def redis(self) -> Redis:
         return Redis(connection_pool=self.connection_pool)
 
-    def add_job(self, pipe: Pipeline, task_name: str, *args: str) -> None:
+    def add_job(self, pipe: Pipeline, task_name: str, *args: str, **kwargs: str | None) -> None:
         message = TaskiqMessage(
             task_id=self.id_generator(),
             task_name=task_name,
             labels={},
             labels_types={},
             args=list(args),
-            kwargs={},
+            kwargs=kwargs,
         )
         pipe.xadd(
             self.queue_name,

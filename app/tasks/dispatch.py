@@ -12,6 +12,7 @@ from app.db import Database
 from app.progress.events import ProgressEvent
 from app.progress.publish import Publisher, add_publishes
 from app.services import notifications
+from app.services.dispatch import RunJob
 from app.services.distribution import run_distribution
 from app.settings import Settings
 from app.tasks.broker import StreamBroker
@@ -26,15 +27,21 @@ class TaskiqDispatcher:
     def __init__(self, broker: StreamBroker) -> None:
         self.broker = broker
 
-    async def distribute(self, run_ids: Sequence[uuid.UUID], announce: Sequence[ProgressEvent] = ()) -> None:
+    async def distribute(self, runs: Sequence[RunJob], announce: Sequence[ProgressEvent] = ()) -> None:
         """One round trip: the announcements, then the jobs (so no worker starts a run before its
         QUEUED event is out). A Redis error is raised: the runs are committed, and the sweep
         sends their jobs again once they are stale."""
         async with self.broker.redis() as redis:
             pipe = redis.pipeline(transaction=False)
             add_publishes(pipe, announce)
-            for run_id in run_ids:
-                self.broker.add_job(pipe, DISTRIBUTE, str(run_id))
+            for run in runs:
+                self.broker.add_job(
+                    pipe,
+                    DISTRIBUTE,
+                    str(run.run_id),
+                    lead_id=str(run.lead_id),
+                    batch_id=str(run.batch_id) if run.batch_id else None,
+                )
             await pipe.execute()
 
     async def notify(self, lead_id: uuid.UUID) -> None:
@@ -48,11 +55,16 @@ class InlineDispatcher:
     def __init__(self, db: Database, settings: Settings, publisher: Publisher) -> None:
         self.db, self.settings, self.publisher = db, settings, publisher
 
-    async def distribute(self, run_ids: Sequence[uuid.UUID], announce: Sequence[ProgressEvent] = ()) -> None:
+    async def distribute(self, runs: Sequence[RunJob], announce: Sequence[ProgressEvent] = ()) -> None:
         await self.publisher.publish(announce)
-        for run_id in run_ids:
+        for run in runs:
             execution = await run_distribution(
-                self.db, run_id=run_id, settings=self.settings, publisher=self.publisher
+                self.db,
+                run_id=run.run_id,
+                lead_id=run.lead_id,
+                batch_id=run.batch_id,
+                settings=self.settings,
+                publisher=self.publisher,
             )
             if execution.result is not None and execution.result.assigned:
                 await self.notify(execution.result.lead_id)

@@ -33,11 +33,18 @@ async def _respect_rate_limit(context: Context) -> None:
 
 
 @broker.task(task_name=DISTRIBUTE)
-async def distribute_run(run_id: str, context: Context = TaskiqDepends()) -> None:
+async def distribute_run(
+    run_id: str, lead_id: str | None = None, batch_id: str | None = None, context: Context = TaskiqDepends()
+) -> None:
     state = context.state
     await _respect_rate_limit(context)
     execution = await run_distribution(
-        state.db, run_id=uuid.UUID(run_id), settings=state.settings, publisher=state.publisher
+        state.db,
+        run_id=uuid.UUID(run_id),
+        lead_id=uuid.UUID(lead_id) if lead_id else None,
+        batch_id=uuid.UUID(batch_id) if batch_id else None,
+        settings=state.settings,
+        publisher=state.publisher,
     )
     if execution.result is not None and execution.result.assigned:
         # separate job: a slow or dead mail server never holds up distributions

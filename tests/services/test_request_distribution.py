@@ -16,6 +16,7 @@ from app.models.distribution import RunStatus
 from app.progress.events import ProgressEvent
 from app.services import distribution
 from app.services.audit import SYSTEM
+from app.services.dispatch import RunJob
 from tests.factories import make_lead, make_niche
 
 
@@ -27,8 +28,8 @@ class Queue:
     def __init__(self) -> None:
         self.sent: list[uuid.UUID] = []
 
-    async def distribute(self, run_ids: Sequence[uuid.UUID], announce: Sequence[ProgressEvent] = ()) -> None:
-        self.sent += run_ids
+    async def distribute(self, runs: Sequence[RunJob], announce: Sequence[ProgressEvent] = ()) -> None:
+        self.sent += [run.run_id for run in runs]
 
     async def notify(self, lead_id: uuid.UUID) -> None:
         pass
