@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+import orjson
 
 
 class EventType(StrEnum):
@@ -45,12 +47,11 @@ class ProgressEvent:
     def is_terminal(self) -> bool:
         return self.type in TERMINAL_EVENTS
 
-    def to_json(self) -> str:
-        return json.dumps({k: _plain(v) for k, v in asdict(self).items()})
+    def to_json(self) -> bytes:
+        return orjson.dumps({name: getattr(self, name) for name in _FIELDS}, default=_uuid_text)
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> ProgressEvent:
-        data = json.loads(raw)
+    def from_dict(cls, data: dict[str, Any]) -> ProgressEvent:
         for key in ("run_id", "lead_id", "niche_id", "level_id", "provider_id"):
             if data.get(key) is not None:
                 data[key] = uuid.UUID(data[key])
@@ -59,9 +60,23 @@ class ProgressEvent:
         return cls(**data)
 
 
-def _plain(value: Any) -> Any:
+_FIELDS = tuple(f.name for f in fields(ProgressEvent))
+
+
+def _uuid_text(value: Any) -> str:
+    """asyncpg's UUID subclass, which orjson does not know."""
     if isinstance(value, uuid.UUID):
         return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def encode_events(encoded: Sequence[bytes]) -> bytes:
+    """One pub/sub message: a JSON array of events (each from to_json), in seq order. A run's
+    events travel together: one message per channel, not one per event."""
+    return b"[" + b",".join(encoded) + b"]"
+
+
+def decode_events(raw: str | bytes) -> list[ProgressEvent]:
+    """A message's events; a single object (as published before events travelled in arrays) too."""
+    data = orjson.loads(raw)
+    return [ProgressEvent.from_dict(item) for item in (data if isinstance(data, list) else [data])]

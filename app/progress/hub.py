@@ -14,7 +14,7 @@ from typing import Final
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from app.progress.events import ProgressEvent
+from app.progress.events import ProgressEvent, decode_events
 
 log = logging.getLogger("leadwheel.progress")
 RESYNC: Final = "RESYNC"
@@ -94,11 +94,12 @@ class ProgressHub:
                     if channel not in self._queues:
                         continue  # nobody here watches it: not worth decoding (most events)
                     try:
-                        event = ProgressEvent.from_json(message["data"])
+                        events = decode_events(message["data"])
                     except (ValueError, KeyError, TypeError):
                         log.warning("progress.bad_message channel=%s", channel)
                         continue
-                    self._deliver(channel, event)
+                    for event in events:
+                        self._deliver(channel, event)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001  (Redis went away: retry, never die)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from app.progress.events import ProgressEvent
+from app.progress.events import ProgressEvent, encode_events
 
 log = logging.getLogger("leadwheel.progress")
 
@@ -53,13 +54,17 @@ class RedisPublisher:
 def add_publishes(
     pipe: Pipeline, events: Sequence[ProgressEvent], *, batch_id: uuid.UUID | None = None
 ) -> None:
-    """Queues each event's PUBLISH commands on `pipe`: per run, per niche, per batch (terminal only)."""
+    """Queues one PUBLISH per channel on `pipe` with that channel's events in order: per run, per
+    niche, per batch (terminal events only)."""
+    by_channel: dict[str, list[bytes]] = defaultdict(list)  # in order of first use
     for event in events:
         data = event.to_json()
-        pipe.publish(run_channel(event.run_id), data)
-        pipe.publish(niche_channel(event.niche_id), data)
+        by_channel[run_channel(event.run_id)].append(data)
+        by_channel[niche_channel(event.niche_id)].append(data)
         if batch_id is not None and event.is_terminal:
-            pipe.publish(batch_channel(batch_id), data)
+            by_channel[batch_channel(batch_id)].append(data)
+    for channel, items in by_channel.items():
+        pipe.publish(channel, encode_events(items))
 
 
 class NullPublisher:

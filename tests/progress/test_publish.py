@@ -1,0 +1,68 @@
+"""Progress over real Redis pub/sub: a run's events travel as one message per channel, in order,
+and the hub hands them to its subscribers one by one."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+from redis.asyncio import Redis
+
+from app.progress.events import EventType, ProgressEvent, decode_events
+from app.progress.hub import ProgressHub
+from app.progress.publish import RedisPublisher, batch_channel, niche_channel, run_channel
+
+
+def _events(run_id: uuid.UUID, niche_id: uuid.UUID) -> list[ProgressEvent]:
+    lead_id, at = uuid.uuid4(), datetime.now(UTC)
+    kinds = [EventType.STARTED, EventType.ASSIGNED, EventType.COMPLETED]
+    return [
+        ProgressEvent(
+            run_id, lead_id, niche_id, seq=i + 2, type=kind, at=at, price_cents=100 if i == 1 else None
+        )
+        for i, kind in enumerate(kinds)
+    ]
+
+
+async def test_one_message_per_channel_with_the_events_in_order(redis: Redis) -> None:
+    run_id, niche_id, batch_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    events = _events(run_id, niche_id)
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    channels = [run_channel(run_id), niche_channel(niche_id), batch_channel(batch_id)]
+    await pubsub.subscribe(*channels)
+    await RedisPublisher(redis).publish(events, batch_id=batch_id)
+    received: dict[str, list[ProgressEvent]] = {}
+    async with asyncio.timeout(5):
+        while len(received) < 3:
+            message = await pubsub.get_message(timeout=1)
+            if message is not None:
+                assert message["channel"].decode() not in received  # one message per channel
+                received[message["channel"].decode()] = decode_events(message["data"])
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert received[run_channel(run_id)] == events
+    assert received[niche_channel(niche_id)] == events
+    assert received[batch_channel(batch_id)] == [events[-1]]  # terminal events only
+
+
+def test_a_single_event_object_still_decodes() -> None:
+    event = _events(uuid.uuid4(), uuid.uuid4())[0]
+    assert decode_events(event.to_json()) == [event]
+    assert decode_events(orjson.dumps([orjson.loads(event.to_json())])) == [event]
+
+
+async def test_the_hub_delivers_each_event_of_a_message_in_order(redis: Redis) -> None:
+    hub = ProgressHub(redis)
+    await hub.start()
+    try:
+        await asyncio.wait_for(hub.ready.wait(), 5)
+        niche_id = uuid.uuid4()
+        queue = hub.register(niche_channel(niche_id))
+        events = _events(uuid.uuid4(), niche_id)
+        await RedisPublisher(redis).publish(events)
+        async with asyncio.timeout(5):
+            got = [await queue.get() for _ in events]
+        assert got == events
+    finally:
+        await hub.stop()
