@@ -219,9 +219,9 @@ def api_argv(host: str = "127.0.0.1", port: int = 8000, *, quiet: bool = False) 
     """uvicorn's arguments (after `python -m`) for the API as `leadwheel serve` runs it; the tests
     and benchmarks run the same. Per-message deflate is off: a progress event is a few hundred
     bytes, and compressing it once per subscriber was a tenth of the API's fan-out CPU (and costs
-    a zlib context per socket). WebSocket writes are coalesced per loop turn (app/websocket.py)."""
+    a zlib context per socket)."""
     argv = ["uvicorn", "app.main:create_app", "--factory", "--host", host, "--port", str(port)]
-    argv += ["--ws", "app.websocket:CoalescingWebSocketProtocol", "--ws-per-message-deflate", "false"]
+    argv += ["--ws-per-message-deflate", "false"]
     return argv + (["--log-level", "warning", "--no-access-log"] if quiet else [])
 
 
