@@ -1,6 +1,7 @@
 """API benchmark against uvicorn over real HTTP (one API process): p50/p99 and requests/s of
 `lead(id)` with its assignments and of the nested `leads(first: 100)` query, at concurrency 1 and
-16. The load generator (httpx) runs on the same 2 cores as uvicorn and PostgreSQL.
+16. The load generator (bench/harness.py GraphQLClient: keep-alive HTTP/1.1, one request at a
+time per connection) runs on the same 2 cores as uvicorn and PostgreSQL.
 
     python bench/api.py [--database-url URL --redis-url URL] [--seconds 5]
 
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from harness import free_port, run_with_servers, wait_ready  # noqa: E402
+from harness import GraphQLClient, free_port, run_with_servers, wait_ready  # noqa: E402
 
 from app.db import create_database  # noqa: E402
 from app.engine.distribute import distribute_lead  # noqa: E402
@@ -70,7 +71,7 @@ async def seed(database_url: str, leads_count: int) -> tuple[str, list[str]]:
 
 
 async def measure(
-    url: str,
+    port: int,
     token: str,
     query: str,
     variables: list[dict[str, str]],
@@ -80,26 +81,26 @@ async def measure(
     count: int | None,
 ) -> dict[str, float]:
     latencies: list[float] = []
-    headers = {"Authorization": f"Bearer {token}"}
     deadline = time.perf_counter() + (seconds or 1e9)
     remaining = [count or 10**9]
+    graphql = GraphQLClient("127.0.0.1", port, token, connections=clients)
 
-    async def client(http: httpx.AsyncClient) -> None:
+    async def client() -> None:
         while time.perf_counter() < deadline and remaining[0] > 0:
             remaining[0] -= 1
-            body = {"query": query, "variables": random.choice(variables)}
+            chosen = random.choice(variables)
             start = time.perf_counter()
-            response = await http.post(url, json=body, headers=headers)
+            await graphql.execute(query, chosen)  # raises on an error
             latencies.append((time.perf_counter() - start) * 1000)
-            assert response.status_code == 200 and "errors" not in response.json(), response.text[:300]
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+    try:
         for _ in range(5):  # warm-up
-            await http.post(url, json={"query": query, "variables": variables[0]}, headers=headers)
+            await graphql.execute(query, variables[0])
         started = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(clients)))
+        await asyncio.gather(*(client() for _ in range(clients)))
         elapsed = time.perf_counter() - started
+    finally:
+        await graphql.close()
     latencies.sort()
     return {
         "p50_ms": statistics.median(latencies),
@@ -118,7 +119,6 @@ async def run(database_url: str, redis_url: str, seconds: float) -> dict[str, ob
         cwd=ROOT,
         env=env,
     )
-    url = f"http://127.0.0.1:{port}/graphql"
     try:
         async with httpx.AsyncClient() as http:
             await wait_ready(http, f"http://127.0.0.1:{port}", "/healthz")
@@ -126,14 +126,14 @@ async def run(database_url: str, redis_url: str, seconds: float) -> dict[str, ob
         figures = {
             # floors: HTTP + GraphQL with no SQL, then with the one authentication statement
             "typename_c1": await measure(
-                url, token, "{ __typename }", [{}], clients=1, seconds=None, count=500
+                port, token, "{ __typename }", [{}], clients=1, seconds=None, count=500
             ),
-            "me_c1": await measure(url, token, "{ me { label } }", [{}], clients=1, seconds=None, count=500),
-            "lead_c1": await measure(url, token, LEAD, ids, clients=1, seconds=None, count=1000),
-            "leads100_c1": await measure(url, token, LEADS100, [{}], clients=1, seconds=None, count=100),
-            "lead_c16": await measure(url, token, LEAD, ids, clients=16, seconds=seconds, count=None),
+            "me_c1": await measure(port, token, "{ me { label } }", [{}], clients=1, seconds=None, count=500),
+            "lead_c1": await measure(port, token, LEAD, ids, clients=1, seconds=None, count=1000),
+            "leads100_c1": await measure(port, token, LEADS100, [{}], clients=1, seconds=None, count=100),
+            "lead_c16": await measure(port, token, LEAD, ids, clients=16, seconds=seconds, count=None),
             "leads100_c16": await measure(
-                url, token, LEADS100, [{}], clients=16, seconds=seconds, count=None
+                port, token, LEADS100, [{}], clients=16, seconds=seconds, count=None
             ),
         }
     finally:

@@ -32,7 +32,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import free_port, run_with_servers, wait_ready  # noqa: E402
+from harness import GraphQLClient, free_port, run_with_servers, wait_ready  # noqa: E402
 
 from app.db import create_database  # noqa: E402
 from app.engine.distribute import distribute_lead  # noqa: E402
@@ -209,19 +209,14 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
     base, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/graphql"
     result: dict[str, Any] = {"bench": "e2e"}
     try:
-        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as http:
+        async with httpx.AsyncClient(timeout=60) as http:
             await wait_ready(http, base)
-            headers = {"Authorization": f"Bearer {token}"}
+        client = GraphQLClient("127.0.0.1", port, token, connections=32)
+        try:
 
             async def distribute(lead_id: str) -> str:
-                r = await http.post(
-                    f"{base}/graphql",
-                    json={"query": DISTRIBUTE, "variables": {"id": lead_id}},
-                    headers=headers,
-                )
-                body = r.json()
-                assert body.get("data"), body
-                return str(body["data"]["distributeLead"]["id"])
+                data = await client.execute(DISTRIBUTE, {"id": lead_id})
+                return str(data["distributeLead"]["id"])
 
             # (a) one at a time
             feed = Feed(ws_url, token, niche_ids[0])
@@ -318,6 +313,8 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
                 f"{result['fanout_events_per_s']} events/s, all complete: {result['fanout_complete']}",
                 flush=True,
             )
+        finally:
+            await client.close()
     finally:
         for p in procs:
             try:
