@@ -284,11 +284,10 @@ def revoke_key(key_id: str) -> None:
 
 
 async def _announce_revoked(redis_url: str, token_hash: str) -> bool:
-    from redis.asyncio import Redis
-
+    from app.redis_client import connect
     from app.services.credentials import announce_revoked
 
-    redis = Redis.from_url(redis_url, socket_connect_timeout=2)
+    redis = connect(redis_url, socket_connect_timeout=2)
     try:
         return await announce_revoked(redis, token_hash)
     finally:

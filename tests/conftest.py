@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from app.db import Database, create_database
 from app.embedded import EmbeddedPostgres, EmbeddedRedis
 from app.migrate import upgrade
+from app.redis_client import connect as connect_redis
 
 TABLES = (
     "notifications, audit_log, ledger_entries, assignments, distribution_runs, leads, "
@@ -131,7 +132,7 @@ def restart_redis(embedded_redis: EmbeddedRedis | None, redis_url: str) -> Calla
 
 @pytest.fixture(scope="session")
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
+    client = connect_redis(redis_url)
     yield client
     await client.aclose()
 

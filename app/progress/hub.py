@@ -78,15 +78,22 @@ class ProgressHub:
                 queue.put_nowait(RESYNC)
 
     async def _run(self) -> None:
-        """Reads forever; after a Redis error, reconnects and tells every subscriber to resync
-        (events published meanwhile were missed)."""
+        """Reads forever. A lost connection tells every subscriber to resync (events published
+        meanwhile were missed), whether it surfaces as an error (then this reconnects) or redis-py
+        reconnected by itself (it retries, app/redis_client.py): then the pattern is confirmed
+        again, which is how this notices."""
         while True:
             try:
-                self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                self._pubsub = self.redis.pubsub()
                 await self._pubsub.psubscribe("lw:*")
-                self.ready.set()
                 async for message in self._pubsub.listen():
-                    if message.get("type") != "pmessage":
+                    kind = message.get("type")
+                    if kind == "psubscribe":  # confirmed: from here on nothing published is missed
+                        if self.ready.is_set():
+                            log.warning("progress.hub_resubscribed")
+                            self._lost()
+                        self.ready.set()
+                    if kind != "pmessage":
                         continue
                     channel = message["channel"].decode()
                     for handler in self._watchers.get(channel, ()):
@@ -105,9 +112,12 @@ class ProgressHub:
             except Exception:  # noqa: BLE001  (Redis went away: retry, never die)
                 log.warning("progress.hub_reconnect", exc_info=True)
                 self.ready.clear()
-                for handlers in self._watchers.values():
-                    for handler in handlers:
-                        handler(None)
-                for channel in list(self._queues):
-                    self._deliver(channel, RESYNC)
+                self._lost()
                 await asyncio.sleep(0.5)
+
+    def _lost(self) -> None:
+        for handlers in self._watchers.values():
+            for handler in handlers:
+                handler(None)
+        for channel in list(self._queues):
+            self._deliver(channel, RESYNC)

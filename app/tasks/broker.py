@@ -14,6 +14,8 @@ from taskiq_redis import RedisStreamBroker
 
 from app.db import create_database
 from app.progress.publish import RedisPublisher
+from app.redis_client import connect as connect_redis
+from app.redis_client import retrying
 from app.settings import Settings, get_settings
 
 QUEUE = "leadwheel:jobs"
@@ -54,6 +56,7 @@ def make_broker(redis_url: str, settings: Settings) -> StreamBroker:
         idle_timeout=settings.queue_idle_timeout_ms,
         xread_block=1000,
         unacknowledged_batch_size=100,
+        **retrying(),
     )
 
 
@@ -69,7 +72,7 @@ async def open_resources(state: TaskiqState) -> None:
     configure_logging(settings)
     state.settings = settings
     state.db = create_database(str(settings.database_url), settings)
-    state.redis = Redis.from_url(str(settings.redis_url))
+    state.redis = connect_redis(str(settings.redis_url))
     state.publisher = RedisPublisher(state.redis)
     state.dispatcher = TaskiqDispatcher(broker)
 

@@ -26,21 +26,28 @@ def _events(run_id: uuid.UUID, niche_id: uuid.UUID) -> list[ProgressEvent]:
     ]
 
 
-async def test_one_message_per_channel_with_the_events_in_order(redis: Redis) -> None:
+async def test_one_message_per_channel_with_the_events_in_order(redis: Redis, redis_url: str) -> None:
     run_id, niche_id, batch_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     events = _events(run_id, niche_id)
-    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    listener = Redis.from_url(redis_url)  # its own connections: earlier tests cut the shared client's
+    pubsub = listener.pubsub()
     channels = [run_channel(run_id), niche_channel(niche_id), batch_channel(batch_id)]
     await pubsub.subscribe(*channels)
+    confirmed = 0
+    async with asyncio.timeout(5):
+        while confirmed < 3:  # subscribed for sure before anything is published
+            message = await pubsub.get_message(timeout=1)
+            confirmed += message is not None and message["type"] == "subscribe"
     await RedisPublisher(redis).publish(events, batch_id=batch_id)
     received: dict[str, list[ProgressEvent]] = {}
     async with asyncio.timeout(5):
         while len(received) < 3:
             message = await pubsub.get_message(timeout=1)
-            if message is not None:
+            if message is not None and message["type"] == "message":
                 assert message["channel"].decode() not in received  # one message per channel
                 received[message["channel"].decode()] = decode_events(message["data"])
     await pubsub.aclose()  # type: ignore[no-untyped-call]
+    await listener.aclose()
     assert received[run_channel(run_id)] == events
     assert received[niche_channel(niche_id)] == events
     assert received[batch_channel(batch_id)] == [events[-1]]  # terminal events only
