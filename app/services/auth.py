@@ -234,12 +234,15 @@ async def authenticate(db: Database, token: str, cache: CredentialCache | None =
     if actor.type is ActorType.API_KEY and (
         verified.last_used_at is None or now - verified.last_used_at > timedelta(minutes=1)
     ):
-        async with db.begin() as session:  # at most one write a minute per key and process
-            await session.execute(
-                sa.update(ApiKey).where(col(ApiKey.id) == actor.id).values(last_used_at=now)
-            )
+        await _record_key_use(db, actor.id, now)  # at most once a minute per key and process
         verified.last_used_at = now
     return actor
+
+
+@retry_on_disconnect
+async def _record_key_use(db: Database, key_id: uuid.UUID | None, now: datetime) -> None:
+    async with db.connect() as conn:
+        await conn.execute(sa.update(ApiKey).where(col(ApiKey.id) == key_id).values(last_used_at=now))
 
 
 @retry_on_disconnect

@@ -131,3 +131,27 @@ async def test_a_cache_that_cannot_hear_revocations_answers_nothing(db: Database
     assert cache.get("h") is None
     with pytest.raises(Unauthenticated, match="unknown access token"):
         await auth.authenticate(db, "lwa_not_in_the_database", cache)
+
+
+async def test_an_api_keys_use_is_recorded_at_most_once_a_minute(
+    db: Database, redis: Redis, admin: Admin
+) -> None:
+    async def last_used() -> Any:
+        async with db.engine.connect() as conn:
+            return (await conn.execute(sa.text("SELECT last_used_at FROM api_keys"))).scalar_one()
+
+    async with api_process(db, redis) as (api, app):
+        api.token = await sign_in(api, db, admin)
+        secret = (await api.ok('mutation { createApiKey(name: "feed", scopes: ["read"]) { secret } }'))[
+            "createApiKey"
+        ]["secret"]
+        assert await last_used() is None
+        await api.ok(ME, token=secret)
+        first = await last_used()
+        assert first is not None
+        await api.ok(ME, token=secret)
+        assert await last_used() == first  # within the minute: no write
+        remembered = app.state.credentials.get(auth.digest(secret))
+        remembered.last_used_at = first - timedelta(minutes=2)  # as if a minute had passed
+        await api.ok(ME, token=secret)
+        assert await last_used() > first
