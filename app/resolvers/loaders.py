@@ -1,4 +1,4 @@
-"""Per-request dataloaders: each batch is one `IN (...)` query on a pooled connection, results in
+"""Per-request dataloaders: each batch is one `= ANY($1)` query on a pooled connection, results in
 key order. Nested list fields go through these, so a page of 100 leads costs a fixed number of
 statements whatever it contains. They load plain rows (attribute access by column name, which is
 all the GraphQL types read), not ORM instances: building and tracking those was a third of a

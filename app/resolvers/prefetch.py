@@ -1,5 +1,5 @@
 """Look-ahead: a list resolver that knows its items fetches the nested data the query selected
-through the same dataloaders (one IN query per kind), before the nested resolvers run. They then
+through the same dataloaders (one `= ANY` query per kind), before the nested resolvers run. They then
 answer synchronously from the loader cache (loaders.load_now). Nothing is fetched that the query
 did not select."""
 
