@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_from: str = "LeadWheel <no-reply@leadwheel.local>"
     smtp_timeout_seconds: float = 10
+    smtp_max_connections: int = Field(default=10, ge=1)
     notification_attempts: int = Field(default=5, ge=1)
 
     # auth

@@ -101,6 +101,12 @@ class Notification(SQLModel, table=True):
             "created_at",
             postgresql_where=sa.text("status = 'PENDING'"),
         ),
+        # first sends, oldest first: what the sender drains, without reading past retries
+        sa.Index(
+            "ix_notifications_unsent",
+            "created_at",
+            postgresql_where=sa.text("status = 'PENDING' AND attempts = 0"),
+        ),
     )
 
     id: uuid.UUID = uuid_pk()

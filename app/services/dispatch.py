@@ -29,4 +29,5 @@ class Dispatcher(Protocol):
     async def distribute(self, runs: Sequence[RunJob], announce: Sequence[ProgressEvent] = ()) -> None:
         """Sends the runs' jobs; `announce` (events committed with the runs) is published first."""
 
-    async def notify(self, lead_id: uuid.UUID) -> None: ...
+    async def notify(self) -> None:
+        """Has the outbox's first sends (written with assignments) delivered soon."""

@@ -15,12 +15,13 @@ from typing import Any
 import aiosmtplib
 import sqlalchemy as sa
 from sqlmodel import col, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from app import metrics
 from app.db import Database
 from app.models.base import utcnow
 from app.models.distribution import Notification, NotificationStatus
-from app.models.leads import Assignment
 from app.settings import Settings
 
 log = logging.getLogger("leadwheel.notifications")
@@ -63,38 +64,63 @@ async def due_notifications(db: Database, *, stale_after: timedelta, limit: int 
 
 
 async def deliver(
-    db: Database,
-    *,
-    settings: Settings,
-    lead_id: uuid.UUID | None = None,
-    notification_ids: Sequence[uuid.UUID] = (),
+    db: Database, *, settings: Settings, notification_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, NotificationStatus]:
-    """Sends the PENDING, due notifications of a lead's assignments and/or the given ones, in one
-    transaction: their row locks (SKIP LOCKED) are held while sending, so two workers never send the
-    same message. Returns each attempted notification's new status."""
-    if lead_id is None and not notification_ids:
+    """Sends the given notifications that are still PENDING and due (the sweep's retries and lost
+    first sends). Returns each attempted notification's new status."""
+    if not notification_ids:
         return {}
-    chosen = []
-    if lead_id is not None:
-        chosen.append(
-            col(Notification.assignment_id).in_(
-                select(col(Assignment.id)).where(col(Assignment.lead_id) == lead_id)
-            )
-        )
-    if notification_ids:
-        chosen.append(col(Notification.id).in_(notification_ids))
     async with db.begin() as session:
-        notes = (
-            await session.execute(
-                select(Notification)
-                .where(Notification.status == NotificationStatus.PENDING, sa.or_(*chosen))
-                .with_for_update(skip_locked=True)
-            )
-        ).scalars()
+        notes = await _lock(
+            session,
+            select(Notification).where(
+                Notification.status == NotificationStatus.PENDING,
+                col(Notification.id).in_(notification_ids),
+            ),
+        )
         now = utcnow()
         due = [n for n in notes if n.next_attempt_at is None or n.next_attempt_at <= now]
-        await asyncio.gather(*(_attempt(settings, note) for note in due))
+        await _attempt_all(settings, due)
         return {note.id: note.status for note in due}
+
+
+async def deliver_unsent(
+    db: Database, *, settings: Settings, batch: int = 100
+) -> dict[uuid.UUID, NotificationStatus]:
+    """Sends every first send (PENDING, never attempted), oldest first, `batch` per transaction:
+    what the sender job does when woken after distributions. One transaction and one UPDATE per
+    batch instead of per lead: at a burst's rate, a job and a transaction per distribution were a
+    third of a worker's CPU. Rows another sender holds are skipped (it is sending them)."""
+    sent: dict[uuid.UUID, NotificationStatus] = {}
+    while True:
+        async with db.begin() as session:
+            notes = await _lock(
+                session,
+                select(Notification)
+                .where(Notification.status == NotificationStatus.PENDING, col(Notification.attempts) == 0)
+                .order_by(col(Notification.created_at))
+                .limit(batch),
+            )
+            await _attempt_all(settings, notes)
+            sent.update((note.id, note.status) for note in notes)
+        if len(notes) < batch:
+            return sent
+
+
+async def _lock(session: AsyncSession, query: SelectOfScalar[Notification]) -> list[Notification]:
+    """The rows, locked (SKIP LOCKED) until the sends are recorded: two senders never send one
+    message."""
+    return list((await session.execute(query.with_for_update(skip_locked=True))).scalars())
+
+
+async def _attempt_all(settings: Settings, notes: Sequence[Notification]) -> None:
+    limit = asyncio.Semaphore(settings.smtp_max_connections)
+
+    async def attempt(note: Notification) -> None:
+        async with limit:
+            await _attempt(settings, note)
+
+    await asyncio.gather(*(attempt(note) for note in notes))
 
 
 async def _attempt(settings: Settings, note: Notification) -> None:

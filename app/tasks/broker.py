@@ -7,9 +7,11 @@ Workers: `leadwheel worker` (taskiq worker app.tasks.broker:broker app.tasks.job
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from taskiq import TaskiqEvents, TaskiqMessage, TaskiqState
+from taskiq import BrokerMessage, TaskiqEvents, TaskiqMessage, TaskiqState
 from taskiq_redis import RedisStreamBroker
 
 from app.db import create_database
@@ -27,10 +29,17 @@ class StreamBroker(RedisStreamBroker):
     publishes a run's QUEUED event and sends its job in one round trip, and a batch's jobs go in
     one. The entry is what RedisStreamBroker.kick writes; the workers read it unchanged."""
 
-    def redis(self) -> Redis:
-        return Redis(connection_pool=self.connection_pool)
+    _client: Redis | None = None
 
-    def add_job(self, pipe: Pipeline, task_name: str, *args: str, **kwargs: str | None) -> None:
+    def redis(self) -> Redis:
+        """One client on the broker's pool, reused: building a redis-py client copies its table of
+        response callbacks, which cost a worker 3% of its CPU when done for every ack and kick."""
+        if self._client is None:
+            self._client = Redis(connection_pool=self.connection_pool)
+        return self._client
+
+    def entry(self, task_name: str, *args: str, **kwargs: str | None) -> bytes:
+        """A job's stream entry, as RedisStreamBroker.kick writes it."""
         message = TaskiqMessage(
             task_id=self.id_generator(),
             task_name=task_name,
@@ -39,12 +48,29 @@ class StreamBroker(RedisStreamBroker):
             args=list(args),
             kwargs=kwargs,
         )
+        return self.formatter.dumps(message).message
+
+    def add_job(self, pipe: Pipeline, task_name: str, *args: str, **kwargs: str | None) -> None:
         pipe.xadd(
             self.queue_name,
-            {b"data": self.formatter.dumps(message).message},
+            {b"data": self.entry(task_name, *args, **kwargs)},
             maxlen=self.maxlen,
             approximate=self.approximate,
         )
+
+    async def kick(self, message: BrokerMessage) -> None:
+        await self.redis().xadd(
+            message.labels.get("queue_name") or self.queue_name,
+            {b"data": message.message},
+            maxlen=self.maxlen,
+            approximate=self.approximate,
+        )
+
+    def _ack_generator(self, id: str, queue_name: str) -> Callable[[], Awaitable[None]]:  # noqa: A002
+        async def ack() -> None:
+            await self.redis().xack(queue_name, self.consumer_group_name, id)
+
+        return ack
 
 
 def make_broker(redis_url: str, settings: Settings) -> StreamBroker:

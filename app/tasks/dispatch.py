@@ -3,10 +3,7 @@ instance on the same stream); InlineDispatcher runs them in the calling process.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
-
-from taskiq.kicker import AsyncKicker
 
 from app.db import Database
 from app.progress.events import ProgressEvent
@@ -18,7 +15,21 @@ from app.settings import Settings
 from app.tasks.broker import StreamBroker
 
 DISTRIBUTE = "leadwheel.distribute_run"
-NOTIFY = "leadwheel.send_notifications"
+NOTIFY = "leadwheel.send_notifications"  # given notifications (the sweep's retries)
+SEND_UNSENT = "leadwheel.send_unsent_notifications"  # every first send: woken after distributions
+
+# Set while a sender job is queued; the sender deletes it before it reads the outbox, so a wake
+# after that queues another one and no committed notification waits for the sweep. It expires in
+# case its job is lost (the sweep sends what that job would have).
+SENDER_QUEUED = "lw:notifications:sender-queued"
+SENDER_QUEUED_TTL_MS = 30_000
+# Queues the sender unless one is already queued: SET NX and XADD in one atomic round trip.
+WAKE_SENDER = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+if ARGV[2] == '0' then redis.call('XADD', KEYS[2], '*', 'data', ARGV[4])
+else redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], ARGV[2], '*', 'data', ARGV[4]) end
+return 1
+"""
 
 
 class TaskiqDispatcher:
@@ -26,27 +37,37 @@ class TaskiqDispatcher:
 
     def __init__(self, broker: StreamBroker) -> None:
         self.broker = broker
+        self._wake_sender = broker.redis().register_script(WAKE_SENDER)
 
     async def distribute(self, runs: Sequence[RunJob], announce: Sequence[ProgressEvent] = ()) -> None:
         """One round trip: the announcements, then the jobs (so no worker starts a run before its
         QUEUED event is out). A Redis error is raised: the runs are committed, and the sweep
         sends their jobs again once they are stale."""
-        async with self.broker.redis() as redis:
-            pipe = redis.pipeline(transaction=False)
-            add_publishes(pipe, announce)
-            for run in runs:
-                self.broker.add_job(
-                    pipe,
-                    DISTRIBUTE,
-                    str(run.run_id),
-                    lead_id=str(run.lead_id),
-                    batch_id=str(run.batch_id) if run.batch_id else None,
-                )
-            await pipe.execute()
+        pipe = self.broker.redis().pipeline(transaction=False)
+        add_publishes(pipe, announce)
+        for run in runs:
+            self.broker.add_job(
+                pipe,
+                DISTRIBUTE,
+                str(run.run_id),
+                lead_id=str(run.lead_id),
+                batch_id=str(run.batch_id) if run.batch_id else None,
+            )
+        await pipe.execute()
 
-    async def notify(self, lead_id: uuid.UUID) -> None:
-        kicker: AsyncKicker[..., None] = AsyncKicker(NOTIFY, self.broker, {})
-        await kicker.kiq(lead_id=str(lead_id))
+    async def notify(self) -> None:
+        """Wakes the sender: one job sends the outbox's first sends of every distribution since it
+        was queued, instead of a job per distribution."""
+        broker = self.broker
+        await self._wake_sender(
+            keys=[SENDER_QUEUED, broker.queue_name],
+            args=[
+                SENDER_QUEUED_TTL_MS,
+                broker.maxlen or 0,
+                "~" if broker.approximate else "=",
+                broker.entry(SEND_UNSENT),
+            ],
+        )
 
 
 class InlineDispatcher:
@@ -67,7 +88,7 @@ class InlineDispatcher:
                 publisher=self.publisher,
             )
             if execution.result is not None and execution.result.assigned:
-                await self.notify(execution.result.lead_id)
+                await self.notify()
 
-    async def notify(self, lead_id: uuid.UUID) -> None:
-        await notifications.deliver(self.db, settings=self.settings, lead_id=lead_id)
+    async def notify(self) -> None:
+        await notifications.deliver_unsent(self.db, settings=self.settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from datetime import timedelta
@@ -12,7 +13,9 @@ from taskiq import Context, TaskiqDepends
 from app.services import notifications
 from app.services.distribution import run_distribution, sweep
 from app.tasks.broker import broker, settings
-from app.tasks.dispatch import DISTRIBUTE, NOTIFY
+from app.tasks.dispatch import DISTRIBUTE, NOTIFY, SEND_UNSENT, SENDER_QUEUED
+
+log = logging.getLogger("leadwheel.tasks")
 
 
 async def _respect_rate_limit(context: Context) -> None:
@@ -47,20 +50,32 @@ async def distribute_run(
         publisher=state.publisher,
     )
     if execution.result is not None and execution.result.assigned:
-        # separate job: a slow or dead mail server never holds up distributions
-        await state.dispatcher.notify(execution.result.lead_id)
+        # sent by another job: a slow or dead mail server never holds up distributions
+        try:
+            await state.dispatcher.notify()
+        except Exception:  # noqa: BLE001  (the outbox keeps them: the sweep sends them once stale)
+            log.warning("notifications.wake_failed lead_id=%s", lead_id, exc_info=True)
+
+
+@broker.task(task_name=SEND_UNSENT)
+async def send_unsent_notifications(context: Context = TaskiqDepends()) -> None:
+    state = context.state
+    await state.redis.delete(SENDER_QUEUED)  # first: a distribution committed after this wakes another
+    await notifications.deliver_unsent(state.db, settings=state.settings)
 
 
 @broker.task(task_name=NOTIFY)
 async def send_notifications(
     lead_id: str | None = None, notification_ids: list[str] | None = None, context: Context = TaskiqDepends()
 ) -> None:
-    await notifications.deliver(
-        context.state.db,
-        settings=context.state.settings,
-        lead_id=uuid.UUID(lead_id) if lead_id else None,
-        notification_ids=[uuid.UUID(i) for i in notification_ids or []],
-    )
+    """The given notifications (the sweep). A job with a lead (sent by an older version) sends
+    every first send, that lead's among them."""
+    state = context.state
+    if notification_ids:
+        ids = [uuid.UUID(i) for i in notification_ids]
+        await notifications.deliver(state.db, settings=state.settings, notification_ids=ids)
+    if lead_id:
+        await notifications.deliver_unsent(state.db, settings=state.settings)
 
 
 @broker.task(task_name="leadwheel.sweep", schedule=[{"interval": settings.sweep_interval_seconds}])

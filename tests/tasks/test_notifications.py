@@ -1,15 +1,23 @@
 """lead_assigned notifications over real SMTP (an in-process aiosmtpd server), and with the server
-down: retried, then FAILED, and the distribution unaffected."""
+down: retried, then FAILED, and the distribution unaffected. Sender jobs side by side, and the
+wake that queues one sender for many distributions."""
 
 import asyncio
+import json
 from email import message_from_bytes
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
+from redis.asyncio import Redis
 
 from app.db import Database
+from app.engine.distribute import distribute_lead
+from app.services import notifications
+from app.settings import Settings
+from app.tasks.broker import QUEUE, make_broker
+from app.tasks.dispatch import SEND_UNSENT, SENDER_QUEUED, SENDER_QUEUED_TTL_MS, TaskiqDispatcher
 from tests.factories import make_lead, make_niche, make_provider, subscribe
 from tests.tasks.conftest import Stack, free_port, gql, wait_for
 
@@ -95,3 +103,53 @@ async def test_a_dead_mail_server_never_fails_a_distribution(db: Database, stack
 
 async def _failed(db: Database) -> bool:
     return await _statuses(db) == ["FAILED"]
+
+
+async def test_senders_side_by_side_mail_each_first_send_once(db: Database, smtp: Any) -> None:
+    """Two sender jobs at once, in batches smaller than the outbox: every first send is mailed
+    exactly once (their row locks divide the rows); a retry waiting for its backoff is left alone."""
+    controller, inbox = smtp
+    niche, (level,) = await make_niche(db, levels=[(100, 3)])
+    for _ in range(3):
+        await subscribe(db, await make_provider(db, balance_cents=10_000), level)
+    for _ in range(4):
+        await distribute_lead(db, lead_id=(await make_lead(db, niche)).id)
+    async with db.engine.begin() as conn:
+        retry = (
+            await conn.execute(
+                sa.text(
+                    """UPDATE notifications SET attempts = 1, next_attempt_at = now() + interval '1 hour'
+                       WHERE id = (SELECT id FROM notifications LIMIT 1) RETURNING id"""
+                )
+            )
+        ).scalar_one()
+    settings = Settings(_env_file=None, smtp_host="127.0.0.1", smtp_port=controller.port)  # type: ignore[call-arg]
+    first, second = await asyncio.gather(
+        notifications.deliver_unsent(db, settings=settings, batch=2),
+        notifications.deliver_unsent(db, settings=settings, batch=2),
+    )
+    assert len(first) + len(second) == 11 and not first.keys() & second.keys()
+    assert retry not in first.keys() | second.keys()
+    assert len(inbox.messages) == 11
+    assert len({m["To"] for m in inbox.messages}) == 3
+    assert await notifications.deliver_unsent(db, settings=settings) == {}  # nothing twice
+    assert sorted(await _statuses(db)) == ["PENDING"] + ["SENT"] * 11
+
+
+async def test_a_wake_queues_one_sender_until_it_starts(redis_url: str, redis: Redis) -> None:
+    """Distributions wake the sender; while one is queued, further wakes add no job. Once it has
+    started (deleted the mark), the next wake queues another. The mark expires on its own."""
+    broker = make_broker(redis_url, Settings(_env_file=None))  # type: ignore[call-arg]
+    dispatcher = TaskiqDispatcher(broker)
+    try:
+        for _ in range(5):
+            await dispatcher.notify()
+        entries = await redis.xrange(QUEUE)
+        assert [json.loads(e[b"data"])["task_name"] for _, e in entries] == [SEND_UNSENT]
+        assert 0 < await redis.pttl(SENDER_QUEUED) <= SENDER_QUEUED_TTL_MS
+        await redis.delete(SENDER_QUEUED)  # what the sender does first
+        await dispatcher.notify()
+        await dispatcher.notify()
+        assert await redis.xlen(QUEUE) == 2
+    finally:
+        await broker.connection_pool.disconnect()
