@@ -14,8 +14,8 @@ from typing import Any
 
 import aiosmtplib
 import sqlalchemy as sa
-from sqlmodel import col, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from app import metrics
