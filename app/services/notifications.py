@@ -85,12 +85,15 @@ async def deliver(
 
 
 async def deliver_unsent(
-    db: Database, *, settings: Settings, batch: int = 100
+    db: Database, *, settings: Settings, batch: int | None = None
 ) -> dict[uuid.UUID, NotificationStatus]:
-    """Sends every first send (PENDING, never attempted), oldest first, `batch` per transaction:
-    what the sender job does when woken after distributions. One transaction and one UPDATE per
-    batch instead of per lead: at a burst's rate, a job and a transaction per distribution were a
-    third of a worker's CPU. Rows another sender holds are skipped (it is sending them)."""
+    """Sends every first send (PENDING, never attempted), oldest first, one transaction and one
+    UPDATE per batch (default: twice SMTP_MAX_CONNECTIONS): what the sender job does when woken
+    after distributions. A job and a transaction per lead were a third of a worker's CPU in a
+    burst. Rows another sender holds are skipped (it is sending them). Stops after a batch in
+    which a send failed: the mail server is in trouble, and a batch's transaction stays short
+    (at worst two rounds of SMTP_TIMEOUT_SECONDS); the rest waits for the next wake or the sweep."""
+    size = batch or 2 * settings.smtp_max_connections
     sent: dict[uuid.UUID, NotificationStatus] = {}
     while True:
         async with db.begin() as session:
@@ -99,11 +102,11 @@ async def deliver_unsent(
                 select(Notification)
                 .where(Notification.status == NotificationStatus.PENDING, col(Notification.attempts) == 0)
                 .order_by(col(Notification.created_at))
-                .limit(batch),
+                .limit(size),
             )
             await _attempt_all(settings, notes)
             sent.update((note.id, note.status) for note in notes)
-        if len(notes) < batch:
+        if len(notes) < size or any(note.last_error for note in notes):
             return sent
 
 

@@ -153,3 +153,18 @@ async def test_a_wake_queues_one_sender_until_it_starts(redis_url: str, redis: R
         assert await redis.xlen(QUEUE) == 2
     finally:
         await broker.connection_pool.disconnect()
+
+
+async def test_a_sender_stops_after_a_batch_that_failed(db: Database) -> None:
+    """With the mail server down, one batch is tried and its transaction ends; the rest stays
+    unsent for the next wake or the sweep instead of holding the job for every timeout."""
+    niche, (level,) = await make_niche(db, levels=[(100, 3)])
+    for _ in range(3):
+        await subscribe(db, await make_provider(db, balance_cents=1_000), level)
+    await distribute_lead(db, lead_id=(await make_lead(db, niche)).id)
+    dead = Settings(_env_file=None, smtp_host="127.0.0.1", smtp_port=free_port(), smtp_timeout_seconds=1)  # type: ignore[call-arg]
+    tried = await notifications.deliver_unsent(db, settings=dead, batch=1)
+    assert list(tried.values()) == ["PENDING"]  # failed once, to be retried with backoff
+    async with db.engine.connect() as conn:
+        attempts = sorted(r[0] for r in await conn.execute(sa.text("SELECT attempts FROM notifications")))
+    assert attempts == [0, 0, 1]
