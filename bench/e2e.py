@@ -303,6 +303,7 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
             sub_tasks = await start_feeds(subscribers, batch=100)
             await asyncio.sleep(1)
             fan_leads = leads[target][: args.fanout_leads]
+            cpu_before = cpu_seconds(procs)
             t0 = time.time()
             fan_runs = [await distribute(lid) for lid in fan_leads]
             deadline = time.time() + 120
@@ -310,6 +311,7 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
                 await asyncio.sleep(0.1)
             t1 = max(max(s.completed.values(), default=t0) for s in subscribers)
             delivered = sum(s.received for s in subscribers)
+            cpu = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_seconds(procs).items()}
             lat = [x for s in subscribers for x in s.latencies]
             for t in sub_tasks:
                 t.cancel()
@@ -322,6 +324,11 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
                 f"(c) {len(subscribers)} subscribers on one niche, {len(fan_leads)} leads: {delivered} events "
                 f"delivered, p50 {result['fanout_p50_ms']} ms, p99 {result['fanout_p99_ms']} ms, "
                 f"{result['fanout_events_per_s']} events/s, all complete: {result['fanout_complete']}",
+                flush=True,
+            )
+            print(
+                "    CPU µs per event delivered: "
+                + ", ".join(f"{k} {v * 1e6 / max(delivered, 1):.1f}" for k, v in cpu.items()),
                 flush=True,
             )
         finally:
