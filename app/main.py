@@ -34,6 +34,7 @@ from app.progress.publish import RedisPublisher
 from app.redis_client import connect as connect_redis
 from app.resolvers.context import Context, credential_from_headers
 from app.resolvers.loaders import make_loaders
+from app.resolvers.relay import RelayingHandler
 from app.resolvers.schema import build_schema
 from app.services import auth, stats
 from app.services.credentials import REVOKED_CHANNEL, CredentialCache
@@ -46,6 +47,8 @@ log = logging.getLogger("leadwheel.api")
 
 
 class GraphQLView(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = RelayingHandler
+
     def encode_json(self, data: object) -> str:
         # orjson: several times faster than json.dumps for a page of results or each of a feed's
         # messages; decoded to str so WebSocket frames stay text frames

@@ -60,6 +60,8 @@ def registry() -> CollectorRegistry:
 
 
 async def render(db: Database, hub: ProgressHub) -> bytes:
+    from app.resolvers import relay  # the API's: imported here, not by the workers
+
     async with db.read() as session:
         queued, failed = (
             await session.execute(
@@ -73,5 +75,10 @@ async def render(db: Database, hub: ProgressHub) -> bytes:
         "lw_queue_depth": ("Runs QUEUED or RUNNING", float(queued)),
         "lw_dead_letters": ("Runs FAILED (dead-lettered), retryable by hand", float(failed)),
         "lw_live_subscribers": ("Subscriptions open on this API process", float(hub.subscribers)),
+        "lw_relayed_events": (
+            "Subscription events this API process sent as the payload another subscriber of the same "
+            "document received (since it started)",
+            float(relay.counts["relayed"]),
+        ),
     }
     return generate_latest(registry())

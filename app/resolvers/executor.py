@@ -24,6 +24,26 @@ SHARED_RESULTS_MAX = 1024  # recent (event, operation, variables) results; a lag
 _shared: dict[tuple[int, int, Hashable], tuple[object, object, Any]] = {}
 
 
+def variables_key(coerced: dict[str, Any]) -> Hashable | None:
+    """An operation's coerced variables as a hashable key; None if one is not hashable (a list:
+    such a subscription is not shared)."""
+    variables = tuple(sorted(coerced.items()))
+    try:
+        hash(variables)
+    except TypeError:
+        return None
+    return variables
+
+
+def shared_result(payload: RunProgress, operation: object, variables: Hashable) -> Any | None:
+    """The result another subscriber's execution of this event, operation and variables produced
+    (graphql-core's ExecutionResult), if it is still kept."""
+    cached = _shared.get((id(payload), id(operation), variables))
+    if cached is not None and cached[0] is payload and cached[1] is operation:
+        return cached[2]
+    return None
+
+
 class _Shared:
     """Stands in for a per-event executor whose result another subscriber already computed."""
 
@@ -38,11 +58,12 @@ class _Shared:
 
 class EventScopedExecutor(StrawberryGraphQLCoreExecutionContext):
     def build_per_event_executor(self, payload: Any) -> EventScopedExecutor:
-        key = self._shared_key(payload)
-        cached = _shared.get(key) if key is not None else None
-        # `is`: the id() of an object that died may be reused; the entry holds both, so theirs are not
-        if cached is not None and cached[0] is payload and cached[1] is self.operation:
-            return _Shared(cached[2])  # type: ignore[return-value]
+        if isinstance(payload, RunProgress) and (variables := self._variables_key()) is not None:
+            # `is` (in shared_result): the id() of an object that died may be reused; the entry
+            # holds both, so theirs are not
+            result = shared_result(payload, self.operation, variables)
+            if result is not None:
+                return _Shared(result)  # type: ignore[return-value]
         executor = super().build_per_event_executor(payload)
         executor._relevant_sub_fields = {}  # noqa: SLF001  (the cache the copy would share)
         return executor  # type: ignore[return-value]
@@ -54,19 +75,13 @@ class EventScopedExecutor(StrawberryGraphQLCoreExecutionContext):
         return None if variables is None else (id(payload), id(self.operation), variables)
 
     def _variables_key(self) -> Hashable | None:
-        """The variables as a hashable key, None if one is not hashable (a list: not shared).
-        Computed once per subscription: hashing its UUIDs for every event and subscriber was 4% of
-        a fan-out."""
+        """Computed once per subscription: hashing its UUIDs for every event and subscriber was 4%
+        of a fan-out."""
         try:
             return self.__dict__["_variables"]  # type: ignore[no-any-return]
         except KeyError:
             pass
-        variables: Hashable | None = tuple(sorted(self.variable_values.coerced.items()))
-        try:
-            hash(variables)
-        except TypeError:
-            variables = None
-        self.__dict__["_variables"] = variables
+        variables = self.__dict__["_variables"] = variables_key(self.variable_values.coerced)
         return variables
 
     def execute_operation(self, serially: bool | None = None) -> Any:

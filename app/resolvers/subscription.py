@@ -1,6 +1,8 @@
 """Subscriptions. Each registers with the process's ProgressHub first, then reads the state from
 PostgreSQL, then relays live events with a higher seq: no gap, no duplicate. A subscriber that
-overflows, or hears nothing for a while (a lost pub/sub message, Redis down), re-reads the state."""
+overflows, or hears nothing for a while (a lost pub/sub message, Redis down), re-reads the state.
+A live event another subscriber of the same document already received is sent directly
+(app/resolvers/relay.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from app.progress.hub import RESYNC, Item
 from app.progress.publish import batch_channel, niche_channel, run_channel
 from app.resolvers.context import Info
 from app.resolvers.permissions import CanRead
+from app.resolvers.relay import Relay
 from app.schema.progress import BatchProgress, RunProgress
 from app.services import distribution, niches
 
@@ -48,6 +51,7 @@ class Subscription:
             assert lead_id is not None
             run_id = await distribution.latest_run_id(db, lead_id)
         channel = run_channel(run_id)
+        relay = Relay.of(info)
         queue = hub.register(channel)  # before the snapshot: nothing published after it is missed
         try:
             state = RunProgress.of_run(*await distribution.run_snapshot(db, run_id))
@@ -59,10 +63,13 @@ class Subscription:
                     if item.seq <= seq:
                         continue
                     progress = RunProgress.of_event(item)
-                else:
-                    progress = RunProgress.of_run(*await distribution.run_snapshot(db, run_id))
-                    if progress.seq <= seq:
-                        continue
+                    seq, done = progress.seq, progress.terminal
+                    if relay is None or not await relay.send(progress):
+                        yield progress
+                    continue
+                progress = RunProgress.of_run(*await distribution.run_snapshot(db, run_id))
+                if progress.seq <= seq:
+                    continue
                 seq, done = progress.seq, progress.terminal
                 yield progress
         finally:
@@ -74,12 +81,15 @@ class Subscription:
     async def niche_activity(self, info: Info, niche_id: uuid.UUID) -> AsyncGenerator[RunProgress, None]:
         await niches.get_niche(info.context.db, niche_id)  # NOT_FOUND before streaming
         channel = niche_channel(niche_id)
+        relay = Relay.of(info)
         queue = info.context.hub.register(channel)
         try:
             while True:
                 item = await queue.get()
                 if isinstance(item, ProgressEvent):
-                    yield RunProgress.of_event(item)
+                    progress = RunProgress.of_event(item)
+                    if relay is None or not await relay.send(progress):
+                        yield progress
         finally:
             info.context.hub.unregister(channel, queue)
 
