@@ -3,7 +3,8 @@ processes, on one PostgreSQL and one Redis (embedded unless URLs are given), all
 together with the load generator.
 
 (a) distributeLead -> its COMPLETED event on a nicheActivity feed, one at a time: p50/p99
-(b) a burst of 2,000 distributeLead over 20 niches: distributions/s, first request to last COMPLETED
+(b) a burst of 2,000 distributeLead over 20 niches: distributions/s, first request to last COMPLETED;
+    the niches' requests interleaved (as traffic arrives), then another 2,000 grouped niche by niche
 (c) 1,000 WebSocket subscribers on one niche feed: delivery latency p50/p99 and events/s delivered
 
     python bench/e2e.py [--database-url URL --redis-url URL] [--burst 2000] [--subscribers 1000]
@@ -20,8 +21,10 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -185,25 +188,85 @@ async def start_feeds(feeds: list[Feed], batch: int = 50) -> list[asyncio.Task[N
     return tasks
 
 
+async def run_burst(
+    database_url: str,
+    procs: list[subprocess.Popen[bytes]],
+    distribute: Callable[[str], Awaitable[str]],
+    burst: list[str],
+) -> dict[str, Any]:
+    """Sends `burst` (32 requests at a time) and waits for every run. Completion is read from
+    PostgreSQL, so measuring does not load the API with 20 feeds: polled every 0.2 s (a poll looks
+    up every run: polling faster took a tenth of PostgreSQL's CPU from the service); the end is the
+    last run's finished_at (committed with it; its COMPLETED event follows within a millisecond).
+    CPU is counted until the burst's notifications are sent too (the sender job batches them,
+    partly after the last run)."""
+    import asyncpg
+
+    pg = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    sem = asyncio.Semaphore(32)
+
+    async def limited(lead_id: str) -> str:
+        async with sem:
+            return await distribute(lead_id)
+
+    try:
+        cpu_before = cpu_seconds(procs)
+        started = time.time()
+        run_ids = await asyncio.gather(*(limited(lid) for lid in burst))
+        sent = time.time()
+        wanted = [uuid.UUID(r) for r in run_ids]
+        while True:
+            done = await pg.fetchval(
+                "SELECT count(*) FROM distribution_runs WHERE id = ANY($1) AND status IN "
+                "('SUCCESS', 'PARTIAL', 'NO_ELIGIBLE', 'FAILED')",
+                wanted,
+            )
+            if done == len(wanted) or time.time() - started > 300:
+                break
+            await asyncio.sleep(0.2)
+        last = await pg.fetchval("SELECT max(finished_at) FROM distribution_runs WHERE id = ANY($1)", wanted)
+        finished = last.timestamp() if done == len(wanted) else time.time()
+        while await pg.fetchval("SELECT count(*) FROM notifications WHERE status = 'PENDING'"):
+            await asyncio.sleep(0.05)
+        mailed = time.time() - started
+        cpu = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_seconds(procs).items()}
+    finally:
+        await pg.close()
+    return {
+        "completed": done,
+        "dist_per_s": round(done / (finished - started), 1),
+        "requests_per_s": round(len(burst) / (sent - started), 1),
+        "mailed_s": mailed,
+        "cpu_ms": {k: v * 1000 / max(done, 1) for k, v in cpu.items()},
+    }
+
+
 async def main_async(args: argparse.Namespace, database_url: str, redis_url: str) -> dict[str, Any]:
-    # per niche: warm-up + (a) + (c) from the front, the burst from the back: never the same lead twice
+    # per niche: warm-up + (a) + (c) from the front, the bursts from the back: never the same lead twice
     token, niche_ids, leads = await seed(
-        database_url, 20, 10 + args.single + args.fanout_leads + args.burst // 20
+        database_url, 20, 10 + args.single + args.fanout_leads + 2 * (args.burst // 20)
     )
     env = os.environ | {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "ENVIRONMENT": "production"}
     port = free_port()
+    # the services' logs (the workers log every notification: no SMTP server here) go to a file
+    logs = tempfile.NamedTemporaryFile(prefix="lw-e2e-", suffix=".log", delete=False)  # noqa: SIM115
+    print(f"service logs: {logs.name}", flush=True)
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", *api_argv(port=port, quiet=True)],
             cwd=ROOT,
             env=env,
             start_new_session=True,
+            stdout=logs,
+            stderr=logs,
         ),
         subprocess.Popen(
             [sys.executable, "-m", "taskiq", *worker_argv(Settings(), processes=2), "--log-level", "WARNING"],
             cwd=ROOT,
             env=env,
             start_new_session=True,
+            stdout=logs,
+            stderr=logs,
         ),
     ]
     base, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/graphql"
@@ -242,60 +305,28 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
                 flush=True,
             )
 
-            # (b) burst over 20 niches; completion read from PostgreSQL, so the measuring does not
-            # load the API with 20 feeds: polled every 0.2 s (a poll looks up every run: polling
-            # faster took a tenth of PostgreSQL's CPU from the service), the end is the last run's
-            # finished_at (committed with it; its COMPLETED event follows within a millisecond)
-            import asyncpg
-
-            pg = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+            # (b) bursts over 20 niches: as traffic from many niches arrives (interleaved), and each
+            # niche's leads in a row (grouped: the workers' runs mostly wait on one niche's lock)
             per_niche = args.burst // len(niche_ids)
-            burst = [lid for n in niche_ids for lid in leads[n][-per_niche:]]
-            sem = asyncio.Semaphore(32)
-
-            async def limited(lead_id: str) -> str:
-                async with sem:
-                    return await distribute(lead_id)
-
-            cpu_before = cpu_seconds(procs)
-            started = time.time()
-            run_ids = await asyncio.gather(*(limited(lid) for lid in burst))
-            sent = time.time()
-            wanted = [uuid.UUID(r) for r in run_ids]
-            while True:
-                done = await pg.fetchval(
-                    "SELECT count(*) FROM distribution_runs WHERE id = ANY($1) AND status IN "
-                    "('SUCCESS', 'PARTIAL', 'NO_ELIGIBLE', 'FAILED')",
-                    wanted,
+            interleaved = [leads[n][-per_niche + i] for i in range(per_niche) for n in niche_ids]
+            grouped = [lid for n in niche_ids for lid in leads[n][-2 * per_niche : -per_niche]]
+            for name, burst in (("interleaved", interleaved), ("grouped by niche", grouped)):
+                figures = await run_burst(database_url, procs, distribute, burst)
+                key = "burst" if name == "interleaved" else "burst_grouped"
+                result[f"{key}_dist_per_s"] = figures["dist_per_s"]
+                result[f"{key}_requests_per_s"] = figures["requests_per_s"]
+                print(
+                    f"(b) burst of {len(burst)} over {len(niche_ids)} niches, {name}, 2 workers: "
+                    f"{figures['completed']} completed, {figures['dist_per_s']} distributions/s end to end "
+                    f"(requests accepted at {figures['requests_per_s']}/s; last notification sent after "
+                    f"{figures['mailed_s']:.1f} s)",
+                    flush=True,
                 )
-                if done == len(wanted) or time.time() - started > 300:
-                    break
-                await asyncio.sleep(0.2)
-            last = await pg.fetchval(
-                "SELECT max(finished_at) FROM distribution_runs WHERE id = ANY($1)", wanted
-            )
-            finished = last.timestamp() if done == len(wanted) else time.time()
-            # the CPU figures include mailing the burst's notifications (batched by the sender job,
-            # partly after the last run): counted until the outbox is empty
-            while await pg.fetchval("SELECT count(*) FROM notifications WHERE status = 'PENDING'"):
-                await asyncio.sleep(0.05)
-            mailed = time.time() - started
-            cpu = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_seconds(procs).items()}
-            await pg.close()
-            result["burst_dist_per_s"] = round(done / (finished - started), 1)
-            result["burst_requests_per_s"] = round(len(burst) / (sent - started), 1)
-            print(
-                f"(b) burst of {len(burst)} over {len(niche_ids)} niches, 2 workers: {done} completed, "
-                f"{result['burst_dist_per_s']} distributions/s end to end "
-                f"(requests accepted at {result['burst_requests_per_s']}/s; last notification sent after "
-                f"{mailed:.1f} s)",
-                flush=True,
-            )
-            print(
-                "    CPU ms per distribution (with its notifications): "
-                + ", ".join(f"{k} {v * 1000 / max(done, 1):.2f}" for k, v in cpu.items()),
-                flush=True,
-            )
+                print(
+                    "    CPU ms per distribution (with its notifications): "
+                    + ", ".join(f"{k} {v:.2f}" for k, v in figures["cpu_ms"].items()),
+                    flush=True,
+                )
 
             # (c) fan-out
             target = niche_ids[1]
