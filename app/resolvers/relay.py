@@ -17,6 +17,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import orjson
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
@@ -85,7 +86,12 @@ class Relay:
         op = self._operation
         # the payload is JSON already: orjson embeds a Fragment as it is (GraphQLView.encode_json)
         message: Any = {"id": op.id, "type": "next", "payload": orjson.Fragment(kept[1])}
-        await op.send_operation_message(message)
+        try:
+            await op.send_operation_message(message)
+        except WebSocketDisconnected:
+            # the socket is gone: the handler ends the operation when it reads the close (raised
+            # here, inside the resolver, Strawberry would log it as a GraphQL error of the event)
+            return True
         counts["relayed"] += 1
         return True
 
