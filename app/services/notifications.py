@@ -88,7 +88,7 @@ async def deliver_unsent(
     db: Database, *, settings: Settings, batch: int | None = None
 ) -> dict[uuid.UUID, NotificationStatus]:
     """Sends every first send (PENDING, never attempted), oldest first, one transaction and one
-    UPDATE per batch (default: twice SMTP_MAX_CONNECTIONS): what the sender job does when woken
+    flush per batch (default: twice SMTP_MAX_CONNECTIONS): what the sender job does when woken
     after distributions. A job and a transaction per lead were a third of a worker's CPU in a
     burst. Rows another sender holds are skipped (it is sending them). Stops after a batch in
     which a send failed: the mail server is in trouble, and a batch's transaction stays short
