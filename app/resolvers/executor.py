@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Any
 
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
@@ -21,7 +22,18 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from app.schema.progress import RunProgress
 
 SHARED_RESULTS_MAX = 1024  # recent (event, operation, variables) results; a laggard re-executes
-_shared: dict[tuple[int, int, Hashable], tuple[object, object, Any]] = {}
+
+
+@dataclass(slots=True)
+class SharedResult:
+    # the key holds their id()s: kept here, they cannot die and have their ids reused
+    payload: object
+    operation: object
+    result: Any  # graphql-core's ExecutionResult
+    encoded: bytes | None = None  # the payload Strawberry then sent, if data alone (app/resolvers/relay.py)
+
+
+_shared: dict[tuple[int, int, Hashable], SharedResult] = {}
 
 
 def variables_key(coerced: dict[str, Any]) -> Hashable | None:
@@ -35,12 +47,12 @@ def variables_key(coerced: dict[str, Any]) -> Hashable | None:
     return variables
 
 
-def shared_result(payload: RunProgress, operation: object, variables: Hashable) -> Any | None:
-    """The result another subscriber's execution of this event, operation and variables produced
-    (graphql-core's ExecutionResult), if it is still kept."""
-    cached = _shared.get((id(payload), id(operation), variables))
-    if cached is not None and cached[0] is payload and cached[1] is operation:
-        return cached[2]
+def shared_result(payload: RunProgress, operation: object, variables: Hashable) -> SharedResult | None:
+    """What another subscriber's execution of this event, operation and variables produced, if it
+    is still kept."""
+    found = _shared.get((id(payload), id(operation), variables))
+    if found is not None and found.payload is payload and found.operation is operation:
+        return found
     return None
 
 
@@ -59,11 +71,9 @@ class _Shared:
 class EventScopedExecutor(StrawberryGraphQLCoreExecutionContext):
     def build_per_event_executor(self, payload: Any) -> EventScopedExecutor:
         if isinstance(payload, RunProgress) and (variables := self._variables_key()) is not None:
-            # `is` (in shared_result): the id() of an object that died may be reused; the entry
-            # holds both, so theirs are not
-            result = shared_result(payload, self.operation, variables)
-            if result is not None:
-                return _Shared(result)  # type: ignore[return-value]
+            shared = shared_result(payload, self.operation, variables)
+            if shared is not None:
+                return _Shared(shared.result)  # type: ignore[return-value]
         executor = super().build_per_event_executor(payload)
         executor._relevant_sub_fields = {}  # noqa: SLF001  (the cache the copy would share)
         return executor  # type: ignore[return-value]
@@ -93,5 +103,5 @@ class EventScopedExecutor(StrawberryGraphQLCoreExecutionContext):
         if not self.is_awaitable(result):
             if len(_shared) >= SHARED_RESULTS_MAX:
                 del _shared[next(iter(_shared))]
-            _shared[key] = (payload, self.operation, result)
+            _shared[key] = SharedResult(payload, self.operation, result)
         return result

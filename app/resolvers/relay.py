@@ -24,13 +24,11 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
 
-from app.resolvers.executor import SHARED_RESULTS_MAX, shared_result, variables_key
+from app.resolvers.executor import shared_result, variables_key
 from app.schema.progress import RunProgress
 
 _operation: ContextVar[Operation[Any, Any] | None] = ContextVar("ws_operation", default=None)
 _relay: ContextVar[Relay | None] = ContextVar("ws_relay", default=None)
-# id(data) -> (data, its payload encoded): `is` guards against an id reused after data died
-_sent: dict[int, tuple[object, bytes]] = {}
 counts = {"relayed": 0}  # events this process relayed, read at /metrics scrape time
 
 
@@ -74,18 +72,13 @@ class Relay:
 
     async def send(self, progress: RunProgress) -> bool:
         self.waiting = None
-        result = shared_result(progress, self._node, self._variables)
-        kept = None
-        if result is not None and not result.errors:
-            kept = _sent.get(id(result.data))
-            if kept is not None and kept[0] is not result.data:
-                kept = None
-        if kept is None:
+        shared = shared_result(progress, self._node, self._variables)
+        if shared is None or shared.encoded is None:
             self.waiting = progress
             return False
         op = self._operation
         # the payload is JSON already: orjson embeds a Fragment as it is (GraphQLView.encode_json)
-        message: Any = {"id": op.id, "type": "next", "payload": orjson.Fragment(kept[1])}
+        message: Any = {"id": op.id, "type": "next", "payload": orjson.Fragment(shared.encoded)}
         try:
             await op.send_operation_message(message)
         except WebSocketDisconnected:
@@ -99,10 +92,8 @@ class Relay:
         """The payload Strawberry sends for the event this subscription yielded: kept if it is data
         alone and that data is the shared result of the event (so any subscriber would get it)."""
         progress, self.waiting = self.waiting, None
-        result = shared_result(progress, self._node, self._variables) if progress is not None else None
-        data = payload.get("data") if isinstance(payload, dict) else None
-        if result is None or data is not result.data or len(payload) != 1 or id(data) in _sent:
+        shared = shared_result(progress, self._node, self._variables) if progress is not None else None
+        if shared is None or shared.encoded is not None or not isinstance(payload, dict) or len(payload) != 1:
             return
-        if len(_sent) >= SHARED_RESULTS_MAX:
-            del _sent[next(iter(_sent))]
-        _sent[id(data)] = (data, orjson.dumps(payload))
+        if payload.get("data") is shared.result.data:  # what this very execution produced
+            shared.encoded = orjson.dumps(payload)

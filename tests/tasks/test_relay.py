@@ -57,8 +57,14 @@ async def _metric(base: str, name: str) -> float:
 
 def _run_events(niche_id: uuid.UUID) -> list[ProgressEvent]:
     run, lead, at = uuid.uuid4(), uuid.uuid4(), datetime.now(UTC)
-    steps = [EventType.STARTED, EventType.LEVEL_STARTED, EventType.ASSIGNED, EventType.SKIPPED]
-    events = [
+    kinds = [
+        EventType.STARTED,
+        EventType.LEVEL_STARTED,
+        EventType.ASSIGNED,
+        EventType.SKIPPED,
+        EventType.COMPLETED,
+    ]
+    return [
         ProgressEvent(
             run_id=run,
             lead_id=lead,
@@ -69,20 +75,9 @@ def _run_events(niche_id: uuid.UUID) -> list[ProgressEvent]:
             level_name="Gold" if kind is EventType.ASSIGNED else None,
             price_cents=4500 if kind is EventType.ASSIGNED else None,
             provider_id=uuid.uuid4() if kind is EventType.ASSIGNED else None,
+            outcome="SUCCESS" if kind is EventType.COMPLETED else None,
         )
-        for seq, kind in enumerate(steps, start=2)
-    ]
-    return [
-        *events,
-        ProgressEvent(
-            run_id=run,
-            lead_id=lead,
-            niche_id=niche_id,
-            seq=6,
-            type=EventType.COMPLETED,
-            at=at,
-            outcome="SUCCESS",
-        ),
+        for seq, kind in enumerate(kinds, start=2)
     ]
 
 
