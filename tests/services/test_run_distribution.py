@@ -28,7 +28,7 @@ class Held:
     async def distribute(self, runs: Sequence[RunJob], announce: Sequence[ProgressEvent] = ()) -> None:
         pass
 
-    async def notify(self, lead_id: uuid.UUID) -> None:
+    async def notify(self) -> None:
         pass
 
 
