@@ -13,23 +13,29 @@ from typing import Any
 import asyncpg
 
 from app.engine.plan import Plan
+from app.engine.sql import compile_named
+from app.models.audit import ActorType, AuditAction
+from app.models.billing import LedgerKind, SubscriptionStatus
+from app.models.distribution import Template
+from app.models.leads import LeadStatus
 
-WRITE_DISTRIBUTION = """
+WRITE_DISTRIBUTION = compile_named(f"""
 WITH
 -- clock_timestamp(), not now() (the transaction start can predate the previous lock holder's
--- write), and after the niche's last_served_at ($22, read under the niche lock) whatever the clock does.
+-- write), and after the niche's last_served_at (read under the niche lock) whatever the clock does.
 ts AS MATERIALIZED (
-    SELECT greatest(clock_timestamp(), $22::timestamptz + interval '1 microsecond') AS at
+    SELECT greatest(clock_timestamp(), :last_served_at::timestamptz + interval '1 microsecond') AS at
 ),
 picked AS (
-    SELECT * FROM unnest($13::uuid[], $14::uuid[], $15::uuid[], $16::bigint[], $17::text[], $18::text[])
+    SELECT * FROM unnest(:pick_subscription_ids::uuid[], :pick_provider_ids::uuid[], :pick_level_ids::uuid[],
+                         :pick_prices::bigint[], :pick_level_names::text[], :pick_price_texts::text[])
         WITH ORDINALITY AS t (subscription_id, provider_id, competition_level_id, price_cents,
                               level_name, price_text, pick_no)
 ),
 ins AS (
     INSERT INTO assignments (lead_id, provider_id, subscription_id, competition_level_id,
                              price_charged_cents, created_at)
-    SELECT $1, provider_id, subscription_id, competition_level_id, price_cents, (SELECT at FROM ts)
+    SELECT :lead_id, provider_id, subscription_id, competition_level_id, price_cents, (SELECT at FROM ts)
     FROM picked
     ON CONFLICT (lead_id, provider_id) DO NOTHING
     RETURNING id, provider_id, subscription_id, competition_level_id, price_charged_cents
@@ -42,7 +48,8 @@ debit AS (
 ledger AS (
     INSERT INTO ledger_entries (provider_id, amount_cents, balance_after_cents, kind, reference,
                                 assignment_id, created_at)
-    SELECT ins.provider_id, -ins.price_charged_cents, debit.balance_cents, 'CHARGE', 'lead:' || $1::text,
+    SELECT ins.provider_id, -ins.price_charged_cents, debit.balance_cents, '{LedgerKind.CHARGE}',
+           'lead:' || :lead_id::text,
            ins.id, (SELECT at FROM ts)
     FROM ins JOIN debit ON debit.id = ins.provider_id
 ),
@@ -53,9 +60,9 @@ subs AS (
     UPDATE subscriptions s
     SET last_received_at = CASE WHEN x.pick_no IS NULL THEN s.last_received_at
                                 ELSE (SELECT at FROM ts) + x.pick_no * interval '1 microsecond' END,
-        status = CASE WHEN x.broke THEN 'INSUFFICIENT_FUNDS' ELSE s.status END
+        status = CASE WHEN x.broke THEN '{SubscriptionStatus.INSUFFICIENT_FUNDS}' ELSE s.status END
     FROM (SELECT s2.id, pk.pick_no,
-                 s2.status = 'ACTIVE' AND lv.price_cents > debit.balance_cents AS broke
+                 s2.status = '{SubscriptionStatus.ACTIVE}' AND lv.price_cents > debit.balance_cents AS broke
           FROM debit
           JOIN subscriptions s2 ON s2.provider_id = debit.id
           JOIN competition_levels lv ON lv.id = s2.competition_level_id
@@ -65,11 +72,11 @@ subs AS (
 ),
 notify AS (
     INSERT INTO notifications (assignment_id, template, recipient, variables, created_at)
-    SELECT ins.id, 'lead_assigned', debit.email,
-           jsonb_build_object('provider_name', debit.name, 'niche_name', $11::text,
+    SELECT ins.id, '{Template.LEAD_ASSIGNED}', debit.email,
+           jsonb_build_object('provider_name', debit.name, 'niche_name', :niche_name::text,
                               'level_name', picked.level_name, 'price_charged', picked.price_text,
                               'price_charged_cents', ins.price_charged_cents,
-                              'dashboard_url', $12::text, 'lead_id', $1::text),
+                              'dashboard_url', :dashboard_url::text, 'lead_id', :lead_id::text),
            (SELECT at FROM ts)
     FROM ins
     JOIN debit ON debit.id = ins.provider_id
@@ -77,40 +84,47 @@ notify AS (
 ),
 audit AS (
     INSERT INTO audit_log (action, actor_type, entity_type, entity_id, details, created_at)
-    SELECT 'DISTRIBUTION_STARTED', 'SYSTEM', 'lead', $1, $20::jsonb, (SELECT at FROM ts)
+    SELECT '{AuditAction.DISTRIBUTION_STARTED}', '{ActorType.SYSTEM}', 'lead', :lead_id,
+           :started_details::jsonb, (SELECT at FROM ts)
     UNION ALL
-    SELECT 'ASSIGNMENT_CREATED', 'SYSTEM', 'lead', $1,
-           jsonb_build_object('run_id', $2::uuid, 'assignment_id', ins.id, 'provider_id', ins.provider_id,
+    SELECT '{AuditAction.ASSIGNMENT_CREATED}', '{ActorType.SYSTEM}', 'lead', :lead_id,
+           jsonb_build_object('run_id', :run_id::uuid, 'assignment_id', ins.id,
+                              'provider_id', ins.provider_id,
                               'competition_level_id', ins.competition_level_id,
                               'price_cents', ins.price_charged_cents),
            (SELECT at FROM ts)
     FROM ins
     UNION ALL
-    SELECT 'DISTRIBUTION_SKIPPED_PROVIDER', 'SYSTEM', 'lead', $1, d, (SELECT at FROM ts)
-    FROM unnest($19::jsonb[]) AS d
+    SELECT '{AuditAction.DISTRIBUTION_SKIPPED_PROVIDER}', '{ActorType.SYSTEM}', 'lead', :lead_id, d,
+           (SELECT at FROM ts)
+    FROM unnest(:skip_details::jsonb[]) AS d
     UNION ALL
-    SELECT 'DISTRIBUTION_COMPLETED', 'SYSTEM', 'lead', $1, $21::jsonb, (SELECT at FROM ts)
+    SELECT '{AuditAction.DISTRIBUTION_COMPLETED}', '{ActorType.SYSTEM}', 'lead', :lead_id,
+           :completed_details::jsonb,
+           (SELECT at FROM ts)
 ),
 lead AS (
     UPDATE leads
-    SET status = CASE WHEN EXISTS (SELECT 1 FROM ins) THEN 'DISTRIBUTED' ELSE 'NO_ELIGIBLE' END,
+    SET status = CASE WHEN EXISTS (SELECT 1 FROM ins) THEN '{LeadStatus.DISTRIBUTED}'
+                  ELSE '{LeadStatus.NO_ELIGIBLE}' END,
         distributed_at = CASE WHEN EXISTS (SELECT 1 FROM ins) THEN (SELECT at FROM ts)
                               ELSE distributed_at END,
         distribution_attempts = distribution_attempts + 1
-    WHERE id = $1
+    WHERE id = :lead_id
 ),
 rotate AS (
     UPDATE niches
-    SET next_start_level_order_position = $4,
-        last_served_at = CASE WHEN cardinality($13::uuid[]) = 0 THEN last_served_at
-                              ELSE (SELECT at FROM ts)
-                                   + cardinality($13::uuid[]) * interval '1 microsecond' END
-    WHERE id = $3 AND $4::int IS NOT NULL
+    SET next_start_level_order_position = :next_start_position,
+        last_served_at = CASE WHEN cardinality(:pick_subscription_ids::uuid[]) = 0 THEN last_served_at
+                              ELSE (SELECT at FROM ts) + cardinality(:pick_subscription_ids::uuid[])
+                                                         * interval '1 microsecond' END
+    WHERE id = :niche_id AND :next_start_position::int IS NOT NULL
 ),
 run AS (
     INSERT INTO distribution_runs (id, lead_id, status, requested_by, attempts, seq, started_at,
                                    finished_at, duration_ms, outcome, created_at, updated_at)
-    VALUES ($2, $1, $5, $6, 1, $10, $7, (SELECT at FROM ts), $8, $9::jsonb, $7, (SELECT at FROM ts))
+    VALUES (:run_id, :lead_id, :status, :requested_by, 1, :seq_after, :started_at, (SELECT at FROM ts),
+            :duration_ms, :outcome::jsonb, :started_at, (SELECT at FROM ts))
     ON CONFLICT (id) DO UPDATE
     SET status = EXCLUDED.status, attempts = distribution_runs.attempts + 1, seq = EXCLUDED.seq,
         started_at = coalesce(distribution_runs.started_at, EXCLUDED.started_at),
@@ -119,7 +133,7 @@ run AS (
 )
 SELECT ins.id AS assignment_id, ins.provider_id, debit.balance_cents, (SELECT at FROM ts) AS at
 FROM ins JOIN debit ON debit.id = ins.provider_id
-"""
+""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,29 +187,33 @@ async def write_distribution(
         for s in skips
     ]
     rows = await conn.fetch(
-        WRITE_DISTRIBUTION,
-        lead_id,
-        run_id,
-        niche_id,
-        plan.next_start_position,
-        plan.outcome.value,
-        requested_by,
-        started_at,
-        duration_ms,
-        json.dumps(outcome),
-        seq_after,
-        niche_name,
-        dashboard_url,
-        [p.candidate.subscription_id for p in picks],
-        [p.candidate.provider_id for p in picks],
-        [p.level.id for p in picks],
-        [p.level.price_cents for p in picks],
-        [p.level.name for p in picks],
-        [format_money(p.level.price_cents) for p in picks],
-        skip_details,
-        json.dumps(started),
-        json.dumps(completed),
-        last_served_at,
+        WRITE_DISTRIBUTION.text,
+        *WRITE_DISTRIBUTION.args(
+            {
+                "lead_id": lead_id,
+                "run_id": run_id,
+                "niche_id": niche_id,
+                "next_start_position": plan.next_start_position,
+                "status": plan.outcome.value,
+                "requested_by": requested_by,
+                "started_at": started_at,
+                "duration_ms": duration_ms,
+                "outcome": json.dumps(outcome),
+                "seq_after": seq_after,
+                "niche_name": niche_name,
+                "dashboard_url": dashboard_url,
+                "pick_subscription_ids": [p.candidate.subscription_id for p in picks],
+                "pick_provider_ids": [p.candidate.provider_id for p in picks],
+                "pick_level_ids": [p.level.id for p in picks],
+                "pick_prices": [p.level.price_cents for p in picks],
+                "pick_level_names": [p.level.name for p in picks],
+                "pick_price_texts": [format_money(p.level.price_cents) for p in picks],
+                "skip_details": skip_details,
+                "started_details": json.dumps(started),
+                "completed_details": json.dumps(completed),
+                "last_served_at": last_served_at,
+            }
+        ),
     )
     return Written(
         assignment_ids={r["provider_id"]: r["assignment_id"] for r in rows},

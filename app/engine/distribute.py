@@ -29,7 +29,7 @@ from app.engine.snapshot import (
     read_niche_state,
 )
 from app.errors import LeadNotDistributable, NotFound
-from app.models.distribution import TERMINAL_RUN_STATUSES, RunStatus
+from app.models.distribution import ASSIGNING_RUN_STATUSES, TERMINAL_RUN_STATUSES, RunStatus
 from app.models.leads import DISTRIBUTABLE, LeadStatus
 from app.progress.events import EventType, ProgressEvent
 
@@ -335,9 +335,10 @@ async def _already_distributed(
     closed with that run's status and a COMPLETED event pointing at it."""
     decider = await conn.fetchrow(
         """SELECT id, status FROM distribution_runs
-           WHERE lead_id = $1 AND status IN ('SUCCESS', 'PARTIAL')
+           WHERE lead_id = $1 AND status = ANY($2::text[])
            ORDER BY finished_at DESC NULLS LAST LIMIT 1""",
         lead_id,
+        sorted(ASSIGNING_RUN_STATUSES),
     )
     status = RunStatus(decider["status"]) if decider else RunStatus.SUCCESS
     deciding = decider["id"] if decider else None

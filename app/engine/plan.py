@@ -7,23 +7,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from app.engine.eligibility import Condition, Verdict, evaluate
 from app.models.billing import ProviderStatus, SubscriptionStatus
-from app.models.distribution import RunStatus
+from app.models.distribution import RunStatus, SkipReason
 from app.models.niches import LevelStrategy
-
-
-class SkipReason(StrEnum):
-    INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
-    ALREADY_ASSIGNED = "ALREADY_ASSIGNED"
-    INELIGIBLE = "INELIGIBLE"
-    ELIGIBILITY_ERROR = "ELIGIBILITY_ERROR"
-    PROVIDER_SUSPENDED = "PROVIDER_SUSPENDED"
-    SUBSCRIPTION_PAUSED = "SUBSCRIPTION_PAUSED"
-
 
 # skips that make an otherwise successful run PARTIAL (SPEC §2.6)
 PARTIAL_REASONS = frozenset({SkipReason.INSUFFICIENT_BALANCE, SkipReason.ELIGIBILITY_ERROR})

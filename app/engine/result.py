@@ -6,8 +6,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from app.engine.plan import SkipReason
-from app.models.distribution import RunStatus
+from app.models.distribution import RunStatus, SkipReason
 from app.progress.events import ProgressEvent
 
 

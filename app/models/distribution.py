@@ -24,6 +24,32 @@ class RunStatus(StrEnum):
 TERMINAL_RUN_STATUSES = frozenset(
     {RunStatus.SUCCESS, RunStatus.PARTIAL, RunStatus.NO_ELIGIBLE, RunStatus.FAILED}
 )
+# the outcomes of a run that assigned the lead to someone
+ASSIGNING_RUN_STATUSES = frozenset({RunStatus.SUCCESS, RunStatus.PARTIAL})
+OPEN_RUN_STATUSES = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
+
+
+class SkipReason(StrEnum):
+    """Why a distribution passed over a subscription (SPEC §2.7), recorded per provider."""
+
+    INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
+    ALREADY_ASSIGNED = "ALREADY_ASSIGNED"
+    INELIGIBLE = "INELIGIBLE"
+    ELIGIBILITY_ERROR = "ELIGIBILITY_ERROR"
+    PROVIDER_SUSPENDED = "PROVIDER_SUSPENDED"
+    SUBSCRIPTION_PAUSED = "SUBSCRIPTION_PAUSED"
+
+
+class PreviewDecision(StrEnum):
+    WOULD_ASSIGN = "WOULD_ASSIGN"
+    WOULD_SKIP = "WOULD_SKIP"
+    NOT_REACHED = "NOT_REACHED"
+
+
+class Template(StrEnum):
+    """Notification templates (app/services/notifications.py renders them)."""
+
+    LEAD_ASSIGNED = "lead_assigned"
 
 
 class NotificationStatus(StrEnum):

@@ -2,8 +2,8 @@
 
 from app.db import Database
 from app.engine.distribute import distribute_lead
-from app.engine.plan import SkipReason
 from app.models.billing import ProviderStatus
+from app.models.distribution import SkipReason
 from app.models.niches import LevelStrategy
 from app.services import billing
 from app.services.audit import SYSTEM
