@@ -10,15 +10,15 @@ from typing import Annotated
 import strawberry
 from strawberry.permission import BasePermission
 
-from app.engine.preview import preview_distribution
 from app.errors import NotFound
 from app.models.distribution import RunStatus
 from app.models.leads import LeadStatus
 from app.resolvers.context import Info
+from app.resolvers.pagination import connection, decode_cursor
 from app.resolvers.permissions import CanRead, IsAuthenticated
 from app.resolvers.prefetch import prefetch_assignments, prefetch_for_leads, selected
 from app.resolvers.preview import to_preview
-from app.schema.pagination import Connection, connection, decode_cursor
+from app.schema.pagination import Connection
 from app.schema.types import (
     Assignment,
     AuditEntry,
@@ -34,7 +34,7 @@ from app.schema.types import (
     Provider,
     ProviderReceived,
 )
-from app.services import audit, billing, distribution, leads, niches, stats
+from app.services import audit, billing, leads, niches, preview, retries, runs, stats
 
 READ: list[type[BasePermission]] = [CanRead]
 
@@ -93,13 +93,13 @@ class Query:
     async def distribution_status(self, info: Info, lead_id: uuid.UUID) -> DistributionStatus:
         db = info.context.db
         lead = await leads.get_lead(db, lead_id)
-        runs = await info.context.loaders.runs_by_lead.load(lead_id)
+        lead_runs = await info.context.loaders.runs_by_lead.load(lead_id)
         return DistributionStatus(
             lead=Lead.of(lead),
             status=lead.status,
             distribution_attempts=lead.distribution_attempts,
-            assignment_count=await distribution.assignment_count(db, lead_id),
-            runs=[DistributionRun.of(r) for r in runs],
+            assignment_count=await runs.assignment_count(db, lead_id),
+            runs=[DistributionRun.of(r) for r in lead_runs],
             audit_entries=[
                 AuditEntry.of(e) for e in await audit.entries_for(db, entity_type="lead", entity_id=lead_id)
             ],
@@ -107,11 +107,11 @@ class Query:
 
     @strawberry.field(permission_classes=READ)
     async def distribution_run(self, info: Info, id: uuid.UUID) -> DistributionRun:
-        return DistributionRun.of(await distribution.get_run(info.context.db, id))
+        return DistributionRun.of(await runs.get_run(info.context.db, id))
 
     @strawberry.field(permission_classes=READ, description="Runs that failed every attempt, newest first.")
     async def dead_letters(self, info: Info, first: int = 50) -> list[DistributionRun]:
-        return [DistributionRun.of(r) for r in await distribution.dead_letters(info.context.db, limit=first)]
+        return [DistributionRun.of(r) for r in await retries.dead_letters(info.context.db, limit=first)]
 
     @strawberry.field(permission_classes=READ)
     async def niches(self, info: Info) -> list[Niche]:
@@ -154,7 +154,7 @@ class Query:
         description="Who would receive the lead now and why the others would not. Charges nobody.",
     )
     async def preview_distribution(self, info: Info, lead_id: uuid.UUID) -> DistributionPreview:
-        return to_preview(await preview_distribution(info.context.db, lead_id=lead_id))
+        return to_preview(await preview.preview_distribution(info.context.db, lead_id=lead_id))
 
     @strawberry.field(
         permission_classes=READ,

@@ -24,12 +24,12 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
 
+from app.metrics import RELAYED_EVENTS
 from app.resolvers.executor import shared_result, variables_key
 from app.schema.progress import RunProgress
 
 _operation: ContextVar[Operation[Any, Any] | None] = ContextVar("ws_operation", default=None)
 _relay: ContextVar[Relay | None] = ContextVar("ws_relay", default=None)
-counts = {"relayed": 0}  # events this process relayed, read at /metrics scrape time
 
 
 class RelayingHandler(BaseGraphQLTransportWSHandler[Any, Any]):
@@ -85,7 +85,7 @@ class Relay:
             # the socket is gone: the handler ends the operation when it reads the close (raised
             # here, inside the resolver, Strawberry would log it as a GraphQL error of the event)
             return True
-        counts["relayed"] += 1
+        RELAYED_EVENTS[0] += 1
         return True
 
     def keep(self, payload: Any) -> None:

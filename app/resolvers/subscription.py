@@ -21,7 +21,7 @@ from app.resolvers.context import Info
 from app.resolvers.permissions import CanRead
 from app.resolvers.relay import Relay
 from app.schema.progress import BatchProgress, RunProgress
-from app.services import distribution, niches
+from app.services import batches, niches, runs
 
 READ: list[type[BasePermission]] = [CanRead]
 RESYNC_AFTER_SECONDS = 5.0
@@ -32,6 +32,21 @@ async def _next(queue: asyncio.Queue[Item]) -> Item:
         return await asyncio.wait_for(queue.get(), timeout=RESYNC_AFTER_SECONDS)
     except TimeoutError:
         return RESYNC
+
+
+def to_batch_progress(s: batches.BatchState) -> BatchProgress:
+    return BatchProgress(
+        batch_id=s.batch_id,
+        total=s.total,
+        processed=s.processed,
+        assigned=s.assigned,
+        no_eligible=s.no_eligible,
+        failed=s.failed,
+        rate_per_second=round(s.rate_per_second, 2),
+        eta_seconds=None if s.eta_seconds is None else round(s.eta_seconds, 1),
+        done=s.done,
+        revenue_cents=s.revenue_cents,
+    )
 
 
 @strawberry.type
@@ -49,12 +64,12 @@ class Subscription:
             raise InvalidInput("give exactly one of runId and leadId", field="runId")
         if run_id is None:
             assert lead_id is not None
-            run_id = await distribution.latest_run_id(db, lead_id)
+            run_id = await runs.latest_run_id(db, lead_id)
         channel = run_channel(run_id)
         relay = Relay.of(info)
         queue = hub.register(channel)  # before the snapshot: nothing published after it is missed
         try:
-            state = RunProgress.of_run(*await distribution.run_snapshot(db, run_id))
+            state = RunProgress.of_run(*await runs.run_snapshot(db, run_id))
             yield state
             seq, done = state.seq, state.terminal
             while not done:
@@ -67,7 +82,7 @@ class Subscription:
                     if relay is None or not await relay.send(progress):
                         yield progress
                     continue
-                progress = RunProgress.of_run(*await distribution.run_snapshot(db, run_id))
+                progress = RunProgress.of_run(*await runs.run_snapshot(db, run_id))
                 if progress.seq <= seq:
                     continue
                 seq, done = progress.seq, progress.terminal
@@ -103,15 +118,15 @@ class Subscription:
         channel = batch_channel(batch_id)
         queue = hub.register(channel)
         try:
-            state = await distribution.batch_state(db, batch_id)
-            yield BatchProgress.of(state)
+            state = await batches.batch_state(db, batch_id)
+            yield to_batch_progress(state)
             while not state.done:
                 await _next(queue)
                 while not queue.empty():  # one read for a burst of finished runs
                     queue.get_nowait()
-                fresh = await distribution.batch_state(db, batch_id)
+                fresh = await batches.batch_state(db, batch_id)
                 if fresh.processed != state.processed or fresh.done:
                     state = fresh
-                    yield BatchProgress.of(state)
+                    yield to_batch_progress(state)
         finally:
             hub.unregister(channel, queue)

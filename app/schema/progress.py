@@ -12,7 +12,6 @@ from app.models import distribution as run_models
 from app.models.distribution import TERMINAL_RUN_STATUSES, RunStatus
 from app.progress.events import EventType, ProgressEvent
 from app.schema.scalars import Cents
-from app.services.distribution import BatchState
 
 strawberry.enum(EventType)
 
@@ -105,21 +104,6 @@ class BatchProgress:
     eta_seconds: float | None
     done: bool
     revenue_cents: Cents
-
-    @classmethod
-    def of(cls, s: BatchState) -> BatchProgress:
-        return cls(
-            batch_id=s.batch_id,
-            total=s.total,
-            processed=s.processed,
-            assigned=s.assigned,
-            no_eligible=s.no_eligible,
-            failed=s.failed,
-            rate_per_second=round(s.rate_per_second, 2),
-            eta_seconds=None if s.eta_seconds is None else round(s.eta_seconds, 1),
-            done=s.done,
-            revenue_cents=s.revenue_cents,
-        )
 
 
 @strawberry.type

@@ -5,13 +5,11 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import strawberry
 
-from app.engine.plan import SkipReason
 from app.models import audit as audit_models
 from app.models import auth as auth_models
 from app.models import billing as billing_models
@@ -20,13 +18,14 @@ from app.models import leads as lead_models
 from app.models import niches as niche_models
 from app.models.audit import ActorType
 from app.models.billing import LedgerKind, ProviderStatus, SubscriptionStatus
-from app.models.distribution import RunStatus
+from app.models.distribution import PreviewDecision, RunStatus, SkipReason
 from app.models.leads import LeadStatus
 from app.models.niches import LevelStrategy
 from app.resolvers.context import Info
 from app.resolvers.direct import direct_field
 from app.resolvers.loaders import load_now
 from app.resolvers.permissions import sees_contact_details
+from app.resolvers.reads import ledger_page
 from app.schema.pagination import Connection
 from app.schema.scalars import JSON, Cents
 
@@ -194,9 +193,7 @@ class Provider:
 
     @strawberry.field(description="The provider's ledger, newest first; its amounts sum to the balance.")
     async def ledger(self, info: Info, first: int = 20, after: str | None = None) -> Connection[LedgerEntry]:
-        from app.resolvers.reads import ledger_page
-
-        return await ledger_page(info, provider_id=self.id, first=first, after=after)
+        return await ledger_page(info, provider_id=self.id, first=first, after=after, convert=LedgerEntry.of)
 
 
 @strawberry.type
@@ -345,13 +342,6 @@ class DistributionStatus:
     assignment_count: int
     runs: list[DistributionRun]
     audit_entries: list[AuditEntry]
-
-
-@strawberry.enum
-class PreviewDecision(StrEnum):
-    WOULD_ASSIGN = "WOULD_ASSIGN"
-    WOULD_SKIP = "WOULD_SKIP"
-    NOT_REACHED = "NOT_REACHED"
 
 
 @strawberry.type

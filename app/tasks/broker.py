@@ -11,12 +11,9 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from taskiq import BrokerMessage, TaskiqEvents, TaskiqMessage, TaskiqState
+from taskiq import BrokerMessage, TaskiqMessage
 from taskiq_redis import RedisStreamBroker
 
-from app.db import create_database
-from app.progress.publish import RedisPublisher
-from app.redis_client import connect as connect_redis
 from app.redis_client import retrying
 from app.settings import Settings, get_settings
 
@@ -86,27 +83,10 @@ def make_broker(redis_url: str, settings: Settings) -> StreamBroker:
     )
 
 
+# The worker's settings: read once, here, where the broker needs its URL; the tasks read this same
+# object as context.state.settings (app/tasks/worker.py).
 settings = get_settings()
 broker = make_broker(settings.redis_url or "redis://127.0.0.1:6379/0", settings)
-
-
-@broker.on_event(TaskiqEvents.WORKER_STARTUP)
-async def open_resources(state: TaskiqState) -> None:
-    from app.logging import configure_logging
-    from app.tasks.dispatch import TaskiqDispatcher
-
-    configure_logging(settings)
-    state.settings = settings
-    state.db = create_database(str(settings.database_url), settings)
-    state.redis = connect_redis(str(settings.redis_url))
-    state.publisher = RedisPublisher(state.redis)
-    state.dispatcher = TaskiqDispatcher(broker)
-
-
-@broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
-async def close_resources(state: TaskiqState) -> None:
-    await state.redis.aclose()
-    await state.db.dispose()
 
 
 def worker_argv(settings: Settings, *, processes: int | None = None) -> list[str]:

@@ -10,7 +10,7 @@ from app.progress.events import ProgressEvent
 from app.progress.publish import Publisher, add_publishes
 from app.services import notifications
 from app.services.dispatch import RunJob
-from app.services.distribution import run_distribution
+from app.services.execution import run_distribution
 from app.settings import Settings
 from app.tasks.broker import StreamBroker
 

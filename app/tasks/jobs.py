@@ -11,7 +11,9 @@ from datetime import timedelta
 from taskiq import Context, TaskiqDepends
 
 from app.services import notifications
-from app.services.distribution import run_distribution, sweep
+from app.services.execution import run_distribution
+from app.services.sweep import sweep
+from app.tasks import worker  # noqa: F401  (opens each worker process's resources)
 from app.tasks.broker import broker, settings
 from app.tasks.dispatch import DISTRIBUTE, NOTIFY, SEND_UNSENT, SENDER_QUEUED
 
@@ -20,7 +22,7 @@ log = logging.getLogger("leadwheel.tasks")
 
 async def _respect_rate_limit(context: Context) -> None:
     """Optional global limit (distributions per second, all workers): a counter per second in Redis."""
-    limit = settings.rate_limit_per_second
+    limit = context.state.settings.rate_limit_per_second
     if not limit:
         return
     redis = context.state.redis
@@ -37,14 +39,14 @@ async def _respect_rate_limit(context: Context) -> None:
 
 @broker.task(task_name=DISTRIBUTE)
 async def distribute_run(
-    run_id: str, lead_id: str | None = None, batch_id: str | None = None, context: Context = TaskiqDepends()
+    run_id: str, lead_id: str, batch_id: str | None = None, context: Context = TaskiqDepends()
 ) -> None:
     state = context.state
     await _respect_rate_limit(context)
     execution = await run_distribution(
         state.db,
         run_id=uuid.UUID(run_id),
-        lead_id=uuid.UUID(lead_id) if lead_id else None,
+        lead_id=uuid.UUID(lead_id),
         batch_id=uuid.UUID(batch_id) if batch_id else None,
         settings=state.settings,
         publisher=state.publisher,
@@ -65,17 +67,11 @@ async def send_unsent_notifications(context: Context = TaskiqDepends()) -> None:
 
 
 @broker.task(task_name=NOTIFY)
-async def send_notifications(
-    lead_id: str | None = None, notification_ids: list[str] | None = None, context: Context = TaskiqDepends()
-) -> None:
-    """The given notifications (the sweep). A job with a lead (sent by an older version) sends
-    every first send, that lead's among them."""
+async def send_notifications(notification_ids: list[str], context: Context = TaskiqDepends()) -> None:
+    """The given notifications: the sweep's retries and first sends whose job was lost."""
     state = context.state
-    if notification_ids:
-        ids = [uuid.UUID(i) for i in notification_ids]
-        await notifications.deliver(state.db, settings=state.settings, notification_ids=ids)
-    if lead_id:
-        await notifications.deliver_unsent(state.db, settings=state.settings)
+    ids = [uuid.UUID(i) for i in notification_ids]
+    await notifications.deliver(state.db, settings=state.settings, notification_ids=ids)
 
 
 @broker.task(task_name="leadwheel.sweep", schedule=[{"interval": settings.sweep_interval_seconds}])

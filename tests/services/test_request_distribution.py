@@ -14,7 +14,7 @@ from app.db import Database
 from app.errors import Conflict, LeadNotDistributable, NotFound
 from app.models.distribution import RunStatus
 from app.progress.events import ProgressEvent
-from app.services import distribution
+from app.services import runs
 from app.services.audit import SYSTEM
 from app.services.dispatch import RunJob
 from tests.factories import make_lead, make_niche
@@ -36,7 +36,7 @@ class Queue:
 
 
 async def _request(db: Database, queue: Queue, lead_id: uuid.UUID, key: str | None) -> uuid.UUID:
-    run = await distribution.request_distribution(
+    run = await runs.request_distribution(
         db, actor=SYSTEM, lead_id=lead_id, idempotency_key=key, dispatcher=queue
     )
     assert run.status == RunStatus.QUEUED and run.seq == 1

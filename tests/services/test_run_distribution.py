@@ -11,7 +11,7 @@ from app.db import Database
 from app.models.distribution import RunStatus
 from app.progress.events import ProgressEvent
 from app.progress.publish import NullPublisher
-from app.services import distribution
+from app.services import execution, runs
 from app.services.audit import SYSTEM
 from app.services.dispatch import RunJob
 from app.settings import Environment, Settings
@@ -36,14 +36,14 @@ async def _queued_run(db: Database) -> tuple[uuid.UUID, uuid.UUID]:
     niche, (level,) = await make_niche(db, levels=[(100, 1)])
     await subscribe(db, await make_provider(db, balance_cents=1_000), level)
     lead = await make_lead(db, niche)
-    run = await distribution.request_distribution(
+    run = await runs.request_distribution(
         db, actor=SYSTEM, lead_id=lead.id, idempotency_key=None, dispatcher=Held()
     )
     return run.id, lead.id
 
 
-async def _run(db: Database, run_id: uuid.UUID, lead_id: uuid.UUID | None) -> distribution.Execution:
-    return await distribution.run_distribution(
+async def _run(db: Database, run_id: uuid.UUID, lead_id: uuid.UUID) -> execution.Execution:
+    return await execution.run_distribution(
         db, run_id=run_id, lead_id=lead_id, settings=SETTINGS, publisher=NullPublisher()
     )
 
@@ -86,15 +86,17 @@ async def test_a_job_that_comes_before_its_retry_is_due_does_nothing(db: Databas
     assert await _state(db, run_id) == (RunStatus.SUCCESS, 1)
 
 
-async def test_a_job_without_its_lead_reads_it_and_a_second_delivery_charges_nobody(db: Database) -> None:
-    run_id, _ = await _queued_run(db)
-    first = await _run(db, run_id, None)  # a message from before jobs carried the lead
+async def test_a_second_delivery_of_a_job_charges_nobody(db: Database) -> None:
+    run_id, lead_id = await _queued_run(db)
+    first = await _run(db, run_id, lead_id)
     assert first.result is not None and len(first.result.assigned) == 1
-    again = await _run(db, run_id, None)
+    again = await _run(db, run_id, lead_id)  # the broker redelivered it
     assert again.result is not None and again.result.replayed and again.events == []
     assert await _state(db, run_id) == (RunStatus.SUCCESS, 1)
 
 
 async def test_a_job_for_an_unknown_run_does_nothing(db: Database) -> None:
-    execution = await _run(db, uuid.uuid4(), None)
-    assert execution.result is None and execution.events == []
+    _, lead_id = await _queued_run(db)
+    for run_id, lead in ((uuid.uuid4(), lead_id), (uuid.uuid4(), uuid.uuid4())):
+        done = await _run(db, run_id, lead)
+        assert done.result is None and done.events == []

@@ -10,7 +10,7 @@ from app.resolvers.context import Info
 from app.resolvers.permissions import CanDistribute
 from app.schema.progress import DistributionBatch
 from app.schema.types import DistributionRun
-from app.services import distribution
+from app.services import batches, retries, runs
 
 DISTRIBUTE: list[type[BasePermission]] = [CanDistribute]
 
@@ -26,7 +26,7 @@ class DistributionMutations:
         self, info: Info, lead_id: uuid.UUID, idempotency_key: str | None = None
     ) -> DistributionRun:
         c = info.context
-        run = await distribution.request_distribution(
+        run = await runs.request_distribution(
             c.db,
             actor=await c.actor(),
             lead_id=lead_id,
@@ -40,7 +40,7 @@ class DistributionMutations:
     )
     async def retry_distribution(self, info: Info, run_id: uuid.UUID) -> DistributionRun:
         c = info.context
-        run = await distribution.retry_distribution(
+        run = await retries.retry_distribution(
             c.db, actor=await c.actor(), run_id=run_id, dispatcher=c.dispatcher
         )
         return DistributionRun.of(run)
@@ -61,7 +61,7 @@ class BatchMutations:
         limit: int = 1000,
     ) -> DistributionBatch:
         c = info.context
-        batch, run_ids = await distribution.request_batch(
+        batch, run_ids = await batches.request_batch(
             c.db,
             actor=await c.actor(),
             niche_id=niche_id,

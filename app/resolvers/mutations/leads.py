@@ -10,7 +10,7 @@ from app.resolvers.context import Info
 from app.resolvers.permissions import CanWriteLeads
 from app.schema.scalars import JSON
 from app.schema.types import Lead
-from app.services import distribution, leads
+from app.services import leads, runs
 
 WRITE: list[type[BasePermission]] = [CanWriteLeads]
 
@@ -38,7 +38,7 @@ class LeadMutations:
             raise Forbidden("approveLead(distribute: true) also needs the 'distribution:write' scope")
         lead, auto = await leads.approve_lead(c.db, actor=actor, lead_id=id)
         if distribute or auto:
-            await distribution.request_distribution(
+            await runs.request_distribution(
                 c.db,
                 actor=actor,
                 lead_id=id,

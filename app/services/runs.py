@@ -1,0 +1,185 @@
+"""Distribution runs: the request (a QUEUED run with its idempotency key, in one statement, the job
+sent after the commit) and the reads of runs. Executing a run is app/services/execution.py; failed
+attempts, retries and dead letters app/services/retries.py; batches and the sweep their own modules."""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from app.db import Database, retry_on_disconnect
+from app.errors import Conflict, LeadNotDistributable, NotFound
+from app.models.audit import AuditAction
+from app.models.distribution import DistributionRun, RunStatus
+from app.models.leads import DISTRIBUTABLE, Assignment, Lead
+from app.progress.events import EventType, ProgressEvent
+from app.services import _guards
+from app.services.audit import Actor
+from app.services.dispatch import Dispatcher, RunJob
+
+
+def run_event(
+    run: DistributionRun, niche_id: uuid.UUID, kind: EventType, detail: str | None = None
+) -> ProgressEvent:
+    """A run's change of state (queued, retried, failed) as the progress event its subscribers get."""
+    return ProgressEvent(
+        run_id=run.id,
+        lead_id=run.lead_id,
+        niche_id=niche_id,
+        seq=run.seq,
+        type=kind,
+        at=run.updated_at,
+        detail=detail,
+    )
+
+
+async def request_distribution(
+    db: Database,
+    *,
+    actor: Actor,
+    lead_id: uuid.UUID,
+    idempotency_key: str | None,
+    dispatcher: Dispatcher,
+) -> DistributionRun:
+    """The same key for the same lead returns the same run (and sends nothing); the same key for
+    another lead is a CONFLICT."""
+    key = _guards.text(idempotency_key, field="idempotencyKey", max_length=200) if idempotency_key else None
+    try:
+        run, niche_id, created = await _insert_run(db, actor=actor, lead_id=lead_id, key=key)
+    except IntegrityError:
+        # a concurrent request with the same key won the insert: answer as it would be answered now
+        run, niche_id, created = await _insert_run(db, actor=actor, lead_id=lead_id, key=key)
+    if created:
+        await dispatcher.distribute(
+            [RunJob(run.id, lead_id)], announce=[run_event(run, niche_id, EventType.QUEUED)]
+        )
+        if dispatcher.inline:
+            return await get_run(db, run.id)  # finished by now
+    return run
+
+
+# One statement, in autocommit: a replayed key's run, else the lead's state, else a new QUEUED run
+# and its audit entry. A concurrent insert with the same key fails the unique index; the caller
+# runs it again and finds that run.
+REQUEST_RUN = sa.text("""
+WITH existing AS (
+    SELECT id, lead_id FROM distribution_runs WHERE idempotency_key = CAST(:key AS text)
+),
+lead AS (
+    SELECT id, niche_id, status FROM leads WHERE id = CAST(:lead_id AS uuid)
+),
+run AS (
+    INSERT INTO distribution_runs (lead_id, idempotency_key, requested_by, status, seq, enqueued_at,
+                                   created_at, updated_at)
+    SELECT id, CAST(:key AS text), CAST(:requested_by AS text), CAST(:queued AS text), 1, now(), now(),
+           now()
+    FROM lead
+    WHERE status = ANY(CAST(:distributable AS text[])) AND NOT EXISTS (SELECT 1 FROM existing)
+    RETURNING id, created_at
+),
+audit AS (
+    INSERT INTO audit_log (action, actor_type, actor_id, entity_type, entity_id, details, created_at)
+    SELECT CAST(:action AS text), CAST(:actor_type AS text), CAST(:actor_id AS uuid), 'lead',
+           CAST(:lead_id AS uuid),
+           jsonb_build_object('run_id', run.id::text, 'idempotency_key', CAST(:key AS text)),
+           run.created_at
+    FROM run
+)
+SELECT (SELECT id FROM existing) AS existing_id, (SELECT lead_id FROM existing) AS existing_lead_id,
+       (SELECT status FROM lead) AS lead_status, (SELECT niche_id FROM lead) AS niche_id,
+       (SELECT id FROM run) AS run_id, (SELECT created_at FROM run) AS at
+""")
+
+
+async def _insert_run(
+    db: Database, *, actor: Actor, lead_id: uuid.UUID, key: str | None
+) -> tuple[DistributionRun, uuid.UUID, bool]:
+    async with db.connect() as conn:
+        row = (
+            await conn.execute(
+                REQUEST_RUN,
+                {
+                    "key": key,
+                    "lead_id": lead_id,
+                    "requested_by": str(actor),
+                    "distributable": sorted(DISTRIBUTABLE),
+                    "queued": RunStatus.QUEUED.value,
+                    "action": AuditAction.DISTRIBUTION_REQUESTED.value,
+                    "actor_type": actor.type.value,
+                    "actor_id": actor.id,
+                },
+            )
+        ).one()
+    if row.existing_id is not None:
+        if row.existing_lead_id != lead_id:
+            raise Conflict(
+                f"idempotency key {key!r} was already used for lead {row.existing_lead_id}",
+                field="idempotencyKey",
+            )
+        return await get_run(db, row.existing_id), uuid.UUID(int=0), False
+    if row.lead_status is None:
+        raise NotFound("lead", lead_id)
+    if row.run_id is None:
+        raise LeadNotDistributable(
+            f"lead {lead_id} is {row.lead_status}: only APPROVED or NO_ELIGIBLE leads can be distributed"
+        )
+    run = DistributionRun(
+        id=row.run_id,
+        lead_id=lead_id,
+        idempotency_key=key,
+        requested_by=str(actor),
+        status=RunStatus.QUEUED,
+        seq=1,
+        enqueued_at=row.at,
+        created_at=row.at,
+        updated_at=row.at,
+    )
+    return run, row.niche_id, True
+
+
+async def get_run(db: Database, run_id: uuid.UUID) -> DistributionRun:
+    async with db.read() as session:
+        run = await session.get(DistributionRun, run_id)
+    if run is None:
+        raise NotFound("distribution run", run_id)
+    return run
+
+
+@retry_on_disconnect
+async def latest_run_id(db: Database, lead_id: uuid.UUID) -> uuid.UUID:
+    async with db.read() as session:
+        found = await session.scalar(
+            sa.select(col(DistributionRun.id))
+            .where(col(DistributionRun.lead_id) == lead_id)
+            .order_by(col(DistributionRun.created_at).desc())
+            .limit(1)
+        )
+    if found is None:
+        raise NotFound("distribution run for lead", lead_id)
+    return found
+
+
+async def assignment_count(db: Database, lead_id: uuid.UUID) -> int:
+    async with db.read() as session:
+        return int(
+            await session.scalar(sa.select(sa.func.count()).where(col(Assignment.lead_id) == lead_id)) or 0
+        )
+
+
+@retry_on_disconnect
+async def run_snapshot(db: Database, run_id: uuid.UUID) -> tuple[DistributionRun, uuid.UUID]:
+    """The run as committed now, with its lead's niche: a subscriber's first (and resync) state."""
+    async with db.read() as session:
+        row = (
+            await session.execute(
+                select(DistributionRun, col(Lead.niche_id))
+                .join(Lead, col(Lead.id) == col(DistributionRun.lead_id))
+                .where(DistributionRun.id == run_id)
+            )
+        ).one_or_none()
+    if row is None:
+        raise NotFound("distribution run", run_id)
+    return row[0], row[1]

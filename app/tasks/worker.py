@@ -1,0 +1,29 @@
+"""A worker process's resources, opened when it starts and closed when it stops: one database
+engine, one Redis client, the publisher and the dispatcher, kept on taskiq's state for the tasks."""
+
+from __future__ import annotations
+
+from taskiq import TaskiqEvents, TaskiqState
+
+from app.db import create_database
+from app.logging import configure_logging
+from app.progress.publish import RedisPublisher
+from app.redis_client import connect as connect_redis
+from app.tasks.broker import broker, settings
+from app.tasks.dispatch import TaskiqDispatcher
+
+
+@broker.on_event(TaskiqEvents.WORKER_STARTUP)
+async def open_resources(state: TaskiqState) -> None:
+    configure_logging(settings)
+    state.settings = settings
+    state.db = create_database(str(settings.database_url), settings)
+    state.redis = connect_redis(str(settings.redis_url))
+    state.publisher = RedisPublisher(state.redis)
+    state.dispatcher = TaskiqDispatcher(broker)
+
+
+@broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
+async def close_resources(state: TaskiqState) -> None:
+    await state.redis.aclose()
+    await state.db.dispose()
