@@ -17,10 +17,15 @@ from app.services.pages import Page, PageKey, keyset_page
 
 @dataclass(frozen=True)
 class Actor:
+    """Who asks: the principal every service takes. `provider_id` is set for a provider principal
+    (a buyer's user or a provider-bound API key): it reaches only that provider's data
+    (app/services/principals.py)."""
+
     type: ActorType
     id: uuid.UUID | None = None
     label: str = "system"
     scopes: frozenset[str] = field(default_factory=frozenset)
+    provider_id: uuid.UUID | None = None
 
     def __str__(self) -> str:
         return self.label if self.id is None else f"{self.type.value.lower()}:{self.id}"

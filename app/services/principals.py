@@ -1,0 +1,51 @@
+"""Who may reach what: one model for every service (SPEC §10, STYLE §5c).
+
+An operator principal (an admin user, an admin API key, the system) reaches everything its scopes
+allow. A provider principal (`actor.provider_id` set) reaches only its own provider's data, and the
+services enforce it in their SQL: reads filter `WHERE provider_id = :own` (`scope_to_own`), and an id
+of another provider's row answers NOT_FOUND exactly as a missing one does (`check_own`), so nothing
+leaks, not even existence. Operations reserved to operators answer FORBIDDEN (`require_operator`)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, TypeVar
+
+from app.errors import Forbidden, NotFound
+from app.services.audit import Actor
+
+S = TypeVar("S")
+
+
+def is_provider(actor: Actor) -> bool:
+    return actor.provider_id is not None
+
+
+def require_operator(actor: Actor, what: str) -> None:
+    """Operator-only operations: a provider principal gets FORBIDDEN (it knows the operation exists)."""
+    if actor.provider_id is not None:
+        raise Forbidden(f"{what} is for operators; a provider's credentials cannot do it")
+
+
+def own_provider_id(actor: Actor, requested: uuid.UUID | None) -> uuid.UUID | None:
+    """The provider a read is restricted to: for a provider principal its own (a request for
+    another provider's id is NOT_FOUND), for an operator the one requested (None: all)."""
+    if actor.provider_id is None:
+        return requested
+    if requested is not None and requested != actor.provider_id:
+        raise NotFound("provider", requested)
+    return actor.provider_id
+
+
+def check_own(actor: Actor, provider_id: uuid.UUID, entity: str, entity_id: object) -> None:
+    """After reading a row by id: a provider principal that does not own it gets NOT_FOUND, as for
+    a row that does not exist. Prefer filtering in the SQL (`scope_to_own`) where the read allows it."""
+    if actor.provider_id is not None and actor.provider_id != provider_id:
+        raise NotFound(entity, entity_id)
+
+
+def scope_to_own(stmt: S, column: Any, actor: Actor) -> S:
+    """`stmt` restricted to the principal's own provider (`column` is the row's provider id)."""
+    if actor.provider_id is None:
+        return stmt
+    return stmt.where(column == actor.provider_id)  # type: ignore[attr-defined,no-any-return]
