@@ -41,9 +41,22 @@ ins AS (
     RETURNING id, provider_id, subscription_id, competition_level_id, price_charged_cents
 ),
 debit AS (
-    UPDATE providers p SET balance_cents = p.balance_cents - ins.price_charged_cents
+    UPDATE providers p
+    SET balance_cents = p.balance_cents - ins.price_charged_cents, revision = p.revision + 1
     FROM ins WHERE p.id = ins.provider_id
-    RETURNING p.id, p.balance_cents, p.name, p.email
+    RETURNING p.id, p.balance_cents, p.name, p.email, p.timezone
+),
+-- what counts toward each cap of the assignment's subscription and provider, in the period of
+-- the assignment's own time: the invariants recount it from the assignments and must agree
+usage AS (
+    INSERT INTO cap_usage AS u (cap_id, period_start, leads, spend_cents)
+    SELECT c.id, lw_period_start(c.period, (SELECT at FROM ts), debit.timezone), 1, ins.price_charged_cents
+    FROM ins
+    JOIN debit ON debit.id = ins.provider_id
+    JOIN caps c ON c.provider_id = ins.provider_id
+               AND (c.subscription_id IS NULL OR c.subscription_id = ins.subscription_id)
+    ON CONFLICT (cap_id, period_start) DO UPDATE
+    SET leads = u.leads + 1, spend_cents = u.spend_cents + EXCLUDED.spend_cents
 ),
 ledger AS (
     INSERT INTO ledger_entries (provider_id, amount_cents, balance_after_cents, kind, reference,

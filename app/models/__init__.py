@@ -11,6 +11,7 @@ from app.models.billing import (
     Subscription,
     SubscriptionStatus,
 )
+from app.models.caps import Cap, CapPeriod, CapUsage
 from app.models.distribution import (
     DistributionBatch,
     DistributionRun,
@@ -29,6 +30,9 @@ __all__ = [
     "Assignment",
     "AuditAction",
     "AuditEntry",
+    "Cap",
+    "CapPeriod",
+    "CapUsage",
     "CompetitionLevel",
     "DistributionBatch",
     "DistributionRun",

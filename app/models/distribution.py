@@ -38,6 +38,9 @@ class SkipReason(StrEnum):
     ELIGIBILITY_ERROR = "ELIGIBILITY_ERROR"
     PROVIDER_SUSPENDED = "PROVIDER_SUSPENDED"
     SUBSCRIPTION_PAUSED = "SUBSCRIPTION_PAUSED"
+    # the buyer's own limits (SPEC §8): they never make a run PARTIAL
+    CAP_REACHED = "CAP_REACHED"
+    OUTSIDE_SCHEDULE = "OUTSIDE_SCHEDULE"
 
 
 class PreviewDecision(StrEnum):

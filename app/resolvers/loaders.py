@@ -24,6 +24,8 @@ from app.models.billing import Provider, Subscription
 from app.models.distribution import DistributionRun
 from app.models.leads import Assignment, Lead
 from app.models.niches import CompetitionLevel, Niche
+from app.services import caps
+from app.services.caps import CapUsage
 
 T = TypeVar("T")
 Load = Callable[[list[uuid.UUID]], Coroutine[Any, Any, list[Any]]]
@@ -75,6 +77,8 @@ class Loaders:
     assignments_by_lead: DataLoader[uuid.UUID, list[Assignment]]
     runs_by_lead: DataLoader[uuid.UUID, list[DistributionRun]]
     subscriptions_by_provider: DataLoader[uuid.UUID, list[Subscription]]
+    # every cap of a provider (its own and its subscriptions'), with current usage
+    caps_by_provider: DataLoader[uuid.UUID, list[CapUsage]]
 
 
 def make_loaders(db: Database) -> Loaders:
@@ -87,7 +91,16 @@ def make_loaders(db: Database) -> Loaders:
         assignments_by_lead=DataLoader(_grouped(db, Assignment, "lead_id", ("created_at",))),
         runs_by_lead=DataLoader(_grouped(db, DistributionRun, "lead_id", ("created_at",))),
         subscriptions_by_provider=DataLoader(_grouped(db, Subscription, "provider_id", ("created_at",))),
+        caps_by_provider=DataLoader(_caps(db)),
     )
+
+
+def _caps(db: Database) -> Load:
+    async def load(keys: list[uuid.UUID]) -> list[Any]:
+        found = await caps.caps_of_providers(db, keys)
+        return [found[key] for key in keys]
+
+    return load
 
 
 R = TypeVar("R")

@@ -25,7 +25,8 @@ from app.resolvers.context import Info
 from app.resolvers.direct import direct_field
 from app.resolvers.loaders import load_now
 from app.resolvers.permissions import sees_contact_details
-from app.resolvers.reads import ledger_page
+from app.resolvers.reads import ledger_page, open_state
+from app.schema.controls import Cap, DeliverySchedule
 from app.schema.pagination import Connection
 from app.schema.scalars import JSON, Cents
 
@@ -154,10 +155,30 @@ class Subscription:
     last_received_at: datetime | None
     filters: JSON
     created_at: datetime
+    stored_schedule: strawberry.Private[dict[str, Any] | None]
 
     @classmethod
     def of(cls, m: billing_models.Subscription) -> Subscription:
-        return from_row(cls, m)
+        return from_row(cls, m, stored_schedule=m.schedule)
+
+    @strawberry.field(description="This subscription's own caps (the provider's are on Provider.caps).")
+    async def caps(self, info: Info) -> list[Cap]:
+        found = await info.context.loaders.caps_by_provider.load(self.provider_id)
+        return [Cap.of(c) for c in found if c.subscription_id == self.id]
+
+    @strawberry.field(description="Delivery windows and blackout dates; null: always open.")
+    def schedule(self) -> DeliverySchedule | None:
+        return DeliverySchedule.of(self.stored_schedule)
+
+    @strawberry.field(description="Whether the schedule lets leads in now (the provider's local time).")
+    async def open_now(self, info: Info) -> bool:
+        return (await open_state(info, self.provider_id, self.stored_schedule))[0]
+
+    @strawberry.field(
+        description="When the schedule next opens or closes (within a week); null: it does not."
+    )
+    async def schedule_changes_at(self, info: Info) -> datetime | None:
+        return (await open_state(info, self.provider_id, self.stored_schedule))[1]
 
     @direct_field
     def provider(self, info: Info) -> Provider | None:
@@ -175,6 +196,9 @@ class Provider:
     email: str
     status: ProviderStatus
     balance_cents: Cents
+    timezone: str = strawberry.field(
+        description="IANA time zone: the provider's days, weeks, months and windows"
+    )
     created_at: datetime
 
     @classmethod
@@ -184,6 +208,13 @@ class Provider:
     @classmethod
     def maybe(cls, m: billing_models.Provider | None) -> Provider | None:
         return cls.of(m) if m else None
+
+    @strawberry.field(
+        description="Caps across all the provider's subscriptions (each subscription has its own too)."
+    )
+    async def caps(self, info: Info) -> list[Cap]:
+        found = await info.context.loaders.caps_by_provider.load(self.id)
+        return [Cap.of(c) for c in found if c.subscription_id is None]
 
     @strawberry.field
     async def subscriptions(self, info: Info) -> list[Subscription]:
@@ -351,6 +382,7 @@ class PreviewCandidate:
     decision: PreviewDecision
     reason: SkipReason | None
     detail: str | None
+    caps: list[Cap] = strawberry.field(description="The caps that apply, with their current usage.")
 
     @direct_field
     def provider(self, info: Info) -> Provider | None:

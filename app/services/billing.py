@@ -71,6 +71,9 @@ async def set_provider_status(
 
 
 async def lock_provider(session: AsyncSession, provider_id: uuid.UUID) -> Provider:
+    """Locks the provider to change it or its subscriptions or caps, and bumps its revision (written
+    with the transaction's other changes): an engine that read it before this commit and locks it
+    after reads it again instead of planning on what it read (app/engine/distribute.py)."""
     provider = (
         await session.execute(
             select(Provider)
@@ -81,17 +84,23 @@ async def lock_provider(session: AsyncSession, provider_id: uuid.UUID) -> Provid
     ).scalar_one_or_none()
     if provider is None:
         raise NotFound("provider", provider_id)
+    provider.revision += 1
     return provider
 
 
 async def lock_providers(session: AsyncSession, provider_ids: Sequence[uuid.UUID]) -> None:
-    """In ascending id order, the engine's order, so the two never deadlock."""
-    if provider_ids:
+    """In ascending id order, the engine's order, so the two never deadlock; revisions bumped as
+    lock_provider does."""
+    ids = sorted(set(provider_ids))
+    if ids:
         await session.execute(
             sa.select(col(Provider.id))
-            .where(col(Provider.id).in_(sorted(set(provider_ids))))
+            .where(col(Provider.id).in_(ids))
             .order_by(col(Provider.id))
             .with_for_update(key_share=True)  # FOR NO KEY UPDATE
+        )
+        await session.execute(
+            sa.update(Provider).where(col(Provider.id).in_(ids)).values(revision=Provider.revision + 1)
         )
 
 
@@ -343,6 +352,14 @@ async def get_provider(db: Database, provider_id: uuid.UUID) -> Provider:
     if provider is None:
         raise NotFound("provider", provider_id)
     return provider
+
+
+async def get_subscription(db: Database, subscription_id: uuid.UUID) -> Subscription:
+    async with db.read() as session:
+        found = await session.get(Subscription, subscription_id)
+    if found is None:
+        raise NotFound("subscription", subscription_id)
+    return found
 
 
 async def list_providers(db: Database, *, first: int, after: PageKey | None) -> Page[Provider]:

@@ -4,10 +4,11 @@ own plan on a read-only snapshot (app/engine/preview.py), told as a decision per
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from app.db import Database
-from app.engine.plan import Pick, Skip
+from app.engine.plan import CapState, Pick, Skip
 from app.engine.preview import preview_distribution as preview_plan
 from app.models.distribution import PreviewDecision, RunStatus, SkipReason
 
@@ -19,6 +20,7 @@ class CandidatePreview:
     decision: PreviewDecision
     reason: SkipReason | None
     detail: str | None
+    caps: Sequence[CapState]  # each cap that applies, with its current period's usage
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ async def preview_distribution(db: Database, *, lead_id: uuid.UUID) -> Distribut
             else:
                 decision, reason, detail = PreviewDecision.NOT_REACHED, None, None
             candidates.append(
-                CandidatePreview(candidate.provider_id, candidate.subscription_id, decision, reason, detail)
+                CandidatePreview(
+                    candidate.provider_id, candidate.subscription_id, decision, reason, detail, candidate.caps
+                )
             )
         levels.append(
             LevelPreview(

@@ -4,6 +4,7 @@ import strawberry
 
 from app.resolvers.mutations.auth import AuthMutations
 from app.resolvers.mutations.billing import BillingMutations
+from app.resolvers.mutations.controls import ControlMutations
 from app.resolvers.mutations.distribution import BatchMutations, DistributionMutations
 from app.resolvers.mutations.leads import LeadMutations
 from app.resolvers.mutations.niches import NicheMutations
@@ -11,6 +12,12 @@ from app.resolvers.mutations.niches import NicheMutations
 
 @strawberry.type
 class Mutation(
-    AuthMutations, NicheMutations, BillingMutations, LeadMutations, DistributionMutations, BatchMutations
+    AuthMutations,
+    NicheMutations,
+    BillingMutations,
+    ControlMutations,
+    LeadMutations,
+    DistributionMutations,
+    BatchMutations,
 ):
     pass
