@@ -44,6 +44,7 @@ class CapState:
     max_spend_cents: int | None
     used_leads: int
     used_spend_cents: int
+    period_start: str  # as PostgreSQL wrote it (ISO 8601; "-infinity" for TOTAL): parsed only to show
 
     def broken_by(self, price_cents: int) -> str | None:
         """What one more lead at this price would break, or None if it fits."""

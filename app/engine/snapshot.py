@@ -52,11 +52,12 @@ FOR NO KEY UPDATE OF l, n FOR UPDATE OF r
 def _caps_of(provider: str, subscription: str, timezone: str) -> str:
     return f"""(
     SELECT json_agg(json_build_array(cp.id, cp.subscription_id IS NULL, cp.period, cp.max_leads,
-                                     cp.max_spend_cents, coalesce(u.leads, 0), coalesce(u.spend_cents, 0))
+                                     cp.max_spend_cents, coalesce(u.leads, 0), coalesce(u.spend_cents, 0),
+                                     cur.start)
                     ORDER BY cp.subscription_id IS NOT NULL, cp.period)::text
     FROM caps cp
-    LEFT JOIN cap_usage u
-           ON u.cap_id = cp.id AND u.period_start = lw_period_start(cp.period, now(), {timezone})
+    CROSS JOIN LATERAL (SELECT lw_period_start(cp.period, now(), {timezone}) AS start) cur
+    LEFT JOIN cap_usage u ON u.cap_id = cp.id AND u.period_start = cur.start
     WHERE cp.provider_id = {provider} AND (cp.subscription_id IS NULL OR cp.subscription_id = {subscription})
 )"""
 
@@ -214,8 +215,10 @@ class _Parsed:
 
 
 def _cap(item: list[Any]) -> CapState:
-    cap_id, provider_wide, period, max_leads, max_spend, used_leads, used_spend = item
-    return CapState(uuid.UUID(cap_id), provider_wide, period, max_leads, max_spend, used_leads, used_spend)
+    cap_id, provider_wide, period, max_leads, max_spend, used_leads, used_spend, start = item
+    return CapState(
+        uuid.UUID(cap_id), provider_wide, period, max_leads, max_spend, used_leads, used_spend, start
+    )
 
 
 def _candidates_by_level(rows: Sequence[asyncpg.Record], parsed: _Parsed) -> dict[uuid.UUID, list[Candidate]]:

@@ -4,13 +4,15 @@ own plan on a read-only snapshot (app/engine/preview.py), told as a decision per
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from app.db import Database
-from app.engine.plan import CapState, Pick, Skip
+from app.engine.plan import Candidate, CapState, Pick, Skip
 from app.engine.preview import preview_distribution as preview_plan
+from app.models.caps import CapPeriod
 from app.models.distribution import PreviewDecision, RunStatus, SkipReason
+from app.services.caps import CapUsage
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,7 @@ class CandidatePreview:
     decision: PreviewDecision
     reason: SkipReason | None
     detail: str | None
-    caps: Sequence[CapState]  # each cap that applies, with its current period's usage
+    caps: list[CapUsage]  # each cap that applies, with its current period's usage
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,12 @@ async def preview_distribution(db: Database, *, lead_id: uuid.UUID) -> Distribut
                 decision, reason, detail = PreviewDecision.NOT_REACHED, None, None
             candidates.append(
                 CandidatePreview(
-                    candidate.provider_id, candidate.subscription_id, decision, reason, detail, candidate.caps
+                    candidate.provider_id,
+                    candidate.subscription_id,
+                    decision,
+                    reason,
+                    detail,
+                    [_usage(cap, candidate) for cap in candidate.caps],
                 )
             )
         levels.append(
@@ -85,4 +92,19 @@ async def preview_distribution(db: Database, *, lead_id: uuid.UUID) -> Distribut
         start_level_id=plan.start_level.id if plan.start_level else None,
         levels=levels,
         outcome=plan.outcome,
+    )
+
+
+def _usage(cap: CapState, candidate: Candidate) -> CapUsage:
+    """The engine's view of a cap, as the caps service shows caps everywhere else."""
+    return CapUsage(
+        id=cap.cap_id,
+        provider_id=candidate.provider_id,
+        subscription_id=None if cap.provider_wide else candidate.subscription_id,
+        period=CapPeriod(cap.period),
+        max_leads=cap.max_leads,
+        max_spend_cents=cap.max_spend_cents,
+        used_leads=cap.used_leads,
+        used_spend_cents=cap.used_spend_cents,
+        period_start=None if cap.period == CapPeriod.TOTAL else datetime.fromisoformat(cap.period_start),
     )
