@@ -196,8 +196,14 @@ def _skip_reason(
     if candidate.schedule is not None:
         if at is None:
             raise ValueError("a plan with delivery schedules needs the instant it is for (NicheState.at)")
-        if not candidate.schedule.is_open(candidate.zone or UTC_ZONE, at):
-            return Skip(level, candidate, SkipReason.OUTSIDE_SCHEDULE, "outside the delivery windows")
+        zone = candidate.zone or UTC_ZONE
+        if not candidate.schedule.is_open(zone, at):
+            return Skip(
+                level,
+                candidate,
+                SkipReason.OUTSIDE_SCHEDULE,
+                f"closed at {at.astimezone(zone):%a %H:%M} {zone}",
+            )
     evaluation = evaluate(candidate.filters, attributes)
     if evaluation.verdict is Verdict.INELIGIBLE:
         return Skip(level, candidate, SkipReason.INELIGIBLE, evaluation.detail)
