@@ -104,6 +104,9 @@ class Niche:
     level_strategy: LevelStrategy
     auto_distribute: bool
     next_start_level_order_position: int
+    return_window_hours: int = strawberry.field(
+        description="How long after an assignment its provider may ask to return it; 0: no returns."
+    )
     created_at: datetime
 
     @classmethod
@@ -143,6 +146,10 @@ class LedgerEntry:
     @classmethod
     def of(cls, m: billing_models.LedgerEntry) -> LedgerEntry:
         return from_row(cls, m)
+
+    @classmethod
+    def maybe(cls, m: billing_models.LedgerEntry | None) -> LedgerEntry | None:
+        return cls.of(m) if m else None
 
 
 @strawberry.type(name="ProviderSubscription", description="A provider's subscription to a competition level.")
@@ -209,6 +216,10 @@ class Assignment:
     @classmethod
     def of(cls, m: lead_models.Assignment) -> Assignment:
         return from_row(cls, m)
+
+    @classmethod
+    def maybe(cls, m: lead_models.Assignment | None) -> Assignment | None:
+        return cls.of(m) if m else None
 
     @classmethod
     def of_many(cls, rows: list[lead_models.Assignment]) -> list[Assignment]:
