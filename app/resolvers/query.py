@@ -183,8 +183,9 @@ class Query:
 
     @strawberry.field(
         permission_classes=READ,
-        description="Per niche: runs by outcome, success rate, revenue, and fairness per level "
-        "(leads received per subscribed provider, max - min spread); from inclusive, to exclusive.",
+        description="Per niche: runs by outcome, success rate, revenue, returns (of the range's "
+        "assignments) and fairness per level (leads received per subscribed provider, max - min "
+        "spread); from inclusive, to exclusive.",
     )
     async def distribution_stats(
         self,
@@ -215,6 +216,10 @@ class Query:
                     )
                     for lv in s.levels
                 ],
+                returns_requested=s.returns_requested,
+                returns_approved=s.returns_approved,
+                return_rate=s.return_rate,
+                refunded_cents=s.refunded_cents,
             )
             for s in found
         ]

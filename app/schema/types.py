@@ -460,6 +460,17 @@ class NicheStats:
     niche_name: str
     runs_by_outcome: list[OutcomeCount]
     success_rate: float | None = strawberry.field(description="(SUCCESS + PARTIAL) / finished runs")
-    revenue_cents: Cents
+    revenue_cents: Cents = strawberry.field(description="What the range's assignments were charged.")
     assignments: int
     levels: list[LevelFairness]
+    returns_requested: int = strawberry.field(
+        description="Returns of the range's assignments, whatever their status."
+    )
+    returns_approved: int
+    return_rate: float | None = strawberry.field(
+        description="Approved returns of the range's assignments / the range's assignments "
+        "(null without assignments)."
+    )
+    refunded_cents: Cents = strawberry.field(
+        description="Refunded for the range's assignments (approved returns)."
+    )

@@ -63,6 +63,21 @@ async def test_request_list_approve_and_reject(admin_api: Api, db: Database) -> 
 
     by_status = (await admin_api.ok(LIST, {"s": "APPROVED"}))["returns"]["edges"]
     assert [e["node"]["id"] for e in by_status] == [requested["id"]]
+    stats = await admin_api.ok(
+        """query($n: UUID) { distributionStats(nicheId: $n) {
+             assignments revenueCents returnsRequested returnsApproved returnRate refundedCents } }""",
+        {"n": str(niche.id)},
+    )
+    assert stats["distributionStats"] == [
+        {
+            "assignments": 2,
+            "revenueCents": 2400,
+            "returnsRequested": 2,
+            "returnsApproved": 1,
+            "returnRate": 0.5,
+            "refundedCents": 1200,
+        }
+    ]
     await assert_invariants(db)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from app.models.audit import ActorType
 from app.models.billing import LedgerKind, Provider
 from app.models.niches import Niche
 from app.models.returns import ReturnReason, ReturnStatus
-from app.services import billing, niches, returns
+from app.services import billing, niches, returns, stats
 from app.services.audit import Actor
 from app.services.pages import PageKey
 from tests.factories import make_assignment, make_niche, make_provider, subscribe
@@ -413,3 +414,29 @@ async def test_a_free_assignment_is_refunded_zero(db: Database) -> None:
     assert approved.refund_entry_id is not None
     assert await _balance(db, provider) == 0
     await assert_invariants(db)
+
+
+async def test_stats_count_the_returns_of_the_ranges_assignments(db: Database) -> None:
+    niche, provider, _, bought = await _bought(db, price=400, balance=2000, leads=4)
+    made = [
+        await returns.request_return(
+            db, actor=OPERATOR, assignment_id=b.assignment_id, reason=ReturnReason.DUPLICATE
+        )
+        for b in bought[:3]
+    ]
+    await returns.approve_return(db, actor=OPERATOR, return_id=made[0].id)
+    await returns.reject_return(db, actor=OPERATOR, return_id=made[1].id, note="no")
+    (found,) = await stats.distribution_stats(db, niche_id=niche.id, since=None, until=None)
+    assert (found.assignments, found.revenue_cents) == (4, 1600)  # revenue is what was charged
+    assert (found.returns_requested, found.returns_approved, found.refunded_cents) == (3, 1, 400)
+    assert found.return_rate == 0.25
+    # the range selects assignments: an older one's return counts in its own range, not a later one
+    await _age(db, bought[0].assignment_id, 3600)
+    since = await _scalar(db, "SELECT now() - interval '30 minutes'")
+    (recent,) = await stats.distribution_stats(db, niche_id=niche.id, since=since, until=None)
+    assert (recent.assignments, recent.returns_approved, recent.refunded_cents) == (3, 0, 0)
+    assert recent.return_rate == 0.0
+    (empty,) = await stats.distribution_stats(
+        db, niche_id=niche.id, since=since + timedelta(days=1), until=None
+    )
+    assert (empty.assignments, empty.return_rate, empty.refunded_cents) == (0, None, 0)
