@@ -440,3 +440,22 @@ async def test_stats_count_the_returns_of_the_ranges_assignments(db: Database) -
         db, niche_id=niche.id, since=since + timedelta(days=1), until=None
     )
     assert (empty.assignments, empty.return_rate, empty.refunded_cents) == (0, None, 0)
+
+
+async def test_an_approval_meeting_a_refund_written_elsewhere_is_a_conflict(db: Database) -> None:
+    """Only the partial unique index stands between a refund written by some other path and a
+    second one: the approval then answers CONFLICT and writes nothing."""
+    _, provider, _, (bought,) = await _bought(db)
+    requested = await returns.request_return(
+        db, actor=OPERATOR, assignment_id=bought.assignment_id, reason=ReturnReason.DUPLICATE
+    )
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            sa.text("""INSERT INTO ledger_entries (provider_id, amount_cents, balance_after_cents,
+                                                  kind, assignment_id)
+                       VALUES (:p, 0, 500, 'REFUND', :a)"""),
+            {"p": provider.id, "a": bought.assignment_id},
+        )
+    refused = await _refused(db, Conflict, returns.approve_return(db, actor=OPERATOR, return_id=requested.id))
+    assert "already refunded" in str(refused)
+    assert (await returns.get_return(db, actor=OPERATOR, return_id=requested.id)).status == "REQUESTED"
