@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from app.db import Database
+from app.models.billing import LedgerKind
+from app.models.returns import ReturnStatus
+
+REFUND, APPROVED = LedgerKind.REFUND.value, ReturnStatus.APPROVED.value
 
 CHECKS = {
     "negative balance": "SELECT count(*) FROM providers WHERE balance_cents < 0",
@@ -51,6 +55,25 @@ CHECKS = {
               AND lw_period_start(c.period, a.created_at, p.timezone) = ps.period_start
         ) real
         WHERE (coalesce(u.leads, 0), coalesce(u.spend_cents, 0)) <> (real.leads, real.spend)""",
+    "more than one refund of an assignment": f"""
+        SELECT count(*) FROM (SELECT 1 FROM ledger_entries WHERE kind = '{REFUND}'
+                              AND assignment_id IS NOT NULL
+                              GROUP BY assignment_id HAVING count(*) > 1) d""",
+    "refund of an assignment != its price, or to another provider": f"""
+        SELECT count(*) FROM ledger_entries e JOIN assignments a ON a.id = e.assignment_id
+        WHERE e.kind = '{REFUND}'
+          AND (e.amount_cents <> a.price_charged_cents OR e.provider_id <> a.provider_id)""",
+    "refund of an assignment without its approved return": f"""
+        SELECT count(*) FROM ledger_entries e WHERE e.kind = '{REFUND}' AND e.assignment_id IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM returns r WHERE r.refund_entry_id = e.id
+                          AND r.assignment_id = e.assignment_id AND r.status = '{APPROVED}')""",
+    "approved return without its refund": f"""
+        SELECT count(*) FROM returns r WHERE r.status = '{APPROVED}'
+          AND NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.id = r.refund_entry_id
+                          AND e.kind = '{REFUND}' AND e.assignment_id = r.assignment_id)""",
+    "return whose lead or provider is not its assignment's": """
+        SELECT count(*) FROM returns r JOIN assignments a ON a.id = r.assignment_id
+        WHERE r.lead_id <> a.lead_id OR r.provider_id <> a.provider_id""",
 }
 
 

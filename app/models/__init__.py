@@ -21,6 +21,7 @@ from app.models.distribution import (
 )
 from app.models.leads import Assignment, Lead, LeadStatus
 from app.models.niches import CompetitionLevel, LevelStrategy, Niche
+from app.models.returns import Return, ReturnReason, ReturnStatus
 
 __all__ = [
     "AccessToken",
@@ -47,6 +48,9 @@ __all__ = [
     "NotificationStatus",
     "Provider",
     "ProviderStatus",
+    "Return",
+    "ReturnReason",
+    "ReturnStatus",
     "RunStatus",
     "Subscription",
     "SubscriptionStatus",

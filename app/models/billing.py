@@ -68,6 +68,13 @@ class LedgerEntry(SQLModel, table=True):
             unique=True,
             postgresql_where=sa.text("kind = 'TOP_UP'"),
         ),
+        # an assignment is refunded at most once, whatever races (approved returns)
+        sa.Index(
+            "uq_ledger_entries_refund_assignment",
+            "assignment_id",
+            unique=True,
+            postgresql_where=sa.text("kind = 'REFUND'"),
+        ),
     )
 
     id: uuid.UUID = uuid_pk()

@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from strawberry.dataloader import DataLoader
 
 from app.db import Database
-from app.models.billing import Provider, Subscription
+from app.models.billing import LedgerEntry, Provider, Subscription
 from app.models.distribution import DistributionRun
 from app.models.leads import Assignment, Lead
 from app.models.niches import CompetitionLevel, Niche
@@ -73,6 +73,8 @@ class Loaders:
     level: DataLoader[uuid.UUID, CompetitionLevel | None]
     provider: DataLoader[uuid.UUID, Provider | None]
     lead: DataLoader[uuid.UUID, Lead | None]
+    assignment: DataLoader[uuid.UUID, Assignment | None]
+    ledger_entry: DataLoader[uuid.UUID, LedgerEntry | None]
     levels_by_niche: DataLoader[uuid.UUID, list[CompetitionLevel]]
     assignments_by_lead: DataLoader[uuid.UUID, list[Assignment]]
     runs_by_lead: DataLoader[uuid.UUID, list[DistributionRun]]
@@ -87,6 +89,8 @@ def make_loaders(db: Database) -> Loaders:
         level=DataLoader(_by_id(db, CompetitionLevel)),
         provider=DataLoader(_by_id(db, Provider)),
         lead=DataLoader(_by_id(db, Lead)),
+        assignment=DataLoader(_by_id(db, Assignment)),
+        ledger_entry=DataLoader(_by_id(db, LedgerEntry)),
         levels_by_niche=DataLoader(_grouped(db, CompetitionLevel, "niche_id", ("order_position",))),
         assignments_by_lead=DataLoader(_grouped(db, Assignment, "lead_id", ("created_at",))),
         runs_by_lead=DataLoader(_grouped(db, DistributionRun, "lead_id", ("created_at",))),

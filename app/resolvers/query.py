@@ -13,12 +13,14 @@ from strawberry.permission import BasePermission
 from app.errors import NotFound
 from app.models.distribution import RunStatus
 from app.models.leads import LeadStatus
+from app.models.returns import ReturnStatus
 from app.resolvers.context import Info
 from app.resolvers.pagination import connection, decode_cursor
 from app.resolvers.permissions import CanRead, IsAuthenticated
 from app.resolvers.prefetch import prefetch_assignments, prefetch_for_leads, selected
 from app.resolvers.preview import to_preview
 from app.schema.pagination import Connection
+from app.schema.returns import Return
 from app.schema.types import (
     Assignment,
     AuditEntry,
@@ -34,7 +36,7 @@ from app.schema.types import (
     Provider,
     ProviderReceived,
 )
-from app.services import audit, billing, leads, niches, preview, retries, runs, stats
+from app.services import audit, billing, leads, niches, preview, retries, returns, runs, stats
 
 READ: list[type[BasePermission]] = [CanRead]
 
@@ -131,6 +133,29 @@ class Query:
     async def provider(self, info: Info, id: uuid.UUID) -> Provider:
         return Provider.of(await billing.get_provider(info.context.db, id))
 
+    @strawberry.field(
+        permission_classes=READ,
+        description="Newest first. first: 1..100. A provider's credentials list only its own.",
+    )
+    async def returns(
+        self,
+        info: Info,
+        status: ReturnStatus | None = None,
+        provider_id: uuid.UUID | None = None,
+        first: int = 20,
+        after: str | None = None,
+    ) -> Connection[Return]:
+        key = decode_cursor(after)
+        page = await returns.list_returns(
+            info.context.db,
+            actor=await info.context.actor(),
+            status=status,
+            provider_id=provider_id,
+            first=first,
+            after=key,
+        )
+        return connection(page, Return.of, after=key)
+
     @strawberry.field(permission_classes=READ, description="Newest first; every filter optional.")
     async def audit_log(
         self,
@@ -158,8 +183,9 @@ class Query:
 
     @strawberry.field(
         permission_classes=READ,
-        description="Per niche: runs by outcome, success rate, revenue, and fairness per level "
-        "(leads received per subscribed provider, max - min spread); from inclusive, to exclusive.",
+        description="Per niche: runs by outcome, success rate, revenue, returns (of the range's "
+        "assignments) and fairness per level (leads received per subscribed provider, max - min "
+        "spread); from inclusive, to exclusive.",
     )
     async def distribution_stats(
         self,
@@ -190,6 +216,10 @@ class Query:
                     )
                     for lv in s.levels
                 ],
+                returns_requested=s.returns_requested,
+                returns_approved=s.returns_approved,
+                return_rate=s.return_rate,
+                refunded_cents=s.refunded_cents,
             )
             for s in found
         ]

@@ -105,6 +105,9 @@ class Niche:
     level_strategy: LevelStrategy
     auto_distribute: bool
     next_start_level_order_position: int
+    return_window_hours: int = strawberry.field(
+        description="How long after an assignment its provider may ask to return it; 0: no returns."
+    )
     created_at: datetime
 
     @classmethod
@@ -144,6 +147,10 @@ class LedgerEntry:
     @classmethod
     def of(cls, m: billing_models.LedgerEntry) -> LedgerEntry:
         return from_row(cls, m)
+
+    @classmethod
+    def maybe(cls, m: billing_models.LedgerEntry | None) -> LedgerEntry | None:
+        return cls.of(m) if m else None
 
 
 @strawberry.type(name="ProviderSubscription", description="A provider's subscription to a competition level.")
@@ -240,6 +247,10 @@ class Assignment:
     @classmethod
     def of(cls, m: lead_models.Assignment) -> Assignment:
         return from_row(cls, m)
+
+    @classmethod
+    def maybe(cls, m: lead_models.Assignment | None) -> Assignment | None:
+        return cls.of(m) if m else None
 
     @classmethod
     def of_many(cls, rows: list[lead_models.Assignment]) -> list[Assignment]:
@@ -481,6 +492,17 @@ class NicheStats:
     niche_name: str
     runs_by_outcome: list[OutcomeCount]
     success_rate: float | None = strawberry.field(description="(SUCCESS + PARTIAL) / finished runs")
-    revenue_cents: Cents
+    revenue_cents: Cents = strawberry.field(description="What the range's assignments were charged.")
     assignments: int
     levels: list[LevelFairness]
+    returns_requested: int = strawberry.field(
+        description="Returns of the range's assignments, whatever their status."
+    )
+    returns_approved: int
+    return_rate: float | None = strawberry.field(
+        description="Approved returns of the range's assignments / the range's assignments "
+        "(null without assignments)."
+    )
+    refunded_cents: Cents = strawberry.field(
+        description="Refunded for the range's assignments (approved returns)."
+    )

@@ -127,7 +127,7 @@ async def sync_subscription_statuses(session: AsyncSession, *, provider_ids: Seq
     )
 
 
-async def _post_entry(
+async def post_entry(
     session: AsyncSession,
     *,
     provider: Provider,
@@ -137,6 +137,8 @@ async def _post_entry(
     note: str | None = None,
     assignment_id: uuid.UUID | None = None,
 ) -> LedgerEntry:
+    """The one way a service changes a balance: its entry, the new balance and the subscription
+    statuses it implies, together. The caller holds `provider`'s row lock (`lock_provider`)."""
     new_balance = provider.balance_cents + amount_cents
     if new_balance < 0:
         raise Conflict(
@@ -186,7 +188,7 @@ async def top_up(
                     field="reference",
                 )
             return existing
-        entry = await _post_entry(
+        entry = await post_entry(
             session, provider=provider, amount_cents=amount_cents, kind=LedgerKind.TOP_UP, reference=reference
         )
         record(
@@ -228,9 +230,12 @@ async def adjust_balance(
         raise InvalidInput("amountCents must not be zero", field="amountCents")
     if kind is LedgerKind.REFUND and amount_cents < 0:
         raise InvalidInput("a refund credits the provider: amountCents must be positive", field="amountCents")
+    if kind is LedgerKind.REFUND and assignment_id is not None:
+        # the refund of an assignment is its price, once: approving its return writes it
+        raise InvalidInput("an assignment is refunded by approving its return", field="assignmentId")
     async with db.begin() as session:
         provider = await lock_provider(session, provider_id)
-        entry = await _post_entry(
+        entry = await post_entry(
             session,
             provider=provider,
             amount_cents=amount_cents,

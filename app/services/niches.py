@@ -16,12 +16,13 @@ from app.errors import Conflict, NotFound
 from app.models.audit import AuditAction
 from app.models.base import utcnow
 from app.models.billing import Subscription
-from app.models.niches import CompetitionLevel, LevelStrategy, Niche
+from app.models.niches import DEFAULT_RETURN_WINDOW_HOURS, CompetitionLevel, LevelStrategy, Niche
 from app.services import _guards
 from app.services.audit import Actor, record
 from app.services.billing import lock_providers, sync_subscription_statuses
 
 MAX_RECIPIENTS_LIMIT = 1000
+MAX_RETURN_WINDOW_HOURS = 24 * 366  # a year: longer is a typo, not a policy
 
 
 async def create_niche(
@@ -31,11 +32,13 @@ async def create_niche(
     name: str,
     level_strategy: LevelStrategy = LevelStrategy.ALL_LEVELS,
     auto_distribute: bool = False,
+    return_window_hours: int = DEFAULT_RETURN_WINDOW_HOURS,
 ) -> Niche:
     niche = Niche(
         name=_guards.text(name, field="name"),
         level_strategy=LevelStrategy(level_strategy),
         auto_distribute=auto_distribute,
+        return_window_hours=_check_return_window(return_window_hours),
     )
     try:
         async with db.begin() as session:
@@ -55,7 +58,10 @@ async def update_niche(
     name: str | None = None,
     level_strategy: LevelStrategy | None = None,
     auto_distribute: bool | None = None,
+    return_window_hours: int | None = None,
 ) -> Niche:
+    if return_window_hours is not None:
+        _check_return_window(return_window_hours)
     try:
         async with db.begin() as session:
             niche = await lock_niche(session, niche_id)
@@ -65,11 +71,18 @@ async def update_niche(
                 niche.level_strategy = LevelStrategy(level_strategy)
             if auto_distribute is not None:
                 niche.auto_distribute = auto_distribute
+            if return_window_hours is not None:
+                # applies to requests from now on, for every assignment still inside the new window
+                niche.return_window_hours = return_window_hours
             await session.flush()
             record(session, actor, AuditAction.NICHE_UPDATED, entity_type="niche", entity_id=niche.id)
     except IntegrityError as exc:
         raise Conflict(f"a niche named {name!r} already exists", field="name") from exc
     return niche
+
+
+def _check_return_window(hours: int) -> int:
+    return _guards.bounded_int(hours, field="returnWindowHours", minimum=0, maximum=MAX_RETURN_WINDOW_HOURS)
 
 
 async def lock_niche(session: AsyncSession, niche_id: uuid.UUID) -> Niche:

@@ -1,5 +1,5 @@
-"""Analytics (SPEC §5): runs by outcome, success rate, revenue and fairness per level, and the CSV
-export of assignments. Set-based SQL; the export streams in keyset chunks, never all in memory."""
+"""Analytics (SPEC §5, §8): runs by outcome, success rate, revenue, returns and fairness per level,
+and the CSV export of assignments. Set-based SQL; the export streams in keyset chunks, never all in memory."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from app.db import Database
 from app.errors import InvalidInput
+from app.models.returns import ReturnStatus
 
 TERMINAL = ("SUCCESS", "PARTIAL", "NO_ELIGIBLE", "FAILED")
 
@@ -39,12 +40,20 @@ class NicheStats:
     revenue_cents: int = 0
     assignments: int = 0
     levels: list[LevelFairness] = field(default_factory=list)
+    # returns of the range's assignments (whenever asked or decided): a ratio of one cohort
+    returns_requested: int = 0
+    returns_approved: int = 0
+    refunded_cents: int = 0
 
     @property
     def success_rate(self) -> float | None:
         finished = sum(self.runs_by_outcome.get(s, 0) for s in TERMINAL)
         won = self.runs_by_outcome.get("SUCCESS", 0) + self.runs_by_outcome.get("PARTIAL", 0)
         return round(won / finished, 4) if finished else None
+
+    @property
+    def return_rate(self) -> float | None:
+        return round(self.returns_approved / self.assignments, 4) if self.assignments else None
 
 
 def _check_range(since: datetime | None, until: datetime | None) -> None:
@@ -87,6 +96,22 @@ async def distribution_stats(
         )
         for row in money:
             stats[row.niche_id].revenue_cents, stats[row.niche_id].assignments = int(row.revenue), row.n
+        returned = await session.execute(
+            sa.text(f"""
+            SELECT lv.niche_id, count(*) AS requested,
+                   count(*) FILTER (WHERE r.status = :approved) AS approved,
+                   coalesce(sum(e.amount_cents), 0) AS refunded
+            FROM returns r JOIN assignments a ON a.id = r.assignment_id
+            JOIN competition_levels lv ON lv.id = a.competition_level_id JOIN niches n ON n.id = lv.niche_id
+            LEFT JOIN ledger_entries e ON e.id = r.refund_entry_id
+            WHERE {niche_filter} AND {window.format(col="a.created_at")}
+            GROUP BY 1"""),
+            params | {"approved": ReturnStatus.APPROVED.value},
+        )
+        for row in returned:
+            niche_stats = stats[row.niche_id]
+            niche_stats.returns_requested, niche_stats.returns_approved = row.requested, row.approved
+            niche_stats.refunded_cents = int(row.refunded)
         received = await session.execute(
             sa.text(f"""
             SELECT lv.niche_id, lv.id AS level_id, lv.name AS level_name, s.provider_id,

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.db import Database
+from app.engine.distribute import distribute_lead
+from app.engine.result import AssignedProvider
 from app.models.billing import Provider, Subscription
 from app.models.leads import Lead
 from app.models.niches import CompetitionLevel, LevelStrategy, Niche
@@ -87,3 +89,11 @@ async def make_lead(
 def ordered_ids(n: int) -> list[uuid.UUID]:
     """n UUIDs in ascending order."""
     return [uuid.UUID(int=(i + 1) << 64 | next(_counter)) for i in range(n)]
+
+
+async def make_assignment(db: Database, niche: Niche, provider: Provider) -> AssignedProvider:
+    """A new lead of `niche` distributed: `provider`'s assignment of it (the provider must be
+    subscribed and able to pay); what a return refers to."""
+    result = await distribute_lead(db, lead_id=(await make_lead(db, niche)).id)
+    (assigned,) = [a for a in result.assigned if a.provider_id == provider.id]
+    return assigned

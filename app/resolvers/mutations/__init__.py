@@ -8,6 +8,7 @@ from app.resolvers.mutations.controls import ControlMutations
 from app.resolvers.mutations.distribution import BatchMutations, DistributionMutations
 from app.resolvers.mutations.leads import LeadMutations
 from app.resolvers.mutations.niches import NicheMutations
+from app.resolvers.mutations.returns import ReturnMutations
 
 
 @strawberry.type
@@ -19,5 +20,6 @@ class Mutation(
     LeadMutations,
     DistributionMutations,
     BatchMutations,
+    ReturnMutations,
 ):
     pass
