@@ -233,7 +233,15 @@ def _qr(uri: str) -> str:
 @cli.command("create-admin")
 def create_admin(
     email: str,
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            help="asked for (hidden, twice) when not given, so it stays out of shell history and ps",
+        ),
+    ],
 ) -> None:
     """Create an admin user and print the TOTP provisioning URI (and a QR code) for an authenticator."""
     with _runtime() as settings:
@@ -242,8 +250,10 @@ def create_admin(
         )
     console.print(f"admin {created.admin.email} created ({created.admin.id})")
     console.print("Add it to an authenticator app (scan, or enter the URI):")
-    console.print(_qr(created.provisioning_uri), highlight=False)
-    console.print(created.provisioning_uri, highlight=False)
+    # soft_wrap: rich would otherwise break lines at the terminal's width (80 columns when it
+    # cannot tell), and a QR code or URI copied in pieces no longer works
+    console.print(_qr(created.provisioning_uri), markup=False, highlight=False, soft_wrap=True)
+    console.print(created.provisioning_uri, markup=False, highlight=False, soft_wrap=True)
 
 
 @keys.command("create")
