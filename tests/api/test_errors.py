@@ -189,6 +189,18 @@ async def test_unexpected_failure_is_internal_with_a_request_id_and_no_details(
     assert unexpected[0]["request_id"] == error["extensions"]["requestId"]
     assert unexpected[0]["level"] == "error"
     assert "Traceback" in unexpected[0]["exception"]
+    assert [entry for entry in logged if entry["level"] == "error"] == unexpected[:1]  # logged once
+
+
+async def test_a_clients_mistake_is_not_logged_as_an_error(
+    admin_api: Api, capfd: pytest.CaptureFixture[str]
+) -> None:
+    capfd.readouterr()
+    missing = await admin_api.gql("query($id: UUID!) { lead(id: $id) { id } }", {"id": str(uuid.uuid4())})
+    assert error_code(missing) == "NOT_FOUND"
+    assert error_code(await admin_api.gql('mutation { createNiche(name: "  ") { id } }')) == "INVALID_INPUT"
+    logged = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    assert [entry for entry in logged if entry["level"] in ("error", "critical")] == []
 
 
 async def test_redis_out_of_reach_is_unavailable_with_503_and_retry_after(
