@@ -271,14 +271,18 @@ def tune_gc() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
-def api_argv(host: str = "127.0.0.1", port: int = 8000, *, quiet: bool = False) -> list[str]:
+def api_argv(
+    host: str = "127.0.0.1", port: int = 8000, *, quiet: bool = False, log_level: str = "info"
+) -> list[str]:
     """uvicorn's arguments (after `python -m`) for the API as `leadwheel serve` runs it; the tests
     and benchmarks run the same. Per-message deflate is off: a progress event is a few hundred
     bytes, and compressing it once per subscriber was a tenth of the API's fan-out CPU (and costs
     a zlib context per socket)."""
     argv = ["uvicorn", "app.main:create_app", "--factory", "--host", host, "--port", str(port)]
     argv += ["--ws-per-message-deflate", "false"]
-    return argv + (["--log-level", "warning", "--no-access-log"] if quiet else [])
+    if quiet:
+        return argv + ["--log-level", "warning", "--no-access-log"]
+    return argv + ["--log-level", log_level.lower()]
 
 
 def create_app(
