@@ -21,18 +21,19 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UnsetType
 
 from app import metrics
 from app.db import Database, create_database
-from app.errors import DomainError, Forbidden, InvalidInput, Unauthenticated
+from app.errors import DomainError, Forbidden, InvalidInput, Unauthenticated, Unavailable
 from app.logging import configure_logging
 from app.progress.hub import ProgressHub
 from app.progress.publish import RedisPublisher
 from app.redis_client import connect as connect_redis
 from app.resolvers.context import Context, credential_from_headers
+from app.resolvers.errors import brief, unavailable
 from app.resolvers.loaders import make_loaders
 from app.resolvers.relay import RelayingHandler
 from app.resolvers.schema import build_schema
@@ -46,8 +47,24 @@ from app.tasks.dispatch import TaskiqDispatcher
 log = logging.getLogger("leadwheel.api")
 
 
+class _WebSocket(ASGIWebSocketAdapter):
+    """Strawberry closes every connection_init that on_ws_connect rejects with 4403 "Forbidden", and
+    graphql-transport-ws carries no rejection payload: a client could not tell "PostgreSQL is
+    restarting" from "bad credentials". A rejection for an outage records its close in the
+    connection's state (`close_with`); that close is sent instead."""
+
+    async def close(self, code: int, reason: str) -> None:
+        code, reason = getattr(self.ws.state, "close_with", None) or (code, reason)
+        await super().close(code, reason)
+
+
+# RFC 6455 "Try Again Later": a server-side condition a client should retry after a while
+WS_TRY_AGAIN_LATER = 1013
+
+
 class GraphQLView(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = RelayingHandler
+    websocket_adapter_class = _WebSocket
 
     def encode_json(self, data: object) -> str:
         # orjson: several times faster than json.dumps for a page of results or each of a feed's
@@ -84,12 +101,18 @@ class GraphQLView(GraphQL[Context, None]):
         context.credential = credential_from_headers(str(raw) if raw else None, str(key) if key else None)
         try:
             await context.actor()
-        except DomainError as exc:
-            raise ConnectionRejectionError({"code": exc.code.value, "message": str(exc)}) from exc
         except Exception as exc:
-            # never an abrupt close: refuse cleanly, log in full
-            log.error("ws.connect_failed request_id=%s", context.request_id, exc_info=exc)
-            raise ConnectionRejectionError({"code": "INTERNAL", "message": "try again"}) from exc
+            error = exc if isinstance(exc, DomainError) else unavailable(exc)
+            if isinstance(error, Unavailable):
+                log.warning("ws.connect_unavailable request_id=%s %s", context.request_id, brief(exc))
+                # a reason is at most 123 bytes
+                reason = f"{error.code.value}: {error}".encode()[:123].decode(errors="ignore")
+                context.request.state.close_with = (WS_TRY_AGAIN_LATER, reason)
+            elif error is None:
+                # never an abrupt close: refuse cleanly, log in full
+                log.error("ws.connect_failed request_id=%s", context.request_id, exc_info=exc)
+                raise ConnectionRejectionError({"code": "INTERNAL", "message": "try again"}) from exc
+            raise ConnectionRejectionError({"code": error.code.value, "message": str(error)}) from exc
         return None  # accept; no connection_ack payload
 
 
@@ -166,11 +189,13 @@ async def export_assignments(request: Request) -> Response:
             bounds[name] = value
         rows = stats.assignments_csv(state.db, since=bounds["from"], until=bounds["to"])
         first = await anext(rows)  # validation errors surface here, before the 200
-    except DomainError as exc:
-        status = {"UNAUTHENTICATED": 401, "MFA_REQUIRED": 401, "FORBIDDEN": 403}.get(exc.code.value, 400)
-        return JSONResponse(
-            {"errors": [{"message": str(exc), "extensions": {"code": exc.code.value}}]}, status_code=status
-        )
+    except Exception as exc:
+        error = exc if isinstance(exc, DomainError) else unavailable(exc)
+        if error is None:
+            raise
+        if isinstance(error, Unavailable):
+            log.warning("export.unavailable %s", brief(exc))
+        return _error_response(error)
 
     async def body() -> AsyncIterator[str]:
         yield first
@@ -181,6 +206,23 @@ async def export_assignments(request: Request) -> Response:
         body(),
         media_type="text/csv",
         headers={"Content-Disposition": 'attachment; filename="assignments.csv"'},
+    )
+
+
+_HTTP_STATUS = {"UNAUTHENTICATED": 401, "MFA_REQUIRED": 401, "FORBIDDEN": 403, "UNAVAILABLE": 503}
+
+
+def _error_response(error: DomainError) -> Response:
+    """A non-GraphQL endpoint's error, shaped as GraphQL's: {"errors": [{message, extensions.code}]}."""
+    extensions: dict[str, object] = {"code": error.code.value}
+    headers = {}
+    if isinstance(error, Unavailable):
+        extensions["retryAfterSeconds"] = error.retry_after_seconds
+        headers["Retry-After"] = str(error.retry_after_seconds)
+    return JSONResponse(
+        {"errors": [{"message": str(error), "extensions": extensions}]},
+        status_code=_HTTP_STATUS.get(error.code.value, 400),
+        headers=headers,
     )
 
 
@@ -229,14 +271,18 @@ def tune_gc() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
-def api_argv(host: str = "127.0.0.1", port: int = 8000, *, quiet: bool = False) -> list[str]:
+def api_argv(
+    host: str = "127.0.0.1", port: int = 8000, *, quiet: bool = False, log_level: str = "info"
+) -> list[str]:
     """uvicorn's arguments (after `python -m`) for the API as `leadwheel serve` runs it; the tests
     and benchmarks run the same. Per-message deflate is off: a progress event is a few hundred
     bytes, and compressing it once per subscriber was a tenth of the API's fan-out CPU (and costs
     a zlib context per socket)."""
     argv = ["uvicorn", "app.main:create_app", "--factory", "--host", host, "--port", str(port)]
     argv += ["--ws-per-message-deflate", "false"]
-    return argv + (["--log-level", "warning", "--no-access-log"] if quiet else [])
+    if quiet:
+        return argv + ["--log-level", "warning", "--no-access-log"]
+    return argv + ["--log-level", log_level.lower()]
 
 
 def create_app(

@@ -6,7 +6,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,6 +14,13 @@ class Environment(StrEnum):
     DEVELOPMENT = "development"
     TEST = "test"
     PRODUCTION = "production"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
 
 
 class Settings(BaseSettings):
@@ -27,6 +34,8 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     dashboard_url: str = "http://127.0.0.1:8000/dashboard"
+    # DEBUG adds the routine lines: every task sent and run (the sweep's, once a second)
+    log_level: LogLevel = LogLevel.INFO
 
     # jobs
     # seconds before attempt 2, 3, ...: five attempts in all by default (SPEC §4)
@@ -74,6 +83,11 @@ class Settings(BaseSettings):
     # None: on in development, off in production
     graphql_ide: bool | None = None
     allowed_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_in_any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @property
     def ide_enabled(self) -> bool:

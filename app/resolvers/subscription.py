@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncGenerator
+from datetime import UTC, datetime
 
 import strawberry
 from strawberry.permission import BasePermission
@@ -54,7 +55,9 @@ class Subscription:
     @strawberry.subscription(
         permission_classes=READ,
         description="A run's progress: its current state, then each committed step; completes after "
-        "COMPLETED or FAILED. Give runId, or leadId for the lead's latest run.",
+        "COMPLETED or FAILED. Give runId, or leadId for the lead's latest run. A lead with no run yet "
+        "first gets one WAITING message (runId null), then its first run's progress: subscribe, then "
+        "call distributeLead, and nothing is missed. NOT_FOUND: no such run, or no such lead.",
     )
     async def distribution_progress(
         self, info: Info, run_id: uuid.UUID | None = None, lead_id: uuid.UUID | None = None
@@ -64,7 +67,23 @@ class Subscription:
             raise InvalidInput("give exactly one of runId and leadId", field="runId")
         if run_id is None:
             assert lead_id is not None
-            run_id = await runs.latest_run_id(db, lead_id)
+            niche_id = await runs.lead_niche_id(db, lead_id)  # NOT_FOUND before streaming
+            # registered before the read: a run created after it announces itself on the niche's
+            # channel (its QUEUED event), so waiting cannot miss it
+            niche_queue = hub.register(niche_channel(niche_id))
+            try:
+                run_id = await runs.latest_run_id(db, lead_id)
+                if run_id is None:
+                    yield RunProgress.waiting(lead_id=lead_id, niche_id=niche_id, at=datetime.now(UTC))
+                while run_id is None:
+                    item = await _next(niche_queue)
+                    if isinstance(item, ProgressEvent):
+                        if item.lead_id == lead_id:
+                            run_id = item.run_id
+                    else:  # overflow, silence or a lost Redis subscription: PostgreSQL says
+                        run_id = await runs.latest_run_id(db, lead_id)
+            finally:
+                hub.unregister(niche_channel(niche_id), niche_queue)
         channel = run_channel(run_id)
         relay = Relay.of(info)
         queue = hub.register(channel)  # before the snapshot: nothing published after it is missed

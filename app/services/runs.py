@@ -149,17 +149,26 @@ async def get_run(db: Database, run_id: uuid.UUID) -> DistributionRun:
 
 
 @retry_on_disconnect
-async def latest_run_id(db: Database, lead_id: uuid.UUID) -> uuid.UUID:
+async def lead_niche_id(db: Database, lead_id: uuid.UUID) -> uuid.UUID:
+    """The niche of an existing lead (its runs' events are published on the niche's channel too);
+    NOT_FOUND for a lead that does not exist."""
     async with db.read() as session:
-        found = await session.scalar(
+        found = await session.scalar(sa.select(col(Lead.niche_id)).where(col(Lead.id) == lead_id))
+    if found is None:
+        raise NotFound("lead", lead_id)
+    return found
+
+
+@retry_on_disconnect
+async def latest_run_id(db: Database, lead_id: uuid.UUID) -> uuid.UUID | None:
+    """The lead's latest run; None while it has none."""
+    async with db.read() as session:
+        return await session.scalar(
             sa.select(col(DistributionRun.id))
             .where(col(DistributionRun.lead_id) == lead_id)
             .order_by(col(DistributionRun.created_at).desc())
             .limit(1)
         )
-    if found is None:
-        raise NotFound("distribution run for lead", lead_id)
-    return found
 
 
 async def assignment_count(db: Database, lead_id: uuid.UUID) -> int:

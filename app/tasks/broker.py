@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import ResponseError
 from taskiq import BrokerMessage, TaskiqMessage
 from taskiq_redis import RedisStreamBroker
 
@@ -95,6 +96,8 @@ def worker_argv(settings: Settings, *, processes: int | None = None) -> list[str
         "worker",
         "app.tasks.broker:broker",
         "app.tasks.jobs",
+        "--log-level",
+        settings.log_level.value,
         "--ack-type",
         "when_executed",
         "--workers",
@@ -106,3 +109,26 @@ def worker_argv(settings: Settings, *, processes: int | None = None) -> list[str
         "--shutdown-timeout",
         "35",
     ]
+
+
+def scheduler_argv(settings: Settings) -> list[str]:
+    """The taskiq CLI arguments `leadwheel scheduler` runs."""
+    return ["scheduler", "app.tasks.scheduler:scheduler", "--log-level", settings.log_level.value]
+
+
+async def job_delivered_since(redis: Redis, since_ms: int) -> bool:
+    """True once a job added to the stream at or after `since_ms` (Redis's clock, in ms) has been
+    handed to a worker: the scheduler sends (its sweep, every second) and a worker reads."""
+    try:
+        groups = await redis.xinfo_groups(QUEUE)
+    except ResponseError:  # no stream yet
+        return False
+    for group in groups:
+        if _text(group.get("name")) == CONSUMER_GROUP:
+            delivered = _text(group.get("last-delivered-id")) or "0-0"
+            return int(delivered.split("-")[0]) >= since_ms
+    return False
+
+
+def _text(value: object) -> str | None:
+    return value.decode() if isinstance(value, bytes) else None if value is None else str(value)
