@@ -9,9 +9,9 @@ distribution run and DISTRIBUTION_STARTED / skip audit rows).
 Absolute rates differ 2-3x between machines, so the figures that matter are ratios to what
 PostgreSQL itself does on the same server: `--pglimit` runs pglimit's one-call script (func.sql,
 shared/pglimit/run.sh with PGLIMIT_SCRIPTS=func) at 1 and 20 niches and 8 clients, each cell right
-before the engine's point at the same niches and concurrency (back to back, so machine noise hits
-both alike), in a scratch database on the same server, and prints ratio_to_func_20niche_c8 and
-ratio_to_func_1niche_c8. `--pglimit-json` takes figures from an earlier run.sh instead (its last
+before and right after the engine's point at the same niches and concurrency (back to back, so
+machine noise hits both alike; the ratio is to their mean), in a scratch database on the same
+server, and prints ratio_to_func_20niche_c8 and ratio_to_func_1niche_c8. `--pglimit-json` takes figures from an earlier run.sh instead (its last
 line).
 
     python bench/engine.py [--database-url URL] [--seconds 10] [--pglimit | --pglimit-json '{...}']
@@ -114,7 +114,7 @@ async def run_pglimit_func(server_url: str, niches: int, clients: int, seconds: 
         raise RuntimeError(f"pglimit run.sh failed (exit {proc.returncode}):\n" + "\n".join(lines[-20:]))
     tps = float(json.loads(lines[-1])[f"func_{niches}niche_c{clients}"])
     print(
-        f"{'pglimit func':<11} {niches:>6} {clients:>7} | {tps:>7.0f} (one PL/pgSQL call per distribution, "
+        f"{'pglimit func':<12} {niches:>5} {clients:>7} | {tps:>7.0f} (one PL/pgSQL call per distribution, "
         f"pgbench {max(1, round(seconds))} s; invariants ok)",
         flush=True,
     )
@@ -235,7 +235,7 @@ async def main() -> None:
     summary: dict[str, Any] = {"bench": "engine"}
     try:
         print(
-            f"{'strategy':<11} {'niches':>6} {'clients':>7} | {'dist/s':>7} {'p50 ms':>7} "
+            f"{'strategy':<12} {'niches':>5} {'clients':>7} | {'dist/s':>7} {'p50 ms':>7} "
             f"{'p99 ms':>7} {'asg/dist':>8} {'stmts':>5} {'cpu ms':>6} | invariants"
         )
         points = [("FIRST_MATCH", n, c) for n in (1, 20) for c in (1, 4, 8)]
@@ -250,15 +250,18 @@ async def main() -> None:
             key = (strategy, niches)
             if key not in prepared:
                 prepared[key] = await prepare(server_url, niches, strategy, args.history)
-            if args.pglimit and strategy == "FIRST_MATCH" and clients == 8:
-                limit[f"func_{niches}niche_c8"] = await run_pglimit_func(
-                    server_url, niches, 8, args.seconds, args.history
-                )
+            paired = args.pglimit and strategy == "FIRST_MATCH" and clients == 8
+            if paired:
+                before = await run_pglimit_func(server_url, niches, 8, args.seconds, args.history)
             figures = await run_point(prepared[key], niches, clients, args.seconds)
+            if paired:  # pglimit before and after: the mean cancels load that drifts meanwhile
+                after = await run_pglimit_func(server_url, niches, 8, args.seconds, args.history)
+                limit[f"func_{niches}niche_c8"] = round((before + after) / 2, 1)
+                summary[f"pglimit_func_{niches}niche_c8_before_after"] = [before, after]
             bad = await check_invariants(prepared[key])
             all_ok = all_ok and not bad
             print(
-                f"{strategy:<11} {niches:>6} {clients:>7} | {figures['dist_per_s']:>7.0f} "
+                f"{strategy:<12} {niches:>5} {clients:>7} | {figures['dist_per_s']:>7.0f} "
                 f"{figures['p50_ms']:>7.2f} {figures['p99_ms']:>7.2f} "
                 f"{figures['assignments_per_dist']:>8.1f} {figures['statements']:>5.1f} "
                 f"{figures['client_cpu_ms']:>6.2f} | "
