@@ -48,7 +48,15 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import GraphQLClient, free_port, libpq, report, run_with_servers, wait_ready  # noqa: E402
+from harness import (  # noqa: E402
+    GraphQLClient,
+    floor_drift,
+    free_port,
+    libpq,
+    report,
+    run_with_servers,
+    wait_ready,
+)
 
 from app.db import create_database  # noqa: E402
 from app.engine.distribute import distribute_lead  # noqa: E402
@@ -484,9 +492,8 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
                     + ", ".join(f"{k} {v:.2f}" for k, v in figures["cpu_ms"].items()),
                     flush=True,
                 )
-            engine_floor = statistics.mean(floors)
+            engine_floor = floor_drift(result, "engine_alone_dist_per_s", *floors)
             result["engine_alone_dist_per_s"] = round(engine_floor, 1)
-            result["engine_alone_before_after"] = [round(f, 1) for f in floors]
 
             # (c) fan-out
             target = niche_ids[1]

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from harness import admin_sql as admin  # noqa: E402
-from harness import libpq, report, with_database  # noqa: E402
+from harness import floor_drift, libpq, report, with_database  # noqa: E402
 
 from app.db import create_database  # noqa: E402
 from app.embedded import EmbeddedPostgres  # noqa: E402
@@ -256,8 +256,8 @@ async def main() -> None:
             figures = await run_point(prepared[key], niches, clients, args.seconds)
             if paired:  # pglimit before and after: the mean cancels load that drifts meanwhile
                 after = await run_pglimit_func(server_url, niches, 8, args.seconds, args.history)
-                limit[f"func_{niches}niche_c8"] = round((before + after) / 2, 1)
-                summary[f"pglimit_func_{niches}niche_c8_before_after"] = [before, after]
+                name = f"pglimit_func_{niches}niche_c8"
+                limit[f"func_{niches}niche_c8"] = round(floor_drift(summary, name, before, after), 1)
             bad = await check_invariants(prepared[key])
             all_ok = all_ok and not bad
             print(

@@ -72,6 +72,24 @@ def report(summary: dict[str, Any], name: str, value: float, target: str | None 
     return value
 
 
+def floor_drift(
+    summary: dict[str, Any], name: str, before: float, after: float, limit: float = 0.25
+) -> float:
+    """A floor measured before and after its figure: records both and returns their mean. Load
+    from elsewhere that changed meanwhile shows as a spread; above `limit` the ratio built on the
+    mean is flagged as unreliable (summary["unsteady"]): run it again."""
+    summary[f"{name}_before_after"] = [round(before, 1), round(after, 1)]
+    spread = abs(after - before) / max(min(before, after), 1e-9)
+    if spread > limit:
+        summary.setdefault("unsteady", []).append(name)
+        print(
+            f"warning: {name} was {before:.1f} before and {after:.1f} after ({spread:.0%} apart): the load "
+            "from elsewhere changed during the run, so the ratio to their mean is unreliable",
+            flush=True,
+        )
+    return (before + after) / 2
+
+
 def libpq(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
