@@ -2,7 +2,9 @@
 max_recipients 3), 30 providers subscribed to every level with ample balance, FIRST_MATCH (3
 assignments per lead); 1 and 20 niches; 1, 4 and 8 concurrent distributions in one process;
 2,000 leads distributed (one transaction each) before VACUUM ANALYZE. Also ALL_LEVELS (9
-assignments per lead). Leads are inserted APPROVED before timing: the timed work is
+assignments per lead), and FIRST_MATCH+caps at 20 niches and 8 clients: a daily lead cap, a monthly
+spend cap and an always-open schedule on every subscription, never binding (caps_ratio: its rate
+over the plain point's). Leads are inserted APPROVED before timing: the timed work is
 distribute_lead() only (pglimit's transaction also inserts the lead; ours also writes a
 distribution run and DISTRIBUTION_STARTED / skip audit rows).
 
@@ -137,17 +139,31 @@ async def insert_leads(url: str, niches: int, count: int) -> list[uuid.UUID]:
         await conn.close()
 
 
+# Buyer controls on every subscription, high enough never to bind: what checking them costs
+CAPS = """
+INSERT INTO caps (provider_id, subscription_id, period, max_leads)
+SELECT provider_id, id, 'DAY', 1000000000 FROM subscriptions;
+INSERT INTO caps (provider_id, subscription_id, period, max_spend_cents)
+SELECT provider_id, id, 'MONTH', 1000000000000000 FROM subscriptions;
+UPDATE subscriptions SET schedule = '{"windows": [{"days": ["MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"],
+    "from": "00:00", "to": "24:00"}], "blackoutDates": []}'::jsonb
+"""
+
+
 async def prepare(server_url: str, niches: int, strategy: str, history: int) -> str:
     name = f"lw_bench_{uuid.uuid4().hex[:8]}"
     await admin(server_url, f'CREATE DATABASE "{name}"')
     url = with_database(server_url, name)
     await asyncio.to_thread(upgrade, url)
+    strategy, _, variant = strategy.partition("+")
     conn = await asyncpg.connect(libpq(url))
     try:
         for statement in SEED.strip().split(";\n"):
             if statement.strip():
                 args = [niches, strategy][: statement.count("$") and (2 if "$2" in statement else 1)]
                 await conn.execute(statement, *args)
+        if variant == "caps":
+            await conn.execute(CAPS)
     finally:
         await conn.close()
     # history: one transaction per lead, as production does, so statistics and pages are realistic
@@ -235,10 +251,12 @@ async def main() -> None:
     summary: dict[str, Any] = {"bench": "engine"}
     try:
         print(
-            f"{'strategy':<12} {'niches':>5} {'clients':>7} | {'dist/s':>7} {'p50 ms':>7} "
+            f"{'strategy':<16} {'niches':>5} {'clients':>7} | {'dist/s':>7} {'p50 ms':>7} "
             f"{'p99 ms':>7} {'asg/dist':>8} {'stmts':>5} {'cpu ms':>6} | invariants"
         )
         points = [("FIRST_MATCH", n, c) for n in (1, 20) for c in (1, 4, 8)]
+        # a daily lead cap, a monthly spend cap and an always-open schedule on every subscription
+        points.insert(points.index(("FIRST_MATCH", 20, 8)) + 1, ("FIRST_MATCH+caps", 20, 8))
         points.append(("ALL_LEVELS", 20, 8))
         if args.only:
             wanted = {tuple(p.split(":")) for p in args.only.split(",")}
@@ -261,14 +279,17 @@ async def main() -> None:
             bad = await check_invariants(prepared[key])
             all_ok = all_ok and not bad
             print(
-                f"{strategy:<12} {niches:>5} {clients:>7} | {figures['dist_per_s']:>7.0f} "
+                f"{strategy:<16} {niches:>5} {clients:>7} | {figures['dist_per_s']:>7.0f} "
                 f"{figures['p50_ms']:>7.2f} {figures['p99_ms']:>7.2f} "
                 f"{figures['assignments_per_dist']:>8.1f} {figures['statements']:>5.1f} "
                 f"{figures['client_cpu_ms']:>6.2f} | "
                 f"{'ok' if not bad else bad}",
                 flush=True,
             )
-            tag = f"{niches}niche_c{clients}" + ("_all_levels" if strategy == "ALL_LEVELS" else "")
+            tag = f"{niches}niche_c{clients}" + {
+                "ALL_LEVELS": "_all_levels",
+                "FIRST_MATCH+caps": "_caps",
+            }.get(strategy, "")
             summary[f"dist_per_s_{tag}"] = round(figures["dist_per_s"], 1)
             summary[f"p50_ms_{tag}"] = round(figures["p50_ms"], 3)
             summary[f"p99_ms_{tag}"] = round(figures["p99_ms"], 3)
@@ -277,6 +298,9 @@ async def main() -> None:
                 summary["p50_ms_c1"] = round(figures["p50_ms"], 3)
                 summary["statements_per_distribution"] = round(figures["statements"], 2)
         summary["invariants_ok"] = all_ok
+        capped, plain = summary.get("dist_per_s_20niche_c8_caps"), summary.get("dist_per_s_20niche_c8")
+        if isinstance(capped, float) and isinstance(plain, float):
+            report(summary, "caps_ratio", capped / plain, ">= 0.9")
         for n in (20, 1):
             ours, func = summary.get(f"dist_per_s_{n}niche_c8"), limit.get(f"func_{n}niche_c8")
             if isinstance(ours, float) and func:

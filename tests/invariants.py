@@ -37,24 +37,26 @@ CHECKS = {
     "DISTRIBUTED lead without assignment": """
         SELECT count(*) FROM leads l WHERE l.status = 'DISTRIBUTED'
           AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.lead_id = l.id)""",
-    # every kept period of every cap, and every cap's current period (kept or not), recounted from
-    # the assignments with the same period definition
+    # every cap's counted period, and its current period (which counts nothing unless it is the
+    # counted one), recounted from the assignments with the same period definition
     "cap usage != its assignments": """
         SELECT count(*) FROM caps c
         JOIN providers p ON p.id = c.provider_id
         CROSS JOIN LATERAL (
-            SELECT period_start FROM cap_usage WHERE cap_id = c.id
-            UNION SELECT lw_period_start(c.period, clock_timestamp(), p.timezone)
-        ) ps
-        LEFT JOIN cap_usage u ON u.cap_id = c.id AND u.period_start = ps.period_start
+            SELECT c.period_start AS start, c.used_leads AS leads, c.used_spend_cents AS spend
+            WHERE c.period_start IS NOT NULL
+            UNION
+            SELECT cur, 0, 0 FROM lw_period_start(c.period, clock_timestamp(), p.timezone) cur
+            WHERE cur IS DISTINCT FROM c.period_start
+        ) kept
         CROSS JOIN LATERAL (
             SELECT count(*) AS leads, coalesce(sum(a.price_charged_cents), 0) AS spend
             FROM assignments a
             WHERE a.provider_id = c.provider_id
               AND (c.subscription_id IS NULL OR a.subscription_id = c.subscription_id)
-              AND lw_period_start(c.period, a.created_at, p.timezone) = ps.period_start
+              AND lw_period_start(c.period, a.created_at, p.timezone) = kept.start
         ) real
-        WHERE (coalesce(u.leads, 0), coalesce(u.spend_cents, 0)) <> (real.leads, real.spend)""",
+        WHERE (kept.leads, kept.spend) <> (real.leads, real.spend)""",
     "more than one refund of an assignment": f"""
         SELECT count(*) FROM (SELECT 1 FROM ledger_entries WHERE kind = '{REFUND}'
                               AND assignment_id IS NOT NULL

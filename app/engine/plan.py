@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
+
 from app.engine.eligibility import Condition, Verdict, evaluate
 from app.engine.schedule import Schedule
 from app.models.billing import ProviderStatus, SubscriptionStatus
@@ -37,7 +39,7 @@ class Level:
 class CapState:
     """A cap that applies to a candidate, with what its current period has used so far."""
 
-    cap_id: uuid.UUID
+    cap_id: str
     provider_wide: bool  # else the subscription's own
     period: str  # CapPeriod
     max_leads: int | None
@@ -71,8 +73,19 @@ class Candidate:
     filters: Sequence[Condition]
     schedule: Schedule | None = None  # None: always open
     zone: ZoneInfo | None = None  # the provider's time zone (None: UTC)
-    caps: Sequence[CapState] = ()
+    # the caps that apply, with usage, as the read returned them (JSON, None: no caps): parsed only
+    # for the candidates a walk reaches, which is a few of the window read
+    caps_json: str | None = None
     revision: int = 0  # the provider row's revision when read
+    _caps: tuple[CapState, ...] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def caps(self) -> tuple[CapState, ...]:
+        if self._caps is None:
+            self._caps = (
+                () if self.caps_json is None else tuple(CapState(*c) for c in orjson.loads(self.caps_json))
+            )
+        return self._caps
 
 
 @dataclass(frozen=True)

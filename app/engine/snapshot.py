@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from app.engine.eligibility import Condition, parse_stored
-from app.engine.plan import Candidate, CapState, Level, NicheState
+from app.engine.plan import Candidate, Level, NicheState
 from app.engine.schedule import Schedule, parse_schedule, zone
 from app.models.niches import LevelStrategy
 
@@ -48,16 +48,19 @@ FOR NO KEY UPDATE OF l, n FOR UPDATE OF r
 
 
 # The caps that apply to a subscription (its own and its provider's), each with the usage of its
-# current period, as one JSON text, provider-wide caps first; NULL when there are none.
+# current period (a cap that last counted an older period has used nothing of this one), as one
+# JSON text, provider-wide caps first; NULL when there are none.
 def _caps_of(provider: str, subscription: str, timezone: str) -> str:
     return f"""(
     SELECT json_agg(json_build_array(cp.id, cp.subscription_id IS NULL, cp.period, cp.max_leads,
-                                     cp.max_spend_cents, coalesce(u.leads, 0), coalesce(u.spend_cents, 0),
-                                     cur.start)
+                                     cp.max_spend_cents, u.leads, u.spend, cur.start)
                     ORDER BY cp.subscription_id IS NOT NULL, cp.period)::text
     FROM caps cp
     CROSS JOIN LATERAL (SELECT lw_period_start(cp.period, now(), {timezone}) AS start) cur
-    LEFT JOIN cap_usage u ON u.cap_id = cp.id AND u.period_start = cur.start
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN cp.period_start = cur.start THEN cp.used_leads ELSE 0 END AS leads,
+               CASE WHEN cp.period_start = cur.start THEN cp.used_spend_cents ELSE 0 END AS spend
+    ) u
     WHERE cp.provider_id = {provider} AND (cp.subscription_id IS NULL OR cp.subscription_id = {subscription})
 )"""
 
@@ -187,7 +190,7 @@ class _Parsed:
         self.schedules: dict[str, Schedule] = {}
 
     def candidate(self, row: asyncpg.Record) -> Candidate:
-        text, schedule, caps = row["filters"], row["schedule"], row["caps"]
+        text, schedule = row["filters"], row["schedule"]
         return Candidate(
             subscription_id=row["subscription_id"],
             provider_id=row["provider_id"],
@@ -197,7 +200,7 @@ class _Parsed:
             filters=() if text == "[]" else self._filters(text),
             schedule=None if schedule is None else self._schedule(schedule),
             zone=None if row["timezone"] == "UTC" else zone(row["timezone"]),
-            caps=() if caps is None else tuple(_cap(item) for item in json.loads(caps)),
+            caps_json=row["caps"],
             revision=row["revision"],
         )
 
@@ -212,13 +215,6 @@ class _Parsed:
         if found is None:
             found = self.schedules[text] = parse_schedule(json.loads(text))
         return found
-
-
-def _cap(item: list[Any]) -> CapState:
-    cap_id, provider_wide, period, max_leads, max_spend, used_leads, used_spend, start = item
-    return CapState(
-        uuid.UUID(cap_id), provider_wide, period, max_leads, max_spend, used_leads, used_spend, start
-    )
 
 
 def _candidates_by_level(rows: Sequence[asyncpg.Record], parsed: _Parsed) -> dict[uuid.UUID, list[Candidate]]:

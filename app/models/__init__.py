@@ -11,7 +11,7 @@ from app.models.billing import (
     Subscription,
     SubscriptionStatus,
 )
-from app.models.caps import Cap, CapPeriod, CapUsage
+from app.models.caps import Cap, CapPeriod
 from app.models.distribution import (
     DistributionBatch,
     DistributionRun,
@@ -33,7 +33,6 @@ __all__ = [
     "AuditEntry",
     "Cap",
     "CapPeriod",
-    "CapUsage",
     "CompetitionLevel",
     "DistributionBatch",
     "DistributionRun",

@@ -1,6 +1,8 @@
 """Buyer caps (SPEC §8): a limit on leads and/or spend per period, on one subscription or on the
-provider across all its subscriptions, and the usage the engine's write statement keeps per
-period, so the hot path never counts a buyer's assignment history."""
+provider across all its subscriptions. Each cap row also holds its usage: the period it counts
+(`period_start`) and what that period has used, kept by the engine's write statement, so the hot
+path never counts a buyer's assignment history. A period is what lw_period_start() (migration 0005)
+says: the one definition the engine, the cap writes and the invariants all use."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class Cap(SQLModel, table=True):
         sa.CheckConstraint("max_leads IS NULL OR max_leads >= 0", name="max_leads_non_negative"),
         sa.CheckConstraint("max_spend_cents IS NULL OR max_spend_cents >= 0", name="max_spend_non_negative"),
         sa.CheckConstraint("max_leads IS NOT NULL OR max_spend_cents IS NOT NULL", name="some_limit"),
+        sa.CheckConstraint("used_leads >= 0 AND used_spend_cents >= 0", name="usage_non_negative"),
         # one cap per scope and period; a provider-wide cap has no subscription
         sa.UniqueConstraint(
             "provider_id",
@@ -43,6 +46,7 @@ class Cap(SQLModel, table=True):
             name="fk_caps_subscription_provider",
             ondelete="CASCADE",
         ),
+        {"postgresql_with": {"fillfactor": 80}},  # usage changes with every assignment: HOT updates
     )
 
     id: uuid.UUID = uuid_pk()
@@ -51,24 +55,11 @@ class Cap(SQLModel, table=True):
     period: CapPeriod = Field(sa_type=sa.Text)
     max_leads: int | None = None
     max_spend_cents: int | None = Field(default=None, sa_type=sa.BigInteger)
+    # usage of the period starting at period_start (the provider's local day, week or month as an
+    # instant; -infinity for TOTAL; None before the first count). An older period_start means the
+    # current period has used nothing yet.
+    period_start: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    used_leads: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    used_spend_cents: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = now_column()
     updated_at: datetime = now_column()
-
-
-class CapUsage(SQLModel, table=True):
-    """What counts toward a cap in one period: the period's start in the provider's local time (as
-    an instant; -infinity for TOTAL), computed by lw_period_start() (migration 0005), the one
-    definition of a period the engine, the cap writes and the invariants all use."""
-
-    __tablename__ = "cap_usage"
-    __table_args__ = (
-        sa.CheckConstraint("leads >= 0", name="leads_non_negative"),
-        sa.CheckConstraint("spend_cents >= 0", name="spend_non_negative"),
-    )
-
-    cap_id: uuid.UUID = Field(
-        primary_key=True, sa_column_kwargs={"nullable": False}, foreign_key="caps.id", ondelete="CASCADE"
-    )
-    period_start: datetime = Field(primary_key=True, sa_type=sa.DateTime(timezone=True))
-    leads: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
-    spend_cents: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"})

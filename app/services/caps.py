@@ -1,11 +1,11 @@
 """Caps and a provider's time zone (SPEC §8). A cap limits leads and/or spend per local DAY, WEEK,
 MONTH or in TOTAL, on one subscription or on the provider across all its subscriptions.
 
-Usage is kept per cap and period (`cap_usage`) by the engine's write statement, so a distribution
-never counts a buyer's history. Here, under the provider's row lock (the engine's lock: nothing
-is assigned to the provider meanwhile), a new cap's current period is counted once from the
-assignments, and a change of time zone (which moves every period's boundaries) counts the current
-periods again. tests/invariants.py recounts every kept period and must agree."""
+Usage is kept on each cap row, for the period it last counted, by the engine's write statement, so
+a distribution never counts a buyer's history. Here, under the provider's row lock (the engine's
+lock: nothing is assigned to the provider meanwhile), a new cap's current period is counted once
+from the assignments, and a change of time zone (which moves every period's boundaries) counts the
+current periods again. tests/invariants.py recounts them and must agree."""
 
 from __future__ import annotations
 
@@ -91,20 +91,22 @@ def validate_timezone(name: str) -> str:
 # lw_period_start). The range condition lets the provider's (provider_id, created_at) index work;
 # the equality is the definition.
 RECOUNT = sa.text("""
-INSERT INTO cap_usage (cap_id, period_start, leads, spend_cents)
-SELECT c.id, cur.start, count(a.id), coalesce(sum(a.price_charged_cents), 0)
-FROM caps c
-JOIN providers p ON p.id = c.provider_id
-CROSS JOIN LATERAL (SELECT lw_period_start(c.period, clock_timestamp(), p.timezone) AS start) cur
-LEFT JOIN assignments a
-       ON a.provider_id = c.provider_id
-      AND (c.subscription_id IS NULL OR a.subscription_id = c.subscription_id)
-      AND a.created_at >= cur.start
-      AND lw_period_start(c.period, a.created_at, p.timezone) = cur.start
-WHERE c.id = ANY(CAST(:ids AS uuid[]))
-GROUP BY c.id, cur.start
-ON CONFLICT (cap_id, period_start) DO UPDATE
-SET leads = EXCLUDED.leads, spend_cents = EXCLUDED.spend_cents
+UPDATE caps c
+SET period_start = n.start, used_leads = n.leads, used_spend_cents = n.spend
+FROM (
+    SELECT c2.id, cur.start, count(a.id) AS leads, coalesce(sum(a.price_charged_cents), 0) AS spend
+    FROM caps c2
+    JOIN providers p ON p.id = c2.provider_id
+    CROSS JOIN LATERAL (SELECT lw_period_start(c2.period, clock_timestamp(), p.timezone) AS start) cur
+    LEFT JOIN assignments a
+           ON a.provider_id = c2.provider_id
+          AND (c2.subscription_id IS NULL OR a.subscription_id = c2.subscription_id)
+          AND a.created_at >= cur.start
+          AND lw_period_start(c2.period, a.created_at, p.timezone) = cur.start
+    WHERE c2.id = ANY(CAST(:ids AS uuid[]))
+    GROUP BY c2.id, cur.start
+) n
+WHERE c.id = n.id
 """)
 
 
@@ -182,8 +184,7 @@ async def set_caps(
 
 async def set_timezone(db: Database, *, actor: Actor, provider_id: uuid.UUID, timezone: str) -> Provider:
     """A new time zone moves every day, week and month of the provider: the current period of each
-    of its caps is counted again in the new zone, and usage kept for the old zone's periods is
-    dropped (it would not match the new boundaries)."""
+    of its caps is counted again in the new zone."""
     check_own(actor, provider_id, "provider", provider_id)
     name = validate_timezone(timezone.strip() if isinstance(timezone, str) else timezone)
     async with db.begin() as session:
@@ -198,9 +199,6 @@ async def set_timezone(db: Database, *, actor: Actor, provider_id: uuid.UUID, ti
         await session.flush()
         if name != previous:
             cap_ids = list(await session.scalars(select(col(Cap.id)).where(Cap.provider_id == provider_id)))
-            await session.execute(
-                sa.text("DELETE FROM cap_usage WHERE cap_id = ANY(CAST(:ids AS uuid[]))"), {"ids": cap_ids}
-            )
             await _recount(session, cap_ids)
             record(
                 session,
@@ -216,12 +214,12 @@ async def set_timezone(db: Database, *, actor: Actor, provider_id: uuid.UUID, ti
 
 USAGE = sa.text("""
 SELECT c.id, c.provider_id, c.subscription_id, c.period, c.max_leads, c.max_spend_cents,
-       coalesce(u.leads, 0) AS used_leads, coalesce(u.spend_cents, 0) AS used_spend_cents,
+       CASE WHEN c.period_start = cur.start THEN c.used_leads ELSE 0 END AS used_leads,
+       CASE WHEN c.period_start = cur.start THEN c.used_spend_cents ELSE 0 END AS used_spend_cents,
        cur.start AS period_start
 FROM caps c
 JOIN providers p ON p.id = c.provider_id
 CROSS JOIN LATERAL (SELECT lw_period_start(c.period, now(), p.timezone) AS start) cur
-LEFT JOIN cap_usage u ON u.cap_id = c.id AND u.period_start = cur.start
 WHERE c.provider_id = ANY(CAST(:ids AS uuid[]))
 ORDER BY c.subscription_id IS NOT NULL, c.period
 """)

@@ -98,7 +98,7 @@ async def preview_distribution(db: Database, *, lead_id: uuid.UUID) -> Distribut
 def _usage(cap: CapState, candidate: Candidate) -> CapUsage:
     """The engine's view of a cap, as the caps service shows caps everywhere else."""
     return CapUsage(
-        id=cap.cap_id,
+        id=uuid.UUID(cap.cap_id),
         provider_id=candidate.provider_id,
         subscription_id=None if cap.provider_wide else candidate.subscription_id,
         period=CapPeriod(cap.period),

@@ -38,26 +38,21 @@ def upgrade() -> None:
     sa.Column('period', sa.Text(), nullable=False),
     sa.Column('max_leads', sa.Integer(), nullable=True),
     sa.Column('max_spend_cents', sa.BigInteger(), nullable=True),
+    sa.Column('period_start', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('used_leads', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('used_spend_cents', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.CheckConstraint("period IN ('DAY', 'WEEK', 'MONTH', 'TOTAL')", name=op.f('ck_caps_period')),
     sa.CheckConstraint('max_leads IS NOT NULL OR max_spend_cents IS NOT NULL', name=op.f('ck_caps_some_limit')),
+    sa.CheckConstraint('used_leads >= 0 AND used_spend_cents >= 0', name=op.f('ck_caps_usage_non_negative')),
     sa.CheckConstraint('max_leads IS NULL OR max_leads >= 0', name=op.f('ck_caps_max_leads_non_negative')),
     sa.CheckConstraint('max_spend_cents IS NULL OR max_spend_cents >= 0', name=op.f('ck_caps_max_spend_non_negative')),
     sa.ForeignKeyConstraint(['provider_id'], ['providers.id'], name=op.f('fk_caps_provider_id_providers')),
     sa.ForeignKeyConstraint(['subscription_id', 'provider_id'], ['subscriptions.id', 'subscriptions.provider_id'], name='fk_caps_subscription_provider', ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_caps')),
-    sa.UniqueConstraint('provider_id', 'subscription_id', 'period', name='uq_caps_scope_period', postgresql_nulls_not_distinct=True)
-    )
-    op.create_table('cap_usage',
-    sa.Column('cap_id', sa.Uuid(), nullable=False),
-    sa.Column('period_start', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('leads', sa.Integer(), server_default='0', nullable=False),
-    sa.Column('spend_cents', sa.BigInteger(), server_default='0', nullable=False),
-    sa.CheckConstraint('leads >= 0', name=op.f('ck_cap_usage_leads_non_negative')),
-    sa.CheckConstraint('spend_cents >= 0', name=op.f('ck_cap_usage_spend_non_negative')),
-    sa.ForeignKeyConstraint(['cap_id'], ['caps.id'], name=op.f('fk_cap_usage_cap_id_caps'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('cap_id', 'period_start', name=op.f('pk_cap_usage'))
+    sa.UniqueConstraint('provider_id', 'subscription_id', 'period', name='uq_caps_scope_period', postgresql_nulls_not_distinct=True),
+    postgresql_with={'fillfactor': 80},
     )
     op.add_column('providers', sa.Column('timezone', sqlmodel.sql.sqltypes.AutoString(), server_default='UTC', nullable=False))
     op.add_column('providers', sa.Column('revision', sa.BigInteger(), server_default='0', nullable=False))
@@ -68,7 +63,6 @@ def downgrade() -> None:
     op.drop_column('subscriptions', 'schedule')
     op.drop_column('providers', 'revision')
     op.drop_column('providers', 'timezone')
-    op.drop_table('cap_usage')
     op.drop_table('caps')
     op.drop_constraint('uq_subscriptions_id_provider', 'subscriptions', type_='unique')
     op.execute("DROP FUNCTION lw_period_start(text, timestamptz, text)")

@@ -256,9 +256,8 @@ async def test_a_provider_whose_caps_move_while_the_engine_waits_for_its_lock_is
         await asyncio.sleep(0.5)  # the engine has read and planned the buyer, and waits for its lock
         assert not engine.done()
         await holder.execute(
-            """INSERT INTO cap_usage (cap_id, period_start, leads, spend_cents)
-               SELECT $1, lw_period_start('DAY', now(), 'UTC'), 1, 0
-               ON CONFLICT (cap_id, period_start) DO UPDATE SET leads = 1""",
+            """UPDATE caps SET period_start = lw_period_start('DAY', now(), 'UTC'), used_leads = 1
+               WHERE id = $1""",
             cap.id,
         )
         await holder.execute("UPDATE providers SET revision = revision + 1 WHERE id = $1", buyer.id)
@@ -324,4 +323,4 @@ async def test_replacing_caps_keeps_usage_of_a_kept_period_and_a_new_timezone_re
     await caps.set_timezone(db, actor=SYSTEM, provider_id=p.id, timezone="Pacific/Kiritimati")
     await assert_invariants(db)
     assert {c.period for c in await caps.set_caps(db, actor=SYSTEM, provider_id=p.id, caps=[])} == set()
-    assert await _one(db, "SELECT count(*) FROM cap_usage") == 0
+    assert await _one(db, "SELECT count(*) FROM caps") == 0
