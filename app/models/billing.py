@@ -94,4 +94,6 @@ class Subscription(SQLModel, table=True):
     )
     last_received_at: datetime | None = timestamp()
     filters: list[dict[str, Any]] = jsonb("[]")
+    # paused by an operator: the provider cannot resume it itself (SPEC §10: not admin-set status)
+    paused_by_operator: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     created_at: datetime = now_column()
