@@ -15,7 +15,7 @@ from app.db import Database
 from app.errors import Unauthenticated
 from app.progress.hub import ProgressHub
 from app.progress.publish import Publisher
-from app.resolvers.loaders import Loaders
+from app.resolvers.loaders import Loaders, make_loaders
 from app.services import auth
 from app.services.audit import Actor
 from app.services.credentials import CredentialCache, announce_revoked
@@ -41,18 +41,24 @@ class Context:
     _actor: Actor | None = None
 
     async def actor(self) -> Actor:
-        """Authenticated lazily, once: public operations (login) need no credentials."""
+        """Authenticated lazily, once: public operations (login) need no credentials. Every
+        operation that reads data authenticates first (its permission class), and a provider
+        principal's loaders are replaced then by ones scoped to its provider."""
         if self._actor is None:
             if not self.credential:
                 raise Unauthenticated("sign in: send 'Authorization: Bearer <access token or API key>'")
-            self._actor = await auth.authenticate(self.db, self.credential, self.credentials)
+            actor = await auth.authenticate(self.db, self.credential, self.credentials)
+            if actor.provider_id is not None:
+                self.loaders = make_loaders(self.db, provider_id=actor.provider_id)
+            self._actor = actor
         return self._actor
 
-    async def revoked(self, token_hash: str) -> None:
+    async def revoked(self, *token_hashes: str) -> None:
         """After a revocation committed: forgotten here at once, announced to the other processes."""
         if self.credentials is not None:
-            self.credentials.forget(token_hash)
-        await announce_revoked(self.redis, token_hash)
+            for token_hash in token_hashes:
+                self.credentials.forget(token_hash)
+        await announce_revoked(self.redis, *token_hashes)
 
     @property
     def client(self) -> str:

@@ -2,7 +2,10 @@
 PostgreSQL, then relays live events with a higher seq: no gap, no duplicate. A subscriber that
 overflows, or hears nothing for a while (a lost pub/sub message, Redis down), re-reads the state.
 A live event another subscriber of the same document already received is sent directly
-(app/resolvers/relay.py)."""
+(app/resolvers/relay.py).
+
+Run progress, niche feeds and batches are for operators: a run names every candidate, why it was
+passed over and what it would have paid, other buyers' business."""
 
 from __future__ import annotations
 
@@ -54,22 +57,23 @@ class Subscription:
     @strawberry.subscription(
         permission_classes=READ,
         description="A run's progress: its current state, then each committed step; completes after "
-        "COMPLETED or FAILED. Give runId, or leadId for the lead's latest run.",
+        "COMPLETED or FAILED. Give runId, or leadId for the lead's latest run. Operators only.",
     )
     async def distribution_progress(
         self, info: Info, run_id: uuid.UUID | None = None, lead_id: uuid.UUID | None = None
     ) -> AsyncGenerator[RunProgress, None]:
         db, hub = info.context.db, info.context.hub
+        actor = await info.context.actor()
         if (run_id is None) == (lead_id is None):
             raise InvalidInput("give exactly one of runId and leadId", field="runId")
         if run_id is None:
             assert lead_id is not None
-            run_id = await runs.latest_run_id(db, lead_id)
+            run_id = await runs.latest_run_id(db, lead_id, actor=actor)
         channel = run_channel(run_id)
         relay = Relay.of(info)
         queue = hub.register(channel)  # before the snapshot: nothing published after it is missed
         try:
-            state = RunProgress.of_run(*await runs.run_snapshot(db, run_id))
+            state = RunProgress.of_run(*await runs.run_snapshot(db, run_id, actor=actor))
             yield state
             seq, done = state.seq, state.terminal
             while not done:
@@ -82,7 +86,7 @@ class Subscription:
                     if relay is None or not await relay.send(progress):
                         yield progress
                     continue
-                progress = RunProgress.of_run(*await runs.run_snapshot(db, run_id))
+                progress = RunProgress.of_run(*await runs.run_snapshot(db, run_id, actor=actor))
                 if progress.seq <= seq:
                     continue
                 seq, done = progress.seq, progress.terminal
@@ -91,10 +95,11 @@ class Subscription:
             hub.unregister(channel, queue)
 
     @strawberry.subscription(
-        permission_classes=READ, description="Every committed step of every run of a niche."
+        permission_classes=READ, description="Every committed step of every run of a niche. Operators only."
     )
     async def niche_activity(self, info: Info, niche_id: uuid.UUID) -> AsyncGenerator[RunProgress, None]:
-        await niches.get_niche(info.context.db, niche_id)  # NOT_FOUND before streaming
+        actor = await info.context.actor()
+        await niches.get_niche(info.context.db, niche_id, actor=actor)  # NOT_FOUND before streaming
         channel = niche_channel(niche_id)
         relay = Relay.of(info)
         queue = info.context.hub.register(channel)
@@ -111,20 +116,21 @@ class Subscription:
     @strawberry.subscription(
         permission_classes=READ,
         description="A batch's counters (processed / total, assigned, no eligible, failed, rate, ETA), "
-        "after each finished run; completes when every run has finished.",
+        "after each finished run; completes when every run has finished. Operators only.",
     )
     async def batch_progress(self, info: Info, batch_id: uuid.UUID) -> AsyncGenerator[BatchProgress, None]:
         db, hub = info.context.db, info.context.hub
+        actor = await info.context.actor()
         channel = batch_channel(batch_id)
         queue = hub.register(channel)
         try:
-            state = await batches.batch_state(db, batch_id)
+            state = await batches.batch_state(db, batch_id, actor=actor)
             yield to_batch_progress(state)
             while not state.done:
                 await _next(queue)
                 while not queue.empty():  # one read for a burst of finished runs
                     queue.get_nowait()
-                fresh = await batches.batch_state(db, batch_id)
+                fresh = await batches.batch_state(db, batch_id, actor=actor)
                 if fresh.processed != state.processed or fresh.done:
                     state = fresh
                     yield to_batch_progress(state)

@@ -10,6 +10,8 @@ from app.db import Database
 from app.engine.plan import Pick, Skip
 from app.engine.preview import preview_distribution as preview_plan
 from app.models.distribution import PreviewDecision, RunStatus, SkipReason
+from app.services.audit import Actor
+from app.services.principals import require_operator
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,8 @@ class DistributionPreview:
     outcome: RunStatus
 
 
-async def preview_distribution(db: Database, *, lead_id: uuid.UUID) -> DistributionPreview:
+async def preview_distribution(db: Database, *, actor: Actor, lead_id: uuid.UUID) -> DistributionPreview:
+    require_operator(actor, "previewing distributions (they name every candidate)")
     preview = await preview_plan(db, lead_id=lead_id)
     plan, state = preview.plan, preview.state
     decided: dict[tuple[uuid.UUID, uuid.UUID], Pick | Skip] = {
