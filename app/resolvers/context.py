@@ -53,6 +53,13 @@ class Context:
             self._actor = actor
         return self._actor
 
+    def fresh_loaders(self) -> None:
+        """New loaders (same scope): a WebSocket's context lives as long as the connection, and a
+        subscription whose messages resolve nested fields must neither serve old rows nor keep
+        every row it ever loaded."""
+        own = self._actor.provider_id if self._actor is not None else None
+        self.loaders = make_loaders(self.db, provider_id=own)
+
     async def revoked(self, *token_hashes: str) -> None:
         """After a revocation committed: forgotten here at once, announced to the other processes."""
         if self.credentials is not None:

@@ -25,6 +25,7 @@ from app.resolvers.direct import direct_field
 from app.resolvers.loaders import load_now
 from app.resolvers.permissions import sees_contact_details
 from app.resolvers.reads import ledger_page
+from app.resolvers.sharing import viewer_dependent
 from app.schema.pagination import Connection
 from app.schema.scalars import JSON, Cents
 
@@ -229,6 +230,15 @@ class Assignment:
         return load_now(info.context.loaders.lead, self.lead_id, Lead.maybe)
 
 
+@strawberry.type(
+    description="myAssignments: the first message is the newest assignments read from PostgreSQL "
+    "(snapshot: true, newest first); then each message holds assignments as they commit."
+)
+class AssignmentFeed:
+    snapshot: bool
+    assignments: list[Assignment]
+
+
 @strawberry.type
 class SkippedProvider:
     provider_id: uuid.UUID
@@ -303,6 +313,7 @@ class Lead:
         "personal data: admins and the providers the lead was assigned to see them; others get "
         "them removed."
     )
+    @viewer_dependent
     async def attributes(self, info: Info) -> JSON:
         actor = await info.context.actor()
         if sees_contact_details(actor):

@@ -162,6 +162,7 @@ RULES: dict[str, Rule] = {
     "distributionProgress": operator_read(lambda w, s: {"runId": s.run}),
     "nicheActivity": operator_read(lambda w, s: {"nicheId": s.niche}),
     "batchProgress": operator_read(lambda w, s: {"batchId": s.batch}),
+    "myAssignments": own_read(lambda w, s: {"providerId": s.provider}),
 }
 
 SCHEMA: GraphQLSchema = build_schema(api_settings())._schema  # noqa: SLF001
