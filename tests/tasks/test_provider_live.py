@@ -1,23 +1,28 @@
-"""Buyers over real WebSockets.
+"""Buyers over real WebSockets and several API processes.
 
 - Two principals on one document: an admin, A's user and a read-only key subscribe to the same
   myAssignments document with the same variables. Each is executed for its own principal (the
   lead's other buyers and its contact details differ by who asks) and nothing is relayed; the
   operators' niche feed, whose type depends on nobody, still is.
-"""
+- A disabled provider user stops at once in every API process: its access token and the key it
+  made are refused by the process that did not disable it, and its open WebSocket is closed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+import httpx
+import websockets
 from redis.asyncio import Redis
 
 from app.db import Database
 from app.engine.distribute import distribute_lead
 from app.progress.publish import RedisPublisher
-from app.services import auth
+from app.services import api_keys, auth
 from app.services.audit import SYSTEM
+from app.wsclient import subscription
 from tests.api.conftest import api_settings
 from tests.factories import make_lead, make_niche, make_provider, subscribe
 from tests.factories.accounts import access_token, make_provider_user
@@ -85,3 +90,68 @@ async def _all_have(feeds: list[RawFeed], n: int) -> bool:
 
 async def _subscribers(api: str, n: int) -> bool:
     return await _metric(api, "lw_live_subscribers") == n
+
+
+async def _me(base: str, credential: str) -> dict[str, Any]:
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{base}/graphql",
+            json={"query": "{ me { providerId } }"},
+            headers={"Authorization": f"Bearer {credential}"},
+        )
+    return dict(response.json())
+
+
+async def test_a_disabled_provider_user_stops_at_once_in_every_api_process(
+    db: Database, stack: Stack
+) -> None:
+    provider = await make_provider(db)
+    user = await make_provider_user(db, provider.id)
+    token = await access_token(db, provider_user_id=user.id)
+    principal = await auth.authenticate(db, token)
+    key = (await api_keys.create_api_key(db, actor=principal, name="crm", scopes=["provider:read"])).secret
+    admin_key = (await auth.create_api_key(db, actor=SYSTEM, name="ops", scopes=["admin", "read"])).secret
+    first, second = await stack.api(), await stack.api()
+    for base in (first, second):  # both processes have verified (and remember) both credentials
+        for credential in (token, key):
+            assert (await _me(base, credential))["data"]["me"]["providerId"] == str(provider.id)
+    closed: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+
+    async def watch() -> None:
+        url = second.replace("http://", "ws://") + "/graphql"
+        async with subscription(url, token, MINE, {}) as ws:
+            try:
+                async for _ in ws:
+                    pass
+            except websockets.ConnectionClosed:
+                pass
+            closed.set_result(ws.close_code)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await wait_for(lambda: _subscribers(second, 1))
+        async with httpx.AsyncClient() as client:
+            response = await client.post(
+                f"{first}/graphql",
+                json={
+                    "query": "mutation($id: UUID!) { disableProviderUser(id: $id) { status } }",
+                    "variables": {"id": str(user.id)},
+                },
+                headers={"Authorization": f"Bearer {admin_key}"},
+            )
+        assert response.json()["data"]["disableProviderUser"]["status"] == "DISABLED"
+        for credential in (token, key):
+            body = await _refused_within(second, credential, 2)
+            assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED", body
+        assert await asyncio.wait_for(closed, 5) == 4403  # its live subscription stopped too
+    finally:
+        watcher.cancel()
+
+
+async def _refused_within(base: str, credential: str, seconds: float) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        body = await _me(base, credential)
+        if body.get("errors") or asyncio.get_running_loop().time() > deadline:
+            return body
+        await asyncio.sleep(0.01)
