@@ -99,7 +99,7 @@ async def _check(database_url: str, s: dict[str, Any]) -> None:
         for n, attributes in enumerate(s["leads"]):
             lead = await leads.submit_lead(db, actor=SYSTEM, niche_id=niche.id, attributes=attributes)
             await leads.approve_lead(db, actor=SYSTEM, lead_id=lead.id)
-            preview = await preview_distribution(db, actor=SYSTEM, lead_id=lead.id)
+            preview = await preview_distribution(db, lead_id=lead.id)
             result = await distribute_lead(db, lead_id=lead.id)
             # determinism: the dry run on the same state predicted exactly what the engine did
             assert [p.candidate.provider_id for p in preview.plan.picks] == [
