@@ -20,7 +20,7 @@ from app.demo import DemoRun, run_demo
 from app.embedded import servers
 from app.errors import DomainError
 from app.migrate import upgrade
-from app.services import auth
+from app.services import auth, provider_users
 from app.services.audit import SYSTEM
 from app.settings import Settings, get_settings
 
@@ -352,6 +352,29 @@ def create_admin(
     # cannot tell), and a QR code or URI copied in pieces no longer works
     console.print(_qr(created.provisioning_uri), markup=False, highlight=False, soft_wrap=True)
     console.print(created.provisioning_uri, markup=False, highlight=False, soft_wrap=True)
+
+
+@cli.command("invite-provider-user")
+def invite_provider_user(
+    provider: Annotated[str, typer.Argument(help="the provider's id, email or exact name")],
+    email: Annotated[str, typer.Argument(help="the person's email")],
+) -> None:
+    """Invite a provider user: prints the single-use invite link (also sent by email through the
+    notification outbox, or written to the worker's log without SMTP)."""
+
+    async def invite(db: Database, settings: Settings) -> provider_users.Invited:
+        provider_id = await provider_users.find_provider(db, actor=SYSTEM, ref=provider)
+        return await provider_users.invite(
+            db, actor=SYSTEM, provider_id=provider_id, email=email, settings=settings
+        )
+
+    with _runtime() as settings:
+        invited = _with_db(settings, lambda db: invite(db, settings))
+    console.print(
+        f"invited {invited.user.email} ({invited.user.id}) for provider {invited.user.provider_id}; "
+        f"the link works once, until {invited.expires_at:%Y-%m-%d %H:%M} UTC:"
+    )
+    console.print(invited.invite_url, highlight=False, soft_wrap=True)
 
 
 @keys.command("create")

@@ -32,7 +32,7 @@ from app.logging import configure_logging
 from app.progress.hub import ProgressHub
 from app.progress.publish import RedisPublisher
 from app.redis_client import connect as connect_redis
-from app.resolvers.context import Context, credential_from_headers
+from app.resolvers.context import Context, SignedInSockets, credential_from_headers
 from app.resolvers.errors import brief, unavailable
 from app.resolvers.loaders import make_loaders
 from app.resolvers.relay import RelayingHandler
@@ -87,6 +87,7 @@ class GraphQLView(GraphQL[Context, None]):
             publisher=state.publisher,
             hub=state.hub,
             credentials=state.credentials,
+            sockets=state.sockets,
             credential=credential_from_headers(
                 request.headers.get("authorization"), request.headers.get("x-api-key")
             ),
@@ -101,6 +102,8 @@ class GraphQLView(GraphQL[Context, None]):
         context.credential = credential_from_headers(str(raw) if raw else None, str(key) if key else None)
         try:
             await context.actor()
+            if context.sockets is not None and context.credential and isinstance(context.request, WebSocket):
+                context.sockets.add(context.request, auth.digest(context.credential))
         except Exception as exc:
             error = exc if isinstance(exc, DomainError) else unavailable(exc)
             if isinstance(error, Unavailable):
@@ -317,6 +320,8 @@ def create_app(
         app.state.hub = ProgressHub(app.state.redis)
         app.state.credentials = CredentialCache(settings.auth_cache_seconds, live=app.state.hub.ready.is_set)
         app.state.hub.watch(REVOKED_CHANNEL, app.state.credentials.on_announcement)
+        app.state.sockets = SignedInSockets()
+        app.state.hub.watch(REVOKED_CHANNEL, app.state.sockets.on_announcement)
         await app.state.hub.start()
         producer = None
         if dispatcher is None:

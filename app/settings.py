@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     dashboard_url: str = "http://127.0.0.1:8000/dashboard"
     # DEBUG adds the routine lines: every task sent and run (the sweep's, once a second)
     log_level: LogLevel = LogLevel.INFO
+    # the buyers' page: invite links are PORTAL_URL#invite=<token> (a fragment: never sent to a server)
+    portal_url: str = "http://127.0.0.1:8000/portal"
 
     # jobs
     # seconds before attempt 2, 3, ...: five attempts in all by default (SPEC §4)
@@ -71,6 +73,9 @@ class Settings(BaseSettings):
     # login / verifyMfa attempts per minute, per account and per client address
     auth_rate_limit_per_minute: int = Field(default=10, ge=1)
     totp_issuer: str = "LeadWheel"
+    # provider users: an invite is single use and expires; so does the enrollment it starts
+    invite_ttl_hours: float = Field(default=72, gt=0)
+    enrollment_ttl_minutes: float = Field(default=30, gt=0)
     # an API process re-checks a credential it verified after this long (revocations reach it at
     # once through Redis; this bounds the rare case they cannot); 0: check on every request
     auth_cache_seconds: float = Field(default=10, ge=0)

@@ -23,7 +23,7 @@ from app.redis_client import connect as connect_redis
 TABLES = (
     "notifications, audit_log, ledger_entries, assignments, distribution_runs, leads, "
     "subscriptions, providers, competition_levels, niches, api_keys, access_tokens, mfa_challenges, "
-    "admin_users, distribution_batches, returns"
+    "admin_users, distribution_batches, returns, provider_invites, provider_users"
 )
 
 

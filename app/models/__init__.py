@@ -2,7 +2,7 @@
 
 from app.models import base  # noqa: F401  (naming convention first)
 from app.models.audit import ActorType, AuditAction, AuditEntry
-from app.models.auth import AccessToken, AdminUser, ApiKey, MfaChallenge
+from app.models.auth import AccessToken, AdminUser, ApiKey, MfaChallenge, ProviderInvite, ProviderUser
 from app.models.billing import (
     LedgerEntry,
     LedgerKind,
@@ -46,10 +46,12 @@ __all__ = [
     "Notification",
     "NotificationStatus",
     "Provider",
+    "ProviderInvite",
     "ProviderStatus",
     "Return",
     "ReturnReason",
     "ReturnStatus",
+    "ProviderUser",
     "RunStatus",
     "Subscription",
     "SubscriptionStatus",

@@ -112,4 +112,6 @@ class Subscription(SQLModel, table=True):
     filters: list[dict[str, Any]] = jsonb("[]")
     # weekly delivery windows and blackout dates (app/engine/schedule.py); null: always open
     schedule: dict[str, Any] | None = Field(default=None, sa_type=JSONB(none_as_null=True))
+    # paused by an operator: the provider cannot resume it itself (SPEC §10: not admin-set status)
+    paused_by_operator: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     created_at: datetime = now_column()

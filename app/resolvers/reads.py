@@ -21,7 +21,9 @@ async def ledger_page(
     info: Info, *, provider_id: uuid.UUID, first: int, after: str | None, convert: Callable[[Any], T]
 ) -> Connection[T]:
     key = decode_cursor(after)
-    page = await billing.list_ledger(info.context.db, provider_id=provider_id, first=first, after=key)
+    page = await billing.list_ledger(
+        info.context.db, actor=await info.context.actor(), provider_id=provider_id, first=first, after=key
+    )
     return connection(page, convert, after=key)
 
 

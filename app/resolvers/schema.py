@@ -26,6 +26,7 @@ from app.resolvers.errors import ClientErrors
 from app.resolvers.executor import EventScopedExecutor
 from app.resolvers.mutations import Mutation
 from app.resolvers.query import Query
+from app.resolvers.sharing import check_sharing
 from app.resolvers.subscription import Subscription
 from app.schema.scalars import SCALARS
 from app.settings import Settings
@@ -67,6 +68,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         execution_context_class=EventScopedExecutor,
     )
     install_direct_resolvers(built)
+    check_sharing(built)  # a shared subscription must not reach a field that depends on who asks
     return built
 
 

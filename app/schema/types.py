@@ -11,7 +11,6 @@ import sqlalchemy as sa
 import strawberry
 
 from app.models import audit as audit_models
-from app.models import auth as auth_models
 from app.models import billing as billing_models
 from app.models import distribution as run_models
 from app.models import leads as lead_models
@@ -26,6 +25,7 @@ from app.resolvers.direct import direct_field
 from app.resolvers.loaders import load_now
 from app.resolvers.permissions import sees_contact_details
 from app.resolvers.reads import ledger_page, open_state
+from app.resolvers.sharing import viewer_dependent
 from app.schema.controls import Cap, DeliverySchedule
 from app.schema.pagination import Connection
 from app.schema.scalars import JSON, Cents
@@ -54,7 +54,7 @@ def _init_fields(cls: type) -> tuple[str, ...]:
     return names
 
 
-# attributes that identify or reach a person: only admins see them (SPEC §6)
+# attributes that identify or reach a person: only admins and the lead's buyers see them (SPEC §6)
 CONTACT_KEYS = frozenset(
     {
         "name",
@@ -161,6 +161,9 @@ class Subscription:
     status: SubscriptionStatus
     last_received_at: datetime | None
     filters: JSON
+    paused_by_operator: bool = strawberry.field(
+        description="Paused by an operator: only an operator can resume it."
+    )
     created_at: datetime
     stored_schedule: strawberry.Private[dict[str, Any] | None]
 
@@ -269,6 +272,15 @@ class Assignment:
         return load_now(info.context.loaders.lead, self.lead_id, Lead.maybe)
 
 
+@strawberry.type(
+    description="myAssignments: the first message is the newest assignments read from PostgreSQL "
+    "(snapshot: true, newest first); then each message holds assignments as they commit."
+)
+class AssignmentFeed:
+    snapshot: bool
+    assignments: list[Assignment]
+
+
 @strawberry.type
 class SkippedProvider:
     provider_id: uuid.UUID
@@ -340,11 +352,19 @@ class Lead:
 
     @strawberry.field(
         description="The lead's fields. Contact details (name, email, phone, address…) are "
-        "personal data: only admins see them; others get them removed."
+        "personal data: admins and the providers the lead was assigned to see them; others get "
+        "them removed."
     )
+    @viewer_dependent
     async def attributes(self, info: Info) -> JSON:
-        if sees_contact_details(await info.context.actor()):
+        actor = await info.context.actor()
+        if sees_contact_details(actor):
             return self.raw_attributes
+        if actor.provider_id is not None:
+            # the provider's own assignments of this lead (its loaders see no others): it bought them
+            own = await info.context.loaders.assignments_by_lead.load(self.id)
+            if any(a.provider_id == actor.provider_id for a in own):
+                return self.raw_attributes
         return {k: v for k, v in self.raw_attributes.items() if k.lower() not in CONTACT_KEYS}
 
     @direct_field
@@ -423,47 +443,6 @@ class DistributionPreview:
     start_level_id: uuid.UUID | None
     levels: list[PreviewLevel]
     outcome: RunStatus
-
-
-@strawberry.type
-class MfaChallenge:
-    challenge: str
-    expires_at: datetime
-
-
-@strawberry.type
-class AccessToken:
-    token: str
-    expires_at: datetime
-
-
-@strawberry.type
-class ApiKey:
-    id: uuid.UUID
-    name: str
-    prefix: str
-    scopes: list[str]
-    created_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
-
-    @classmethod
-    def of(cls, m: auth_models.ApiKey) -> ApiKey:
-        return from_row(cls, m, scopes=list(m.scopes))
-
-
-@strawberry.type
-class CreatedApiKey:
-    api_key: ApiKey
-    secret: str = strawberry.field(description="Shown once: store it now; only its hash is kept.")
-
-
-@strawberry.type
-class Me:
-    actor_type: ActorType
-    id: uuid.UUID | None
-    label: str
-    scopes: list[str]
 
 
 @strawberry.type

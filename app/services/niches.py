@@ -20,6 +20,7 @@ from app.models.niches import DEFAULT_RETURN_WINDOW_HOURS, CompetitionLevel, Lev
 from app.services import _guards
 from app.services.audit import Actor, record
 from app.services.billing import lock_providers, sync_subscription_statuses
+from app.services.principals import require_operator
 
 MAX_RECIPIENTS_LIMIT = 1000
 MAX_RETURN_WINDOW_HOURS = 24 * 366  # a year: longer is a typo, not a policy
@@ -34,6 +35,7 @@ async def create_niche(
     auto_distribute: bool = False,
     return_window_hours: int = DEFAULT_RETURN_WINDOW_HOURS,
 ) -> Niche:
+    require_operator(actor, "creating niches")
     niche = Niche(
         name=_guards.text(name, field="name"),
         level_strategy=LevelStrategy(level_strategy),
@@ -60,6 +62,7 @@ async def update_niche(
     auto_distribute: bool | None = None,
     return_window_hours: int | None = None,
 ) -> Niche:
+    require_operator(actor, "changing niches")
     if return_window_hours is not None:
         _check_return_window(return_window_hours)
     try:
@@ -96,7 +99,8 @@ async def lock_niche(session: AsyncSession, niche_id: uuid.UUID) -> Niche:
     return niche
 
 
-async def get_niche(db: Database, niche_id: uuid.UUID) -> Niche:
+async def get_niche(db: Database, niche_id: uuid.UUID, *, actor: Actor) -> Niche:
+    require_operator(actor, "reading niches")
     async with db.read() as session:
         niche = await session.get(Niche, niche_id)
     if niche is None:
@@ -137,6 +141,7 @@ async def create_level(
     active: bool = True,
 ) -> CompetitionLevel:
     """Without an order_position the level goes last."""
+    require_operator(actor, "creating competition levels")
     _check_level_numbers(
         order_position=order_position, price_cents=price_cents, max_recipients=max_recipients
     )
@@ -199,6 +204,7 @@ async def update_level(
     max_recipients: int | None = None,
     active: bool | None = None,
 ) -> CompetitionLevel:
+    require_operator(actor, "changing competition levels")
     _check_level_numbers(
         order_position=order_position, price_cents=price_cents, max_recipients=max_recipients
     )
@@ -244,6 +250,7 @@ async def update_level(
 
 async def delete_level(db: Database, *, actor: Actor, level_id: uuid.UUID) -> CompetitionLevel:
     """Soft delete: assignments keep pointing at it; its position becomes free."""
+    require_operator(actor, "deleting competition levels")
     async with db.begin() as session:
         level = await _lock_level(session, level_id)
         level.deleted_at = utcnow()
@@ -258,6 +265,7 @@ async def delete_level(db: Database, *, actor: Actor, level_id: uuid.UUID) -> Co
     return level
 
 
-async def list_niches(db: Database) -> Sequence[Niche]:
+async def list_niches(db: Database, *, actor: Actor) -> Sequence[Niche]:
+    require_operator(actor, "listing niches")
     async with db.read() as session:
         return (await session.execute(select(Niche).order_by(col(Niche.name)))).scalars().all()

@@ -12,7 +12,9 @@ from app.engine.plan import Candidate, CapState, Pick, Skip
 from app.engine.preview import preview_distribution as preview_plan
 from app.models.caps import CapPeriod
 from app.models.distribution import PreviewDecision, RunStatus, SkipReason
+from app.services.audit import Actor
 from app.services.caps import CapUsage
+from app.services.principals import require_operator
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ class DistributionPreview:
     outcome: RunStatus
 
 
-async def preview_distribution(db: Database, *, lead_id: uuid.UUID) -> DistributionPreview:
+async def preview_distribution(db: Database, *, actor: Actor, lead_id: uuid.UUID) -> DistributionPreview:
+    require_operator(actor, "previewing distributions (they name every candidate)")
     preview = await preview_plan(db, lead_id=lead_id)
     plan, state = preview.plan, preview.state
     decided: dict[tuple[uuid.UUID, uuid.UUID], Pick | Skip] = {

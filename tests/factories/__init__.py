@@ -57,14 +57,14 @@ async def make_provider(
         await billing.top_up(
             db, actor=SYSTEM, provider_id=provider.id, amount_cents=balance_cents, reference="initial"
         )
-    return await billing.get_provider(db, provider.id)
+    return await billing.get_provider(db, provider.id, actor=SYSTEM)
 
 
 async def _rekey(db: Database, provider: Provider, new_id: uuid.UUID) -> Provider:
     """Tests of the provider-id tiebreak need ids in a known order."""
     async with db.engine.begin() as conn:
         await conn.exec_driver_sql("UPDATE providers SET id = $1 WHERE id = $2", (new_id, provider.id))
-    return await billing.get_provider(db, new_id)
+    return await billing.get_provider(db, new_id, actor=SYSTEM)
 
 
 async def subscribe(

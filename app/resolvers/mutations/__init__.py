@@ -8,12 +8,14 @@ from app.resolvers.mutations.controls import ControlMutations
 from app.resolvers.mutations.distribution import BatchMutations, DistributionMutations
 from app.resolvers.mutations.leads import LeadMutations
 from app.resolvers.mutations.niches import NicheMutations
+from app.resolvers.mutations.provider_users import ProviderUserMutations
 from app.resolvers.mutations.returns import ReturnMutations
 
 
 @strawberry.type
 class Mutation(
     AuthMutations,
+    ProviderUserMutations,
     NicheMutations,
     BillingMutations,
     ControlMutations,

@@ -9,14 +9,15 @@ import strawberry
 from strawberry.permission import BasePermission
 
 from app.resolvers.context import Info
-from app.resolvers.permissions import IsAdmin
+from app.resolvers.permissions import CanWriteOwn
 from app.schema.controls import CapInput, DeliveryScheduleInput
 from app.schema.scalars import JSON
 from app.schema.types import Provider, Subscription
 from app.services import billing, subscriptions
 from app.services.caps import CapLimit, set_caps, set_timezone
 
-ADMIN: list[type[BasePermission]] = [IsAdmin]
+# operators, and buyers on their own provider and subscriptions (the services check ownership)
+OWN: list[type[BasePermission]] = [CanWriteOwn]
 
 
 def _limits(given: list[CapInput]) -> list[CapLimit]:
@@ -26,7 +27,7 @@ def _limits(given: list[CapInput]) -> list[CapLimit]:
 @strawberry.type
 class ControlMutations:
     @strawberry.mutation(
-        permission_classes=ADMIN,
+        permission_classes=OWN,
         description="An IANA time zone (e.g. America/Chicago): the provider's days, weeks and months "
         "for caps, and the clock of its delivery windows.",
     )
@@ -34,10 +35,12 @@ class ControlMutations:
         await set_timezone(
             info.context.db, actor=await info.context.actor(), provider_id=provider_id, timezone=timezone
         )
-        return Provider.of(await billing.get_provider(info.context.db, provider_id))
+        return Provider.of(
+            await billing.get_provider(info.context.db, provider_id, actor=await info.context.actor())
+        )
 
     @strawberry.mutation(
-        permission_classes=ADMIN,
+        permission_classes=OWN,
         description="Replaces the provider-wide caps (across all its subscriptions); [] removes them. "
         "One cap per period.",
     )
@@ -45,10 +48,12 @@ class ControlMutations:
         await set_caps(
             info.context.db, actor=await info.context.actor(), provider_id=provider_id, caps=_limits(caps)
         )
-        return Provider.of(await billing.get_provider(info.context.db, provider_id))
+        return Provider.of(
+            await billing.get_provider(info.context.db, provider_id, actor=await info.context.actor())
+        )
 
     @strawberry.mutation(
-        permission_classes=ADMIN,
+        permission_classes=OWN,
         description="Replaces the subscription's own caps; [] removes them. One cap per period.",
     )
     async def set_subscription_caps(
@@ -60,10 +65,12 @@ class ControlMutations:
             subscription_id=subscription_id,
             caps=_limits(caps),
         )
-        return Subscription.of(await billing.get_subscription(info.context.db, subscription_id))
+        return Subscription.of(
+            await billing.get_subscription(info.context.db, subscription_id, actor=await info.context.actor())
+        )
 
     @strawberry.mutation(
-        permission_classes=ADMIN, description="Delivery windows and blackout dates; null: always open."
+        permission_classes=OWN, description="Delivery windows and blackout dates; null: always open."
     )
     async def set_subscription_schedule(
         self, info: Info, subscription_id: uuid.UUID, schedule: DeliveryScheduleInput | None
@@ -77,7 +84,7 @@ class ControlMutations:
         return Subscription.of(updated)
 
     @strawberry.mutation(
-        permission_classes=ADMIN,
+        permission_classes=OWN,
         description='Replaces the eligibility filters: [{"field": "state", "op": "in", "value": ["TX"]}, …]',
     )
     async def set_subscription_filters(

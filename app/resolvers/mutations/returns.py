@@ -10,12 +10,12 @@ from strawberry.permission import BasePermission
 
 from app.models.returns import ReturnReason
 from app.resolvers.context import Info
-from app.resolvers.permissions import IsAdmin
+from app.resolvers.permissions import CanWriteOwn, IsAdmin
 from app.schema.returns import Return
 from app.services import returns
 
-# provider principals will request their own returns too, once they can sign in
-REQUEST: list[type[BasePermission]] = [IsAdmin]
+# operators, and buyers for their own assignments
+REQUEST: list[type[BasePermission]] = [CanWriteOwn]
 DECIDE: list[type[BasePermission]] = [IsAdmin]
 
 
