@@ -1,4 +1,5 @@
-"""The Starlette app: /graphql (HTTP and graphql-transport-ws), /healthz, /readyz."""
+"""The Starlette app: /graphql (HTTP and graphql-transport-ws), /healthz, /readyz, /metrics, the CSV
+export, and the pages (app/pages.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,7 +17,7 @@ import structlog
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -29,6 +29,7 @@ from app import metrics
 from app.db import Database, create_database
 from app.errors import DomainError, Forbidden, InvalidInput, Unauthenticated
 from app.logging import configure_logging
+from app.pages import page_routes
 from app.progress.hub import ProgressHub
 from app.progress.publish import RedisPublisher
 from app.redis_client import connect as connect_redis
@@ -184,14 +185,6 @@ async def export_assignments(request: Request) -> Response:
     )
 
 
-DASHBOARD = Path(__file__).resolve().parent / "dashboard" / "index.html"
-
-
-async def dashboard(request: Request) -> Response:
-    """The live dashboard: plain HTML and a small script over the GraphQL API (no build step)."""
-    return HTMLResponse(DASHBOARD.read_text())
-
-
 async def metrics_endpoint(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -296,7 +289,7 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
-            Route("/dashboard", dashboard),
+            *page_routes(settings),  # /dashboard and /static, with the pages' hardening headers
             Route("/exports/assignments.csv", export_assignments),
             Route("/graphql", view, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", view),
