@@ -1,5 +1,5 @@
-"""The schema: Query + Mutation, with the limits and the one error mapping always on, and
-introspection only where the IDE is (development by default). `schema` is what
+"""The schema: Query + Mutation, with the limits (depth, tokens, aliases, cost) and the one error
+mapping always on, and introspection only where the IDE is (development by default). `schema` is what
 `strawberry export-schema app.resolvers.schema:schema` prints into schema.graphql."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 
 from app.resolvers.caching import DocumentCache
+from app.resolvers.cost import QueryCostLimiter
 from app.resolvers.direct import install_direct_resolvers
 from app.resolvers.errors import ClientErrors
 from app.resolvers.executor import EventScopedExecutor
@@ -43,6 +44,8 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         # scripts and dashboards send the same few documents: parse and validate each once
         DocumentCache,
         lambda: ValidationCache(maxsize=512),
+        # after ValidationCache, which sets the validation errors (overwriting any before it)
+        lambda: QueryCostLimiter(max_cost=settings.graphql_max_cost),
     ]
     if not settings.ide_enabled:
         extensions.append(DisableIntrospection)
