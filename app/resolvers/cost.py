@@ -48,8 +48,7 @@ from graphql import (
     VariableNode,
     is_composite_type,
 )
-from strawberry.extensions import SchemaExtension
-from strawberry.schema.schema import validate_document
+from strawberry.extensions import ValidationCache
 
 LIST_ESTIMATE = 10  # objects assumed in a list that takes no `first`
 PLANS_MAX = 512  # (document, operation) pairs kept; the oldest goes first
@@ -211,31 +210,30 @@ def cached_plan(
     return plan
 
 
-class QueryCostLimiter(SchemaExtension):
-    """After validation (it must follow ValidationCache, which overwrites what came before it): a
-    valid document over `max_cost` leaves as a validation error, so nothing executes."""
+class ValidationWithCostLimit(ValidationCache):
+    """Strawberry's ValidationCache (each distinct document validated once), then the cost check
+    of a valid document: over `max_cost` it leaves as a validation error and nothing executes.
+    One extension, not two: the check cannot be ordered before the validation that would
+    overwrite its error, and a request pays for one hook."""
 
-    def __init__(self, *, max_cost: int) -> None:
+    def __init__(self, *, max_cost: int, maxsize: int) -> None:
+        super().__init__(maxsize=maxsize)
         self.max_cost = max_cost
 
     def on_validate(self) -> Iterator[None]:
+        validation = super().on_validate()
+        next(validation)  # sets pre_execution_errors: [] for a valid document
         context = self.execution_context
-        document = context.graphql_document
-        if document is not None:
-            if context.pre_execution_errors is None:  # no validation ran yet: run it first
-                context.pre_execution_errors = validate_document(
-                    context.schema._schema,  # noqa: SLF001
-                    document,
-                    context.validation_rules,
-                )
-            if not context.pre_execution_errors:
-                plan = cached_plan(context.schema._schema, context.query, document, context.operation_name)  # noqa: SLF001
-                cost = plan.cost(context.variables)
-                if cost > self.max_cost:
-                    context.pre_execution_errors = [
-                        GraphQLError(
-                            f"query cost {cost:,} is over the limit of {self.max_cost:,} objects: ask "
-                            "for fewer (smaller `first`, fewer nested lists) or split the query"
-                        )
-                    ]
+        if not context.pre_execution_errors and context.graphql_document is not None:
+            schema = context.schema._schema  # noqa: SLF001  (graphql-core's schema, public fields)
+            plan = cached_plan(schema, context.query, context.graphql_document, context.operation_name)
+            cost = plan.cost(context.variables)
+            if cost > self.max_cost:
+                context.pre_execution_errors = [
+                    GraphQLError(
+                        f"query cost {cost:,} is over the limit of {self.max_cost:,} objects: ask for "
+                        "fewer (smaller `first`, fewer nested lists) or split the query"
+                    )
+                ]
         yield
+        next(validation, None)

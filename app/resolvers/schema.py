@@ -14,12 +14,11 @@ from strawberry.extensions import (
     MaxTokensLimiter,
     QueryDepthLimiter,
     SchemaExtension,
-    ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
 
 from app.resolvers.caching import DocumentCache
-from app.resolvers.cost import QueryCostLimiter
+from app.resolvers.cost import ValidationWithCostLimit
 from app.resolvers.direct import install_direct_resolvers
 from app.resolvers.errors import ClientErrors
 from app.resolvers.executor import EventScopedExecutor
@@ -41,11 +40,9 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         ClientErrors,  # first, so it is the outermost and maps the errors of every other step
         lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
         lambda: AddValidationRules(limit_rules),
-        # scripts and dashboards send the same few documents: parse and validate each once
+        # scripts and dashboards send the same few documents: parse, validate and cost each once
         DocumentCache,
-        lambda: ValidationCache(maxsize=512),
-        # after ValidationCache, which sets the validation errors (overwriting any before it)
-        lambda: QueryCostLimiter(max_cost=settings.graphql_max_cost),
+        lambda: ValidationWithCostLimit(max_cost=settings.graphql_max_cost, maxsize=512),
     ]
     if not settings.ide_enabled:
         extensions.append(DisableIntrospection)
