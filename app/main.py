@@ -140,7 +140,8 @@ class _TooLarge(Exception):
 
 
 async def export_assignments(request: Request) -> Response:
-    """CSV of assignments in [from, to), for admins or API keys with `read`: Bearer auth."""
+    """CSV of assignments in [from, to) (of one niche with nicheId), for admins or API keys with
+    `read`: Bearer auth."""
     state = request.app.state
     credential = credential_from_headers(
         request.headers.get("authorization"), request.headers.get("x-api-key")
@@ -165,7 +166,13 @@ async def export_assignments(request: Request) -> Response:
                 if value.tzinfo is None:
                     raise InvalidInput(f"{name} needs a time zone, e.g. 2026-11-01T00:00:00Z", field=name)
             bounds[name] = value
-        rows = stats.assignments_csv(state.db, since=bounds["from"], until=bounds["to"])
+        niche_id = None
+        if raw_niche := request.query_params.get("nicheId"):
+            try:
+                niche_id = uuid.UUID(raw_niche)
+            except ValueError:
+                raise InvalidInput("nicheId must be a niche's id (a UUID)", field="nicheId") from None
+        rows = stats.assignments_csv(state.db, since=bounds["from"], until=bounds["to"], niche_id=niche_id)
         first = await anext(rows)  # validation errors surface here, before the 200
     except DomainError as exc:
         status = {"UNAUTHENTICATED": 401, "MFA_REQUIRED": 401, "FORBIDDEN": 403}.get(exc.code.value, 400)
