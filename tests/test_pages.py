@@ -1,14 +1,16 @@
 """The pages and their assets carry the hardening headers, and the pages hold nothing inline that
 the Content-Security-Policy would have to allow. No database: page routes read no state."""
 
+import tomllib
 from collections.abc import AsyncIterator
 from html.parser import HTMLParser
+from pathlib import Path
 
 import httpx
 import pytest
 
 from app.main import create_app
-from app.pages import PAGES
+from app.pages import HERE, PAGES, STATIC
 from app.settings import Environment, Settings
 
 EXPECTED = {
@@ -106,3 +108,14 @@ async def test_the_api_is_not_given_the_page_policy(client: httpx.AsyncClient) -
     # JSON needs none, and GraphiQL (development only) runs inline code from a CDN
     health = await client.get("/healthz")
     assert "content-security-policy" not in health.headers
+
+
+def test_the_wheel_ships_every_page_and_asset() -> None:
+    """Each file under app/static and each page matches a package-data glob of pyproject.toml."""
+    pyproject = tomllib.loads((HERE.parent / "pyproject.toml").read_text())
+    shipped = {
+        p for pattern in pyproject["tool"]["setuptools"]["package-data"]["app"] for p in HERE.glob(pattern)
+    }
+    needed = {p for p in STATIC.rglob("*") if p.is_file()} | set(PAGES.values())
+    assert needed - shipped == set()
+    assert Path(STATIC / "vendor" / "chart.js" / "LICENSE.md") in shipped

@@ -88,15 +88,28 @@ function subscribeNiches(niches) {
   ws.onclose = () => setTimeout(() => subscribeNiches(niches), 2000);  // reconnect
 }
 
+// two views on one page: the live one and the analytics (app/static/analytics.js), by the URL's hash
+const currentView = () => location.hash === "#analytics" ? "analytics" : "live";
+function show(view) {
+  $("app").hidden = view !== "live";
+  $("analytics").hidden = view !== "analytics";
+  document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("current", a.hash === "#" + view));
+  if (view === "analytics") openAnalytics();
+}
+window.addEventListener("hashchange", () => { if (!$("nav").hidden) show(currentView()); });
+
 async function start() {
   try {
     const niches = await refresh();
-    $("signin").hidden = true; $("app").hidden = false;
+    $("signin").hidden = true; $("nav").hidden = false;
+    show(currentView());
     subscribeNiches(niches);
     setInterval(refresh, 10000);
   } catch (err) {
     sessionStorage.removeItem("lw-token"); token = null;
-    $("signin").hidden = false; $("app").hidden = true; $("error").textContent = err.message;
+    $("signin").hidden = false; $("app").hidden = true; $("nav").hidden = true;
+    $("error").textContent = err.message;
   }
 }
-if (token) start();
+// after every script of the page has run (analytics.js defines openAnalytics)
+document.addEventListener("DOMContentLoaded", () => { if (token) start(); });

@@ -61,7 +61,7 @@ def test_the_estimate_counts_objects_through_pages_lists_and_fragments() -> None
 
 def _documents_in(source: str) -> Iterator[str]:
     """GraphQL documents written as string literals in a script."""
-    for literal in re.findall(r'`([^`]*)`|"((?:query|mutation|subscription)[^"]*)"', source):
+    for literal in re.findall(r'`([^`]*)`|"((?:\{|query|mutation|subscription)[^"]*)"', source):
         text = next(part for part in literal if part)
         if re.match(r"\s*(\{|query|mutation|subscription)", text) and "${" not in text:
             yield text
