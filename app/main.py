@@ -1,4 +1,5 @@
-"""The Starlette app: /graphql (HTTP and graphql-transport-ws), /healthz, /readyz."""
+"""The Starlette app: /graphql (HTTP and graphql-transport-ws), /healthz, /readyz, /metrics, the CSV
+export, and the pages (app/pages.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,7 +17,7 @@ import structlog
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -29,6 +29,7 @@ from app import metrics
 from app.db import Database, create_database
 from app.errors import DomainError, Forbidden, InvalidInput, Unauthenticated, Unavailable
 from app.logging import configure_logging
+from app.pages import page_routes
 from app.progress.hub import ProgressHub
 from app.progress.publish import RedisPublisher
 from app.redis_client import connect as connect_redis
@@ -165,7 +166,8 @@ class _TooLarge(Exception):
 
 
 async def export_assignments(request: Request) -> Response:
-    """CSV of assignments in [from, to), for admins or API keys with `read`: Bearer auth."""
+    """CSV of assignments in [from, to) (of one niche with nicheId), for admins or API keys with
+    `read`: Bearer auth."""
     state = request.app.state
     credential = credential_from_headers(
         request.headers.get("authorization"), request.headers.get("x-api-key")
@@ -190,7 +192,13 @@ async def export_assignments(request: Request) -> Response:
                 if value.tzinfo is None:
                     raise InvalidInput(f"{name} needs a time zone, e.g. 2026-11-01T00:00:00Z", field=name)
             bounds[name] = value
-        rows = stats.assignments_csv(state.db, since=bounds["from"], until=bounds["to"])
+        niche_id = None
+        if raw_niche := request.query_params.get("nicheId"):
+            try:
+                niche_id = uuid.UUID(raw_niche)
+            except ValueError:
+                raise InvalidInput("nicheId must be a niche's id (a UUID)", field="nicheId") from None
+        rows = stats.assignments_csv(state.db, since=bounds["from"], until=bounds["to"], niche_id=niche_id)
         first = await anext(rows)  # validation errors surface here, before the 200
     except Exception as exc:
         error = exc if isinstance(exc, DomainError) else unavailable(exc)
@@ -227,14 +235,6 @@ def _error_response(error: DomainError) -> Response:
         status_code=_HTTP_STATUS.get(error.code.value, 400),
         headers=headers,
     )
-
-
-DASHBOARD = Path(__file__).resolve().parent / "dashboard" / "index.html"
-
-
-async def dashboard(request: Request) -> Response:
-    """The live dashboard: plain HTML and a small script over the GraphQL API (no build step)."""
-    return HTMLResponse(DASHBOARD.read_text())
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -347,7 +347,7 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
-            Route("/dashboard", dashboard),
+            *page_routes(settings),  # /dashboard and /static, with the pages' hardening headers
             Route("/exports/assignments.csv", export_assignments),
             Route("/graphql", view, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", view),

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     graphql_max_depth: int = Field(default=10, ge=2)
     graphql_max_tokens: int = Field(default=2000, ge=100)
     graphql_max_aliases: int = Field(default=30, ge=1)
+    # estimated objects a document may ask for (app/resolvers/cost.py): the nested
+    # leads(first: 100) page of bench/api.py is 3,201, the dashboard's refresh about 1,500
+    graphql_max_cost: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     # None: on in development, off in production
     graphql_ide: bool | None = None

@@ -29,6 +29,7 @@ from app.schema.types import (
     DistributionPreview,
     DistributionRun,
     DistributionStatus,
+    HourlyOutcomeCount,
     Lead,
     LevelFairness,
     Niche,
@@ -238,13 +239,23 @@ class Query:
         from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
         to: datetime | None = None,
     ) -> list[NicheStats]:
-        found = await stats.distribution_stats(info.context.db, niche_id=niche_id, since=from_, until=to)
+        found = await stats.distribution_stats(
+            info.context.db,
+            niche_id=niche_id,
+            since=from_,
+            until=to,
+            hourly=selected(info, "runsByHour") is not None,  # bounded range; only when asked for
+        )
         return [
             NicheStats(
                 niche_id=s.niche_id,
                 niche_name=s.niche_name,
                 runs_by_outcome=[
                     OutcomeCount(status=RunStatus(k), count=v) for k, v in sorted(s.runs_by_outcome.items())
+                ],
+                runs_by_hour=[
+                    HourlyOutcomeCount(hour=h.hour, status=RunStatus(h.status), count=h.count)
+                    for h in s.runs_by_hour
                 ],
                 success_rate=s.success_rate,
                 revenue_cents=s.revenue_cents,

@@ -1,5 +1,5 @@
-"""The schema: Query + Mutation, with the limits and the one error mapping always on, and
-introspection only where the IDE is (development by default). `schema` is what
+"""The schema: Query + Mutation, with the limits (depth, tokens, aliases, cost) and the one error
+mapping always on, and introspection only where the IDE is (development by default). `schema` is what
 `strawberry export-schema app.resolvers.schema:schema` prints into schema.graphql."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from strawberry.extensions import (
     MaxTokensLimiter,
     QueryDepthLimiter,
     SchemaExtension,
-    ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from app.resolvers.caching import DocumentCache
+from app.resolvers.cost import ValidationWithCostLimit
 from app.resolvers.direct import install_direct_resolvers
 from app.resolvers.errors import ClientErrors
 from app.resolvers.executor import EventScopedExecutor
@@ -53,9 +53,9 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         ClientErrors,  # first, so it is the outermost and maps the errors of every other step
         lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
         lambda: AddValidationRules(limit_rules),
-        # scripts and dashboards send the same few documents: parse and validate each once
+        # scripts and dashboards send the same few documents: parse, validate and cost each once
         DocumentCache,
-        lambda: ValidationCache(maxsize=512),
+        lambda: ValidationWithCostLimit(max_cost=settings.graphql_max_cost, maxsize=512),
     ]
     if not settings.ide_enabled:
         extensions.append(DisableIntrospection)

@@ -452,6 +452,13 @@ class OutcomeCount:
 
 
 @strawberry.type
+class HourlyOutcomeCount:
+    hour: datetime = strawberry.field(description="The start of the UTC hour.")
+    status: RunStatus
+    count: int
+
+
+@strawberry.type
 class ProviderReceived:
     provider_id: uuid.UUID
     received: int
@@ -470,6 +477,10 @@ class NicheStats:
     niche_id: uuid.UUID
     niche_name: str
     runs_by_outcome: list[OutcomeCount]
+    runs_by_hour: list[HourlyOutcomeCount] = strawberry.field(
+        description="Runs created in each UTC hour of [from, to), by status, oldest first; hours "
+        "without runs are left out. Needs `from`, and at most 31 days up to `to` (default: now)."
+    )
     success_rate: float | None = strawberry.field(description="(SUCCESS + PARTIAL) / finished runs")
     revenue_cents: Cents = strawberry.field(description="What the range's assignments were charged.")
     assignments: int
