@@ -32,7 +32,7 @@ fi
 stamp=.venv/.leadwheel-installed
 want=$(cat uv.lock pyproject.toml | sha256sum | cut -d' ' -f1)-uv$UV_VERSION-$python
 if [ ! -x .venv/bin/python ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    "$uv" sync --locked --extra dev --python "$python" --quiet
+    "$uv" sync --locked --extra dev --compile-bytecode --python "$python" --quiet
     ln -sfn "$uv" .venv/bin/uv  # the tests and scripts/test.sh use this uv
     echo "$want" >"$stamp"
 fi
