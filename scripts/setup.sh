@@ -11,7 +11,7 @@ python=$(command -v "${PYTHON:-python3}")
 python=$("$python" -c 'import sys; print(sys.executable)')  # the interpreter itself, not a shim
 export UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1
 
-tools=${LEADWHEEL_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/leadwheel}
+tools=${LEADWHEEL_TOOLS:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/leadwheel}
 uv=$tools/uv-$UV_VERSION/bin/uv
 if [ ! -x "$uv" ]; then
     # pip from a throw-away virtualenv (a system python's packages are never touched) installs it
