@@ -19,6 +19,7 @@ from app.db import Database, create_database
 from app.demo import DemoRun, run_demo
 from app.embedded import servers
 from app.errors import DomainError
+from app.internals import InternalsChanged, check_all
 from app.migrate import upgrade
 from app.services import auth, provider_users
 from app.services.audit import SYSTEM
@@ -54,6 +55,15 @@ def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
         return asyncio.run(go())
     except DomainError as exc:
         console.print(f"[red]{exc.code.value}[/]: {exc}")
+        raise typer.Exit(1) from exc
+
+
+def _check_internals() -> None:
+    """Before starting a server process: the library internals its code relies on are there."""
+    try:
+        check_all()
+    except InternalsChanged as exc:
+        console.print(f"[red]{exc}[/]", highlight=False)
         raise typer.Exit(1) from exc
 
 
@@ -150,6 +160,7 @@ def serve(
         nonlocal stopping
         stopping = True
 
+    _check_internals()
     with _runtime() as settings:
         seeded = None
         if demo:
@@ -292,6 +303,7 @@ def worker(processes: Annotated[int | None, typer.Option(help="worker processes"
 
     from app.tasks.broker import worker_argv
 
+    _check_internals()
     settings = get_settings()
     if not settings.database_url or not settings.redis_url:
         console.print(
@@ -307,6 +319,7 @@ def scheduler() -> None:
     import os
     import sys
 
+    _check_internals()
     settings = get_settings()
     if not settings.database_url or not settings.redis_url:
         console.print(

@@ -28,6 +28,7 @@ from strawberry.types.unset import UnsetType
 from app import metrics
 from app.db import Database, create_database
 from app.errors import DomainError, Forbidden, InvalidInput, Unauthenticated, Unavailable
+from app.internals import check_all
 from app.logging import configure_logging
 from app.pages import page_routes
 from app.progress.hub import ProgressHub
@@ -296,7 +297,9 @@ def create_app(
     dispatcher: Dispatcher | None = None,
 ) -> Starlette:
     """Given db / redis / dispatcher (tests) are used and left open; otherwise they are made from
-    settings in the lifespan and closed after it. The default dispatcher sends jobs to the workers."""
+    settings in the lifespan and closed after it. The default dispatcher sends jobs to the workers.
+    Refuses (InternalsChanged) when a library moved under code that reaches into its internals."""
+    check_all()
     settings = settings or get_settings()
     configure_logging(settings)
     view = GraphQLView(

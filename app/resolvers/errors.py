@@ -110,7 +110,8 @@ def _is_data_exception(cause: BaseException | None) -> bool:
 
 
 class ClientErrors(MaskErrors):
-    """MaskErrors' hook, applied to every error."""
+    """MaskErrors' hook, applied to every error. Overrides and calls MaskErrors' private methods
+    (listed and checked in app/internals/strawberry_graphql.py)."""
 
     def __init__(self) -> None:
         super().__init__(should_mask_error=lambda _: True)

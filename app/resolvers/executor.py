@@ -11,7 +11,9 @@
    give the same result whoever subscribed. The first subscriber's result is shared by the others
    instead of executing the selection again for each, and they are not even given a copy of the
    executor (a copy per subscriber and event was 6% of a 1,000-subscriber fan-out). Any other
-   subscription executes each event for each subscriber."""
+   subscription executes each event for each subscriber.
+
+The graphql-core and Strawberry internals used here are listed and checked in app/internals/."""
 
 from __future__ import annotations
 
@@ -19,8 +21,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
-
+from app.internals.strawberry_graphql import StrawberryGraphQLCoreExecutionContext
 from app.resolvers.sharing import root_field, shared_names
 
 SHARED_RESULTS_MAX = 1024  # recent (event, operation, variables) results; a laggard re-executes
@@ -77,7 +78,7 @@ class EventScopedExecutor(StrawberryGraphQLCoreExecutionContext):
             if shared is not None:
                 return _Shared(shared.result)  # type: ignore[return-value]
         executor = super().build_per_event_executor(payload)
-        executor._relevant_sub_fields = {}  # noqa: SLF001  (the cache the copy would share)
+        executor._relevant_sub_fields = {}  # noqa: SLF001  (the copy's own; app/internals/graphql_core.py)
         return executor  # type: ignore[return-value]
 
     def _shared_key(self, payload: Any) -> tuple[int, int, Hashable] | None:

@@ -18,12 +18,9 @@ from typing import Any
 
 import orjson
 from strawberry.http.exceptions import WebSocketDisconnected
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
-    Operation,
-)
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
 
+from app.internals.strawberry_graphql import BaseGraphQLTransportWSHandler, Operation
 from app.metrics import RELAYED_EVENTS
 from app.resolvers.executor import shared_result, variables_key
 from app.resolvers.sharing import shared_names
