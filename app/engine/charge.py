@@ -14,6 +14,7 @@ import asyncpg
 
 from app.engine.plan import Plan
 from app.engine.sql import compile_named
+from app.engine.usage import count_assignment
 from app.models.audit import ActorType, AuditAction
 from app.models.billing import LedgerKind, SubscriptionStatus
 from app.models.distribution import Template
@@ -40,28 +41,14 @@ ins AS (
     ON CONFLICT (lead_id, provider_id) DO NOTHING
     RETURNING id, provider_id, subscription_id, competition_level_id, price_charged_cents
 ),
+-- the provider is debited and counts the assignment in its usage (caps across its subscriptions),
+-- in the period of the assignment's own time: the invariants recount it from the assignments
 debit AS (
     UPDATE providers p
-    SET balance_cents = p.balance_cents - ins.price_charged_cents, revision = p.revision + 1
+    SET balance_cents = p.balance_cents - ins.price_charged_cents, revision = p.revision + 1,
+    {count_assignment("p", at="(SELECT at FROM ts)", timezone="p.timezone", price="ins.price_charged_cents")}
     FROM ins WHERE p.id = ins.provider_id
     RETURNING p.id, p.balance_cents, p.name, p.email, p.timezone
-),
--- each cap of the assignment's subscription and provider counts it, in the period of the
--- assignment's own time (a cap that last counted an older period starts the new one at this
--- assignment): the invariants recount it from the assignments and must agree
-usage AS (
-    UPDATE caps c
-    SET used_leads = CASE WHEN c.period_start = x.start THEN c.used_leads + 1 ELSE 1 END,
-        used_spend_cents = CASE WHEN c.period_start = x.start THEN c.used_spend_cents ELSE 0 END
-                           + x.price,
-        period_start = x.start
-    FROM (SELECT c2.id, lw_period_start(c2.period, (SELECT at FROM ts), debit.timezone) AS start,
-                 ins.price_charged_cents AS price
-          FROM ins
-          JOIN debit ON debit.id = ins.provider_id
-          JOIN caps c2 ON c2.provider_id = ins.provider_id
-                      AND (c2.subscription_id IS NULL OR c2.subscription_id = ins.subscription_id)) x
-    WHERE c.id = x.id
 ),
 ledger AS (
     INSERT INTO ledger_entries (provider_id, amount_cents, balance_after_cents, kind, reference,
@@ -72,14 +59,20 @@ ledger AS (
     FROM ins JOIN debit ON debit.id = ins.provider_id
 ),
 -- One UPDATE per row: a served subscription goes to the back of its queue, in pick order (one
--- microsecond apart, so the queue stays FIFO and equal times never favour low provider ids), and
--- every ACTIVE subscription the new balance no longer covers becomes INSUFFICIENT_FUNDS (any niche).
+-- microsecond apart, so the queue stays FIFO and equal times never favour low provider ids) and
+-- counts the assignment in its usage (its own caps), and every ACTIVE subscription the new balance
+-- no longer covers becomes INSUFFICIENT_FUNDS (any niche).
 subs AS (
     UPDATE subscriptions s
     SET last_received_at = CASE WHEN x.pick_no IS NULL THEN s.last_received_at
                                 ELSE (SELECT at FROM ts) + x.pick_no * interval '1 microsecond' END,
-        status = CASE WHEN x.broke THEN '{SubscriptionStatus.INSUFFICIENT_FUNDS}' ELSE s.status END
-    FROM (SELECT s2.id, pk.pick_no,
+        status = CASE WHEN x.broke THEN '{SubscriptionStatus.INSUFFICIENT_FUNDS}' ELSE s.status END,
+    {
+    count_assignment(
+        "s", at="(SELECT at FROM ts)", timezone="x.timezone", price="x.price", only_if="x.pick_no IS NOT NULL"
+    )
+}
+    FROM (SELECT s2.id, pk.pick_no, pk.price_cents AS price, debit.timezone,
                  s2.status = '{SubscriptionStatus.ACTIVE}' AND lv.price_cents > debit.balance_cents AS broke
           FROM debit
           JOIN subscriptions s2 ON s2.provider_id = debit.id

@@ -11,7 +11,7 @@ from app.models.billing import (
     Subscription,
     SubscriptionStatus,
 )
-from app.models.caps import Cap, CapPeriod
+from app.models.caps import CapPeriod
 from app.models.distribution import (
     DistributionBatch,
     DistributionRun,
@@ -31,7 +31,6 @@ __all__ = [
     "Assignment",
     "AuditAction",
     "AuditEntry",
-    "Cap",
     "CapPeriod",
     "CompetitionLevel",
     "DistributionBatch",
