@@ -20,6 +20,7 @@ from app.models.distribution import (
 )
 from app.models.leads import Assignment, Lead, LeadStatus
 from app.models.niches import CompetitionLevel, LevelStrategy, Niche
+from app.models.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "AccessToken",
@@ -46,4 +47,7 @@ __all__ = [
     "RunStatus",
     "Subscription",
     "SubscriptionStatus",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

@@ -1,0 +1,176 @@
+"""The HTTP client against real local servers: answers, timeouts, dead ports, redirects, huge
+answers, and the address guard (at write time and on the address actually connected to)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from werkzeug import Response
+
+from app.errors import InvalidInput
+from app.models.webhooks import AttemptOutcome
+from app.services.webhooks import outbound
+from app.settings import Environment, Settings
+from tests.receiver import Receiver, statuses
+from tests.tasks.conftest import free_port
+
+ALLOWED = Settings(_env_file=None, webhook_allow_private_networks=True, webhook_timeout_seconds=1)  # type: ignore[call-arg]
+GUARDED = Settings(_env_file=None, webhook_allow_private_networks=False)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    made = outbound.make_client(ALLOWED)
+    yield made
+    await made.aclose()
+
+
+async def send(client: httpx.AsyncClient, url: str, timeout: float = 1.0) -> outbound.Answer:
+    return await outbound.post(
+        client, url, headers={"content-type": "application/json"}, body=b"{}", within=timeout
+    )
+
+
+async def test_a_2xx_is_a_success_and_anything_else_a_failure(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    receiver.respond = statuses(200, 204, 500, 404)
+    answers = [await send(client, receiver.url) for _ in range(4)]
+    assert [a.outcome for a in answers] == [
+        AttemptOutcome.SUCCESS,
+        AttemptOutcome.SUCCESS,
+        AttemptOutcome.HTTP_ERROR,
+        AttemptOutcome.HTTP_ERROR,
+    ]
+    assert [a.status_code for a in answers] == [200, 204, 500, 404]
+    assert answers[0].body == "answer" and answers[2].error == "HTTP 500"
+    assert all(a.latency_ms > 0 for a in answers)
+
+
+async def test_an_answer_later_than_the_timeout_is_a_failure(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    def slow(n: int, _: object) -> Response:
+        time.sleep(1.5)
+        return Response("late", 200)
+
+    receiver.respond = slow
+    answer = await send(client, receiver.url, timeout=0.5)
+    assert answer.outcome is AttemptOutcome.TIMEOUT
+    assert answer.error == "no complete answer within 0.5 s"
+    assert 450 < answer.latency_ms < 1400
+
+
+async def test_a_dead_port_is_a_connection_error(client: httpx.AsyncClient) -> None:
+    answer = await send(client, f"http://127.0.0.1:{free_port()}/hook")
+    assert answer.outcome is AttemptOutcome.CONNECTION_ERROR
+    assert answer.error is not None and "ConnectError" in answer.error
+
+
+async def test_a_redirect_is_not_followed(client: httpx.AsyncClient, receiver: Receiver) -> None:
+    receiver.respond = lambda n, r: Response("", 307, headers={"location": "http://127.0.0.1:1/elsewhere"})
+    answer = await send(client, receiver.url)
+    assert answer.outcome is AttemptOutcome.HTTP_ERROR
+    assert answer.status_code == 307
+    assert answer.error == "HTTP 307: redirect to 'http://127.0.0.1:1/elsewhere' not followed"
+    assert len(receiver.received) == 1
+
+
+async def test_a_huge_answer_is_cut(client: httpx.AsyncClient, receiver: Receiver) -> None:
+    chunk = b"x" * 65536
+
+    def huge(n: int, _: object) -> Response:
+        return Response((chunk for _ in range(160)), 200, direct_passthrough=True)  # 10 MiB, streamed
+
+    receiver.respond = huge
+    started = time.perf_counter()
+    answer = await send(client, receiver.url, timeout=5)
+    assert answer.outcome is AttemptOutcome.SUCCESS
+    assert answer.body == "x" * outbound.EXCERPT
+    assert time.perf_counter() - started < 2
+    # the cut connection is not reused: the next request still works
+    receiver.respond = statuses(200)
+    assert (await send(client, receiver.url)).outcome is AttemptOutcome.SUCCESS
+
+
+@pytest.mark.parametrize(
+    ("host", "why"),
+    [
+        ("127.0.0.1", "a loopback address"),
+        ("10.1.2.3", "a private address"),
+        ("169.254.169.254", "a cloud metadata address"),
+        ("localhost", "a loopback address"),  # a name that resolves to 127.0.0.1 (and ::1)
+        ("[::1]", "a loopback address"),
+        ("[::ffff:127.0.0.1]", "a loopback address"),
+        ("192.168.0.10", "a private address"),
+        ("0.0.0.0", "an unspecified address"),
+    ],
+)
+async def test_the_guard_refuses_non_public_addresses(host: str, why: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        await outbound.validate_url(f"http://{host}:8080/hook", settings=GUARDED)
+    assert why in str(refused.value) and refused.value.field == "url"
+    client = outbound.make_client(GUARDED)
+    try:
+        answer = await send(client, f"http://{host}:8080/hook")
+    finally:
+        await client.aclose()
+    assert answer.outcome is AttemptOutcome.REFUSED
+    assert answer.error is not None and why in answer.error
+
+
+async def test_the_guard_checks_the_address_connected_to(receiver: Receiver) -> None:
+    """A URL accepted while private networks were allowed (or a name re-pointed since: DNS
+    rebinding) is refused when it is sent, before any connection is made."""
+    guarded = outbound.make_client(GUARDED)
+    try:
+        answer = await send(guarded, receiver.url.replace("127.0.0.1", "localhost"))
+    finally:
+        await guarded.aclose()
+    assert answer.outcome is AttemptOutcome.REFUSED
+    assert receiver.received == []
+
+
+async def test_metadata_addresses_stay_refused_when_private_networks_are_allowed() -> None:
+    with pytest.raises(InvalidInput, match="cloud metadata"):
+        await outbound.validate_url("http://169.254.169.254/latest/meta-data/", settings=ALLOWED)
+
+
+async def test_public_addresses_and_private_ones_when_allowed_pass() -> None:
+    assert (
+        await outbound.validate_url(" http://93.184.215.14/x ", settings=GUARDED) == "http://93.184.215.14/x"
+    )
+    assert await outbound.validate_url("http://127.0.0.1:9/x", settings=ALLOWED) == "http://127.0.0.1:9/x"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("", "url must not be empty"),
+        ("ftp://example.com/x", "scheme must be https"),
+        ("http:///nohost", "no host"),
+        ("http://127.0.0.1/x#frag", "#fragment"),
+        ("http://no-such-host.invalid/x", "does not resolve"),
+        ("http://" + "a" * 2000 + ".com/", "longer than"),
+    ],
+)
+async def test_bad_urls_are_invalid_input(url: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        await outbound.validate_url(url, settings=ALLOWED)
+
+
+async def test_production_wants_https() -> None:
+    production = ALLOWED.model_copy(update={"environment": Environment.PRODUCTION})
+    with pytest.raises(InvalidInput, match="must use https"):
+        await outbound.validate_url("http://127.0.0.1/x", settings=production)
+    assert await outbound.validate_url("https://127.0.0.1/x", settings=production) == "https://127.0.0.1/x"
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy in the environment would connect for us, unchecked: the client ignores it."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:1")
