@@ -115,17 +115,20 @@ def redis_url(embedded_redis: EmbeddedRedis | None) -> str:
 
 @pytest.fixture
 def restart_redis(embedded_redis: EmbeddedRedis | None, redis_url: str) -> Callable[[], Awaitable[None]]:
-    """Restarts Redis empty. An external REDIS_URL cannot be restarted from here: then every key is
-    dropped and every client connection cut, which is what clients see of a restart."""
+    """Restarts Redis empty. An external REDIS_URL cannot be restarted from here: then the keys of
+    its database are dropped and the connections to that database cut, which is what clients see
+    of a restart (and what other users of a shared server do not see)."""
 
     async def restart() -> None:
         if embedded_redis is not None:
             await asyncio.to_thread(embedded_redis.restart)
             return
         admin = Redis.from_url(redis_url)
-        await admin.flushall()
-        for kind in ("normal", "pubsub"):
-            await admin.execute_command("CLIENT", "KILL", "TYPE", kind)
+        await admin.flushdb()
+        mine, database = await admin.client_id(), admin.connection_pool.connection_kwargs.get("db", 0)
+        for client in await admin.client_list():
+            if int(client["db"]) == int(database) and int(client["id"]) != mine:
+                await admin.execute_command("CLIENT", "KILL", "ID", client["id"])
         await admin.aclose()
 
     return restart

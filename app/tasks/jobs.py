@@ -13,9 +13,10 @@ from taskiq import Context, TaskiqDepends
 from app.services import notifications
 from app.services.execution import run_distribution
 from app.services.sweep import sweep
+from app.services.webhooks.claims import sender_needed
 from app.tasks import worker  # noqa: F401  (opens each worker process's resources)
 from app.tasks.broker import broker, settings
-from app.tasks.dispatch import DISTRIBUTE, NOTIFY, SEND_UNSENT, SENDER_QUEUED
+from app.tasks.dispatch import DISTRIBUTE, NOTIFY, SEND_UNSENT, SEND_WEBHOOKS, SENDER_QUEUED, WEBHOOKS_QUEUED
 
 log = logging.getLogger("leadwheel.tasks")
 
@@ -51,10 +52,11 @@ async def distribute_run(
         settings=state.settings,
         publisher=state.publisher,
     )
-    if execution.result is not None and execution.result.assigned:
-        # sent by another job: a slow or dead mail server never holds up distributions
+    result = execution.result
+    if result is not None and result.assigned:
+        # sent by other jobs: a slow or dead mail server or webhook endpoint never holds up distributions
         try:
-            await state.dispatcher.notify()
+            await state.dispatcher.notify(webhooks=result.webhooks > 0)
         except Exception:  # noqa: BLE001  (the outbox keeps them: the sweep sends them once stale)
             log.warning("notifications.wake_failed lead_id=%s", lead_id, exc_info=True)
 
@@ -64,6 +66,15 @@ async def send_unsent_notifications(context: Context = TaskiqDepends()) -> None:
     state = context.state
     await state.redis.delete(SENDER_QUEUED)  # first: a distribution committed after this wakes another
     await notifications.deliver_unsent(state.db, settings=state.settings)
+
+
+@broker.task(task_name=SEND_WEBHOOKS)
+async def send_webhooks(context: Context = TaskiqDepends()) -> None:
+    """Wakes this process's webhook sender and returns: the sender's requests run beside the job
+    slots (app/services/webhooks/sender.py), so a slow endpoint never holds one."""
+    state = context.state
+    await state.redis.delete(WEBHOOKS_QUEUED)  # first: a commit after this wakes a sender again
+    state.webhook_sender.wake()
 
 
 @broker.task(task_name=NOTIFY)
@@ -83,3 +94,7 @@ async def sweep_task(context: Context = TaskiqDepends()) -> None:
     )
     if due:
         await send_notifications.kiq(notification_ids=[str(i) for i in due])
+    # webhook retries that are due, and deliveries whose wake or sender was lost (a dead worker's
+    # endpoints once their lease ran out, a Redis restarted empty)
+    if await sender_needed(state.db, stale_after=state.settings.stale_after_seconds):
+        await state.dispatcher.wake_webhooks()

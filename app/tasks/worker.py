@@ -1,5 +1,6 @@
 """A worker process's resources, opened when it starts and closed when it stops: one database
-engine, one Redis client, the publisher and the dispatcher, kept on taskiq's state for the tasks."""
+engine, one Redis client, the publisher, the dispatcher and the webhook sender (with its HTTP
+client), kept on taskiq's state for the tasks."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from app.db import create_database
 from app.logging import configure_logging
 from app.progress.publish import RedisPublisher
 from app.redis_client import connect as connect_redis
+from app.services.webhooks.outbound import make_client
+from app.services.webhooks.sender import WebhookSender
 from app.tasks.broker import broker, settings
 from app.tasks.dispatch import TaskiqDispatcher
 
@@ -21,9 +24,12 @@ async def open_resources(state: TaskiqState) -> None:
     state.redis = connect_redis(str(settings.redis_url))
     state.publisher = RedisPublisher(state.redis)
     state.dispatcher = TaskiqDispatcher(broker)
+    # one pooled HTTP client and one sender loop per process, started by its first wake
+    state.webhook_sender = WebhookSender(state.db, settings, make_client(settings))
 
 
 @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
 async def close_resources(state: TaskiqState) -> None:
+    await state.webhook_sender.close(grace_seconds=settings.webhook_timeout_seconds)
     await state.redis.aclose()
     await state.db.dispose()

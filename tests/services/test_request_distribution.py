@@ -31,7 +31,10 @@ class Queue:
     async def distribute(self, runs: Sequence[RunJob], announce: Sequence[ProgressEvent] = ()) -> None:
         self.sent += [run.run_id for run in runs]
 
-    async def notify(self) -> None:
+    async def notify(self, *, webhooks: bool = False) -> None:
+        pass
+
+    async def wake_webhooks(self) -> None:
         pass
 
 
