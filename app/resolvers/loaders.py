@@ -24,6 +24,7 @@ from app.models.billing import Provider, Subscription
 from app.models.distribution import DistributionRun
 from app.models.leads import Assignment, Lead
 from app.models.niches import CompetitionLevel, Niche
+from app.models.webhooks import WebhookAttempt, WebhookEndpoint
 
 T = TypeVar("T")
 Load = Callable[[list[uuid.UUID]], Coroutine[Any, Any, list[Any]]]
@@ -75,6 +76,9 @@ class Loaders:
     assignments_by_lead: DataLoader[uuid.UUID, list[Assignment]]
     runs_by_lead: DataLoader[uuid.UUID, list[DistributionRun]]
     subscriptions_by_provider: DataLoader[uuid.UUID, list[Subscription]]
+    # every endpoint of a provider, deleted ones included (callers filter)
+    webhook_endpoints_by_provider: DataLoader[uuid.UUID, list[WebhookEndpoint]]
+    webhook_attempts: DataLoader[uuid.UUID, list[WebhookAttempt]]  # by delivery, oldest first
 
 
 def make_loaders(db: Database) -> Loaders:
@@ -87,6 +91,10 @@ def make_loaders(db: Database) -> Loaders:
         assignments_by_lead=DataLoader(_grouped(db, Assignment, "lead_id", ("created_at",))),
         runs_by_lead=DataLoader(_grouped(db, DistributionRun, "lead_id", ("created_at",))),
         subscriptions_by_provider=DataLoader(_grouped(db, Subscription, "provider_id", ("created_at",))),
+        webhook_endpoints_by_provider=DataLoader(
+            _grouped(db, WebhookEndpoint, "provider_id", ("created_at", "id"))
+        ),
+        webhook_attempts=DataLoader(_grouped(db, WebhookAttempt, "delivery_id", ("attempted_at", "id"))),
     )
 
 

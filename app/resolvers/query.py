@@ -18,6 +18,7 @@ from app.resolvers.pagination import connection, decode_cursor
 from app.resolvers.permissions import CanRead, IsAuthenticated
 from app.resolvers.prefetch import prefetch_assignments, prefetch_for_leads, selected
 from app.resolvers.preview import to_preview
+from app.resolvers.webhook_queries import WebhookQueries
 from app.schema.pagination import Connection
 from app.schema.types import (
     Assignment,
@@ -40,7 +41,7 @@ READ: list[type[BasePermission]] = [CanRead]
 
 
 @strawberry.type
-class Query:
+class Query(WebhookQueries):
     @strawberry.field(permission_classes=READ)
     async def lead(self, info: Info, id: uuid.UUID) -> Lead:
         wanted = selected(info)

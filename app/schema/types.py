@@ -24,10 +24,11 @@ from app.models.niches import LevelStrategy
 from app.resolvers.context import Info
 from app.resolvers.direct import direct_field
 from app.resolvers.loaders import load_now
-from app.resolvers.permissions import sees_contact_details
+from app.resolvers.permissions import IsAdmin, sees_contact_details
 from app.resolvers.reads import ledger_page
 from app.schema.pagination import Connection
 from app.schema.scalars import JSON, Cents
+from app.schema.webhooks import WebhookEndpoint
 
 T = TypeVar("T")
 
@@ -190,6 +191,14 @@ class Provider:
         return [
             Subscription.of(s) for s in await info.context.loaders.subscriptions_by_provider.load(self.id)
         ]
+
+    @strawberry.field(
+        permission_classes=[IsAdmin],
+        description="Its live webhook endpoints, oldest first (never their secrets).",
+    )
+    async def webhook_endpoints(self, info: Info) -> list[WebhookEndpoint]:
+        rows = await info.context.loaders.webhook_endpoints_by_provider.load(self.id)
+        return [WebhookEndpoint.of(r) for r in rows if r.deleted_at is None]
 
     @strawberry.field(description="The provider's ledger, newest first; its amounts sum to the balance.")
     async def ledger(self, info: Info, first: int = 20, after: str | None = None) -> Connection[LedgerEntry]:

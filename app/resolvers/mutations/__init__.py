@@ -7,10 +7,17 @@ from app.resolvers.mutations.billing import BillingMutations
 from app.resolvers.mutations.distribution import BatchMutations, DistributionMutations
 from app.resolvers.mutations.leads import LeadMutations
 from app.resolvers.mutations.niches import NicheMutations
+from app.resolvers.mutations.webhooks import WebhookMutations
 
 
 @strawberry.type
 class Mutation(
-    AuthMutations, NicheMutations, BillingMutations, LeadMutations, DistributionMutations, BatchMutations
+    AuthMutations,
+    NicheMutations,
+    BillingMutations,
+    LeadMutations,
+    DistributionMutations,
+    BatchMutations,
+    WebhookMutations,
 ):
     pass
