@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     # deliveries of one endpoint sent in a row per lease
     webhook_batch_size: int = Field(default=20, ge=1)
     webhook_rotation_overlap_hours: float = Field(default=24, ge=0, le=24 * 30)
+    # certificate authorities (PEM) trusted for endpoints besides the public ones (a private CA)
+    webhook_ca_file: Path | None = None
 
     # auth
     access_token_ttl_minutes: int = Field(default=480, ge=1)

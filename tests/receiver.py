@@ -5,6 +5,7 @@ that verifies every request with standardwebhooks, as a buyer's integration woul
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,8 @@ class Received:
 @dataclass
 class Receiver:
     server: HTTPServer
+    scheme: str = "http"
+    host: str = "127.0.0.1"
     secrets: list[str] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     # (n-th request from 1, the request) -> the answer; default 200
@@ -43,7 +46,7 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.port}/hook"
+        return f"{self.scheme}://{self.host}:{self.server.port}/hook"
 
     def handle(self, request: Request) -> Response:
         body = request.get_data(as_text=True)
@@ -84,9 +87,10 @@ def statuses(*codes: int) -> Callable[[int, Received], Response]:
     return respond
 
 
-def start_receiver() -> Receiver:
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    receiver = Receiver(server)
+def start_receiver(ssl_context: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> Receiver:
+    """With `ssl_context`, an https receiver (its URL names `host`, which the certificate must)."""
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True, ssl_context=ssl_context)
+    receiver = Receiver(server, scheme="https" if ssl_context else "http", host=host)
     server.expect_request("/hook", method="POST").respond_with_handler(receiver.handle)
     server.start()
     return receiver

@@ -196,9 +196,12 @@ class GuardedTransport(httpx.AsyncBaseTransport):
     """httpx's transport over httpcore's pool (HTTP/1.1), with the guarded network backend: what
     httpx.AsyncHTTPTransport does, whose constructor takes no network backend."""
 
-    def __init__(self, *, allow_private: bool, max_connections: int) -> None:
+    def __init__(self, *, allow_private: bool, max_connections: int, ca_file: str | None = None) -> None:
+        context = ssl.create_default_context(cafile=certifi.where())
+        if ca_file:
+            context.load_verify_locations(cafile=ca_file)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl.create_default_context(cafile=certifi.where()),
+            ssl_context=context,
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
             keepalive_expiry=5.0,
@@ -243,6 +246,7 @@ def make_client(settings: Settings) -> httpx.AsyncClient:
         transport=GuardedTransport(
             allow_private=settings.webhook_allow_private_networks,
             max_connections=settings.webhook_max_concurrency + 8,
+            ca_file=str(settings.webhook_ca_file) if settings.webhook_ca_file else None,
         ),
         timeout=httpx.Timeout(
             settings.webhook_timeout_seconds, connect=settings.webhook_connect_timeout_seconds

@@ -3,18 +3,21 @@ answers, and the address guard (at write time and on the address actually connec
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 from werkzeug import Response
 
 from app.errors import InvalidInput
 from app.models.webhooks import AttemptOutcome
 from app.services.webhooks import outbound
 from app.settings import Environment, Settings
-from tests.receiver import Receiver, statuses
+from tests.receiver import Receiver, start_receiver, statuses
 from tests.tasks.conftest import free_port
 
 ALLOWED = Settings(_env_file=None, webhook_allow_private_networks=True, webhook_timeout_seconds=1)  # type: ignore[call-arg]
@@ -174,3 +177,30 @@ def _no_proxy_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A proxy in the environment would connect for us, unchecked: the client ignores it."""
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")
     monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:1")
+
+
+async def test_https_verifies_the_urls_hostname_on_the_checked_address(tmp_path: Path) -> None:
+    """The guard connects to the address it resolved and checked; TLS still sends and verifies the
+    URL's hostname (SNI), and trusts only known authorities."""
+    authority = trustme.CA()
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost").configure_cert(served)  # a name only, no IP address
+    ca_file = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+    receiver = start_receiver(served, host="localhost")
+    trusting = outbound.make_client(ALLOWED.model_copy(update={"webhook_ca_file": ca_file}))
+    untrusting = outbound.make_client(ALLOWED)
+    try:
+        ok = await send(trusting, receiver.url)  # https://localhost:port: resolved, checked, verified
+        by_address = await send(trusting, receiver.url.replace("localhost", "127.0.0.1"))
+        unknown_ca = await send(untrusting, receiver.url)
+    finally:
+        await trusting.aclose()
+        await untrusting.aclose()
+        receiver.server.stop()
+    assert ok.outcome is AttemptOutcome.SUCCESS, ok
+    assert by_address.outcome is AttemptOutcome.CONNECTION_ERROR
+    assert by_address.error is not None and "127.0.0.1" in by_address.error  # not valid for that name
+    assert unknown_ca.outcome is AttemptOutcome.CONNECTION_ERROR
+    assert unknown_ca.error is not None and "CERTIFICATE_VERIFY_FAILED" in unknown_ca.error
+    assert len(receiver.received) == 1
