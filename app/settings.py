@@ -69,9 +69,7 @@ class Settings(BaseSettings):
     webhook_allow_private_networks: bool = False
     # endpoints sent to at once per worker process (each endpoint one request at a time)
     webhook_max_concurrency: int = Field(default=64, ge=1)
-    # how long a sender holds an endpoint; a dead worker's endpoints are taken over after this
-    webhook_lease_seconds: float = Field(default=60, gt=0)
-    # deliveries of one endpoint sent in a row per lease
+    # deliveries of one endpoint sent in a row per claim
     webhook_batch_size: int = Field(default=20, ge=1)
     webhook_rotation_overlap_hours: float = Field(default=24, ge=0, le=24 * 30)
     # certificate authorities (PEM) trusted for endpoints besides the public ones (a private CA)

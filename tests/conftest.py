@@ -22,7 +22,7 @@ from app.redis_client import connect as connect_redis
 from tests.receiver import receiver, receivers  # noqa: F401  (fixtures: buyers' webhook endpoints)
 
 TABLES = (
-    "webhook_attempts, webhook_deliveries, webhook_endpoints, notifications, audit_log, ledger_entries, assignments, distribution_runs, leads, "
+    "webhook_deliveries, webhook_endpoints, notifications, audit_log, ledger_entries, assignments, distribution_runs, leads, "
     "subscriptions, providers, competition_levels, niches, api_keys, access_tokens, mfa_challenges, "
     "admin_users, distribution_batches"
 )

@@ -20,7 +20,7 @@ from app.models.distribution import (
 )
 from app.models.leads import Assignment, Lead, LeadStatus
 from app.models.niches import CompetitionLevel, LevelStrategy, Niche
-from app.models.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from app.models.webhooks import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "AccessToken",
@@ -47,7 +47,6 @@ __all__ = [
     "RunStatus",
     "Subscription",
     "SubscriptionStatus",
-    "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",
 ]

@@ -24,7 +24,7 @@ from app.models.billing import Provider, Subscription
 from app.models.distribution import DistributionRun
 from app.models.leads import Assignment, Lead
 from app.models.niches import CompetitionLevel, Niche
-from app.models.webhooks import WebhookAttempt, WebhookEndpoint
+from app.models.webhooks import WebhookEndpoint
 
 T = TypeVar("T")
 Load = Callable[[list[uuid.UUID]], Coroutine[Any, Any, list[Any]]]
@@ -78,7 +78,6 @@ class Loaders:
     subscriptions_by_provider: DataLoader[uuid.UUID, list[Subscription]]
     # every endpoint of a provider, deleted ones included (callers filter)
     webhook_endpoints_by_provider: DataLoader[uuid.UUID, list[WebhookEndpoint]]
-    webhook_attempts: DataLoader[uuid.UUID, list[WebhookAttempt]]  # by delivery, oldest first
 
 
 def make_loaders(db: Database) -> Loaders:
@@ -94,7 +93,6 @@ def make_loaders(db: Database) -> Loaders:
         webhook_endpoints_by_provider=DataLoader(
             _grouped(db, WebhookEndpoint, "provider_id", ("created_at", "id"))
         ),
-        webhook_attempts=DataLoader(_grouped(db, WebhookAttempt, "delivery_id", ("attempted_at", "id"))),
     )
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 import strawberry
 
 from app.models import webhooks as models
 from app.models.webhooks import DeliveryStatus, DisabledReason, WebhookEvent
-from app.resolvers.context import Info
 from app.schema.scalars import JSON
 
 strawberry.enum(
@@ -78,7 +78,6 @@ class CreatedWebhookEndpoint:
 
 @strawberry.type(description="One attempt to send a delivery: what the endpoint answered, or why it failed.")
 class WebhookAttempt:
-    id: uuid.UUID
     attempted_at: datetime
     outcome: str = strawberry.field(
         description="success, http_error (an answer outside 2xx, redirects included), timeout, "
@@ -90,15 +89,14 @@ class WebhookAttempt:
     response_body: str | None = strawberry.field(description="The first KiB of the answer.")
 
     @classmethod
-    def of(cls, m: models.WebhookAttempt) -> WebhookAttempt:
+    def of(cls, entry: dict[str, Any]) -> WebhookAttempt:
         return cls(
-            id=m.id,
-            attempted_at=m.attempted_at,
-            outcome=str(m.outcome),
-            status_code=m.status_code,
-            latency_ms=m.latency_ms,
-            error=m.error,
-            response_body=m.response_body,
+            attempted_at=datetime.fromisoformat(entry["at"]),
+            outcome=entry["outcome"],
+            status_code=entry.get("status_code"),
+            latency_ms=entry["latency_ms"],
+            error=entry.get("error"),
+            response_body=entry.get("response_body"),
         )
 
 
@@ -123,6 +121,7 @@ class WebhookDelivery:
     delivered_at: datetime | None
     payload: JSON = strawberry.field(description="The body sent: {type, timestamp, data}.")
     created_at: datetime
+    attempt_log: strawberry.Private[list[dict[str, Any]]]
 
     @classmethod
     def of(cls, m: models.WebhookDelivery) -> WebhookDelivery:
@@ -142,11 +141,12 @@ class WebhookDelivery:
             delivered_at=m.delivered_at,
             payload=m.payload,
             created_at=m.created_at,
+            attempt_log=m.attempt_log,
         )
 
-    @strawberry.field(description="Every attempt, oldest first.")
-    async def attempts(self, info: Info) -> list[WebhookAttempt]:
-        return [WebhookAttempt.of(a) for a in await info.context.loaders.webhook_attempts.load(self.id)]
+    @strawberry.field(description="Every attempt, oldest first (redeliveries' included).")
+    def attempts(self) -> list[WebhookAttempt]:
+        return [WebhookAttempt.of(a) for a in self.attempt_log]
 
 
 @strawberry.type(description="What needs an operator's eye: flagged endpoints and recent failed deliveries.")

@@ -29,9 +29,8 @@ class Dispatcher(Protocol):
     async def distribute(self, runs: Sequence[RunJob], announce: Sequence[ProgressEvent] = ()) -> None:
         """Sends the runs' jobs; `announce` (events committed with the runs) is published first."""
 
-    async def notify(self, *, webhooks: bool = False) -> None:
-        """Has the outbox's first sends (written with assignments) delivered soon; with `webhooks`,
-        the webhook deliveries written with them too."""
+    async def notify(self) -> None:
+        """Has the outbox's first sends (written with assignments) delivered soon."""
 
     async def wake_webhooks(self) -> None:
         """Has the webhook deliveries that are due sent soon (after a commit that wrote or resumed

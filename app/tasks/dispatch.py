@@ -25,7 +25,8 @@ SEND_WEBHOOKS = "leadwheel.send_webhooks"  # wakes a worker process's webhook se
 # case its job is lost (the sweep sends what that job would have).
 SENDER_QUEUED = "lw:notifications:sender-queued"
 SENDER_QUEUED_TTL_MS = 30_000
-# The same for the webhook sender's wake.
+# The same for the webhook sender's wake (commits in the API), cleared by a sender when it runs
+# out of work, so a run of wakes while it works queues no more jobs.
 WEBHOOKS_QUEUED = "lw:webhooks:sender-queued"
 # Queues each sender (KEYS[2..], entries ARGV[4..]) unless one is already queued: SET NX and XADD
 # in one atomic round trip for all of them. KEYS[1] is the stream.
@@ -65,14 +66,14 @@ class TaskiqDispatcher:
             )
         await pipe.execute()
 
-    async def notify(self, *, webhooks: bool = False) -> None:
-        """Wakes the notification sender (and the webhook sender): one job sends the outbox's first
-        sends of every distribution since it was queued, instead of a job per distribution."""
-        await self._wake(
-            (SENDER_QUEUED, SEND_UNSENT), *([(WEBHOOKS_QUEUED, SEND_WEBHOOKS)] if webhooks else [])
-        )
+    async def notify(self) -> None:
+        """Wakes the sender: one job sends the outbox's first sends of every distribution since it
+        was queued, instead of a job per distribution."""
+        await self._wake((SENDER_QUEUED, SEND_UNSENT))
 
     async def wake_webhooks(self) -> None:
+        """For commits outside the workers (the API: a redelivery, a test, an endpoint enabled;
+        other events' enqueue_event). A worker's distribution wakes its own process's sender."""
         await self._wake((WEBHOOKS_QUEUED, SEND_WEBHOOKS))
 
     async def _wake(self, *senders: tuple[str, str]) -> None:
@@ -107,12 +108,12 @@ class InlineDispatcher:
             )
             result = execution.result
             if result is not None and result.assigned:
-                await self.notify(webhooks=result.webhooks > 0)
+                await self.notify()
+            if result is not None and result.webhooks:
+                await self.wake_webhooks()
 
-    async def notify(self, *, webhooks: bool = False) -> None:
+    async def notify(self) -> None:
         await notifications.deliver_unsent(self.db, settings=self.settings)
-        if webhooks:
-            await self.wake_webhooks()
 
     async def wake_webhooks(self) -> None:
         """Sends what is due now, here: scripts and the demo have no workers."""

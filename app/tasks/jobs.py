@@ -16,7 +16,7 @@ from app.services.sweep import sweep
 from app.services.webhooks.claims import sender_needed
 from app.tasks import worker  # noqa: F401  (opens each worker process's resources)
 from app.tasks.broker import broker, settings
-from app.tasks.dispatch import DISTRIBUTE, NOTIFY, SEND_UNSENT, SEND_WEBHOOKS, SENDER_QUEUED, WEBHOOKS_QUEUED
+from app.tasks.dispatch import DISTRIBUTE, NOTIFY, SEND_UNSENT, SEND_WEBHOOKS, SENDER_QUEUED
 
 log = logging.getLogger("leadwheel.tasks")
 
@@ -53,10 +53,14 @@ async def distribute_run(
         publisher=state.publisher,
     )
     result = execution.result
+    if result is not None and result.webhooks:
+        # this process's sender, at once (no job behind the queue's distributions); its requests
+        # run beside the job slots, so a slow or dead endpoint never holds up distributions
+        state.webhook_sender.wake()
     if result is not None and result.assigned:
-        # sent by other jobs: a slow or dead mail server or webhook endpoint never holds up distributions
+        # sent by another job: a slow or dead mail server never holds up distributions
         try:
-            await state.dispatcher.notify(webhooks=result.webhooks > 0)
+            await state.dispatcher.notify()
         except Exception:  # noqa: BLE001  (the outbox keeps them: the sweep sends them once stale)
             log.warning("notifications.wake_failed lead_id=%s", lead_id, exc_info=True)
 
@@ -71,10 +75,9 @@ async def send_unsent_notifications(context: Context = TaskiqDepends()) -> None:
 @broker.task(task_name=SEND_WEBHOOKS)
 async def send_webhooks(context: Context = TaskiqDepends()) -> None:
     """Wakes this process's webhook sender and returns: the sender's requests run beside the job
-    slots (app/services/webhooks/sender.py), so a slow endpoint never holds one."""
-    state = context.state
-    await state.redis.delete(WEBHOOKS_QUEUED)  # first: a commit after this wakes a sender again
-    state.webhook_sender.wake()
+    slots (app/services/webhooks/sender.py), so a slow endpoint never holds one. The sender clears
+    the wake's mark when it runs out of work, so while it works commits queue no more jobs."""
+    context.state.webhook_sender.wake()
 
 
 @broker.task(task_name=NOTIFY)
@@ -95,6 +98,6 @@ async def sweep_task(context: Context = TaskiqDepends()) -> None:
     if due:
         await send_notifications.kiq(notification_ids=[str(i) for i in due])
     # webhook retries that are due, and deliveries whose wake or sender was lost (a dead worker's
-    # endpoints once their lease ran out, a Redis restarted empty)
+    # endpoints, a Redis restarted empty): a job whatever the wake's mark
     if await sender_needed(state.db, stale_after=state.settings.stale_after_seconds):
-        await state.dispatcher.wake_webhooks()
+        await send_webhooks.kiq()

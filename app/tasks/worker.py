@@ -13,7 +13,7 @@ from app.redis_client import connect as connect_redis
 from app.services.webhooks.outbound import make_client
 from app.services.webhooks.sender import WebhookSender
 from app.tasks.broker import broker, settings
-from app.tasks.dispatch import TaskiqDispatcher
+from app.tasks.dispatch import WEBHOOKS_QUEUED, TaskiqDispatcher
 
 
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
@@ -24,8 +24,11 @@ async def open_resources(state: TaskiqState) -> None:
     state.redis = connect_redis(str(settings.redis_url))
     state.publisher = RedisPublisher(state.redis)
     state.dispatcher = TaskiqDispatcher(broker)
-    # one pooled HTTP client and one sender loop per process, started by its first wake
-    state.webhook_sender = WebhookSender(state.db, settings, make_client(settings))
+    # one pooled HTTP client and one sender loop per process, started by its first wake; it clears
+    # the wake's mark when it runs out of work
+    state.webhook_sender = WebhookSender(
+        state.db, settings, make_client(settings), on_idle=lambda: state.redis.delete(WEBHOOKS_QUEUED)
+    )
 
 
 @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)

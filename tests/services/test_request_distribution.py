@@ -31,7 +31,7 @@ class Queue:
     async def distribute(self, runs: Sequence[RunJob], announce: Sequence[ProgressEvent] = ()) -> None:
         self.sent += [run.run_id for run in runs]
 
-    async def notify(self, *, webhooks: bool = False) -> None:
+    async def notify(self) -> None:
         pass
 
     async def wake_webhooks(self) -> None:

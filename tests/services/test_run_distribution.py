@@ -28,7 +28,7 @@ class Held:
     async def distribute(self, runs: Sequence[RunJob], announce: Sequence[ProgressEvent] = ()) -> None:
         pass
 
-    async def notify(self, *, webhooks: bool = False) -> None:
+    async def notify(self) -> None:
         pass
 
     async def wake_webhooks(self) -> None:

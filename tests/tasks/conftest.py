@@ -35,10 +35,9 @@ FAST = {
     "SWEEP_INTERVAL_SECONDS": "1",
     "QUEUE_IDLE_TIMEOUT_MS": "2000",
     "ENVIRONMENT": "test",
-    # buyers' endpoints are local receivers; a killed worker's endpoints are taken over soon
+    # buyers' endpoints are local receivers
     "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
     "WEBHOOK_TIMEOUT_SECONDS": "2",
-    "WEBHOOK_LEASE_SECONDS": "5",
 }
 
 

@@ -1,8 +1,9 @@
 """The sender's statements on the outbox, each one short autocommit statement (no transaction is
-held while a request is in flight): claim endpoints with due deliveries (a lease), record what
-was sent (attempts, new states, failure counts, the lease given back), and the sweep's check.
+held while a request is in flight): a turn records what was sent (attempts, new states, failure
+counts, the endpoints released) and claims endpoints with due deliveries, in one round trip; then
+the flagging of endpoints it disabled, and the sweep's check.
 
-One sender holds an endpoint at a time (its lease), and sends its due deliveries oldest first,
+One sender holds an endpoint at a time (its lock), and sends its due deliveries oldest first,
 one request at a time: an endpoint sees its messages in creation order, and a slow or dead one
 holds only its own. Raw asyncpg with named parameters (app/engine/sql.py): these run for every
 batch of sends, where SQLAlchemy's per-statement work would be most of their cost."""
@@ -10,7 +11,7 @@ batch of sends, where SQLAlchemy's per-statement work would be most of their cos
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -21,68 +22,47 @@ from app.engine.sql import compile_named
 from app.models.audit import ActorType, AuditAction
 from app.models.webhooks import TEST_EVENT, AttemptOutcome, DeliveryStatus, DisabledReason
 from app.services.webhooks.outbound import Answer
+from app.settings import Settings
 
 PENDING = DeliveryStatus.PENDING.value
 
-# Endpoints with due deliveries and no live lease, longest-waiting first, leased to this sender;
-# for each, its first due deliveries in creation order. A disabled endpoint is claimed only for a
-# test message (its other deliveries are held: next_attempt_at NULL). An endpoint whose deliveries
-# went meanwhile comes back with none (d.id NULL), so its lease is given back at once.
-CLAIM = compile_named(f"""
-WITH due AS (
-    SELECT endpoint_id, min(next_attempt_at) AS oldest
-    FROM webhook_deliveries
-    WHERE status = '{PENDING}' AND next_attempt_at <= now()
-    GROUP BY endpoint_id
-),
-picked AS (
-    SELECT e.id
-    FROM webhook_endpoints e JOIN due ON due.endpoint_id = e.id
-    WHERE e.deleted_at IS NULL AND (e.leased_until IS NULL OR e.leased_until < now())
-    ORDER BY due.oldest
-    LIMIT :slots
-    FOR NO KEY UPDATE OF e SKIP LOCKED
-),
-leased AS (
-    UPDATE webhook_endpoints e
-    SET leased_until = now() + :lease_seconds::float8 * interval '1 second', lease_token = :token
-    FROM picked WHERE e.id = picked.id
-    RETURNING e.id, e.url, e.enabled, e.secret, e.previous_secret, e.previous_secret_expires_at
-)
-SELECT l.id AS endpoint_id, l.url, l.secret,
-       CASE WHEN l.previous_secret_expires_at > now() THEN l.previous_secret END AS previous_secret,
-       d.id AS delivery_id, d.payload::text AS body
-FROM leased l
-LEFT JOIN LATERAL (
-    SELECT d.id, d.payload, d.created_at
-    FROM webhook_deliveries d
-    WHERE d.endpoint_id = l.id AND d.status = '{PENDING}' AND d.next_attempt_at <= now()
-      AND (l.enabled OR d.event_type = '{TEST_EVENT}')
-    ORDER BY d.created_at, d.id
-    LIMIT :per_endpoint
-) d ON true
-ORDER BY l.id, d.created_at, d.id
-""")
+# A sender holds an endpoint with a session advisory lock of its own connection (class LOCK_CLASS,
+# key: a hash of the endpoint's id): no row is written to claim or release it, and a sender that
+# dies (its connection closed) lets go of its endpoints at once. Two endpoints whose ids hash
+# alike only take turns.
+LOCK_CLASS = 0x5748  # "WH"
+# due deliveries a turn looks at, oldest first (their endpoints are the turn's candidates)
+DUE_SCAN = 2000
 
-# What a batch of sends did, in one statement: the attempts logged; each delivery DELIVERED, or
+# One statement per turn of a sender (one round trip):
+#
+# Record what finished: the attempts logged (in the delivery's row); each delivery DELIVERED, or
 # retried after its delay (± jitter; held if its endpoint was disabled meanwhile), or FAILED after
-# its last attempt (a test message gets one); each endpoint's consecutive failures counted,
-# disabled and flagged at the threshold, and its lease given back if it is still ours. Returns the
-# endpoints it disabled.
-RECORD = compile_named(f"""
+# its last attempt (a test message gets one); each endpoint's consecutive failures counted (its
+# row written only when the count changes), the endpoint disabled and flagged at the threshold,
+# and its lock released.
+#
+# Then claim: endpoints with due deliveries that this sender does not hold (its lock would be
+# taken again: a session's advisory locks stack) nor has just recorded (those come back next
+# turn), longest-waiting first, that it can lock (others are being sent to); for each,
+# its first due deliveries in creation order. A disabled endpoint is claimed only for a test
+# message (its other deliveries are held: next_attempt_at NULL). An endpoint whose deliveries went
+# meanwhile comes back with none (d.id NULL), and is released by the next turn.
+#
+# Rows: the claimed ('claim'), the endpoints it disabled ('flag') and released ('release').
+TURN = compile_named(f"""
 WITH r AS (
     SELECT * FROM unnest(:delivery_ids::uuid[], :attempted_at::timestamptz[], :outcomes::text[],
                          :status_codes::int[], :latencies::float8[], :errors::text[], :bodies::text[])
         AS r (delivery_id, at, outcome, status_code, latency_ms, error, body)
 ),
-logged AS (
-    INSERT INTO webhook_attempts (delivery_id, attempted_at, outcome, status_code, latency_ms, error,
-                                  response_body)
-    SELECT delivery_id, at, outcome, status_code, latency_ms, error, body FROM r
-),
 deliveries AS (
     UPDATE webhook_deliveries d
     SET attempts = d.attempts + 1,
+        attempt_log = d.attempt_log || jsonb_build_array(jsonb_build_object(
+            'at', to_char(r.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), 'outcome', r.outcome,
+            'status_code', r.status_code, 'latency_ms', r.latency_ms, 'error', r.error,
+            'response_body', r.body)),
         last_attempt_at = r.at,
         last_status_code = r.status_code,
         last_error = r.error,
@@ -97,30 +77,69 @@ deliveries AS (
             ELSE now() + (:delays::float8[])[d.attempts + 1]
                          * (1 + :jitter::float8 * (2 * random() - 1)) * interval '1 second' END
     FROM r, webhook_endpoints e
-    WHERE d.id = r.delivery_id AND e.id = d.endpoint_id AND d.status = '{PENDING}'
+    -- = ANY: the primary key, whatever the plan makes of the arrays' sizes (a turn's plan is generic)
+    WHERE d.id = ANY(:delivery_ids::uuid[]) AND d.id = r.delivery_id AND e.id = d.endpoint_id
+      AND d.status = '{PENDING}'
 ),
-counted AS (
-    SELECT e.id,
+counted AS MATERIALIZED (
+    SELECT e.id, e.consecutive_failures AS before,
            CASE WHEN u.reset THEN 0 ELSE e.consecutive_failures END + u.failures AS failures,
            e.enabled AND CASE WHEN u.reset THEN 0 ELSE e.consecutive_failures END + u.failures
-                         >= :disable_after::int AS disable
+                         >= :disable_after::int AS disable,
+           pg_advisory_unlock({LOCK_CLASS}, hashtext(e.id::text)) AS released
     FROM unnest(:endpoint_ids::uuid[], :resets::bool[], :failures::int[]) AS u (id, reset, failures)
     JOIN webhook_endpoints e ON e.id = u.id
+    WHERE e.id = ANY(:endpoint_ids::uuid[])
 ),
-endpoints AS (
+recorded AS (
     UPDATE webhook_endpoints e
     SET consecutive_failures = c.failures,
         enabled = e.enabled AND NOT c.disable,
         disabled_reason = CASE WHEN c.disable THEN '{DisabledReason.FAILING}' ELSE e.disabled_reason END,
         disabled_at = CASE WHEN c.disable THEN now() ELSE e.disabled_at END,
-        updated_at = CASE WHEN c.disable THEN now() ELSE e.updated_at END,
-        leased_until = CASE WHEN e.lease_token = :token THEN NULL ELSE e.leased_until END,
-        lease_token = CASE WHEN e.lease_token = :token THEN NULL ELSE e.lease_token END
+        updated_at = CASE WHEN c.disable THEN now() ELSE e.updated_at END
     FROM counted c
-    WHERE e.id = c.id
+    WHERE e.id = ANY(:endpoint_ids::uuid[]) AND e.id = c.id AND (c.failures <> c.before OR c.disable)
     RETURNING e.id, e.provider_id, c.disable, c.failures
+),
+due AS (
+    -- the oldest due deliveries, by an ordered index scan: a scan of the whole due range would
+    -- also visit every delivery sent since the last vacuum (a status change leaves the old
+    -- version's index entry behind), and an index scan marks those dead for the next turns
+    SELECT endpoint_id, min(next_attempt_at) AS oldest
+    FROM (SELECT endpoint_id, next_attempt_at FROM webhook_deliveries
+          WHERE status = '{PENDING}' AND next_attempt_at <= now()
+          ORDER BY next_attempt_at LIMIT {DUE_SCAN}) oldest_due
+    GROUP BY endpoint_id
+),
+candidates AS (
+    SELECT e.id, e.url, e.enabled, e.secret, e.previous_secret, e.previous_secret_expires_at
+    FROM webhook_endpoints e JOIN due ON due.endpoint_id = e.id
+    WHERE e.deleted_at IS NULL AND e.id <> ALL(:held::uuid[])
+    ORDER BY due.oldest
+    OFFSET 0  -- kept apart: the lock below is taken only on the rows it returns
+),
+locked AS MATERIALIZED (
+    SELECT * FROM candidates
+    WHERE pg_try_advisory_lock({LOCK_CLASS}, hashtext(candidates.id::text))
+    LIMIT :slots
 )
-SELECT id, provider_id, failures FROM endpoints WHERE disable
+SELECT 'claim' AS kind, l.id AS endpoint_id, l.url, l.secret,
+       CASE WHEN l.previous_secret_expires_at > now() THEN l.previous_secret END AS previous_secret,
+       d.id AS delivery_id, d.payload::text AS body, NULL::uuid AS provider_id, NULL::int AS failures
+FROM locked l
+LEFT JOIN LATERAL (
+    SELECT d.id, d.payload, d.created_at
+    FROM webhook_deliveries d
+    WHERE d.endpoint_id = l.id AND d.status = '{PENDING}' AND d.next_attempt_at <= now()
+      AND (l.enabled OR d.event_type = '{TEST_EVENT}')
+    ORDER BY d.created_at, d.id
+    LIMIT :per_endpoint
+) d ON true
+UNION ALL
+SELECT 'flag', id, NULL, NULL, NULL, NULL, NULL, provider_id, failures FROM recorded WHERE disable
+UNION ALL
+SELECT 'release', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM counted
 """)
 
 # After the sender disabled endpoints: their waiting deliveries held, and the audit rows.
@@ -137,15 +156,15 @@ FROM unnest(:endpoint_ids::uuid[], :provider_ids::uuid[], :failure_counts::int[]
     AS u (id, provider_id, failures)
 """)
 
-# The sweep: is there due work no sender holds? Retries once due; first sends (and redeliveries)
-# only once older than stale_after, since their wake may just be on its way.
+# The sweep: is there due work? Retries once due; first sends (and redeliveries) only once older
+# than stale_after, since their wake may just be on its way. A sender already sending to the
+# endpoint (its lock) makes the wake cost one claim that finds it taken.
 NEEDED = compile_named(f"""
 SELECT EXISTS (
     SELECT 1
     FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
     WHERE d.status = '{PENDING}' AND d.next_attempt_at <= now()
       AND (d.attempts > 0 OR d.next_attempt_at <= now() - :stale_after::float8 * interval '1 second')
-      AND (e.leased_until IS NULL OR e.leased_until < now())
       AND (e.enabled OR d.event_type = '{TEST_EVENT}')
 )
 """)
@@ -153,7 +172,7 @@ SELECT EXISTS (
 
 @dataclass
 class Claimed:
-    """An endpoint leased to this sender, and its deliveries to send now, oldest first."""
+    """An endpoint this sender holds, and its deliveries to send now, oldest first."""
 
     endpoint_id: uuid.UUID
     url: str
@@ -170,7 +189,7 @@ class Sent:
 
 @dataclass
 class EndpointRun:
-    """What one lease of an endpoint sent, in order (possibly nothing)."""
+    """What one claim of an endpoint sent, in order (possibly nothing)."""
 
     endpoint_id: uuid.UUID
     sent: list[Sent] = field(default_factory=list)
@@ -183,37 +202,19 @@ class Flagged:
     failures: int
 
 
-async def claim(
-    conn: asyncpg.Connection, *, token: uuid.UUID, slots: int, per_endpoint: int, lease_seconds: float
-) -> list[Claimed]:
-    rows = await conn.fetch(
-        CLAIM.text,
-        *CLAIM.args(
-            {"slots": slots, "per_endpoint": per_endpoint, "lease_seconds": lease_seconds, "token": token}
-        ),
-    )
-    found: dict[uuid.UUID, Claimed] = {}
-    for row in rows:
-        claimed = found.get(row["endpoint_id"])
-        if claimed is None:
-            keys = [row["secret"]] + ([row["previous_secret"]] if row["previous_secret"] else [])
-            claimed = found[row["endpoint_id"]] = Claimed(row["endpoint_id"], row["url"], keys)
-        if row["delivery_id"] is not None:
-            claimed.deliveries.append((row["delivery_id"], row["body"]))
-    return list(found.values())
-
-
-async def record(
+async def turn(
     conn: asyncpg.Connection,
     *,
-    token: uuid.UUID,
     runs: Sequence[EndpointRun],
-    delays: Sequence[float],
-    jitter: float,
-    disable_after: int,
-) -> list[Flagged]:
-    """Records the runs and gives their leases back. The failure count of an endpoint restarts at
-    its last success; the endpoints it disables are returned (held and audited by `flag`)."""
+    slots: int,
+    settings: Settings,
+    sending: Collection[uuid.UUID] = (),
+) -> tuple[list[Claimed], list[Flagged]]:
+    """Records the finished runs (their endpoints released) and claims up to `slots` endpoints, on
+    the sender's own connection (its session holds the endpoints' locks); `sending`: the endpoints
+    it holds besides the runs' (requests in flight).
+    An endpoint's failure count restarts at its last success; the endpoints it disables are
+    returned (to be held and audited by `flag`)."""
     sent = [s for run in runs for s in run.sent]
     resets, failures = [], []
     for run in runs:
@@ -227,8 +228,8 @@ async def record(
         resets.append(succeeded)
         failures.append(after_success)
     rows = await conn.fetch(
-        RECORD.text,
-        *RECORD.args(
+        TURN.text,
+        *TURN.args(
             {
                 "delivery_ids": [s.delivery_id for s in sent],
                 "attempted_at": [s.at for s in sent],
@@ -237,17 +238,33 @@ async def record(
                 "latencies": [s.answer.latency_ms for s in sent],
                 "errors": [s.answer.error for s in sent],
                 "bodies": [s.answer.body for s in sent],
-                "delays": list(delays),
-                "jitter": jitter,
+                "delays": list(settings.webhook_retry_delays_seconds),
+                "jitter": settings.webhook_retry_jitter,
                 "endpoint_ids": [run.endpoint_id for run in runs],
+                "held": [run.endpoint_id for run in runs] + list(sending),
                 "resets": resets,
                 "failures": failures,
-                "disable_after": disable_after,
-                "token": token,
+                "disable_after": settings.webhook_disable_after_failures,
+                "slots": slots,
+                "per_endpoint": settings.webhook_batch_size,
             }
         ),
     )
-    return [Flagged(r["id"], r["provider_id"], r["failures"]) for r in rows]
+    claimed: dict[uuid.UUID, Claimed] = {}
+    flagged: list[Flagged] = []
+    for row in rows:
+        if row["kind"] == "flag":
+            flagged.append(Flagged(row["endpoint_id"], row["provider_id"], row["failures"]))
+            continue
+        if row["kind"] == "release":
+            continue
+        one = claimed.get(row["endpoint_id"])
+        if one is None:
+            keys = [row["secret"]] + ([row["previous_secret"]] if row["previous_secret"] else [])
+            one = claimed[row["endpoint_id"]] = Claimed(row["endpoint_id"], row["url"], keys)
+        if row["delivery_id"] is not None:
+            one.deliveries.append((row["delivery_id"], row["body"]))
+    return list(claimed.values()), flagged
 
 
 async def flag(conn: asyncpg.Connection, flagged: Sequence[Flagged]) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,7 +25,6 @@ from app.models.webhooks import (
     TEST_EVENT,
     DeliveryStatus,
     DisabledReason,
-    WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
     WebhookEvent,
@@ -130,21 +127,6 @@ async def get_delivery(db: Database, *, actor: Actor, delivery_id: uuid.UUID) ->
     if found is None:
         raise NotFound("webhook delivery", delivery_id)
     return found
-
-
-async def attempts_of(db: Database, delivery_ids: Sequence[uuid.UUID]) -> list[list[WebhookAttempt]]:
-    """Each delivery's attempts, oldest first, in the order of `delivery_ids` (a loader's batch;
-    the deliveries were read through the principal's filter)."""
-    async with db.read() as session:
-        rows = await session.execute(
-            select(WebhookAttempt)
-            .where(col(WebhookAttempt.delivery_id).in_(list(delivery_ids)))
-            .order_by(col(WebhookAttempt.attempted_at), col(WebhookAttempt.id))
-        )
-        grouped: dict[uuid.UUID, list[WebhookAttempt]] = defaultdict(list)
-        for attempt in rows.scalars():
-            grouped[attempt.delivery_id].append(attempt)
-    return [grouped.get(i, []) for i in delivery_ids]
 
 
 async def redeliver(

@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 import trustme
 from werkzeug import Response
@@ -25,20 +24,20 @@ GUARDED = Settings(_env_file=None, webhook_allow_private_networks=False)  # type
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
+async def client() -> AsyncIterator[outbound.WebhookClient]:
     made = outbound.make_client(ALLOWED)
     yield made
     await made.aclose()
 
 
-async def send(client: httpx.AsyncClient, url: str, timeout: float = 1.0) -> outbound.Answer:
+async def send(client: outbound.WebhookClient, url: str, timeout: float = 1.0) -> outbound.Answer:
     return await outbound.post(
         client, url, headers={"content-type": "application/json"}, body=b"{}", within=timeout
     )
 
 
 async def test_a_2xx_is_a_success_and_anything_else_a_failure(
-    client: httpx.AsyncClient, receiver: Receiver
+    client: outbound.WebhookClient, receiver: Receiver
 ) -> None:
     receiver.respond = statuses(200, 204, 500, 404)
     answers = [await send(client, receiver.url) for _ in range(4)]
@@ -54,7 +53,7 @@ async def test_a_2xx_is_a_success_and_anything_else_a_failure(
 
 
 async def test_an_answer_later_than_the_timeout_is_a_failure(
-    client: httpx.AsyncClient, receiver: Receiver
+    client: outbound.WebhookClient, receiver: Receiver
 ) -> None:
     def slow(n: int, _: object) -> Response:
         time.sleep(1.5)
@@ -67,13 +66,13 @@ async def test_an_answer_later_than_the_timeout_is_a_failure(
     assert 450 < answer.latency_ms < 1400
 
 
-async def test_a_dead_port_is_a_connection_error(client: httpx.AsyncClient) -> None:
+async def test_a_dead_port_is_a_connection_error(client: outbound.WebhookClient) -> None:
     answer = await send(client, f"http://127.0.0.1:{free_port()}/hook")
     assert answer.outcome is AttemptOutcome.CONNECTION_ERROR
     assert answer.error is not None and "ConnectError" in answer.error
 
 
-async def test_a_redirect_is_not_followed(client: httpx.AsyncClient, receiver: Receiver) -> None:
+async def test_a_redirect_is_not_followed(client: outbound.WebhookClient, receiver: Receiver) -> None:
     receiver.respond = lambda n, r: Response("", 307, headers={"location": "http://127.0.0.1:1/elsewhere"})
     answer = await send(client, receiver.url)
     assert answer.outcome is AttemptOutcome.HTTP_ERROR
@@ -82,7 +81,7 @@ async def test_a_redirect_is_not_followed(client: httpx.AsyncClient, receiver: R
     assert len(receiver.received) == 1
 
 
-async def test_a_huge_answer_is_cut(client: httpx.AsyncClient, receiver: Receiver) -> None:
+async def test_a_huge_answer_is_cut(client: outbound.WebhookClient, receiver: Receiver) -> None:
     chunk = b"x" * 65536
 
     def huge(n: int, _: object) -> Response:
