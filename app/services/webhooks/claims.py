@@ -80,6 +80,7 @@ deliveries AS (
     -- = ANY: the primary key, whatever the plan makes of the arrays' sizes (a turn's plan is generic)
     WHERE d.id = ANY(:delivery_ids::uuid[]) AND d.id = r.delivery_id AND e.id = d.endpoint_id
       AND d.status = '{PENDING}'
+    RETURNING d.id
 ),
 counted AS MATERIALIZED (
     SELECT e.id, e.consecutive_failures AS before,
@@ -89,6 +90,9 @@ counted AS MATERIALIZED (
            pg_advisory_unlock({LOCK_CLASS}, hashtext(e.id::text)) AS released
     FROM unnest(:endpoint_ids::uuid[], :resets::bool[], :failures::int[]) AS u (id, reset, failures)
     JOIN webhook_endpoints e ON e.id = u.id
+    -- after the deliveries' update, not before (an unreferenced one runs last): another sender
+    -- that takes the endpoint the moment it is released must find them changed, or locked
+    CROSS JOIN (SELECT count(*) FROM deliveries) AS updated_first
     WHERE e.id = ANY(:endpoint_ids::uuid[])
 ),
 recorded AS (
@@ -135,6 +139,11 @@ LEFT JOIN LATERAL (
       AND (l.enabled OR d.event_type = '{TEST_EVENT}')
     ORDER BY d.created_at, d.id
     LIMIT :per_endpoint
+    -- An advisory lock is released when its statement runs, not when it commits: the sender that
+    -- let go of this endpoint may not have committed what it sent yet. Its rows are then locked
+    -- (skipped), or, committed since this statement began, re-read as they are now (no longer
+    -- PENDING): never sent twice for that.
+    FOR NO KEY UPDATE OF d SKIP LOCKED
 ) d ON true
 UNION ALL
 SELECT 'flag', id, NULL, NULL, NULL, NULL, NULL, provider_id, failures FROM recorded WHERE disable
