@@ -1,4 +1,4 @@
-.PHONY: dev test lint fmt schema migrate bench
+.PHONY: dev test lint fmt schema migrate bench lock
 dev:
 	./scripts/dev.sh
 test:
@@ -13,3 +13,5 @@ migrate:
 	.venv/bin/leadwheel migrate
 bench:
 	.venv/bin/python bench/engine.py
+lock:
+	UV_PYTHON_DOWNLOADS=never .venv/bin/uv lock

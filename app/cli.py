@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import subprocess
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, TypeVar
@@ -18,8 +19,9 @@ from app.db import Database, create_database
 from app.demo import DemoRun, run_demo
 from app.embedded import servers
 from app.errors import DomainError
+from app.internals import InternalsChanged, check_all
 from app.migrate import upgrade
-from app.services import auth
+from app.services import auth, provider_users
 from app.services.audit import SYSTEM
 from app.settings import Settings, get_settings
 
@@ -56,6 +58,15 @@ def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
         raise typer.Exit(1) from exc
 
 
+def _check_internals() -> None:
+    """Before starting a server process: the library internals its code relies on are there."""
+    try:
+        check_all()
+    except InternalsChanged as exc:
+        console.print(f"[red]{exc}[/]", highlight=False)
+        raise typer.Exit(1) from exc
+
+
 def _money(cents: int) -> str:
     return f"${cents / 100:,.2f}"
 
@@ -63,7 +74,9 @@ def _money(cents: int) -> str:
 def print_demo(run: DemoRun) -> None:
     console.rule(f"[bold]{run.niche_name}[/]: 3 levels (Exclusive $45 x1, Shared $30 x2, Budget $15 x3)")
     for number, (attributes, result) in enumerate(run.results, start=1):
-        table = Table(title=f"Lead {number}: {attributes}  ->  {result.status.value}", title_justify="left")
+        # on a line of its own: as a table's title it was wrapped to the table's width
+        console.print(f"Lead {number}: {attributes}  ->  {result.status.value}", markup=False, soft_wrap=True)
+        table = Table()
         for column in ("level", "provider", "decision", "why / balance after"):
             table.add_column(column)
         balances = {a.provider_id: a.balance_after_cents for a in result.assigned}
@@ -135,57 +148,151 @@ def serve(
     """Everything: embedded PostgreSQL and Redis (unless URLs are set), migrations, the API,
     a worker and the scheduler. Ctrl-C stops them all."""
     import signal
-    import subprocess
     import sys
     import time
 
     from app.main import api_argv
-    from app.tasks.broker import worker_argv
+    from app.tasks.broker import scheduler_argv, worker_argv
 
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    _check_internals()
     with _runtime() as settings:
+        seeded = None
         if demo:
             seeded = _with_db(settings, lambda db: _seed_demo_if_empty(db, settings))
             if seeded:
                 print_demo(seeded[2])
-                console.print(
-                    f"[bold]demo admin[/]: {DEMO_ADMIN}  password: {seeded[0]}  TOTP secret: {seeded[1]}"
-                )
         env = _child_env(settings)
         py = sys.executable
-        children = [
-            subprocess.Popen(
-                [py, "-m", *api_argv(host, port)],
-                env=env,
-            ),
-            subprocess.Popen([py, "-m", "taskiq", *worker_argv(settings, processes=workers)], env=env),
-            subprocess.Popen([py, "-m", "taskiq", "scheduler", "app.tasks.scheduler:scheduler"], env=env),
-        ]
-        base = f"http://{host}:{port}"
-        console.print(
-            f"GraphQL: {base}/graphql   dashboard: {base}/dashboard   metrics: {base}/metrics   "
-            f"health: {base}/healthz\n(API, worker and scheduler running; Ctrl-C stops them)"
-        )
-        stopping = False
-
-        def stop(*_: object) -> None:
-            nonlocal stopping
-            stopping = True
-
+        since_ms = asyncio.run(_redis_now_ms(str(settings.redis_url)))
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        children = {
+            "API": subprocess.Popen(
+                [py, "-m", *api_argv(host, port, log_level=settings.log_level.value)], env=env
+            ),
+            "worker": subprocess.Popen(
+                [py, "-m", "taskiq", *worker_argv(settings, processes=workers)], env=env
+            ),
+            "scheduler": subprocess.Popen([py, "-m", "taskiq", *scheduler_argv(settings)], env=env),
+        }
+        failed = False
         try:
-            while not stopping and all(c.poll() is None for c in children):
+            local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+            ready = asyncio.run(
+                _wait_until_ready(
+                    f"http://{local}:{port}",
+                    str(settings.redis_url),
+                    since_ms,
+                    children,
+                    lambda: stopping,
+                )
+            )
+            if ready:
+                print_summary(f"http://{local}:{port}", seeded[:2] if seeded else None)
+            while not stopping and all(c.poll() is None for c in children.values()):
                 time.sleep(0.2)
+            dead = [name for name, c in children.items() if c.poll() is not None]
+            if dead and not stopping:
+                failed = True
+                console.print(
+                    f"[red]the {' and '.join(dead)} stopped[/] (see its messages above): stopping the rest"
+                )
         finally:
-            for child in children:
+            for child in children.values():
                 if child.poll() is None:
                     child.send_signal(signal.SIGTERM)
-            for child in children:
+            for child in children.values():
                 try:
                     child.wait(timeout=40)  # a worker drains its in-flight jobs first
                 except subprocess.TimeoutExpired:
                     child.kill()
         console.print("stopped")
+    if failed:
+        raise typer.Exit(1)
+
+
+async def _redis_now_ms(redis_url: str) -> int:
+    """Redis's clock (the job stream's ids are in it), in milliseconds."""
+    from app.redis_client import connect
+
+    redis = connect(redis_url)
+    try:
+        seconds, micros = await redis.time()
+    finally:
+        await redis.aclose()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def _wait_until_ready(
+    base: str,
+    redis_url: str,
+    since_ms: int,
+    children: dict[str, subprocess.Popen[bytes]],
+    stopping: Callable[[], bool],
+) -> bool:
+    """Until the API answers /readyz and a job the scheduler sent after `since_ms` has reached a
+    worker. False if a child exits or Ctrl-C comes first. Says what it still waits for now and then."""
+    import time
+
+    import httpx
+    from redis.exceptions import RedisError
+
+    from app.redis_client import connect
+    from app.tasks.broker import job_delivered_since
+
+    api, jobs = "the API", "a first job from the scheduler to a worker"
+    waiting = {api: True, jobs: True}
+    started = last_note = time.monotonic()
+    redis = connect(redis_url)
+    try:
+        async with httpx.AsyncClient(timeout=2) as http:
+            while any(waiting.values()):
+                if stopping() or any(c.poll() is not None for c in children.values()):
+                    return False
+                if waiting[api]:
+                    with contextlib.suppress(httpx.HTTPError):
+                        waiting[api] = (await http.get(f"{base}/readyz")).status_code != 200
+                if waiting[jobs]:
+                    with contextlib.suppress(RedisError, OSError):  # Redis not answering yet
+                        waiting[jobs] = not await job_delivered_since(redis, since_ms)
+                elapsed = time.monotonic() - started
+                if time.monotonic() - last_note > 20:
+                    last_note = time.monotonic()
+                    late = " and ".join(name for name, still in waiting.items() if still)
+                    console.print(f"still starting after {elapsed:.0f} s: waiting for {late}")
+                # each probe of /readyz is an access log line: often at first, then calmly
+                await asyncio.sleep(0.2 if elapsed < 10 else 1)
+    finally:
+        await redis.aclose()
+    return True
+
+
+def print_summary(base: str, demo_admin: tuple[str, str] | None) -> None:
+    """Last, once everything answers, so nothing scrolls it away; unwrapped (soft_wrap), so a
+    copied URL or secret is whole whatever the terminal's width."""
+    console.rule("[bold]LeadWheel is ready[/]: API, worker and scheduler running; Ctrl-C stops them")
+    lines = [
+        f"GraphQL:   {base}/graphql",
+        f"dashboard: {base}/dashboard",
+        f"metrics:   {base}/metrics   health: {base}/healthz, {base}/readyz",
+    ]
+    if demo_admin:
+        password, secret = demo_admin
+        lines.append(f"demo admin: {DEMO_ADMIN}  password: {password}  TOTP secret: {secret}")
+        lines.append("(sign in with a code from an authenticator app holding that secret; shown only now)")
+    else:
+        lines.append(
+            "admin: sign in with an admin of this database (the demo admin's password was shown at "
+            "its first start; `leadwheel create-admin EMAIL` makes another)"
+        )
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @cli.command()
@@ -196,6 +303,7 @@ def worker(processes: Annotated[int | None, typer.Option(help="worker processes"
 
     from app.tasks.broker import worker_argv
 
+    _check_internals()
     settings = get_settings()
     if not settings.database_url or not settings.redis_url:
         console.print(
@@ -211,13 +319,16 @@ def scheduler() -> None:
     import os
     import sys
 
+    _check_internals()
     settings = get_settings()
     if not settings.database_url or not settings.redis_url:
         console.print(
             "[red]INVALID_INPUT[/]: the scheduler needs DATABASE_URL and REDIS_URL (or use `leadwheel serve`)"
         )
         raise typer.Exit(2)
-    os.execv(sys.executable, [sys.executable, "-m", "taskiq", "scheduler", "app.tasks.scheduler:scheduler"])
+    from app.tasks.broker import scheduler_argv
+
+    os.execv(sys.executable, [sys.executable, "-m", "taskiq", *scheduler_argv(settings)])
 
 
 def _qr(uri: str) -> str:
@@ -233,7 +344,15 @@ def _qr(uri: str) -> str:
 @cli.command("create-admin")
 def create_admin(
     email: str,
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            help="asked for (hidden, twice) when not given, so it stays out of shell history and ps",
+        ),
+    ],
 ) -> None:
     """Create an admin user and print the TOTP provisioning URI (and a QR code) for an authenticator."""
     with _runtime() as settings:
@@ -242,8 +361,33 @@ def create_admin(
         )
     console.print(f"admin {created.admin.email} created ({created.admin.id})")
     console.print("Add it to an authenticator app (scan, or enter the URI):")
-    console.print(_qr(created.provisioning_uri), highlight=False)
-    console.print(created.provisioning_uri, highlight=False)
+    # soft_wrap: rich would otherwise break lines at the terminal's width (80 columns when it
+    # cannot tell), and a QR code or URI copied in pieces no longer works
+    console.print(_qr(created.provisioning_uri), markup=False, highlight=False, soft_wrap=True)
+    console.print(created.provisioning_uri, markup=False, highlight=False, soft_wrap=True)
+
+
+@cli.command("invite-provider-user")
+def invite_provider_user(
+    provider: Annotated[str, typer.Argument(help="the provider's id, email or exact name")],
+    email: Annotated[str, typer.Argument(help="the person's email")],
+) -> None:
+    """Invite a provider user: prints the single-use invite link (also sent by email through the
+    notification outbox, or written to the worker's log without SMTP)."""
+
+    async def invite(db: Database, settings: Settings) -> provider_users.Invited:
+        provider_id = await provider_users.find_provider(db, actor=SYSTEM, ref=provider)
+        return await provider_users.invite(
+            db, actor=SYSTEM, provider_id=provider_id, email=email, settings=settings
+        )
+
+    with _runtime() as settings:
+        invited = _with_db(settings, lambda db: invite(db, settings))
+    console.print(
+        f"invited {invited.user.email} ({invited.user.id}) for provider {invited.user.provider_id}; "
+        f"the link works once, until {invited.expires_at:%Y-%m-%d %H:%M} UTC:"
+    )
+    console.print(invited.invite_url, highlight=False, soft_wrap=True)
 
 
 @keys.command("create")

@@ -4,15 +4,21 @@ a few leads distributed, and who got what and why."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from app.db import Database
 from app.engine.distribute import distribute_lead
 from app.engine.result import DistributionResult
+from app.engine.schedule import DAYS
 from app.models.billing import Provider, ProviderStatus
+from app.models.caps import CapPeriod
 from app.models.niches import LevelStrategy
-from app.services import billing, leads, niches
+from app.services import billing, caps, leads, niches, subscriptions
 from app.services.audit import SYSTEM
+from app.services.caps import CapLimit
+
+HILL_ZONE = "America/Chicago"
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,10 @@ async def run_demo(db: Database) -> DemoRun:
         for name, price, n in (("Exclusive", 4500, 1), ("Shared", 3000, 2), ("Budget", 1500, 3))
     ]
     names: dict[str, str] = {}
+    # Hill Country's hours (Chicago time) open two hours from now, so the demo shows them closed
+    local = datetime.now(ZoneInfo(HILL_ZONE))
+    opens, closes = local + timedelta(hours=2), local + timedelta(hours=10)
+    hours = {"windows": [{"days": list(DAYS), "from": f"{opens:%H}:00", "to": f"{closes:%H}:00"}]}
 
     async def provider(name: str, balance: int) -> Provider:
         made = await billing.create_provider(
@@ -64,7 +74,10 @@ async def run_demo(db: Database) -> DemoRun:
     delta = await provider("Delta Shingle", 50_000)
     echo = await provider("Echo Exteriors", 50_000)
     frontier = await provider("Frontier Roofing", 50_000)
-    for p in (acme, bolt, cedar, delta, echo, frontier):
+    gulf = await provider("Gulf Coast Roofing", 50_000)  # takes at most 2 leads a day
+    hill = await provider("Hill Country Roofs", 50_000)  # takes leads only in its delivery hours
+    await caps.set_timezone(db, actor=SYSTEM, provider_id=hill.id, timezone=HILL_ZONE)
+    for p in (acme, bolt, cedar, delta, echo, frontier, gulf, hill):
         for level in levels:
             filters: list[dict[str, object]] | None = None
             if p is bolt:
@@ -76,6 +89,9 @@ async def run_demo(db: Database) -> DemoRun:
             )
             if p is echo and level is levels[1]:
                 await billing.pause_subscription(db, actor=SYSTEM, subscription_id=sub.id)
+            if p is hill:
+                await subscriptions.set_schedule(db, actor=SYSTEM, subscription_id=sub.id, schedule=hours)
+    await caps.set_caps(db, actor=SYSTEM, provider_id=gulf.id, caps=[CapLimit(CapPeriod.DAY, max_leads=2)])
     await billing.set_provider_status(
         db, actor=SYSTEM, provider_id=frontier.id, status=ProviderStatus.SUSPENDED
     )

@@ -112,8 +112,16 @@ class EmbeddedRedis:
 
     def restart(self) -> None:
         """A new, empty server on the same socket: what clients see when Redis restarts."""
+        self.down()
+        self.up()
+
+    def down(self) -> None:
+        """The server stops (its clients see Redis unreachable) until up(); stop() cleans up."""
         self._terminate()
         self._socket.unlink(missing_ok=True)
+
+    def up(self) -> None:
+        """After down(): a new, empty server on the same socket."""
         self._spawn()
 
     def _terminate(self) -> None:

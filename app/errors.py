@@ -14,6 +14,7 @@ class ErrorCode(StrEnum):
     CONFLICT = "CONFLICT"
     LEAD_NOT_DISTRIBUTABLE = "LEAD_NOT_DISTRIBUTABLE"
     RATE_LIMITED = "RATE_LIMITED"
+    UNAVAILABLE = "UNAVAILABLE"
     INTERNAL = "INTERNAL"
 
 
@@ -59,3 +60,14 @@ class Forbidden(DomainError):
 
 class RateLimited(DomainError):
     code = ErrorCode.RATE_LIMITED
+
+
+class Unavailable(DomainError):
+    """PostgreSQL or Redis cannot be reached for the moment (restarting, unreachable, refusing
+    connections): not the client's fault nor a bug, and safe to retry. HTTP answers 503 with
+    Retry-After."""
+
+    code = ErrorCode.UNAVAILABLE
+    # a restarting PostgreSQL or Redis is back within seconds; a client retrying sooner mostly
+    # adds load to a server that is starting
+    retry_after_seconds = 2

@@ -26,8 +26,40 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def configure_logging(settings: Settings, level: int = logging.INFO) -> None:
+# Libraries' INFO lines for every task sent or run (the scheduler's sweep alone is two a second):
+# logger -> how those messages start. They are logged at DEBUG instead.
+ROUTINE: dict[str, tuple[str, ...]] = {
+    "taskiq.cli.scheduler.run": ("Sending task",),
+    "taskiq.receiver.receiver": ("Executing task",),
+}
+
+
+class _Routine(logging.Filter):
+    """Demotes a logger's routine INFO records to DEBUG, and drops them unless that logger is
+    enabled for DEBUG (LOG_LEVEL=DEBUG): a level is checked before a filter runs, so the demoted
+    record must be checked again here."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not str(record.msg).startswith(self.prefixes):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def demote_routine() -> None:
+    for name, prefixes in ROUTINE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _Routine) for f in logger.filters):
+            logger.addFilter(_Routine(prefixes))
+
+
+def configure_logging(settings: Settings) -> None:
     global _configured
+    demote_routine()
     if _configured:
         return
     _configured = True
@@ -60,4 +92,4 @@ def configure_logging(settings: Settings, level: int = logging.INFO) -> None:
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(settings.log_level.value)

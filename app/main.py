@@ -1,4 +1,5 @@
-"""The Starlette app: /graphql (HTTP and graphql-transport-ws), /healthz, /readyz."""
+"""The Starlette app: /graphql (HTTP and graphql-transport-ws), /healthz, /readyz, /metrics, the CSV
+export, and the pages (app/pages.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,22 +17,25 @@ import structlog
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UnsetType
 
 from app import metrics
 from app.db import Database, create_database
-from app.errors import DomainError, Forbidden, InvalidInput, Unauthenticated
+from app.errors import DomainError, Forbidden, InvalidInput, Unauthenticated, Unavailable
+from app.internals import check_all
 from app.logging import configure_logging
+from app.pages import page_routes
 from app.progress.hub import ProgressHub
 from app.progress.publish import RedisPublisher
 from app.redis_client import connect as connect_redis
-from app.resolvers.context import Context, credential_from_headers
+from app.resolvers.context import Context, SignedInSockets, credential_from_headers
+from app.resolvers.errors import brief, unavailable
 from app.resolvers.loaders import make_loaders
 from app.resolvers.relay import RelayingHandler
 from app.resolvers.schema import build_schema
@@ -46,8 +49,24 @@ from app.tasks.dispatch import TaskiqDispatcher
 log = logging.getLogger("leadwheel.api")
 
 
+class _WebSocket(ASGIWebSocketAdapter):
+    """Strawberry closes every connection_init that on_ws_connect rejects with 4403 "Forbidden", and
+    graphql-transport-ws carries no rejection payload: a client could not tell "PostgreSQL is
+    restarting" from "bad credentials". A rejection for an outage records its close in the
+    connection's state (`close_with`); that close is sent instead."""
+
+    async def close(self, code: int, reason: str) -> None:
+        code, reason = getattr(self.ws.state, "close_with", None) or (code, reason)
+        await super().close(code, reason)
+
+
+# RFC 6455 "Try Again Later": a server-side condition a client should retry after a while
+WS_TRY_AGAIN_LATER = 1013
+
+
 class GraphQLView(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = RelayingHandler
+    websocket_adapter_class = _WebSocket
 
     def encode_json(self, data: object) -> str:
         # orjson: several times faster than json.dumps for a page of results or each of a feed's
@@ -70,6 +89,7 @@ class GraphQLView(GraphQL[Context, None]):
             publisher=state.publisher,
             hub=state.hub,
             credentials=state.credentials,
+            sockets=state.sockets,
             credential=credential_from_headers(
                 request.headers.get("authorization"), request.headers.get("x-api-key")
             ),
@@ -84,12 +104,20 @@ class GraphQLView(GraphQL[Context, None]):
         context.credential = credential_from_headers(str(raw) if raw else None, str(key) if key else None)
         try:
             await context.actor()
-        except DomainError as exc:
-            raise ConnectionRejectionError({"code": exc.code.value, "message": str(exc)}) from exc
+            if context.sockets is not None and context.credential and isinstance(context.request, WebSocket):
+                context.sockets.add(context.request, auth.digest(context.credential))
         except Exception as exc:
-            # never an abrupt close: refuse cleanly, log in full
-            log.error("ws.connect_failed request_id=%s", context.request_id, exc_info=exc)
-            raise ConnectionRejectionError({"code": "INTERNAL", "message": "try again"}) from exc
+            error = exc if isinstance(exc, DomainError) else unavailable(exc)
+            if isinstance(error, Unavailable):
+                log.warning("ws.connect_unavailable request_id=%s %s", context.request_id, brief(exc))
+                # a reason is at most 123 bytes
+                reason = f"{error.code.value}: {error}".encode()[:123].decode(errors="ignore")
+                context.request.state.close_with = (WS_TRY_AGAIN_LATER, reason)
+            elif error is None:
+                # never an abrupt close: refuse cleanly, log in full
+                log.error("ws.connect_failed request_id=%s", context.request_id, exc_info=exc)
+                raise ConnectionRejectionError({"code": "INTERNAL", "message": "try again"}) from exc
+            raise ConnectionRejectionError({"code": error.code.value, "message": str(error)}) from exc
         return None  # accept; no connection_ack payload
 
 
@@ -139,7 +167,8 @@ class _TooLarge(Exception):
 
 
 async def export_assignments(request: Request) -> Response:
-    """CSV of assignments in [from, to), for admins or API keys with `read`: Bearer auth."""
+    """CSV of assignments in [from, to) (of one niche with nicheId), for admins or API keys with
+    `read`: Bearer auth."""
     state = request.app.state
     credential = credential_from_headers(
         request.headers.get("authorization"), request.headers.get("x-api-key")
@@ -164,13 +193,21 @@ async def export_assignments(request: Request) -> Response:
                 if value.tzinfo is None:
                     raise InvalidInput(f"{name} needs a time zone, e.g. 2026-11-01T00:00:00Z", field=name)
             bounds[name] = value
-        rows = stats.assignments_csv(state.db, since=bounds["from"], until=bounds["to"])
+        niche_id = None
+        if raw_niche := request.query_params.get("nicheId"):
+            try:
+                niche_id = uuid.UUID(raw_niche)
+            except ValueError:
+                raise InvalidInput("nicheId must be a niche's id (a UUID)", field="nicheId") from None
+        rows = stats.assignments_csv(state.db, since=bounds["from"], until=bounds["to"], niche_id=niche_id)
         first = await anext(rows)  # validation errors surface here, before the 200
-    except DomainError as exc:
-        status = {"UNAUTHENTICATED": 401, "MFA_REQUIRED": 401, "FORBIDDEN": 403}.get(exc.code.value, 400)
-        return JSONResponse(
-            {"errors": [{"message": str(exc), "extensions": {"code": exc.code.value}}]}, status_code=status
-        )
+    except Exception as exc:
+        error = exc if isinstance(exc, DomainError) else unavailable(exc)
+        if error is None:
+            raise
+        if isinstance(error, Unavailable):
+            log.warning("export.unavailable %s", brief(exc))
+        return _error_response(error)
 
     async def body() -> AsyncIterator[str]:
         yield first
@@ -184,12 +221,21 @@ async def export_assignments(request: Request) -> Response:
     )
 
 
-DASHBOARD = Path(__file__).resolve().parent / "dashboard" / "index.html"
+_HTTP_STATUS = {"UNAUTHENTICATED": 401, "MFA_REQUIRED": 401, "FORBIDDEN": 403, "UNAVAILABLE": 503}
 
 
-async def dashboard(request: Request) -> Response:
-    """The live dashboard: plain HTML and a small script over the GraphQL API (no build step)."""
-    return HTMLResponse(DASHBOARD.read_text())
+def _error_response(error: DomainError) -> Response:
+    """A non-GraphQL endpoint's error, shaped as GraphQL's: {"errors": [{message, extensions.code}]}."""
+    extensions: dict[str, object] = {"code": error.code.value}
+    headers = {}
+    if isinstance(error, Unavailable):
+        extensions["retryAfterSeconds"] = error.retry_after_seconds
+        headers["Retry-After"] = str(error.retry_after_seconds)
+    return JSONResponse(
+        {"errors": [{"message": str(error), "extensions": extensions}]},
+        status_code=_HTTP_STATUS.get(error.code.value, 400),
+        headers=headers,
+    )
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -229,14 +275,18 @@ def tune_gc() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
-def api_argv(host: str = "127.0.0.1", port: int = 8000, *, quiet: bool = False) -> list[str]:
+def api_argv(
+    host: str = "127.0.0.1", port: int = 8000, *, quiet: bool = False, log_level: str = "info"
+) -> list[str]:
     """uvicorn's arguments (after `python -m`) for the API as `leadwheel serve` runs it; the tests
     and benchmarks run the same. Per-message deflate is off: a progress event is a few hundred
     bytes, and compressing it once per subscriber was a tenth of the API's fan-out CPU (and costs
     a zlib context per socket)."""
     argv = ["uvicorn", "app.main:create_app", "--factory", "--host", host, "--port", str(port)]
     argv += ["--ws-per-message-deflate", "false"]
-    return argv + (["--log-level", "warning", "--no-access-log"] if quiet else [])
+    if quiet:
+        return argv + ["--log-level", "warning", "--no-access-log"]
+    return argv + ["--log-level", log_level.lower()]
 
 
 def create_app(
@@ -247,7 +297,9 @@ def create_app(
     dispatcher: Dispatcher | None = None,
 ) -> Starlette:
     """Given db / redis / dispatcher (tests) are used and left open; otherwise they are made from
-    settings in the lifespan and closed after it. The default dispatcher sends jobs to the workers."""
+    settings in the lifespan and closed after it. The default dispatcher sends jobs to the workers.
+    Refuses (InternalsChanged) when a library moved under code that reaches into its internals."""
+    check_all()
     settings = settings or get_settings()
     configure_logging(settings)
     view = GraphQLView(
@@ -271,6 +323,8 @@ def create_app(
         app.state.hub = ProgressHub(app.state.redis)
         app.state.credentials = CredentialCache(settings.auth_cache_seconds, live=app.state.hub.ready.is_set)
         app.state.hub.watch(REVOKED_CHANNEL, app.state.credentials.on_announcement)
+        app.state.sockets = SignedInSockets()
+        app.state.hub.watch(REVOKED_CHANNEL, app.state.sockets.on_announcement)
         await app.state.hub.start()
         producer = None
         if dispatcher is None:
@@ -296,7 +350,7 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
-            Route("/dashboard", dashboard),
+            *page_routes(settings),  # /dashboard and /static, with the pages' hardening headers
             Route("/exports/assignments.csv", export_assignments),
             Route("/graphql", view, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", view),

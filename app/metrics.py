@@ -61,9 +61,11 @@ class _ScrapeTime:
 
 
 _scrape = _ScrapeTime()
+_in_default_registry = False  # our own record: prometheus-client keeps its collectors privately
 
 
 def registry() -> CollectorRegistry:
+    global _in_default_registry
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         merged = CollectorRegistry()
         MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
@@ -71,8 +73,9 @@ def registry() -> CollectorRegistry:
         return merged
     from prometheus_client import REGISTRY
 
-    if _scrape not in getattr(REGISTRY, "_collector_to_names", {}):
+    if not _in_default_registry:
         REGISTRY.register(_scrape)
+        _in_default_registry = True
     return REGISTRY
 
 

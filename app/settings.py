@@ -6,7 +6,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,6 +14,13 @@ class Environment(StrEnum):
     DEVELOPMENT = "development"
     TEST = "test"
     PRODUCTION = "production"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
 
 
 class Settings(BaseSettings):
@@ -27,6 +34,10 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     dashboard_url: str = "http://127.0.0.1:8000/dashboard"
+    # DEBUG adds the routine lines: every task sent and run (the sweep's, once a second)
+    log_level: LogLevel = LogLevel.INFO
+    # the buyers' page: invite links are PORTAL_URL#invite=<token> (a fragment: never sent to a server)
+    portal_url: str = "http://127.0.0.1:8000/portal"
 
     # jobs
     # seconds before attempt 2, 3, ...: five attempts in all by default (SPEC §4)
@@ -83,6 +94,9 @@ class Settings(BaseSettings):
     # login / verifyMfa attempts per minute, per account and per client address
     auth_rate_limit_per_minute: int = Field(default=10, ge=1)
     totp_issuer: str = "LeadWheel"
+    # provider users: an invite is single use and expires; so does the enrollment it starts
+    invite_ttl_hours: float = Field(default=72, gt=0)
+    enrollment_ttl_minutes: float = Field(default=30, gt=0)
     # an API process re-checks a credential it verified after this long (revocations reach it at
     # once through Redis; this bounds the rare case they cannot); 0: check on every request
     auth_cache_seconds: float = Field(default=10, ge=0)
@@ -91,10 +105,18 @@ class Settings(BaseSettings):
     graphql_max_depth: int = Field(default=10, ge=2)
     graphql_max_tokens: int = Field(default=2000, ge=100)
     graphql_max_aliases: int = Field(default=30, ge=1)
+    # estimated objects a document may ask for (app/resolvers/cost.py): the nested
+    # leads(first: 100) page of bench/api.py is 3,201, the dashboard's refresh about 1,500
+    graphql_max_cost: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     # None: on in development, off in production
     graphql_ide: bool | None = None
     allowed_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_in_any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @property
     def ide_enabled(self) -> bool:

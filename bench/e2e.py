@@ -7,6 +7,19 @@ together with the load generator.
     the niches' requests interleaved (as traffic arrives), then another 2,000 grouped niche by niche
 (c) 1,000 WebSocket subscribers on one niche feed: delivery latency p50/p99 and events/s delivered
 
+Absolute figures differ 2-3x between machines, so two floors are measured in the same run on the
+same servers, and the figures with targets are ratios to them:
+
+- pipeline_ratio = (b) interleaved rate / the engine alone: just before and just after that
+  burst, the same number of new leads of the same 20 niches (interleaved) in the burst's own
+  database, distribute_lead() called from this process with the workers' concurrency (2 processes
+  x WORKER_CONCURRENCY), no API, queue, events or notification sending; the mean of the two. What
+  the pipeline adds to the engine's transaction.
+- fanout_floor_ratio = (c) the API's CPU per event delivered / the CPU per frame delivered of a
+  bare Starlette WebSocket endpoint (bench/wsfloor.py, its own uvicorn process with the API's
+  flags) sending frames of the same shape (the same event types per run, the same pacing) to the
+  same 1,000 clients, measured the same way right after (c).
+
     python bench/e2e.py [--database-url URL --redis-url URL] [--burst 2000] [--subscribers 1000]
 
 Last line: one JSON object."""
@@ -35,7 +48,15 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import GraphQLClient, free_port, run_with_servers, wait_ready  # noqa: E402
+from harness import (  # noqa: E402
+    GraphQLClient,
+    floor_drift,
+    free_port,
+    libpq,
+    report,
+    run_with_servers,
+    wait_ready,
+)
 
 from app.db import create_database  # noqa: E402
 from app.engine.distribute import distribute_lead  # noqa: E402
@@ -143,13 +164,16 @@ async def seed(url: str, niches: int, leads_per_niche: int) -> tuple[str, list[s
 
 
 class Feed:
-    """One WebSocket subscription to a niche feed, recording (run id, type, event time, receive time)."""
+    """One WebSocket subscription to a niche feed, recording (run id, type, event time, receive time).
+    With `log`, also each event's (run id, type, event time), in order of arrival."""
 
-    def __init__(self, ws_url: str, token: str, niche_id: str) -> None:
+    def __init__(self, ws_url: str, token: str, niche_id: str, *, log: bool = False) -> None:
         self.ws_url, self.token, self.niche_id = ws_url, token, niche_id
         self.completed: dict[str, float] = {}
         self.latencies: list[float] = []
         self.received = 0
+        self.bytes = 0
+        self.log: list[tuple[str, str, float]] | None = [] if log else None
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
@@ -162,8 +186,11 @@ class Feed:
                     continue
                 event = message["payload"]["data"]["nicheActivity"]
                 self.received += 1
+                self.bytes += len(raw)
                 sent = datetime.fromisoformat(event["at"]).timestamp()
                 self.latencies.append((now - sent) * 1000)
+                if self.log is not None:
+                    self.log.append((event["runId"], event["type"], sent))
                 if event["type"] == "COMPLETED":
                     self.completed[event["runId"]] = now
 
@@ -241,6 +268,105 @@ async def run_burst(
     }
 
 
+async def engine_alone(
+    database_url: str, procs: list[subprocess.Popen[bytes]], *, niches: int, count: int, concurrency: int
+) -> dict[str, Any]:
+    """The floor of (b): the engine by itself on the same servers and database. `count` new leads
+    of the same niches (interleaved, as the burst), distribute_lead() from this process,
+    `concurrency` at a time; first a warm-up of the pool and its prepared statements. The
+    notification rows it writes are marked sent: nobody wakes the sender for them, and the bursts
+    wait until nothing is pending."""
+    import asyncpg
+
+    pg = await asyncpg.connect(libpq(database_url))
+    db = create_database(database_url, pool_size=concurrency + 2)
+    try:
+        rows = await pg.fetch(NEW_LEADS, niches, count + 3 * concurrency)
+        lead_ids = [r["id"] for r in rows]
+        for lead_id in lead_ids[: 3 * concurrency]:
+            await distribute_lead(db, lead_id=lead_id)
+        queue = iter(lead_ids[3 * concurrency :])
+
+        async def distributor() -> None:
+            for lead_id in queue:
+                await distribute_lead(db, lead_id=lead_id)
+
+        cpu_before = cpu_seconds(procs)
+        started = time.perf_counter()
+        await asyncio.gather(*(distributor() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        cpu = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_seconds(procs).items()}
+        await pg.execute(
+            """UPDATE notifications n SET status = 'SENT', attempts = 1, sent_at = now()
+               FROM assignments a WHERE a.id = n.assignment_id AND a.lead_id = ANY($1)
+                 AND n.status = 'PENDING'""",
+            lead_ids,
+        )
+    finally:
+        await db.dispose()
+        await pg.close()
+    return {"dist_per_s": count / elapsed, "cpu_ms": {k: v * 1000 / count for k, v in cpu.items()}}
+
+
+def feed_groups(log: list[tuple[str, str, float]]) -> tuple[list[dict[str, Any]], float]:
+    """What a subscriber of (c) received, as the groups the API got them in (a run's QUEUED, then
+    the rest of its events: one Redis message each) and the mean time between groups (ms), for
+    bench/wsfloor.py to send the same."""
+    groups: list[dict[str, Any]] = []
+    runs: dict[str, int] = {}
+    times: list[float] = []
+    for run_id, kind, at in log:
+        run = runs.setdefault(run_id, len(runs))
+        if not groups or groups[-1]["run"] != run or groups[-1]["types"] == ["QUEUED"]:
+            groups.append({"run": run, "types": []})
+            times.append(at)
+        groups[-1]["types"].append(kind)
+    gap_ms = (times[-1] - times[0]) * 1000 / (len(times) - 1) if len(times) > 1 else 0.0
+    return groups, gap_ms
+
+
+async def fanout_floor(
+    floor: subprocess.Popen[bytes],
+    port: int,
+    token: str,
+    subscribers: int,
+    groups: list[dict[str, Any]],
+    gap_ms: float,
+) -> dict[str, Any]:
+    """(c) against bench/wsfloor.py: the same clients, the same frames per subscriber."""
+    feeds = [Feed(f"ws://127.0.0.1:{port}/graphql", token, "floor") for _ in range(subscribers)]
+    tasks = await start_feeds(feeds, batch=100)
+    await asyncio.sleep(1)
+    proc = psutil.Process(floor.pid)
+    before = proc.cpu_times()
+    t0 = time.time()
+    async with httpx.AsyncClient(timeout=120) as http:
+        answer = (
+            await http.post(f"http://127.0.0.1:{port}/fanout", json={"groups": groups, "gap_ms": gap_ms})
+        ).json()
+    runs = set(answer["runs"])
+    deadline = time.time() + 120
+    while time.time() < deadline and not all(runs <= set(f.completed) for f in feeds):
+        await asyncio.sleep(0.1)
+    t1 = max(max(f.completed.values(), default=t0) for f in feeds)
+    after = proc.cpu_times()
+    for t in tasks:
+        t.cancel()
+    delivered = sum(f.received for f in feeds)
+    lat = [x for f in feeds for x in f.latencies]
+    cpu = after.user + after.system - before.user - before.system
+    return {
+        "delivered": delivered,
+        "complete": all(runs <= set(f.completed) for f in feeds),
+        "cpu_s": cpu,
+        "cpu_us_per_frame": cpu * 1e6 / max(delivered, 1),
+        "frame_bytes": sum(f.bytes for f in feeds) / max(delivered, 1),
+        "p50_ms": statistics.median(lat),
+        "p99_ms": pct(lat, 0.99),
+        "frames_per_s": delivered / max(t1 - t0, 1e-9),
+    }
+
+
 async def main_async(args: argparse.Namespace, database_url: str, redis_url: str) -> dict[str, Any]:
     # per niche: warm-up + (a) + (c) from the front, the bursts from the back: never the same lead twice
     token, niche_ids, leads = await seed(
@@ -269,11 +395,21 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
             stderr=logs,
         ),
     ]
+    # the fan-out floor, idle until (c) is done: the API's uvicorn flags, another application
+    floor_port = free_port()
+    floor_argv = [
+        "bench.wsfloor:create_app" if a == "app.main:create_app" else a
+        for a in api_argv(port=floor_port, quiet=True)
+    ]
+    floor = subprocess.Popen(
+        [sys.executable, "-m", *floor_argv], cwd=ROOT, start_new_session=True, stdout=logs, stderr=logs
+    )
     base, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/graphql"
     result: dict[str, Any] = {"bench": "e2e"}
     try:
         async with httpx.AsyncClient(timeout=60) as http:
             await wait_ready(http, base)
+            await wait_ready(http, f"http://127.0.0.1:{floor_port}")
         client = GraphQLClient("127.0.0.1", port, token, connections=32)
         try:
 
@@ -306,11 +442,40 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
             )
 
             # (b) bursts over 20 niches: as traffic from many niches arrives (interleaved), and each
-            # niche's leads in a row (grouped: the workers' runs mostly wait on one niche's lock)
+            # niche's leads in a row (grouped: the workers' runs mostly wait on one niche's lock).
+            # The interleaved one between two runs of its floor, the engine alone on the same
+            # servers and database with the workers' concurrency (2 processes x WORKER_CONCURRENCY):
+            # the ratio is to their mean, so load from elsewhere that drifts during the run hits
+            # both alike.
+            concurrency = 2 * Settings().worker_concurrency
             per_niche = args.burst // len(niche_ids)
             interleaved = [leads[n][-per_niche + i] for i in range(per_niche) for n in niche_ids]
             grouped = [lid for n in niche_ids for lid in leads[n][-2 * per_niche : -per_niche]]
-            for name, burst in (("interleaved", interleaved), ("grouped by niche", grouped)):
+            floors: list[float] = []
+            steps: list[tuple[str, list[str]]] = [
+                ("alone", []),
+                ("interleaved", interleaved),
+                ("alone", []),
+                ("grouped by niche", grouped),
+            ]
+            for name, burst in steps:
+                if name == "alone":
+                    alone = await engine_alone(
+                        database_url, procs, niches=len(niche_ids), count=args.burst, concurrency=concurrency
+                    )
+                    floors.append(alone["dist_per_s"])
+                    print(
+                        f"(b) floor: the engine alone, {args.burst} leads over {len(niche_ids)} niches "
+                        f"interleaved, distribute_lead() {concurrency} at a time from one process: "
+                        f"{alone['dist_per_s']:.1f} distributions/s",
+                        flush=True,
+                    )
+                    print(
+                        "    CPU ms per distribution: "
+                        + ", ".join(f"{k} {v:.2f}" for k, v in alone["cpu_ms"].items()),
+                        flush=True,
+                    )
+                    continue
                 figures = await run_burst(database_url, procs, distribute, burst)
                 key = "burst" if name == "interleaved" else "burst_grouped"
                 result[f"{key}_dist_per_s"] = figures["dist_per_s"]
@@ -327,10 +492,12 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
                     + ", ".join(f"{k} {v:.2f}" for k, v in figures["cpu_ms"].items()),
                     flush=True,
                 )
+            engine_floor = floor_drift(result, "engine_alone_dist_per_s", *floors)
+            result["engine_alone_dist_per_s"] = round(engine_floor, 1)
 
             # (c) fan-out
             target = niche_ids[1]
-            subscribers = [Feed(ws_url, token, target) for _ in range(args.subscribers)]
+            subscribers = [Feed(ws_url, token, target, log=i == 0) for i in range(args.subscribers)]
             sub_tasks = await start_feeds(subscribers, batch=100)
             await asyncio.sleep(1)
             fan_leads = leads[target][: args.fanout_leads]
@@ -362,15 +529,38 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
                 + ", ".join(f"{k} {v * 1e6 / max(delivered, 1):.1f}" for k, v in cpu.items()),
                 flush=True,
             )
+            api_us = cpu["api"] * 1e6 / max(delivered, 1)
+            result["fanout_api_cpu_us_per_event"] = round(api_us, 2)
+
+            # the floor of (c): the same frames to the same number of clients from a bare endpoint
+            assert subscribers[0].log is not None
+            groups, gap_ms = feed_groups(subscribers[0].log)
+            bare = await fanout_floor(floor, floor_port, token, args.subscribers, groups, gap_ms)
+            result["fanout_floor_cpu_us_per_frame"] = round(bare["cpu_us_per_frame"], 2)
+            print(
+                f"(c) floor: bare Starlette endpoint (bench/wsfloor.py), {args.subscribers} subscribers, "
+                f"{len(groups)} groups {gap_ms:.1f} ms apart: {bare['delivered']} frames delivered "
+                f"({bare['frame_bytes']:.0f} bytes each; the API's {subscribers[0].bytes / max(subscribers[0].received, 1):.0f}), "
+                f"p50 {bare['p50_ms']:.2f} ms, p99 {bare['p99_ms']:.2f} ms, {bare['frames_per_s']:.0f} frames/s, "
+                f"all complete: {bare['complete']}; its CPU µs per frame delivered: {bare['cpu_us_per_frame']:.2f}",
+                flush=True,
+            )
+
+            print("ratios to the floors measured above:", flush=True)
+            report(result, "pipeline_ratio", result["burst_dist_per_s"] / engine_floor, ">= 0.5")
+            if min(cpu["api"], bare["cpu_s"]) >= 0.2:  # CPU time is counted in 10 ms ticks
+                report(result, "fanout_floor_ratio", api_us / bare["cpu_us_per_frame"], "<= 1.5")
+            else:
+                print("fanout_floor_ratio: not measured (too little CPU time to count: more subscribers)")
         finally:
             await client.close()
     finally:
-        for p in procs:
+        for p in [*procs, floor]:
             try:
                 os.killpg(p.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        for p in procs:
+        for p in [*procs, floor]:
             try:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:

@@ -1,17 +1,26 @@
-"""What every benchmark needs around its load: a free port, waiting until the API answers, and
-the servers (embedded unless URLs are given) migrated for the duration of the run."""
+"""What every benchmark needs around its load: a free port, waiting until the API answers, the
+servers (embedded unless URLs are given) with a scratch database migrated for the duration of the
+run, and `report`, which prints a figure with its target and records it for the JSON last line.
+
+Absolute figures differ 2-3x between machines (and between runs on a shared one), so each
+benchmark measures a floor in the same run on the same servers and reports its figures as ratios
+to it: `report(summary, "lead_over_floor", 6.1, "<= 5")`."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import operator
 import socket
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 
@@ -41,16 +50,91 @@ async def wait_ready(http: httpx.AsyncClient, base: str, path: str = "/readyz", 
     raise RuntimeError(f"{base}{path} was not ready within {seconds:.0f} s")
 
 
+TARGETS = {"<=": operator.le, ">=": operator.ge}
+
+
+def report(summary: dict[str, Any], name: str, value: float, target: str | None = None) -> float:
+    """Prints `name = value (target <= 5: met)` and puts the value into `summary` (the JSON last
+    line); a missed target also goes into summary["missed"], with how far off it is."""
+    value = round(value, 3)
+    summary[name] = value
+    note = ""
+    if target is not None:
+        op, _, bound_text = target.partition(" ")
+        bound = float(bound_text)
+        if TARGETS[op](value, bound):
+            note = f" (target {target}: met)"
+        else:
+            off = abs(value / bound - 1) * 100 if bound else float("inf")
+            note = f" (target {target}: MISSED by {off:.0f}%)"
+            summary.setdefault("missed", []).append(name)
+    print(f"{name} = {value:g}{note}", flush=True)
+    return value
+
+
+def floor_drift(
+    summary: dict[str, Any], name: str, before: float, after: float, limit: float = 0.25
+) -> float:
+    """A floor measured before and after its figure: records both and returns their mean. Load
+    from elsewhere that changed meanwhile shows as a spread; above `limit` the ratio built on the
+    mean is flagged as unreliable (summary["unsteady"]): run it again."""
+    summary[f"{name}_before_after"] = [round(before, 1), round(after, 1)]
+    spread = abs(after - before) / max(min(before, after), 1e-9)
+    if spread > limit:
+        summary.setdefault("unsteady", []).append(name)
+        print(
+            f"warning: {name} was {before:.1f} before and {after:.1f} after ({spread:.0%} apart): the load "
+            "from elsewhere changed during the run, so the ratio to their mean is unreliable",
+            flush=True,
+        )
+    return (before + after) / 2
+
+
+def libpq(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL, database `name` (a unix-socket ?host= stays)."""
+    head, _, tail = url.partition("?")
+    return f"{head.rsplit('/', 1)[0]}/{name}" + (f"?{tail}" if tail else "")
+
+
+async def admin_sql(server_url: str, sql: str) -> None:
+    conn = await asyncpg.connect(libpq(server_url))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def scratch_database(server_url: str, prefix: str = "lw_bench") -> Iterator[str]:
+    """A new database on the server of `server_url`, dropped afterwards: a run neither meets a
+    previous run's rows (the seeds use fixed ids) nor touches what other users of a shared server
+    keep in its databases. Synchronous: call it outside the event loop."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(admin_sql(server_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield with_database(server_url, name)
+    finally:
+        asyncio.run(admin_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 def run_with_servers(
     prefix: str, database_url: str | None, redis_url: str | None, work: Callable[[str, str], Awaitable[Any]]
 ) -> Any:
-    """Runs `work(database_url, redis_url)` on migrated servers, embedded ones when URLs are None."""
-    with servers(
-        data_dir=Path(tempfile.mkdtemp(prefix=prefix)),
-        database_url=database_url,
-        redis_url=redis_url,
-        ephemeral=True,
-    ) as (db_url, r_url):
+    """Runs `work(database_url, redis_url)` on migrated servers, embedded ones when URLs are None;
+    on a given server, in a scratch database (dropped afterwards)."""
+    with (
+        servers(
+            data_dir=Path(tempfile.mkdtemp(prefix=prefix)),
+            database_url=database_url,
+            redis_url=redis_url,
+            ephemeral=True,
+        ) as (server_url, r_url),
+        scratch_database(server_url) as db_url,
+    ):
         upgrade(db_url)
         return asyncio.run(work(db_url, r_url))
 

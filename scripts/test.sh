@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Runs every test on real PostgreSQL (embedded unless DATABASE_URL is set), after lint and types.
+# Runs every test on real PostgreSQL (embedded unless DATABASE_URL is set), after the lock check, lint
+# and types. tests/test_install.py builds the wheel and installs it as production does.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
+# uv.lock must be what pyproject.toml asks for (after a dependency change: `make lock`, and commit both)
+UV_PYTHON_DOWNLOADS=never .venv/bin/uv lock --check --quiet
 .venv/bin/ruff check app tests bench
 .venv/bin/ruff format --check app tests bench
 .venv/bin/mypy

@@ -24,7 +24,7 @@ from tests.receiver import receiver, receivers  # noqa: F401  (fixtures: buyers'
 TABLES = (
     "webhook_deliveries, webhook_endpoints, notifications, audit_log, ledger_entries, assignments, distribution_runs, leads, "
     "subscriptions, providers, competition_levels, niches, api_keys, access_tokens, mfa_challenges, "
-    "admin_users, distribution_batches"
+    "admin_users, distribution_batches, returns, provider_invites, provider_users"
 )
 
 
@@ -115,9 +115,9 @@ def redis_url(embedded_redis: EmbeddedRedis | None) -> str:
 
 @pytest.fixture
 def restart_redis(embedded_redis: EmbeddedRedis | None, redis_url: str) -> Callable[[], Awaitable[None]]:
-    """Restarts Redis empty. An external REDIS_URL cannot be restarted from here: then the keys of
-    its database are dropped and the connections to that database cut, which is what clients see
-    of a restart (and what other users of a shared server do not see)."""
+    """Restarts Redis empty. An external REDIS_URL cannot be restarted from here: then its database
+    is emptied and the connections using it are cut, which is what clients see of a restart (other
+    databases of a shared server, and their clients, are left alone)."""
 
     async def restart() -> None:
         if embedded_redis is not None:
@@ -125,9 +125,10 @@ def restart_redis(embedded_redis: EmbeddedRedis | None, redis_url: str) -> Calla
             return
         admin = Redis.from_url(redis_url)
         await admin.flushdb()
-        mine, database = await admin.client_id(), admin.connection_pool.connection_kwargs.get("db", 0)
+        me = await admin.client_id()
+        db = admin.connection_pool.connection_kwargs.get("db", 0)
         for client in await admin.client_list():
-            if int(client["db"]) == int(database) and int(client["id"]) != mine:
+            if int(client["db"]) == db and int(client["id"]) != me:
                 await admin.execute_command("CLIENT", "KILL", "ID", client["id"])
         await admin.aclose()
 

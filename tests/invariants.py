@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from app.db import Database
+from app.models.billing import LedgerKind
+from app.models.returns import ReturnStatus
+
+REFUND, APPROVED = LedgerKind.REFUND.value, ReturnStatus.APPROVED.value
 
 CHECKS = {
     "negative balance": "SELECT count(*) FROM providers WHERE balance_cents < 0",
@@ -33,6 +37,45 @@ CHECKS = {
     "DISTRIBUTED lead without assignment": """
         SELECT count(*) FROM leads l WHERE l.status = 'DISTRIBUTED'
           AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.lead_id = l.id)""",
+    # every cap's counted period, and its current period (which counts nothing unless it is the
+    # counted one), recounted from the assignments with the same period definition
+    "cap usage != its assignments": """
+        SELECT count(*) FROM caps c
+        JOIN providers p ON p.id = c.provider_id
+        CROSS JOIN LATERAL (
+            SELECT c.period_start AS start, c.used_leads AS leads, c.used_spend_cents AS spend
+            WHERE c.period_start IS NOT NULL
+            UNION
+            SELECT cur, 0, 0 FROM lw_period_start(c.period, clock_timestamp(), p.timezone) cur
+            WHERE cur IS DISTINCT FROM c.period_start
+        ) kept
+        CROSS JOIN LATERAL (
+            SELECT count(*) AS leads, coalesce(sum(a.price_charged_cents), 0) AS spend
+            FROM assignments a
+            WHERE a.provider_id = c.provider_id
+              AND (c.subscription_id IS NULL OR a.subscription_id = c.subscription_id)
+              AND lw_period_start(c.period, a.created_at, p.timezone) = kept.start
+        ) real
+        WHERE (kept.leads, kept.spend) <> (real.leads, real.spend)""",
+    "more than one refund of an assignment": f"""
+        SELECT count(*) FROM (SELECT 1 FROM ledger_entries WHERE kind = '{REFUND}'
+                              AND assignment_id IS NOT NULL
+                              GROUP BY assignment_id HAVING count(*) > 1) d""",
+    "refund of an assignment != its price, or to another provider": f"""
+        SELECT count(*) FROM ledger_entries e JOIN assignments a ON a.id = e.assignment_id
+        WHERE e.kind = '{REFUND}'
+          AND (e.amount_cents <> a.price_charged_cents OR e.provider_id <> a.provider_id)""",
+    "refund of an assignment without its approved return": f"""
+        SELECT count(*) FROM ledger_entries e WHERE e.kind = '{REFUND}' AND e.assignment_id IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM returns r WHERE r.refund_entry_id = e.id
+                          AND r.assignment_id = e.assignment_id AND r.status = '{APPROVED}')""",
+    "approved return without its refund": f"""
+        SELECT count(*) FROM returns r WHERE r.status = '{APPROVED}'
+          AND NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.id = r.refund_entry_id
+                          AND e.kind = '{REFUND}' AND e.assignment_id = r.assignment_id)""",
+    "return whose lead or provider is not its assignment's": """
+        SELECT count(*) FROM returns r JOIN assignments a ON a.id = r.assignment_id
+        WHERE r.lead_id <> a.lead_id OR r.provider_id <> a.provider_id""",
 }
 
 

@@ -50,3 +50,50 @@ async def _diff(url: str) -> list[object]:
             )
     finally:
         await engine.dispose()
+
+
+def test_provider_users_downgrade_with_buyer_data(server_url: str) -> None:
+    """0008 down and up again with a provider user, its token and challenge, a provider key and an
+    invite in the outbox: what 0004 cannot hold goes, the rest stays."""
+    name = f"lw_mig_{uuid.uuid4().hex[:8]}"
+    asyncio.run(admin_sql(server_url, f'CREATE DATABASE "{name}"'))
+    url = _with_database(server_url, name)
+
+    async def sql(script: str) -> list[object]:
+        """The script's statements in order; the rows of the last."""
+        *writes, query = [statement for statement in script.split(";") if statement.strip()]
+        conn = await asyncpg.connect(_libpq(url))
+        try:
+            for statement in writes:
+                await conn.execute(statement)
+            return [tuple(r) for r in await conn.fetch(query)]
+        finally:
+            await conn.close()
+
+    try:
+        upgrade(url)
+        counts = asyncio.run(
+            sql("""
+            INSERT INTO admin_users (email, password_hash, totp_secret) VALUES ('ops@x.test', 'h', 's');
+            INSERT INTO providers (name, email) VALUES ('P', 'p@x.test');
+            INSERT INTO provider_users (provider_id, email) SELECT id, 'b@x.test' FROM providers;
+            INSERT INTO access_tokens (provider_user_id, token_hash, expires_at)
+                SELECT id, 'u', now() FROM provider_users;
+            INSERT INTO access_tokens (admin_id, token_hash, expires_at) SELECT id, 'a', now() FROM admin_users;
+            INSERT INTO mfa_challenges (provider_user_id, token_hash, expires_at)
+                SELECT id, 'c', now() FROM provider_users;
+            INSERT INTO api_keys (name, prefix, key_hash, scopes, provider_id)
+                SELECT 'k', 'p', 'k', '{provider:read}', id FROM providers;
+            INSERT INTO notifications (template, recipient, variables) VALUES ('provider_invite', 'b@x.test', '{}');
+            SELECT (SELECT count(*) FROM access_tokens), (SELECT count(*) FROM notifications)
+            """)
+        )
+        assert counts == [(2, 1)]
+        downgrade(url, "0004")
+        assert asyncio.run(
+            sql("SELECT (SELECT count(*) FROM access_tokens), (SELECT count(*) FROM api_keys)")
+        ) == [(1, 0)]
+        upgrade(url)
+        assert asyncio.run(_diff(url)) == []
+    finally:
+        asyncio.run(admin_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

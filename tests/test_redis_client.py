@@ -18,15 +18,20 @@ async def _cut_every_other_connection(redis_url: str) -> None:
     await admin.aclose()
 
 
+# outside lw:*: every API process on the same Redis server (pub/sub ignores the database number)
+# listens to lw:*, and PUBLISH counts them
+CHANNEL = "leadwheel-test:retry"
+
+
 async def test_a_command_on_a_cut_connection_is_retried(redis_url: str) -> None:
     client = connect(redis_url)
     try:
         assert await client.ping()
         await _cut_every_other_connection(redis_url)
-        assert await client.publish("lw:test:retry", b"after a cut") == 0  # no error
+        assert await client.publish(CHANNEL, b"after a cut") == 0  # no error
         await _cut_every_other_connection(redis_url)
         pipe = client.pipeline(transaction=False)
-        pipe.publish("lw:test:retry", b"x")
+        pipe.publish(CHANNEL, b"x")
         assert await pipe.execute() == [0]
     finally:
         await client.aclose()

@@ -42,9 +42,27 @@ ins AS (
     RETURNING id, provider_id, subscription_id, competition_level_id, price_charged_cents
 ),
 debit AS (
-    UPDATE providers p SET balance_cents = p.balance_cents - ins.price_charged_cents
+    UPDATE providers p
+    SET balance_cents = p.balance_cents - ins.price_charged_cents, revision = p.revision + 1
     FROM ins WHERE p.id = ins.provider_id
-    RETURNING p.id, p.balance_cents, p.name, p.email
+    RETURNING p.id, p.balance_cents, p.name, p.email, p.timezone
+),
+-- each cap of the assignment's subscription and provider counts it, in the period of the
+-- assignment's own time (a cap that last counted an older period starts the new one at this
+-- assignment): the invariants recount it from the assignments and must agree
+usage AS (
+    UPDATE caps c
+    SET used_leads = CASE WHEN c.period_start = x.start THEN c.used_leads + 1 ELSE 1 END,
+        used_spend_cents = CASE WHEN c.period_start = x.start THEN c.used_spend_cents ELSE 0 END
+                           + x.price,
+        period_start = x.start
+    FROM (SELECT c2.id, lw_period_start(c2.period, (SELECT at FROM ts), debit.timezone) AS start,
+                 ins.price_charged_cents AS price
+          FROM ins
+          JOIN debit ON debit.id = ins.provider_id
+          JOIN caps c2 ON c2.provider_id = ins.provider_id
+                      AND (c2.subscription_id IS NULL OR c2.subscription_id = ins.subscription_id)) x
+    WHERE c.id = x.id
 ),
 ledger AS (
     INSERT INTO ledger_entries (provider_id, amount_cents, balance_after_cents, kind, reference,

@@ -22,11 +22,11 @@ from app.engine.plan import NicheState, Pick, Plan, Skip, plan_distribution
 from app.engine.result import AssignedProvider, DistributionResult, SkippedProvider
 from app.engine.snapshot import (
     LockedLead,
-    LockedProvider,
     lock_lead,
     lock_providers,
     read_full_levels,
     read_niche_state,
+    read_providers,
 )
 from app.errors import LeadNotDistributable, NotFound
 from app.models.distribution import ASSIGNING_RUN_STATUSES, TERMINAL_RUN_STATUSES, RunStatus
@@ -124,7 +124,7 @@ async def _run_transaction(
             f"lead {lead_id} is {lead.status}: only APPROVED or NO_ELIGIBLE leads are distributed"
         )
 
-    state = await read_niche_state(conn, lead=lead, niche_id=lead.niche_id)
+    state = await read_niche_state(conn, lead=lead, niche_id=lead.niche_id, at=started_at)
     plan, extra_statements = await _plan_under_locks(conn, state, lead.attributes)
     written = await write_distribution(
         conn,
@@ -163,44 +163,41 @@ async def _run_transaction(
 async def _plan_under_locks(
     conn: asyncpg.Connection, state: NicheState, attributes: Mapping[str, Any]
 ) -> tuple[Plan, int]:
-    """Plans on the unlocked read, then locks the chosen providers in id order. A locked row that
-    differs from the read (another niche charged them, a suspension) updates the snapshot and the
-    walk is planned again, so a skipped pick is backfilled; locked rows are final. A walk that
-    reaches a level read only in part reads it in full first. Returns the plan and the number of
+    """Plans on the unlocked read, then locks the chosen providers in id order. A provider whose
+    revision moved between the read and its lock (another niche charged it, a top-up, a
+    suspension, a change of its caps, schedule or subscriptions) is read again under the lock and
+    the walk is planned again, so a skipped pick is backfilled; locked rows are final, which is
+    what keeps caps exact under concurrency. A walk that reaches a level read only in part reads
+    it in full first (after any lock, so it is fresh too). Returns the plan and the number of
     statements it took."""
-    locked: dict[uuid.UUID, LockedProvider] = {}
+    locked: dict[uuid.UUID, int] = {}  # provider -> revision under its lock
     statements = 0
     while True:
         plan = plan_distribution(state, attributes)
         if plan.needs_full_levels:
             state = await read_full_levels(conn, state, sorted(plan.needs_full_levels))
             statements += 1
-            _apply_locked(state, locked)
             continue
         pending = sorted(set(plan.picked_provider_ids) - locked.keys())
         if not pending:
             return plan, statements
-        rows = await lock_providers(conn, pending)
+        revisions = await lock_providers(conn, pending)
         statements += 1
-        locked.update(rows)
-        if not _apply_locked(state, rows):
+        locked.update(revisions)
+        stale = sorted(
+            {
+                c.provider_id
+                for candidates in state.candidates.values()
+                for c in candidates
+                if c.revision != revisions.get(c.provider_id, c.revision)
+            }
+        )
+        if not stale:
             return plan, statements
-
-
-def _apply_locked(state: NicheState, locked: Mapping[uuid.UUID, LockedProvider]) -> bool:
-    """Writes locked provider rows into the snapshot; True if any candidate changed."""
-    changed = False
-    for candidates in state.candidates.values():
-        for candidate in candidates:
-            row = locked.get(candidate.provider_id)
-            if row is not None and (candidate.balance_cents, candidate.provider_status) != (
-                row.balance_cents,
-                row.status,
-            ):
-                candidate.balance_cents = row.balance_cents
-                candidate.provider_status = row.status
-                changed = True
-    return changed
+        fresh = await read_providers(conn, stale, [level.id for level in state.levels])
+        statements += 1
+        for candidates in state.candidates.values():
+            candidates[:] = [fresh.get(c.subscription_id, c) for c in candidates]
 
 
 def _event_count(plan: Plan) -> int:

@@ -7,14 +7,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
 
 from app.engine.eligibility import Condition, Verdict, evaluate
+from app.engine.schedule import Schedule
 from app.models.billing import ProviderStatus, SubscriptionStatus
 from app.models.distribution import RunStatus, SkipReason
 from app.models.niches import LevelStrategy
 
-# skips that make an otherwise successful run PARTIAL (SPEC §2.6)
+UTC_ZONE = ZoneInfo("UTC")
+
+# skips that make an otherwise successful run PARTIAL (SPEC §2.6); the buyer's own limits
+# (CAP_REACHED, OUTSIDE_SCHEDULE) never do (SPEC §8)
 PARTIAL_REASONS = frozenset({SkipReason.INSUFFICIENT_BALANCE, SkipReason.ELIGIBILITY_ERROR})
 
 
@@ -27,6 +35,32 @@ class Level:
     max_recipients: int
 
 
+@dataclass(frozen=True, slots=True)
+class CapState:
+    """A cap that applies to a candidate, with what its current period has used so far."""
+
+    cap_id: str
+    provider_wide: bool  # else the subscription's own
+    period: str  # CapPeriod
+    max_leads: int | None
+    max_spend_cents: int | None
+    used_leads: int
+    used_spend_cents: int
+    period_start: str  # as PostgreSQL wrote it (ISO 8601; "-infinity" for TOTAL): parsed only to show
+
+    def broken_by(self, price_cents: int) -> str | None:
+        """What one more lead at this price would break, or None if it fits."""
+        scope = "provider" if self.provider_wide else "subscription"
+        if self.max_leads is not None and self.used_leads + 1 > self.max_leads:
+            return f"{scope} {self.period} cap: {self.used_leads}/{self.max_leads} leads"
+        if self.max_spend_cents is not None and self.used_spend_cents + price_cents > self.max_spend_cents:
+            return (
+                f"{scope} {self.period} cap: {self.used_spend_cents}/{self.max_spend_cents} cents spent, "
+                f"price {price_cents}"
+            )
+        return None
+
+
 @dataclass(slots=True)
 class Candidate:
     """One subscription of a level, with its provider's state as read (or as locked)."""
@@ -37,6 +71,21 @@ class Candidate:
     provider_status: str
     balance_cents: int
     filters: Sequence[Condition]
+    schedule: Schedule | None = None  # None: always open
+    zone: ZoneInfo | None = None  # the provider's time zone (None: UTC)
+    # the caps that apply, with usage, as the read returned them (JSON, None: no caps): parsed only
+    # for the candidates a walk reaches, which is a few of the window read
+    caps_json: str | None = None
+    revision: int = 0  # the provider row's revision when read
+    _caps: tuple[CapState, ...] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def caps(self) -> tuple[CapState, ...]:
+        if self._caps is None:
+            self._caps = (
+                () if self.caps_json is None else tuple(CapState(*c) for c in orjson.loads(self.caps_json))
+            )
+        return self._caps
 
 
 @dataclass(frozen=True)
@@ -46,10 +95,12 @@ class NicheState:
     strategy: LevelStrategy
     next_start_position: int
     levels: Sequence[Level]  # active, not deleted, ascending order_position
-    candidates: Mapping[uuid.UUID, Sequence[Candidate]]  # per level, least recently served first
+    candidates: Mapping[uuid.UUID, list[Candidate]]  # per level, least recently served first
     assigned_providers: frozenset[uuid.UUID] = frozenset()  # already hold this lead
     # levels whose candidate list is only a window of the first ones in LRU order
     partial_levels: frozenset[uuid.UUID] = frozenset()
+    # the instant the plan is for: delivery windows are evaluated at it
+    at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,13 +172,14 @@ def plan_distribution(state: NicheState, attributes: Mapping[str, Any]) -> Plan:
         next_start_position=state.levels[(start + 1) % len(state.levels)].order_position,
     )
     holders = set(state.assigned_providers)
+    at = state.at
     for level in circular(state.levels, start):
         plan.visited.append(level)
         taken = 0
         for candidate in state.candidates.get(level.id, ()):
             if taken == level.max_recipients:
                 break
-            skip = _skip_reason(level, candidate, holders, attributes)
+            skip = _skip_reason(level, candidate, holders, attributes, at)
             if skip is not None:
                 plan.steps.append(skip)
                 continue
@@ -142,7 +194,11 @@ def plan_distribution(state: NicheState, attributes: Mapping[str, Any]) -> Plan:
 
 
 def _skip_reason(
-    level: Level, candidate: Candidate, holders: set[uuid.UUID], attributes: Mapping[str, Any]
+    level: Level,
+    candidate: Candidate,
+    holders: set[uuid.UUID],
+    attributes: Mapping[str, Any],
+    at: datetime | None,
 ) -> Skip | None:
     if candidate.provider_id in holders:
         return Skip(level, candidate, SkipReason.ALREADY_ASSIGNED)
@@ -150,11 +206,26 @@ def _skip_reason(
         return Skip(level, candidate, SkipReason.PROVIDER_SUSPENDED)
     if candidate.subscription_status == SubscriptionStatus.PAUSED:
         return Skip(level, candidate, SkipReason.SUBSCRIPTION_PAUSED)
+    if candidate.schedule is not None:
+        if at is None:
+            raise ValueError("a plan with delivery schedules needs the instant it is for (NicheState.at)")
+        zone = candidate.zone or UTC_ZONE
+        if not candidate.schedule.is_open(zone, at):
+            return Skip(
+                level,
+                candidate,
+                SkipReason.OUTSIDE_SCHEDULE,
+                f"closed at {at.astimezone(zone):%a %H:%M} {zone}",
+            )
     evaluation = evaluate(candidate.filters, attributes)
     if evaluation.verdict is Verdict.INELIGIBLE:
         return Skip(level, candidate, SkipReason.INELIGIBLE, evaluation.detail)
     if evaluation.verdict is Verdict.ERROR:
         return Skip(level, candidate, SkipReason.ELIGIBILITY_ERROR, evaluation.detail)
+    for cap in candidate.caps:
+        broken = cap.broken_by(level.price_cents)
+        if broken is not None:
+            return Skip(level, candidate, SkipReason.CAP_REACHED, broken)
     # The balance decides, not the derived INSUFFICIENT_FUNDS flag: both agree at every commit,
     # and the balance is what the engine re-reads under the provider's row lock.
     if candidate.balance_cents < level.price_cents:

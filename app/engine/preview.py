@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -34,7 +35,7 @@ async def preview_distribution(db: Database, *, lead_id: uuid.UUID) -> Preview:
             if row is None:
                 raise NotFound("lead", lead_id)
             lead = lock_lead_row(row, with_run=False)
-            state = await read_niche_state(conn, lead=lead, niche_id=lead.niche_id)
+            state = await read_niche_state(conn, lead=lead, niche_id=lead.niche_id, at=datetime.now(UTC))
             plan = plan_distribution(state, lead.attributes)
             while plan.needs_full_levels:
                 state = await read_full_levels(conn, state, sorted(plan.needs_full_levels))

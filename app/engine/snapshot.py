@@ -14,6 +14,7 @@ import asyncpg
 
 from app.engine.eligibility import Condition, parse_stored
 from app.engine.plan import Candidate, Level, NicheState
+from app.engine.schedule import Schedule, parse_schedule, zone
 from app.models.niches import LevelStrategy
 
 # Lock order everywhere: lead -> niche -> providers by ascending id. Lead and niche are locked FOR
@@ -45,12 +46,31 @@ WHERE l.id = $1
 FOR NO KEY UPDATE OF l, n FOR UPDATE OF r
 """
 
+
+# The caps that apply to a subscription (its own and its provider's), each with the usage of its
+# current period (a cap that last counted an older period has used nothing of this one), as one
+# JSON text, provider-wide caps first; NULL when there are none.
+def _caps_of(provider: str, subscription: str, timezone: str) -> str:
+    return f"""(
+    SELECT json_agg(json_build_array(cp.id, cp.subscription_id IS NULL, cp.period, cp.max_leads,
+                                     cp.max_spend_cents, u.leads, u.spend, cur.start)
+                    ORDER BY cp.subscription_id IS NOT NULL, cp.period)::text
+    FROM caps cp
+    CROSS JOIN LATERAL (SELECT lw_period_start(cp.period, now(), {timezone}) AS start) cur
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN cp.period_start = cur.start THEN cp.used_leads ELSE 0 END AS leads,
+               CASE WHEN cp.period_start = cur.start THEN cp.used_spend_cents ELSE 0 END AS spend
+    ) u
+    WHERE cp.provider_id = {provider} AND (cp.subscription_id IS NULL OR cp.subscription_id = {subscription})
+)"""
+
+
 # The active levels in traversal order from the niche's rotation position, and for the first
 # $3 of them (or only those in $4, when given) a window of subscriptions, least recently served
 # first (provider id breaks ties): what a walk needs in the common case. A level read only in part
 # (a full window, or not read at all) is read in full if a walk runs off it. Filters travel as
 # text and are parsed only when non-empty.
-READ_CANDIDATES = """
+READ_CANDIDATES = f"""
 WITH lv AS (
     SELECT id, name, order_position, price_cents, max_recipients,
            row_number() OVER (ORDER BY order_position < $2, order_position) AS turn
@@ -60,11 +80,13 @@ WITH lv AS (
 SELECT lv.id AS level_id, lv.name AS level_name, lv.order_position, lv.price_cents, lv.max_recipients,
        lv.turn <= $3 OR lv.id = ANY($4::uuid[]) AS read,
        c.subscription_id, c.provider_id, c.subscription_status, c.provider_status, c.balance_cents,
-       c.filters
+       c.filters, c.revision, c.timezone, c.schedule,
+       {_caps_of("c.provider_id", "c.subscription_id", "c.timezone")} AS caps
 FROM lv
 LEFT JOIN LATERAL (
     SELECT s.id AS subscription_id, s.provider_id, s.status AS subscription_status,
-           p.status AS provider_status, p.balance_cents, s.filters::text AS filters, s.last_received_at
+           p.status AS provider_status, p.balance_cents, s.filters::text AS filters, s.last_received_at,
+           p.revision, p.timezone, s.schedule::text AS schedule
     FROM subscriptions s JOIN providers p ON p.id = s.provider_id
     WHERE s.competition_level_id = lv.id AND (lv.turn <= $3 OR lv.id = ANY($4::uuid[]))
     ORDER BY s.last_received_at ASC NULLS FIRST, s.provider_id
@@ -75,8 +97,18 @@ ORDER BY lv.order_position, c.last_received_at ASC NULLS FIRST, c.provider_id
 """
 
 LOCK_PROVIDERS = """
-SELECT id, status, balance_cents FROM providers
+SELECT id, revision FROM providers
 WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE
+"""
+
+# What a candidate is made of, for the subscriptions of providers whose revision moved between the
+# unlocked read and their lock: read again after the lock (a new statement, a new snapshot).
+READ_PROVIDERS = f"""
+SELECT s.id AS subscription_id, s.provider_id, s.status AS subscription_status,
+       p.status AS provider_status, p.balance_cents, s.filters::text AS filters, p.revision, p.timezone,
+       s.schedule::text AS schedule, {_caps_of("s.provider_id", "s.id", "p.timezone")} AS caps
+FROM subscriptions s JOIN providers p ON p.id = s.provider_id
+WHERE s.provider_id = ANY($1::uuid[]) AND s.competition_level_id = ANY($2::uuid[])
 """
 
 
@@ -125,11 +157,14 @@ def lock_lead_row(row: asyncpg.Record, *, with_run: bool) -> LockedLead:
     )
 
 
-async def read_niche_state(conn: asyncpg.Connection, *, lead: LockedLead, niche_id: uuid.UUID) -> NicheState:
+async def read_niche_state(
+    conn: asyncpg.Connection, *, lead: LockedLead, niche_id: uuid.UUID, at: datetime
+) -> NicheState:
+    """`at`: the instant the plan is for (delivery windows are evaluated at it)."""
     # FIRST_MATCH usually stops at the starting level: read that one first
     eager = 1 if lead.strategy is LevelStrategy.FIRST_MATCH else 1_000_000
     rows = await conn.fetch(READ_CANDIDATES, niche_id, lead.next_start_position, eager, [])
-    return niche_state_from_rows(rows, lead=lead, niche_id=niche_id)
+    return niche_state_from_rows(rows, lead=lead, niche_id=niche_id, at=at)
 
 
 async def read_full_levels(
@@ -138,7 +173,7 @@ async def read_full_levels(
     """The whole candidate list of levels a walk reached but had read only in part."""
     rows = await conn.fetch(READ_CANDIDATES, state.niche_id, state.next_start_position, 0, list(level_ids))
     wanted = set(level_ids)
-    full = _candidates_by_level([r for r in rows if r["level_id"] in wanted], _ParsedFilters())
+    full = _candidates_by_level([r for r in rows if r["level_id"] in wanted], _Parsed())
     return replace(
         state,
         candidates={**state.candidates, **full},
@@ -146,39 +181,53 @@ async def read_full_levels(
     )
 
 
-class _ParsedFilters(dict[str, Sequence[Condition]]):
-    """Subscriptions mostly share a few filter sets: parse each distinct text once."""
+class _Parsed:
+    """Subscriptions mostly share a few filter sets and schedules: parse each distinct text once
+    per read."""
 
-    def __missing__(self, text: str) -> Sequence[Condition]:
-        parsed = parse_stored(json.loads(text))
-        self[text] = parsed
-        return parsed
+    def __init__(self) -> None:
+        self.filters: dict[str, Sequence[Condition]] = {}
+        self.schedules: dict[str, Schedule] = {}
+
+    def candidate(self, row: asyncpg.Record) -> Candidate:
+        text, schedule = row["filters"], row["schedule"]
+        return Candidate(
+            subscription_id=row["subscription_id"],
+            provider_id=row["provider_id"],
+            subscription_status=row["subscription_status"],
+            provider_status=row["provider_status"],
+            balance_cents=row["balance_cents"],
+            filters=() if text == "[]" else self._filters(text),
+            schedule=None if schedule is None else self._schedule(schedule),
+            zone=None if row["timezone"] == "UTC" else zone(row["timezone"]),
+            caps_json=row["caps"],
+            revision=row["revision"],
+        )
+
+    def _filters(self, text: str) -> Sequence[Condition]:
+        found = self.filters.get(text)
+        if found is None:
+            found = self.filters[text] = parse_stored(json.loads(text))
+        return found
+
+    def _schedule(self, text: str) -> Schedule:
+        found = self.schedules.get(text)
+        if found is None:
+            found = self.schedules[text] = parse_schedule(json.loads(text))
+        return found
 
 
-def _candidates_by_level(
-    rows: Sequence[asyncpg.Record], parsed: _ParsedFilters
-) -> dict[uuid.UUID, list[Candidate]]:
+def _candidates_by_level(rows: Sequence[asyncpg.Record], parsed: _Parsed) -> dict[uuid.UUID, list[Candidate]]:
     by_level: dict[uuid.UUID, list[Candidate]] = {}
     for row in rows:
         candidates = by_level.setdefault(row["level_id"], [])
-        if row["subscription_id"] is None:
-            continue
-        text = row["filters"]
-        candidates.append(
-            Candidate(
-                subscription_id=row["subscription_id"],
-                provider_id=row["provider_id"],
-                subscription_status=row["subscription_status"],
-                provider_status=row["provider_status"],
-                balance_cents=row["balance_cents"],
-                filters=() if text == "[]" else parsed[text],
-            )
-        )
+        if row["subscription_id"] is not None:
+            candidates.append(parsed.candidate(row))
     return by_level
 
 
 def niche_state_from_rows(
-    rows: Sequence[asyncpg.Record], *, lead: LockedLead, niche_id: uuid.UUID
+    rows: Sequence[asyncpg.Record], *, lead: LockedLead, niche_id: uuid.UUID, at: datetime
 ) -> NicheState:
     levels: list[Level] = []
     for row in rows:
@@ -192,7 +241,7 @@ def niche_state_from_rows(
                     max_recipients=row["max_recipients"],
                 )
             )
-    candidates = _candidates_by_level(rows, _ParsedFilters())
+    candidates = _candidates_by_level(rows, _Parsed())
     # read in part: not read at all (lazy levels), or a window that filled up
     unread = {row["level_id"] for row in rows if not row["read"]}
     partial = unread | {
@@ -207,17 +256,21 @@ def niche_state_from_rows(
         candidates=candidates,
         assigned_providers=lead.holders,
         partial_levels=frozenset(partial),
+        at=at,
     )
 
 
-@dataclass(frozen=True, slots=True)
-class LockedProvider:
-    status: str
-    balance_cents: int
-
-
-async def lock_providers(
-    conn: asyncpg.Connection, provider_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, LockedProvider]:
+async def lock_providers(conn: asyncpg.Connection, provider_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """Locks the providers in id order; returns each one's revision."""
     rows = await conn.fetch(LOCK_PROVIDERS, list(provider_ids))
-    return {r["id"]: LockedProvider(r["status"], r["balance_cents"]) for r in rows}
+    return {r["id"]: r["revision"] for r in rows}
+
+
+async def read_providers(
+    conn: asyncpg.Connection, provider_ids: Sequence[uuid.UUID], level_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Candidate]:
+    """The providers' subscriptions to these levels as candidates, by subscription id: read after
+    the providers' locks, so final for this transaction."""
+    rows = await conn.fetch(READ_PROVIDERS, list(provider_ids), list(level_ids))
+    parsed = _Parsed()
+    return {row["subscription_id"]: parsed.candidate(row) for row in rows}

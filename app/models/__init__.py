@@ -2,7 +2,7 @@
 
 from app.models import base  # noqa: F401  (naming convention first)
 from app.models.audit import ActorType, AuditAction, AuditEntry
-from app.models.auth import AccessToken, AdminUser, ApiKey, MfaChallenge
+from app.models.auth import AccessToken, AdminUser, ApiKey, MfaChallenge, ProviderInvite, ProviderUser
 from app.models.billing import (
     LedgerEntry,
     LedgerKind,
@@ -11,6 +11,7 @@ from app.models.billing import (
     Subscription,
     SubscriptionStatus,
 )
+from app.models.caps import Cap, CapPeriod
 from app.models.distribution import (
     DistributionBatch,
     DistributionRun,
@@ -20,6 +21,7 @@ from app.models.distribution import (
 )
 from app.models.leads import Assignment, Lead, LeadStatus
 from app.models.niches import CompetitionLevel, LevelStrategy, Niche
+from app.models.returns import Return, ReturnReason, ReturnStatus
 from app.models.webhooks import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
@@ -30,6 +32,8 @@ __all__ = [
     "Assignment",
     "AuditAction",
     "AuditEntry",
+    "Cap",
+    "CapPeriod",
     "CompetitionLevel",
     "DistributionBatch",
     "DistributionRun",
@@ -43,7 +47,12 @@ __all__ = [
     "Notification",
     "NotificationStatus",
     "Provider",
+    "ProviderInvite",
     "ProviderStatus",
+    "Return",
+    "ReturnReason",
+    "ReturnStatus",
+    "ProviderUser",
     "RunStatus",
     "Subscription",
     "SubscriptionStatus",

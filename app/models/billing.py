@@ -6,6 +6,7 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from app.models.base import enum_check, jsonb, money, now_column, timestamp, uuid_pk
@@ -44,6 +45,12 @@ class Provider(SQLModel, table=True):
         default=ProviderStatus.ACTIVE, sa_type=sa.Text, sa_column_kwargs={"server_default": "ACTIVE"}
     )
     balance_cents: int = money(default=0)
+    # IANA name: the provider's days, weeks and months (caps) and delivery windows are local ones
+    timezone: str = Field(default="UTC", sa_column_kwargs={"server_default": "UTC", "nullable": False})
+    # Bumped by every change to what the engine reads of this provider or its subscriptions and
+    # caps, under the provider's row lock: the engine, which plans on an unlocked read and then
+    # locks the providers it picked, re-reads those whose revision moved in between.
+    revision: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = now_column()
 
 
@@ -60,6 +67,13 @@ class LedgerEntry(SQLModel, table=True):
             "reference",
             unique=True,
             postgresql_where=sa.text("kind = 'TOP_UP'"),
+        ),
+        # an assignment is refunded at most once, whatever races (approved returns)
+        sa.Index(
+            "uq_ledger_entries_refund_assignment",
+            "assignment_id",
+            unique=True,
+            postgresql_where=sa.text("kind = 'REFUND'"),
         ),
     )
 
@@ -78,6 +92,8 @@ class Subscription(SQLModel, table=True):
     __tablename__ = "subscriptions"
     __table_args__ = (
         sa.UniqueConstraint("provider_id", "competition_level_id", name="uq_subscriptions_pair"),
+        # the target of caps' (subscription, provider) foreign key
+        sa.UniqueConstraint("id", "provider_id", name="uq_subscriptions_id_provider"),
         enum_check("status", SubscriptionStatus, "status"),
         sa.Index("ix_subscriptions_level", "competition_level_id"),
         # last_received_at changes on every assignment: unindexed and HOT
@@ -94,4 +110,8 @@ class Subscription(SQLModel, table=True):
     )
     last_received_at: datetime | None = timestamp()
     filters: list[dict[str, Any]] = jsonb("[]")
+    # weekly delivery windows and blackout dates (app/engine/schedule.py); null: always open
+    schedule: dict[str, Any] | None = Field(default=None, sa_type=JSONB(none_as_null=True))
+    # paused by an operator: the provider cannot resume it itself (SPEC §10: not admin-set status)
+    paused_by_operator: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     created_at: datetime = now_column()

@@ -38,6 +38,9 @@ class SkipReason(StrEnum):
     ELIGIBILITY_ERROR = "ELIGIBILITY_ERROR"
     PROVIDER_SUSPENDED = "PROVIDER_SUSPENDED"
     SUBSCRIPTION_PAUSED = "SUBSCRIPTION_PAUSED"
+    # the buyer's own limits (SPEC §8): they never make a run PARTIAL
+    CAP_REACHED = "CAP_REACHED"
+    OUTSIDE_SCHEDULE = "OUTSIDE_SCHEDULE"
 
 
 class PreviewDecision(StrEnum):
@@ -50,6 +53,7 @@ class Template(StrEnum):
     """Notification templates (app/services/notifications.py renders them)."""
 
     LEAD_ASSIGNED = "lead_assigned"
+    PROVIDER_INVITE = "provider_invite"
 
 
 class NotificationStatus(StrEnum):
@@ -117,11 +121,16 @@ class DistributionRun(SQLModel, table=True):
 
 
 class Notification(SQLModel, table=True):
-    """Outbox row per assignment, written in the assignment's transaction."""
+    """The outbox: a row per assignment, written in the assignment's transaction, and rows of other
+    messages (provider invites) with no assignment. Unique per assignment (NULLs do not collide)."""
 
     __tablename__ = "notifications"
     __table_args__ = (
         enum_check("status", NotificationStatus, "status"),
+        sa.CheckConstraint(
+            f"assignment_id IS NOT NULL OR template <> '{Template.LEAD_ASSIGNED.value}'",
+            name="lead_assigned_has_assignment",
+        ),
         sa.Index(
             "ix_notifications_pending",
             "created_at",
@@ -136,8 +145,8 @@ class Notification(SQLModel, table=True):
     )
 
     id: uuid.UUID = uuid_pk()
-    assignment_id: uuid.UUID = Field(
-        foreign_key="assignments.id", nullable=False, sa_column_kwargs={"unique": True}
+    assignment_id: uuid.UUID | None = Field(
+        default=None, foreign_key="assignments.id", nullable=True, sa_column_kwargs={"unique": True}
     )
     template: str
     recipient: str

@@ -9,6 +9,8 @@ from sqlmodel import Field, SQLModel
 
 from app.models.base import enum_check, money, now_column, timestamp, uuid_pk
 
+DEFAULT_RETURN_WINDOW_HOURS = 72
+
 
 class LevelStrategy(StrEnum):
     ALL_LEVELS = "ALL_LEVELS"
@@ -20,6 +22,7 @@ class Niche(SQLModel, table=True):
     __table_args__ = (
         sa.CheckConstraint("next_start_level_order_position >= 1", name="next_start_positive"),
         enum_check("level_strategy", LevelStrategy, "level_strategy"),
+        sa.CheckConstraint("return_window_hours >= 0", name="return_window_hours_non_negative"),
         # rotation updates this row once per lead: keep those updates HOT
         {"postgresql_with": {"fillfactor": 80}},
     )
@@ -33,6 +36,11 @@ class Niche(SQLModel, table=True):
         sa_column_kwargs={"server_default": "ALL_LEVELS"},
     )
     auto_distribute: bool = Field(default=False, sa_column_kwargs={"server_default": "false"})
+    # how long after an assignment its provider may ask to return it; 0 turns returns off
+    return_window_hours: int = Field(
+        default=DEFAULT_RETURN_WINDOW_HOURS,
+        sa_column_kwargs={"server_default": str(DEFAULT_RETURN_WINDOW_HOURS)},
+    )
     # The latest last_received_at the engine gave any subscription of this niche: the next
     # distribution stamps its picks after it, so each level's queue stays FIFO even if the clock
     # steps back. Written under the niche's row lock, with the rotation.

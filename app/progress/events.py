@@ -20,6 +20,8 @@ class EventType(StrEnum):
     SKIPPED = "SKIPPED"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    # never published: the first message of a subscription by lead to a lead with no run yet
+    WAITING = "WAITING"
 
 
 TERMINAL_EVENTS = frozenset({EventType.COMPLETED, EventType.FAILED})

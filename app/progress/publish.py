@@ -1,6 +1,7 @@
-"""Publishing committed progress to Redis pub/sub: per run, per niche, and per batch (terminal
-events only). Called after the commit; a Redis failure is logged and never fails a run:
-subscribers read the truth from PostgreSQL when they (re)synchronise."""
+"""Publishing committed progress to Redis pub/sub: per run, per niche, per batch (terminal events
+only), and per provider (its ASSIGNED events: the buyer's live feed, myAssignments). Called after
+the commit; a Redis failure is logged and never fails a run: subscribers read the truth from
+PostgreSQL when they (re)synchronise."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from app.progress.events import ProgressEvent, encode_events
+from app.progress.events import EventType, ProgressEvent, encode_events
 
 log = logging.getLogger("leadwheel.progress")
 
@@ -28,6 +29,10 @@ def niche_channel(niche_id: uuid.UUID) -> str:
 
 def batch_channel(batch_id: uuid.UUID) -> str:
     return f"lw:batch:{batch_id}"
+
+
+def provider_channel(provider_id: uuid.UUID) -> str:
+    return f"lw:provider:{provider_id}"
 
 
 class Publisher(Protocol):
@@ -55,7 +60,7 @@ def add_publishes(
     pipe: Pipeline, events: Sequence[ProgressEvent], *, batch_id: uuid.UUID | None = None
 ) -> None:
     """Queues one PUBLISH per channel on `pipe` with that channel's events in order: per run, per
-    niche, per batch (terminal events only)."""
+    niche, per batch (terminal events only), per assigned provider (its ASSIGNED events)."""
     by_channel: dict[str, list[bytes]] = defaultdict(list)  # in order of first use
     for event in events:
         data = event.to_json()
@@ -63,6 +68,8 @@ def add_publishes(
         by_channel[niche_channel(event.niche_id)].append(data)
         if batch_id is not None and event.is_terminal:
             by_channel[batch_channel(batch_id)].append(data)
+        if event.type is EventType.ASSIGNED and event.provider_id is not None:
+            by_channel[provider_channel(event.provider_id)].append(data)
     for channel, items in by_channel.items():
         pipe.publish(channel, encode_events(items))
 

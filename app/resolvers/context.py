@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import uuid
+import weakref
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -15,12 +19,49 @@ from app.db import Database
 from app.errors import Unauthenticated
 from app.progress.hub import ProgressHub
 from app.progress.publish import Publisher
-from app.resolvers.loaders import Loaders
+from app.resolvers.loaders import Loaders, make_loaders
 from app.services import auth
 from app.services.audit import Actor
 from app.services.credentials import CredentialCache, announce_revoked
 from app.services.dispatch import Dispatcher
 from app.settings import Settings
+
+log = logging.getLogger("leadwheel.auth")
+
+# graphql-transport-ws close code for a socket whose credential was revoked while it was open
+REVOKED_CLOSE_CODE = 4403
+
+
+class SignedInSockets:
+    """An API process's open WebSockets, by the hash of the credential each signed in with. A
+    revocation announced on Redis (logout, revokeApiKey, a disabled or removed provider user)
+    closes the sockets signed in with it: their live subscriptions stop at once, as requests do."""
+
+    def __init__(self) -> None:
+        self._sockets: weakref.WeakKeyDictionary[WebSocket, str] = weakref.WeakKeyDictionary()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def add(self, socket: WebSocket, token_hash: str) -> None:
+        self._sockets[socket] = token_hash
+
+    def on_announcement(self, data: bytes | None) -> None:
+        """ProgressHub.watch handler. None (announcements may have been lost) closes nothing: the
+        credential is checked again on the socket's next connection."""
+        if data is None:
+            return
+        revoked = data.decode()
+        for socket, token_hash in list(self._sockets.items()):
+            if token_hash == revoked:
+                del self._sockets[socket]
+                task = asyncio.get_running_loop().create_task(_close(socket))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+
+async def _close(socket: WebSocket) -> None:
+    with contextlib.suppress(Exception):  # already closing or gone: nothing left to stop
+        await socket.close(code=REVOKED_CLOSE_CODE, reason="credentials revoked: sign in again")
+    log.info("auth.socket_closed_after_revocation")
 
 
 @dataclass
@@ -38,21 +79,36 @@ class Context:
     credential: str | None = None
     connection_params: dict[str, object] | None = None  # filled by Strawberry on connection_init
     credentials: CredentialCache | None = None  # this process's verified credentials
+    sockets: SignedInSockets | None = None  # this process's signed-in WebSockets
     _actor: Actor | None = None
 
     async def actor(self) -> Actor:
-        """Authenticated lazily, once: public operations (login) need no credentials."""
+        """Authenticated lazily, once: public operations (login) need no credentials. Every
+        operation that reads data authenticates first (its permission class), and a provider
+        principal's loaders are replaced then by ones scoped to its provider."""
         if self._actor is None:
             if not self.credential:
                 raise Unauthenticated("sign in: send 'Authorization: Bearer <access token or API key>'")
-            self._actor = await auth.authenticate(self.db, self.credential, self.credentials)
+            actor = await auth.authenticate(self.db, self.credential, self.credentials)
+            if actor.provider_id is not None:
+                self.loaders = make_loaders(self.db, provider_id=actor.provider_id)
+            self._actor = actor
         return self._actor
 
-    async def revoked(self, token_hash: str) -> None:
-        """After a revocation committed: forgotten here at once, announced to the other processes."""
+    def fresh_loaders(self) -> None:
+        """New loaders (same scope): a WebSocket's context lives as long as the connection, and a
+        subscription whose messages resolve nested fields must neither serve old rows nor keep
+        every row it ever loaded."""
+        own = self._actor.provider_id if self._actor is not None else None
+        self.loaders = make_loaders(self.db, provider_id=own)
+
+    async def revoked(self, *token_hashes: str) -> None:
+        """After a revocation committed: forgotten here at once, announced to every process
+        (this one included: its sockets signed in with them close)."""
         if self.credentials is not None:
-            self.credentials.forget(token_hash)
-        await announce_revoked(self.redis, token_hash)
+            for token_hash in token_hashes:
+                self.credentials.forget(token_hash)
+        await announce_revoked(self.redis, *token_hashes)
 
     @property
     def client(self) -> str:

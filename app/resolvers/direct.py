@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 
 import strawberry
 from graphql import GraphQLObjectType
-from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.field import StrawberryField
+
+from app.internals.strawberry_graphql import DEFINITION_BACKREF, graphql_core_schema
 
 F = TypeVar("F", bound=Callable[..., Any])
 _MARK = "__leadwheel_direct__"
@@ -36,11 +37,11 @@ def direct_field(resolver: F | None = None, *, description: str | None = None) -
 def install_direct_resolvers(schema: strawberry.Schema) -> int:
     """Replaces the wrapper of every eligible field; returns how many were replaced."""
     replaced = 0
-    for graphql_type in schema._schema.type_map.values():  # noqa: SLF001  (graphql-core's schema)
+    for graphql_type in graphql_core_schema(schema).type_map.values():
         if not isinstance(graphql_type, GraphQLObjectType) or graphql_type.name.startswith("__"):
             continue
         for name, graphql_field in graphql_type.fields.items():
-            field = (graphql_field.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+            field = (graphql_field.extensions or {}).get(DEFINITION_BACKREF)
             if not isinstance(field, StrawberryField):
                 continue
             resolver = _direct(graphql_type.name, name, field)

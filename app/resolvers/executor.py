@@ -4,12 +4,16 @@
    executor that shares its sub-field cache, keyed on the id() of lists made anew per event: every
    event stayed in memory for the subscription's life (a busy dashboard grew the API by megabytes a
    minute, bench/soak.py). Each event gets its own cache.
-2. One execution per event and operation. A niche's live events reach every watcher of the niche as
-   the same RunProgress object (app/schema/progress.py), which holds plain data only: the same
-   event, document and variables give the same result whoever subscribed. The first subscriber's
-   result is shared by the others instead of executing the selection again for each, and they
-   are not even given a copy of the executor (a copy per subscriber and event was 6% of a
-   1,000-subscriber fan-out)."""
+2. One execution per event and operation, for the subscriptions app/resolvers/sharing.py lets
+   share (checked when the schema is built: their types hold nothing that depends on who asks).
+   A niche's live events reach every watcher of the niche as the same RunProgress object
+   (app/schema/progress.py), which holds plain data only: the same event, document and variables
+   give the same result whoever subscribed. The first subscriber's result is shared by the others
+   instead of executing the selection again for each, and they are not even given a copy of the
+   executor (a copy per subscriber and event was 6% of a 1,000-subscriber fan-out). Any other
+   subscription executes each event for each subscriber.
+
+The graphql-core and Strawberry internals used here are listed and checked in app/internals/."""
 
 from __future__ import annotations
 
@@ -17,9 +21,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
-
-from app.schema.progress import RunProgress
+from app.internals.strawberry_graphql import StrawberryGraphQLCoreExecutionContext
+from app.resolvers.sharing import root_field, shared_names
 
 SHARED_RESULTS_MAX = 1024  # recent (event, operation, variables) results; a laggard re-executes
 
@@ -47,7 +50,7 @@ def variables_key(coerced: dict[str, Any]) -> Hashable | None:
     return variables
 
 
-def shared_result(payload: RunProgress, operation: object, variables: Hashable) -> SharedResult | None:
+def shared_result(payload: object, operation: object, variables: Hashable) -> SharedResult | None:
     """What another subscriber's execution of this event, operation and variables produced, if it
     is still kept."""
     found = _shared.get((id(payload), id(operation), variables))
@@ -70,19 +73,29 @@ class _Shared:
 
 class EventScopedExecutor(StrawberryGraphQLCoreExecutionContext):
     def build_per_event_executor(self, payload: Any) -> EventScopedExecutor:
-        if isinstance(payload, RunProgress) and (variables := self._variables_key()) is not None:
+        if self._shareable() and (variables := self._variables_key()) is not None:
             shared = shared_result(payload, self.operation, variables)
             if shared is not None:
                 return _Shared(shared.result)  # type: ignore[return-value]
         executor = super().build_per_event_executor(payload)
-        executor._relevant_sub_fields = {}  # noqa: SLF001  (the cache the copy would share)
+        executor._relevant_sub_fields = {}  # noqa: SLF001  (the copy's own; app/internals/graphql_core.py)
         return executor  # type: ignore[return-value]
 
     def _shared_key(self, payload: Any) -> tuple[int, int, Hashable] | None:
-        if not isinstance(payload, RunProgress):
+        if not self._shareable():
             return None
         variables = self._variables_key()
         return None if variables is None else (id(payload), id(self.operation), variables)
+
+    def _shareable(self) -> bool:
+        """Whether this subscription's root field passed the schema's sharing check; once per
+        subscription (the per-event copies inherit it)."""
+        try:
+            return self.__dict__["_shared_root"]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        shared = self.__dict__["_shared_root"] = root_field(self.operation) in shared_names(self.schema)
+        return shared
 
     def _variables_key(self) -> Hashable | None:
         """Computed once per subscription: hashing its UUIDs for every event and subscriber was 4%

@@ -2,7 +2,11 @@
 key order. Nested list fields go through these, so a page of 100 leads costs a fixed number of
 statements whatever it contains. They load plain rows (attribute access by column name, which is
 all the GraphQL types read), not ORM instances: building and tracking those was a third of a
-nested page's CPU."""
+nested page's CPU.
+
+A provider principal's loaders are scoped in their SQL (STYLE §5c): a nested field reaches only its
+provider, its own assignments, the leads assigned to it, the levels it subscribes to and their
+niches, and no runs. What another provider owns loads as missing (None, or an empty list)."""
 
 from __future__ import annotations
 
@@ -20,11 +24,13 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from strawberry.dataloader import DataLoader
 
 from app.db import Database
-from app.models.billing import Provider, Subscription
+from app.models.billing import LedgerEntry, Provider, Subscription
 from app.models.distribution import DistributionRun
 from app.models.leads import Assignment, Lead
 from app.models.niches import CompetitionLevel, Niche
 from app.models.webhooks import WebhookEndpoint
+from app.services import caps
+from app.services.caps import CapUsage
 
 T = TypeVar("T")
 Load = Callable[[list[uuid.UUID]], Coroutine[Any, Any, list[Any]]]
@@ -35,29 +41,66 @@ Load = Callable[[list[uuid.UUID]], Coroutine[Any, Any, list[Any]]]
 KEYS = sa.bindparam("keys", type_=ARRAY(sa.Uuid()))
 
 
+OWN = sa.bindparam("own", type_=sa.Uuid())
+_subscriptions = Subscription.__table__  # type: ignore[attr-defined]
+_assignments = Assignment.__table__  # type: ignore[attr-defined]
+_levels = CompetitionLevel.__table__  # type: ignore[attr-defined]
+
+
+def _own_rows(table: sa.Table) -> sa.ColumnElement[bool]:
+    """The rows of `table` a provider principal (:own) may see through nested fields."""
+    name = table.name
+    if name == "providers":
+        return table.c.id == OWN
+    if name in ("assignments", "subscriptions", "ledger_entries", "webhook_endpoints"):
+        return table.c.provider_id == OWN
+    if name == "leads":
+        return sa.exists().where(_assignments.c.lead_id == table.c.id, _assignments.c.provider_id == OWN)
+    if name == "competition_levels":
+        return sa.exists().where(
+            _subscriptions.c.competition_level_id == table.c.id, _subscriptions.c.provider_id == OWN
+        )
+    if name == "niches":
+        return sa.exists().where(
+            _levels.c.niche_id == table.c.id,
+            _subscriptions.c.competition_level_id == _levels.c.id,
+            _subscriptions.c.provider_id == OWN,
+        )
+    return sa.false()  # anything else (runs): operators only
+
+
 @cache  # built once per process, not per request
-def _select(table: sa.Table, column: str, order: tuple[str, ...] = ()) -> sa.Select[Any]:
-    return sa.select(table).where(table.c[column] == sa.any_(KEYS)).order_by(*(table.c[o] for o in order))
+def _select(
+    table: sa.Table, column: str, order: tuple[str, ...] = (), scoped: bool = False
+) -> sa.Select[Any]:
+    stmt = sa.select(table).where(table.c[column] == sa.any_(KEYS))
+    if scoped:
+        stmt = stmt.where(_own_rows(table))
+    return stmt.order_by(*(table.c[o] for o in order))
 
 
-def _by_id(db: Database, model: Any) -> Load:
-    stmt = _select(model.__table__, "id")
+def _by_id(db: Database, model: Any, own: uuid.UUID | None) -> Load:
+    stmt = _select(model.__table__, "id", scoped=own is not None)
+    params: dict[str, Any] = {} if own is None else {"own": own}
 
     async def load(keys: list[uuid.UUID]) -> list[Any]:
         async with db.connect() as conn:
-            rows = (await conn.execute(stmt, {"keys": keys})).all()
+            rows = (await conn.execute(stmt, {"keys": keys, **params})).all()
         found = {row.id: row for row in rows}
         return [found.get(key) for key in keys]
 
     return load
 
 
-def _grouped(db: Database, model: Any, column: str, order: tuple[str, ...] = ()) -> Load:
-    stmt = _select(model.__table__, column, order)
+def _grouped(
+    db: Database, model: Any, column: str, own: uuid.UUID | None, order: tuple[str, ...] = ()
+) -> Load:
+    stmt = _select(model.__table__, column, order, scoped=own is not None)
+    params: dict[str, Any] = {} if own is None else {"own": own}
 
     async def load(keys: list[uuid.UUID]) -> list[Any]:
         async with db.connect() as conn:
-            rows = (await conn.execute(stmt, {"keys": keys})).all()
+            rows = (await conn.execute(stmt, {"keys": keys, **params})).all()
         groups: dict[uuid.UUID, list[Any]] = defaultdict(list)
         for row in rows:
             groups[getattr(row, column)].append(row)
@@ -72,28 +115,46 @@ class Loaders:
     level: DataLoader[uuid.UUID, CompetitionLevel | None]
     provider: DataLoader[uuid.UUID, Provider | None]
     lead: DataLoader[uuid.UUID, Lead | None]
+    assignment: DataLoader[uuid.UUID, Assignment | None]
+    ledger_entry: DataLoader[uuid.UUID, LedgerEntry | None]
     levels_by_niche: DataLoader[uuid.UUID, list[CompetitionLevel]]
     assignments_by_lead: DataLoader[uuid.UUID, list[Assignment]]
     runs_by_lead: DataLoader[uuid.UUID, list[DistributionRun]]
     subscriptions_by_provider: DataLoader[uuid.UUID, list[Subscription]]
+    # every cap of a provider (its own and its subscriptions'), with current usage
+    caps_by_provider: DataLoader[uuid.UUID, list[CapUsage]]
     # every endpoint of a provider, deleted ones included (callers filter)
     webhook_endpoints_by_provider: DataLoader[uuid.UUID, list[WebhookEndpoint]]
 
 
-def make_loaders(db: Database) -> Loaders:
+def make_loaders(db: Database, *, provider_id: uuid.UUID | None = None) -> Loaders:
+    """`provider_id`: a provider principal's own provider; its loaders see only what it may."""
+    own = provider_id
     return Loaders(
-        niche=DataLoader(_by_id(db, Niche)),
-        level=DataLoader(_by_id(db, CompetitionLevel)),
-        provider=DataLoader(_by_id(db, Provider)),
-        lead=DataLoader(_by_id(db, Lead)),
-        levels_by_niche=DataLoader(_grouped(db, CompetitionLevel, "niche_id", ("order_position",))),
-        assignments_by_lead=DataLoader(_grouped(db, Assignment, "lead_id", ("created_at",))),
-        runs_by_lead=DataLoader(_grouped(db, DistributionRun, "lead_id", ("created_at",))),
-        subscriptions_by_provider=DataLoader(_grouped(db, Subscription, "provider_id", ("created_at",))),
+        niche=DataLoader(_by_id(db, Niche, own)),
+        level=DataLoader(_by_id(db, CompetitionLevel, own)),
+        provider=DataLoader(_by_id(db, Provider, own)),
+        lead=DataLoader(_by_id(db, Lead, own)),
+        assignment=DataLoader(_by_id(db, Assignment, own)),
+        ledger_entry=DataLoader(_by_id(db, LedgerEntry, own)),
+        levels_by_niche=DataLoader(_grouped(db, CompetitionLevel, "niche_id", own, ("order_position",))),
+        assignments_by_lead=DataLoader(_grouped(db, Assignment, "lead_id", own, ("created_at",))),
+        runs_by_lead=DataLoader(_grouped(db, DistributionRun, "lead_id", own, ("created_at",))),
+        subscriptions_by_provider=DataLoader(_grouped(db, Subscription, "provider_id", own, ("created_at",))),
+        caps_by_provider=DataLoader(_caps(db, own)),
         webhook_endpoints_by_provider=DataLoader(
-            _grouped(db, WebhookEndpoint, "provider_id", ("created_at", "id"))
+            _grouped(db, WebhookEndpoint, "provider_id", own, ("created_at", "id"))
         ),
     )
+
+
+def _caps(db: Database, own: uuid.UUID | None) -> Load:
+    async def load(keys: list[uuid.UUID]) -> list[Any]:
+        visible = [key for key in keys if own is None or key == own]
+        found = await caps.caps_of_providers(db, visible) if visible else {}
+        return [found.get(key, []) for key in keys]
+
+    return load
 
 
 R = TypeVar("R")

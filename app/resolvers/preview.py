@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.models.leads import LeadStatus
+from app.schema.controls import Cap
 from app.schema.types import DistributionPreview, PreviewCandidate, PreviewLevel
 from app.services import preview as service
 
@@ -28,6 +29,7 @@ def to_preview(preview: service.DistributionPreview) -> DistributionPreview:
                         decision=c.decision,
                         reason=c.reason,
                         detail=c.detail,
+                        caps=[Cap.of(cap) for cap in c.caps],
                     )
                     for c in level.candidates
                 ],

@@ -1,4 +1,5 @@
-"""Queries: each one permission, one service call, one conversion."""
+"""Queries: each one permission, one service call, one conversion. Every service call carries the
+principal; those open to providers (`CanReadOwn`) answer them only their own data."""
 
 from __future__ import annotations
 
@@ -13,37 +14,45 @@ from strawberry.permission import BasePermission
 from app.errors import NotFound
 from app.models.distribution import RunStatus
 from app.models.leads import LeadStatus
+from app.models.returns import ReturnStatus
 from app.resolvers.context import Info
 from app.resolvers.pagination import connection, decode_cursor
-from app.resolvers.permissions import CanRead, IsAuthenticated
+from app.resolvers.permissions import CanRead, CanReadOwn, IsAuthenticated
 from app.resolvers.prefetch import prefetch_assignments, prefetch_for_leads, selected
 from app.resolvers.preview import to_preview
 from app.resolvers.webhook_queries import WebhookQueries
+from app.schema.accounts import Me, ProviderUser
 from app.schema.pagination import Connection
+from app.schema.returns import Return
 from app.schema.types import (
     Assignment,
     AuditEntry,
     DistributionPreview,
     DistributionRun,
     DistributionStatus,
+    HourlyOutcomeCount,
     Lead,
     LevelFairness,
-    Me,
     Niche,
     NicheStats,
     OutcomeCount,
     Provider,
     ProviderReceived,
 )
-from app.services import audit, billing, leads, niches, preview, retries, runs, stats
+from app.services import audit, billing, leads, niches, preview, provider_users, retries, returns, runs, stats
 
 READ: list[type[BasePermission]] = [CanRead]
+READ_OWN: list[type[BasePermission]] = [CanReadOwn]
 
 
 @strawberry.type
 class Query(WebhookQueries):
-    @strawberry.field(permission_classes=READ)
+    @strawberry.field(
+        permission_classes=READ_OWN,
+        description="A provider principal reads the leads assigned to it (others: NOT_FOUND).",
+    )
     async def lead(self, info: Info, id: uuid.UUID) -> Lead:
+        # through the loader, which a provider principal's context scopes to its leads in SQL
         wanted = selected(info)
         loaders = info.context.loaders
         if wanted is not None and "assignments" in {getattr(f, "name", None) for f in wanted}:
@@ -67,12 +76,20 @@ class Query(WebhookQueries):
     ) -> Connection[Lead]:
         key = decode_cursor(after)
         page = await leads.list_leads(
-            info.context.db, niche_id=niche_id, status=status, first=first, after=key
+            info.context.db,
+            actor=await info.context.actor(),
+            niche_id=niche_id,
+            status=status,
+            first=first,
+            after=key,
         )
         await prefetch_for_leads(info, page.items, "edges", "node")
         return connection(page, Lead.of, after=key)
 
-    @strawberry.field(permission_classes=READ, description="Newest first. first: 1..100.")
+    @strawberry.field(
+        permission_classes=READ_OWN,
+        description="Newest first. first: 1..100. A provider principal lists its own only.",
+    )
     async def assignments(
         self,
         info: Info,
@@ -83,7 +100,12 @@ class Query(WebhookQueries):
     ) -> Connection[Assignment]:
         key = decode_cursor(after)
         page = await leads.list_assignments(
-            info.context.db, lead_id=lead_id, provider_id=provider_id, first=first, after=key
+            info.context.db,
+            actor=await info.context.actor(),
+            lead_id=lead_id,
+            provider_id=provider_id,
+            first=first,
+            after=key,
         )
         node = selected(info, "edges", "node")
         if node is not None:
@@ -92,45 +114,88 @@ class Query(WebhookQueries):
 
     @strawberry.field(permission_classes=READ)
     async def distribution_status(self, info: Info, lead_id: uuid.UUID) -> DistributionStatus:
-        db = info.context.db
-        lead = await leads.get_lead(db, lead_id)
+        db, actor = info.context.db, await info.context.actor()
+        lead = await leads.get_lead(db, lead_id, actor=actor)
+        count = await runs.assignment_count(db, lead_id, actor=actor)
         lead_runs = await info.context.loaders.runs_by_lead.load(lead_id)
+        entries = await audit.entries_for(db, actor=actor, entity_type="lead", entity_id=lead_id)
         return DistributionStatus(
             lead=Lead.of(lead),
             status=lead.status,
             distribution_attempts=lead.distribution_attempts,
-            assignment_count=await runs.assignment_count(db, lead_id),
+            assignment_count=count,
             runs=[DistributionRun.of(r) for r in lead_runs],
-            audit_entries=[
-                AuditEntry.of(e) for e in await audit.entries_for(db, entity_type="lead", entity_id=lead_id)
-            ],
+            audit_entries=[AuditEntry.of(e) for e in entries],
         )
 
     @strawberry.field(permission_classes=READ)
     async def distribution_run(self, info: Info, id: uuid.UUID) -> DistributionRun:
-        return DistributionRun.of(await runs.get_run(info.context.db, id))
+        return DistributionRun.of(await runs.get_run(info.context.db, id, actor=await info.context.actor()))
 
     @strawberry.field(permission_classes=READ, description="Runs that failed every attempt, newest first.")
     async def dead_letters(self, info: Info, first: int = 50) -> list[DistributionRun]:
-        return [DistributionRun.of(r) for r in await retries.dead_letters(info.context.db, limit=first)]
+        found = await retries.dead_letters(info.context.db, actor=await info.context.actor(), limit=first)
+        return [DistributionRun.of(r) for r in found]
 
     @strawberry.field(permission_classes=READ)
     async def niches(self, info: Info) -> list[Niche]:
-        return [Niche.of(n) for n in await niches.list_niches(info.context.db)]
+        return [
+            Niche.of(n) for n in await niches.list_niches(info.context.db, actor=await info.context.actor())
+        ]
 
     @strawberry.field(permission_classes=READ)
     async def niche(self, info: Info, id: uuid.UUID) -> Niche:
-        return Niche.of(await niches.get_niche(info.context.db, id))
+        return Niche.of(await niches.get_niche(info.context.db, id, actor=await info.context.actor()))
 
-    @strawberry.field(permission_classes=READ, description="Newest first. first: 1..100.")
+    @strawberry.field(
+        permission_classes=READ_OWN,
+        description="Newest first. first: 1..100. A provider principal's list holds its own provider.",
+    )
     async def providers(self, info: Info, first: int = 20, after: str | None = None) -> Connection[Provider]:
         key = decode_cursor(after)
-        page = await billing.list_providers(info.context.db, first=first, after=key)
+        page = await billing.list_providers(
+            info.context.db, actor=await info.context.actor(), first=first, after=key
+        )
         return connection(page, Provider.of, after=key)
 
-    @strawberry.field(permission_classes=READ)
+    @strawberry.field(
+        permission_classes=READ_OWN, description="A provider principal reads its own (others: NOT_FOUND)."
+    )
     async def provider(self, info: Info, id: uuid.UUID) -> Provider:
-        return Provider.of(await billing.get_provider(info.context.db, id))
+        return Provider.of(await billing.get_provider(info.context.db, id, actor=await info.context.actor()))
+
+    @strawberry.field(permission_classes=READ, description="Newest first. first: 1..100.")
+    async def provider_users(
+        self, info: Info, provider_id: uuid.UUID | None = None, first: int = 20, after: str | None = None
+    ) -> Connection[ProviderUser]:
+        key = decode_cursor(after)
+        page = await provider_users.list_provider_users(
+            info.context.db, actor=await info.context.actor(), provider_id=provider_id, first=first, after=key
+        )
+        return connection(page, ProviderUser.of, after=key)
+
+    @strawberry.field(
+        permission_classes=READ_OWN,
+        description="Newest first. first: 1..100. A provider's credentials list only its own.",
+    )
+    async def returns(
+        self,
+        info: Info,
+        status: ReturnStatus | None = None,
+        provider_id: uuid.UUID | None = None,
+        first: int = 20,
+        after: str | None = None,
+    ) -> Connection[Return]:
+        key = decode_cursor(after)
+        page = await returns.list_returns(
+            info.context.db,
+            actor=await info.context.actor(),
+            status=status,
+            provider_id=provider_id,
+            first=first,
+            after=key,
+        )
+        return connection(page, Return.of, after=key)
 
     @strawberry.field(permission_classes=READ, description="Newest first; every filter optional.")
     async def audit_log(
@@ -147,7 +212,9 @@ class Query(WebhookQueries):
     ) -> Connection[AuditEntry]:
         key = decode_cursor(after)
         where = audit.AuditFilter(entity_type, entity_id, action, actor_id, since, until)
-        page = await audit.list_audit(info.context.db, where=where, first=first, after=key)
+        page = await audit.list_audit(
+            info.context.db, actor=await info.context.actor(), where=where, first=first, after=key
+        )
         return connection(page, AuditEntry.of, after=key)
 
     @strawberry.field(
@@ -155,12 +222,16 @@ class Query(WebhookQueries):
         description="Who would receive the lead now and why the others would not. Charges nobody.",
     )
     async def preview_distribution(self, info: Info, lead_id: uuid.UUID) -> DistributionPreview:
-        return to_preview(await preview.preview_distribution(info.context.db, lead_id=lead_id))
+        found = await preview.preview_distribution(
+            info.context.db, actor=await info.context.actor(), lead_id=lead_id
+        )
+        return to_preview(found)
 
     @strawberry.field(
         permission_classes=READ,
-        description="Per niche: runs by outcome, success rate, revenue, and fairness per level "
-        "(leads received per subscribed provider, max - min spread); from inclusive, to exclusive.",
+        description="Per niche: runs by outcome, success rate, revenue, returns (of the range's "
+        "assignments) and fairness per level (leads received per subscribed provider, max - min "
+        "spread); from inclusive, to exclusive.",
     )
     async def distribution_stats(
         self,
@@ -169,13 +240,23 @@ class Query(WebhookQueries):
         from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
         to: datetime | None = None,
     ) -> list[NicheStats]:
-        found = await stats.distribution_stats(info.context.db, niche_id=niche_id, since=from_, until=to)
+        found = await stats.distribution_stats(
+            info.context.db,
+            niche_id=niche_id,
+            since=from_,
+            until=to,
+            hourly=selected(info, "runsByHour") is not None,  # bounded range; only when asked for
+        )
         return [
             NicheStats(
                 niche_id=s.niche_id,
                 niche_name=s.niche_name,
                 runs_by_outcome=[
                     OutcomeCount(status=RunStatus(k), count=v) for k, v in sorted(s.runs_by_outcome.items())
+                ],
+                runs_by_hour=[
+                    HourlyOutcomeCount(hour=h.hour, status=RunStatus(h.status), count=h.count)
+                    for h in s.runs_by_hour
                 ],
                 success_rate=s.success_rate,
                 revenue_cents=s.revenue_cents,
@@ -191,6 +272,10 @@ class Query(WebhookQueries):
                     )
                     for lv in s.levels
                 ],
+                returns_requested=s.returns_requested,
+                returns_approved=s.returns_approved,
+                return_rate=s.return_rate,
+                refunded_cents=s.refunded_cents,
             )
             for s in found
         ]
@@ -200,4 +285,10 @@ class Query(WebhookQueries):
         actor = await info.context.actor()
         if actor.id is None:
             raise NotFound("actor", "system")
-        return Me(actor_type=actor.type, id=actor.id, label=actor.label, scopes=sorted(actor.scopes))
+        return Me(
+            actor_type=actor.type,
+            id=actor.id,
+            label=actor.label,
+            scopes=sorted(actor.scopes),
+            provider_id=actor.provider_id,
+        )

@@ -18,15 +18,12 @@ from typing import Any
 
 import orjson
 from strawberry.http.exceptions import WebSocketDisconnected
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
-    Operation,
-)
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
 
+from app.internals.strawberry_graphql import BaseGraphQLTransportWSHandler, Operation
 from app.metrics import RELAYED_EVENTS
 from app.resolvers.executor import shared_result, variables_key
-from app.schema.progress import RunProgress
+from app.resolvers.sharing import shared_names
 
 _operation: ContextVar[Operation[Any, Any] | None] = ContextVar("ws_operation", default=None)
 _relay: ContextVar[Relay | None] = ContextVar("ws_relay", default=None)
@@ -57,20 +54,23 @@ class Relay:
 
     def __init__(self, operation: Operation[Any, Any], node: object, variables: Any) -> None:
         self._operation, self._node, self._variables = operation, node, variables
-        self.waiting: RunProgress | None = None
+        self.waiting: object | None = None
 
     @classmethod
     def of(cls, info: Any) -> Relay | None:
-        """None outside graphql-transport-ws, or for variables that cannot be shared."""
+        """None outside graphql-transport-ws, for variables that cannot be shared, or for a
+        subscription the schema does not let share (app/resolvers/sharing.py)."""
         operation = _operation.get()
         variables = variables_key(info.variable_values)
         if operation is None or variables is None:
+            return None
+        if info.field_name not in shared_names(info.schema._schema):  # noqa: SLF001
             return None
         relay = cls(operation, info.operation, variables)
         _relay.set(relay)  # the resolver runs in the operation's task: so does send_message
         return relay
 
-    async def send(self, progress: RunProgress) -> bool:
+    async def send(self, progress: object) -> bool:
         self.waiting = None
         shared = shared_result(progress, self._node, self._variables)
         if shared is None or shared.encoded is None:

@@ -2,29 +2,47 @@
 PostgreSQL, then relays live events with a higher seq: no gap, no duplicate. A subscriber that
 overflows, or hears nothing for a while (a lost pub/sub message, Redis down), re-reads the state.
 A live event another subscriber of the same document already received is sent directly
-(app/resolvers/relay.py)."""
+(app/resolvers/relay.py), for the subscriptions marked `shared_subscription` only.
+
+Who watches what: run progress, niche feeds and batches are for operators (a run names every
+candidate, why it was passed over and what it would have paid: other buyers' business); a
+provider principal watches its own new assignments with `myAssignments`, whose messages are
+executed for each subscriber (they reach Lead.attributes and principal-scoped fields)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncGenerator
+from datetime import UTC, datetime, timedelta
 
 import strawberry
 from strawberry.permission import BasePermission
 
+from app.db import Database
 from app.errors import InvalidInput
-from app.progress.events import ProgressEvent
+from app.models.base import utcnow
+from app.models.leads import Assignment as AssignmentRow
+from app.progress.events import EventType, ProgressEvent
 from app.progress.hub import RESYNC, Item
-from app.progress.publish import batch_channel, niche_channel, run_channel
+from app.progress.publish import batch_channel, niche_channel, provider_channel, run_channel
 from app.resolvers.context import Info
-from app.resolvers.permissions import CanRead
+from app.resolvers.permissions import CanRead, CanReadOwn
 from app.resolvers.relay import Relay
+from app.resolvers.sharing import shared_subscription
 from app.schema.progress import BatchProgress, RunProgress
-from app.services import batches, niches, runs
+from app.schema.types import Assignment, AssignmentFeed
+from app.services import _guards, batches, billing, leads, niches, runs
+from app.services.audit import Actor
 
 READ: list[type[BasePermission]] = [CanRead]
+READ_OWN: list[type[BasePermission]] = [CanReadOwn]
 RESYNC_AFTER_SECONDS = 5.0
+# a feed that may have missed announcements re-reads what committed since its newest assignment,
+# less this margin (assignments of concurrent distributions commit in any order of created_at)
+FEED_CATCH_UP_MARGIN = timedelta(minutes=5)
+FEED_SEEN_MAX = 1000
 
 
 async def _next(queue: asyncio.Queue[Item]) -> Item:
@@ -49,27 +67,100 @@ def to_batch_progress(s: batches.BatchState) -> BatchProgress:
     )
 
 
+class _AssignedEvents:
+    """A provider's announced assignment, read once per event for all of a process's feeds of
+    that provider (as RunProgress converts each event once): the same payload object for each,
+    executed per subscriber (myAssignments is not a shared subscription)."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size
+        self._found: OrderedDict[ProgressEvent, asyncio.Future[AssignmentFeed]] = OrderedDict()
+
+    async def feed_of(self, db: Database, actor: Actor, event: ProgressEvent) -> AssignmentFeed:
+        found = self._found.get(event)
+        if found is None:
+            found = self._found[event] = asyncio.get_running_loop().create_future()
+            if len(self._found) > self.size:
+                self._found.popitem(last=False)
+            try:
+                assert event.provider_id is not None
+                rows = await leads.assignments_of_leads(
+                    db,
+                    actor=actor,
+                    provider_id=event.provider_id,
+                    lead_ids=[event.lead_id],
+                )
+                found.set_result(AssignmentFeed(snapshot=False, assignments=[Assignment.of(r) for r in rows]))
+            except BaseException as exc:
+                self._found.pop(event, None)
+                found.set_exception(exc)
+                found.exception()  # retrieved: a failed read is each waiter's error, not a loop warning
+                raise
+        return await asyncio.shield(found)
+
+
+_assigned = _AssignedEvents()
+
+
+class _Seen:
+    """The assignments a feed has sent (bounded), and the newest one's time."""
+
+    def __init__(self, rows: list[AssignmentRow]) -> None:
+        self.ids: OrderedDict[uuid.UUID, None] = OrderedDict((r.id, None) for r in reversed(rows))
+        self.newest = max((r.created_at for r in rows), default=utcnow())
+
+    def new(self, assignments: list[Assignment]) -> list[Assignment]:
+        fresh = [a for a in assignments if a.id not in self.ids]
+        for a in fresh:
+            self.ids[a.id] = None
+            self.newest = max(self.newest, a.created_at)
+        while len(self.ids) > FEED_SEEN_MAX:
+            self.ids.popitem(last=False)
+        return fresh
+
+
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
         permission_classes=READ,
         description="A run's progress: its current state, then each committed step; completes after "
-        "COMPLETED or FAILED. Give runId, or leadId for the lead's latest run.",
+        "COMPLETED or FAILED. Give runId, or leadId for the lead's latest run. A lead with no run yet "
+        "first gets one WAITING message (runId null), then its first run's progress: subscribe, then "
+        "call distributeLead, and nothing is missed. NOT_FOUND: no such run, or no such lead. "
+        "Operators only.",
     )
+    @shared_subscription
     async def distribution_progress(
         self, info: Info, run_id: uuid.UUID | None = None, lead_id: uuid.UUID | None = None
     ) -> AsyncGenerator[RunProgress, None]:
         db, hub = info.context.db, info.context.hub
+        actor = await info.context.actor()
         if (run_id is None) == (lead_id is None):
             raise InvalidInput("give exactly one of runId and leadId", field="runId")
         if run_id is None:
             assert lead_id is not None
-            run_id = await runs.latest_run_id(db, lead_id)
+            niche_id = await runs.lead_niche_id(db, lead_id, actor=actor)  # NOT_FOUND before streaming
+            # registered before the read: a run created after it announces itself on the niche's
+            # channel (its QUEUED event), so waiting cannot miss it
+            niche_queue = hub.register(niche_channel(niche_id))
+            try:
+                run_id = await runs.latest_run_id(db, lead_id, actor=actor)
+                if run_id is None:
+                    yield RunProgress.waiting(lead_id=lead_id, niche_id=niche_id, at=datetime.now(UTC))
+                while run_id is None:
+                    item = await _next(niche_queue)
+                    if isinstance(item, ProgressEvent):
+                        if item.lead_id == lead_id:
+                            run_id = item.run_id
+                    else:  # overflow, silence or a lost Redis subscription: PostgreSQL says
+                        run_id = await runs.latest_run_id(db, lead_id, actor=actor)
+            finally:
+                hub.unregister(niche_channel(niche_id), niche_queue)
         channel = run_channel(run_id)
         relay = Relay.of(info)
         queue = hub.register(channel)  # before the snapshot: nothing published after it is missed
         try:
-            state = RunProgress.of_run(*await runs.run_snapshot(db, run_id))
+            state = RunProgress.of_run(*await runs.run_snapshot(db, run_id, actor=actor))
             yield state
             seq, done = state.seq, state.terminal
             while not done:
@@ -82,7 +173,7 @@ class Subscription:
                     if relay is None or not await relay.send(progress):
                         yield progress
                     continue
-                progress = RunProgress.of_run(*await runs.run_snapshot(db, run_id))
+                progress = RunProgress.of_run(*await runs.run_snapshot(db, run_id, actor=actor))
                 if progress.seq <= seq:
                     continue
                 seq, done = progress.seq, progress.terminal
@@ -91,10 +182,12 @@ class Subscription:
             hub.unregister(channel, queue)
 
     @strawberry.subscription(
-        permission_classes=READ, description="Every committed step of every run of a niche."
+        permission_classes=READ, description="Every committed step of every run of a niche. Operators only."
     )
+    @shared_subscription
     async def niche_activity(self, info: Info, niche_id: uuid.UUID) -> AsyncGenerator[RunProgress, None]:
-        await niches.get_niche(info.context.db, niche_id)  # NOT_FOUND before streaming
+        actor = await info.context.actor()
+        await niches.get_niche(info.context.db, niche_id, actor=actor)  # NOT_FOUND before streaming
         channel = niche_channel(niche_id)
         relay = Relay.of(info)
         queue = info.context.hub.register(channel)
@@ -111,22 +204,75 @@ class Subscription:
     @strawberry.subscription(
         permission_classes=READ,
         description="A batch's counters (processed / total, assigned, no eligible, failed, rate, ETA), "
-        "after each finished run; completes when every run has finished.",
+        "after each finished run; completes when every run has finished. Operators only.",
     )
     async def batch_progress(self, info: Info, batch_id: uuid.UUID) -> AsyncGenerator[BatchProgress, None]:
         db, hub = info.context.db, info.context.hub
+        actor = await info.context.actor()
         channel = batch_channel(batch_id)
         queue = hub.register(channel)
         try:
-            state = await batches.batch_state(db, batch_id)
+            state = await batches.batch_state(db, batch_id, actor=actor)
             yield to_batch_progress(state)
             while not state.done:
                 await _next(queue)
                 while not queue.empty():  # one read for a burst of finished runs
                     queue.get_nowait()
-                fresh = await batches.batch_state(db, batch_id)
+                fresh = await batches.batch_state(db, batch_id, actor=actor)
                 if fresh.processed != state.processed or fresh.done:
                     state = fresh
                     yield to_batch_progress(state)
         finally:
             hub.unregister(channel, queue)
+
+    @strawberry.subscription(
+        permission_classes=READ_OWN,
+        description="A provider's new assignments as they commit, with the leads' attributes: first "
+        "its `recent` newest (snapshot), then each new one. A provider principal watches its own "
+        "(providerId optional; another's is NOT_FOUND); an operator gives providerId.",
+    )
+    async def my_assignments(
+        self, info: Info, provider_id: uuid.UUID | None = None, recent: int = 20
+    ) -> AsyncGenerator[AssignmentFeed, None]:
+        context = info.context
+        db, actor = context.db, await context.actor()
+        provider = provider_id or actor.provider_id
+        if provider is None:
+            raise InvalidInput("an operator watches one provider: give providerId", field="providerId")
+        _guards.bounded_int(recent, field="recent", minimum=0, maximum=100)
+        await billing.get_provider(db, provider, actor=actor)  # NOT_FOUND before streaming
+        channel = provider_channel(provider)
+        queue = context.hub.register(channel)  # before the snapshot: nothing committed after it is missed
+        try:
+            rows = await leads.recent_assignments(db, actor=actor, provider_id=provider, limit=recent)
+            # what had committed by now is not news, sent in the snapshot or not: a catch-up skips it
+            known = await leads.assignments_since(
+                db,
+                actor=actor,
+                provider_id=provider,
+                since=utcnow() - FEED_CATCH_UP_MARGIN,
+                limit=FEED_SEEN_MAX,
+            )
+            seen = _Seen([*known, *rows])
+            context.fresh_loaders()  # the connection's context outlives messages: no stale, no growth
+            yield AssignmentFeed(snapshot=True, assignments=[Assignment.of(r) for r in rows])
+            while True:
+                item = await queue.get()
+                if isinstance(item, ProgressEvent):
+                    if item.type is not EventType.ASSIGNED or item.provider_id != provider:
+                        continue
+                    feed = await _assigned.feed_of(db, actor, item)
+                    if not seen.new(feed.assignments):
+                        continue
+                    context.fresh_loaders()
+                    yield feed
+                    continue
+                # announcements may have been missed: what committed since, less a margin
+                since = seen.newest - FEED_CATCH_UP_MARGIN
+                caught_up = await leads.assignments_since(db, actor=actor, provider_id=provider, since=since)
+                fresh = seen.new([Assignment.of(r) for r in caught_up])
+                if fresh:
+                    context.fresh_loaders()
+                    yield AssignmentFeed(snapshot=False, assignments=fresh)
+        finally:
+            context.hub.unregister(channel, queue)

@@ -13,7 +13,11 @@ from app.models.distribution import TERMINAL_RUN_STATUSES, RunStatus
 from app.progress.events import EventType, ProgressEvent
 from app.schema.scalars import Cents
 
-strawberry.enum(EventType)
+strawberry.enum(
+    EventType,
+    description="What a RunProgress message reports. WAITING is only ever the first message of "
+    "distributionProgress(leadId) for a lead that has no run yet (runId null, seq 0).",
+)
 
 _STATUS_EVENT = {
     RunStatus.QUEUED: EventType.QUEUED,
@@ -24,10 +28,13 @@ _STATUS_EVENT = {
 
 @strawberry.type(
     description="A committed step of a run. The first one a subscriber gets is the run's "
-    "state read from PostgreSQL (snapshot: true); then live steps in seq order."
+    "state read from PostgreSQL (snapshot: true); then live steps in seq order. A subscriber by "
+    "leadId to a lead with no run yet first gets one WAITING message (runId null, seq 0)."
 )
 class RunProgress:
-    run_id: uuid.UUID
+    run_id: uuid.UUID | None = strawberry.field(
+        description="The run; null only in a WAITING message (the lead has no run yet)."
+    )
     lead_id: uuid.UUID
     niche_id: uuid.UUID
     seq: int
@@ -70,6 +77,20 @@ class RunProgress:
             reason=e.reason,
             outcome=e.outcome,
             detail=e.detail,
+        )
+
+    @classmethod
+    def waiting(cls, *, lead_id: uuid.UUID, niche_id: uuid.UUID, at: datetime) -> RunProgress:
+        """A lead with no run yet: the message a subscriber by lead gets before its first run's."""
+        return cls(
+            run_id=None,
+            lead_id=lead_id,
+            niche_id=niche_id,
+            seq=0,
+            type=EventType.WAITING,
+            run_status=None,
+            at=at,
+            snapshot=True,
         )
 
     @classmethod

@@ -11,7 +11,6 @@ import sqlalchemy as sa
 import strawberry
 
 from app.models import audit as audit_models
-from app.models import auth as auth_models
 from app.models import billing as billing_models
 from app.models import distribution as run_models
 from app.models import leads as lead_models
@@ -24,8 +23,10 @@ from app.models.niches import LevelStrategy
 from app.resolvers.context import Info
 from app.resolvers.direct import direct_field
 from app.resolvers.loaders import load_now
-from app.resolvers.permissions import IsAdmin, sees_contact_details
-from app.resolvers.reads import ledger_page
+from app.resolvers.permissions import sees_contact_details
+from app.resolvers.reads import ledger_page, open_state
+from app.resolvers.sharing import viewer_dependent
+from app.schema.controls import Cap, DeliverySchedule
 from app.schema.pagination import Connection
 from app.schema.scalars import JSON, Cents
 from app.schema.webhooks import WebhookEndpoint
@@ -54,7 +55,7 @@ def _init_fields(cls: type) -> tuple[str, ...]:
     return names
 
 
-# attributes that identify or reach a person: only admins see them (SPEC §6)
+# attributes that identify or reach a person: only admins and the lead's buyers see them (SPEC §6)
 CONTACT_KEYS = frozenset(
     {
         "name",
@@ -105,6 +106,9 @@ class Niche:
     level_strategy: LevelStrategy
     auto_distribute: bool
     next_start_level_order_position: int
+    return_window_hours: int = strawberry.field(
+        description="How long after an assignment its provider may ask to return it; 0: no returns."
+    )
     created_at: datetime
 
     @classmethod
@@ -145,6 +149,10 @@ class LedgerEntry:
     def of(cls, m: billing_models.LedgerEntry) -> LedgerEntry:
         return from_row(cls, m)
 
+    @classmethod
+    def maybe(cls, m: billing_models.LedgerEntry | None) -> LedgerEntry | None:
+        return cls.of(m) if m else None
+
 
 @strawberry.type(name="ProviderSubscription", description="A provider's subscription to a competition level.")
 class Subscription:
@@ -154,11 +162,34 @@ class Subscription:
     status: SubscriptionStatus
     last_received_at: datetime | None
     filters: JSON
+    paused_by_operator: bool = strawberry.field(
+        description="Paused by an operator: only an operator can resume it."
+    )
     created_at: datetime
+    stored_schedule: strawberry.Private[dict[str, Any] | None]
 
     @classmethod
     def of(cls, m: billing_models.Subscription) -> Subscription:
-        return from_row(cls, m)
+        return from_row(cls, m, stored_schedule=m.schedule)
+
+    @strawberry.field(description="This subscription's own caps (the provider's are on Provider.caps).")
+    async def caps(self, info: Info) -> list[Cap]:
+        found = await info.context.loaders.caps_by_provider.load(self.provider_id)
+        return [Cap.of(c) for c in found if c.subscription_id == self.id]
+
+    @strawberry.field(description="Delivery windows and blackout dates; null: always open.")
+    def schedule(self) -> DeliverySchedule | None:
+        return DeliverySchedule.of(self.stored_schedule)
+
+    @strawberry.field(description="Whether the schedule lets leads in now (the provider's local time).")
+    async def open_now(self, info: Info) -> bool:
+        return (await open_state(info, self.provider_id, self.stored_schedule))[0]
+
+    @strawberry.field(
+        description="When the schedule next opens or closes (within a week); null: it does not."
+    )
+    async def schedule_changes_at(self, info: Info) -> datetime | None:
+        return (await open_state(info, self.provider_id, self.stored_schedule))[1]
 
     @direct_field
     def provider(self, info: Info) -> Provider | None:
@@ -176,6 +207,9 @@ class Provider:
     email: str
     status: ProviderStatus
     balance_cents: Cents
+    timezone: str = strawberry.field(
+        description="IANA time zone: the provider's days, weeks, months and windows"
+    )
     created_at: datetime
 
     @classmethod
@@ -186,16 +220,20 @@ class Provider:
     def maybe(cls, m: billing_models.Provider | None) -> Provider | None:
         return cls.of(m) if m else None
 
+    @strawberry.field(
+        description="Caps across all the provider's subscriptions (each subscription has its own too)."
+    )
+    async def caps(self, info: Info) -> list[Cap]:
+        found = await info.context.loaders.caps_by_provider.load(self.id)
+        return [Cap.of(c) for c in found if c.subscription_id is None]
+
     @strawberry.field
     async def subscriptions(self, info: Info) -> list[Subscription]:
         return [
             Subscription.of(s) for s in await info.context.loaders.subscriptions_by_provider.load(self.id)
         ]
 
-    @strawberry.field(
-        permission_classes=[IsAdmin],
-        description="Its live webhook endpoints, oldest first (never their secrets).",
-    )
+    @strawberry.field(description="Its live webhook endpoints, oldest first (never their secrets).")
     async def webhook_endpoints(self, info: Info) -> list[WebhookEndpoint]:
         rows = await info.context.loaders.webhook_endpoints_by_provider.load(self.id)
         return [WebhookEndpoint.of(r) for r in rows if r.deleted_at is None]
@@ -220,6 +258,10 @@ class Assignment:
         return from_row(cls, m)
 
     @classmethod
+    def maybe(cls, m: lead_models.Assignment | None) -> Assignment | None:
+        return cls.of(m) if m else None
+
+    @classmethod
     def of_many(cls, rows: list[lead_models.Assignment]) -> list[Assignment]:
         return [cls.of(r) for r in rows]
 
@@ -234,6 +276,15 @@ class Assignment:
     @direct_field
     def lead(self, info: Info) -> Lead | None:
         return load_now(info.context.loaders.lead, self.lead_id, Lead.maybe)
+
+
+@strawberry.type(
+    description="myAssignments: the first message is the newest assignments read from PostgreSQL "
+    "(snapshot: true, newest first); then each message holds assignments as they commit."
+)
+class AssignmentFeed:
+    snapshot: bool
+    assignments: list[Assignment]
 
 
 @strawberry.type
@@ -307,11 +358,19 @@ class Lead:
 
     @strawberry.field(
         description="The lead's fields. Contact details (name, email, phone, address…) are "
-        "personal data: only admins see them; others get them removed."
+        "personal data: admins and the providers the lead was assigned to see them; others get "
+        "them removed."
     )
+    @viewer_dependent
     async def attributes(self, info: Info) -> JSON:
-        if sees_contact_details(await info.context.actor()):
+        actor = await info.context.actor()
+        if sees_contact_details(actor):
             return self.raw_attributes
+        if actor.provider_id is not None:
+            # the provider's own assignments of this lead (its loaders see no others): it bought them
+            own = await info.context.loaders.assignments_by_lead.load(self.id)
+            if any(a.provider_id == actor.provider_id for a in own):
+                return self.raw_attributes
         return {k: v for k, v in self.raw_attributes.items() if k.lower() not in CONTACT_KEYS}
 
     @direct_field
@@ -360,6 +419,7 @@ class PreviewCandidate:
     decision: PreviewDecision
     reason: SkipReason | None
     detail: str | None
+    caps: list[Cap] = strawberry.field(description="The caps that apply, with their current usage.")
 
     @direct_field
     def provider(self, info: Info) -> Provider | None:
@@ -392,48 +452,14 @@ class DistributionPreview:
 
 
 @strawberry.type
-class MfaChallenge:
-    challenge: str
-    expires_at: datetime
-
-
-@strawberry.type
-class AccessToken:
-    token: str
-    expires_at: datetime
-
-
-@strawberry.type
-class ApiKey:
-    id: uuid.UUID
-    name: str
-    prefix: str
-    scopes: list[str]
-    created_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
-
-    @classmethod
-    def of(cls, m: auth_models.ApiKey) -> ApiKey:
-        return from_row(cls, m, scopes=list(m.scopes))
-
-
-@strawberry.type
-class CreatedApiKey:
-    api_key: ApiKey
-    secret: str = strawberry.field(description="Shown once: store it now; only its hash is kept.")
-
-
-@strawberry.type
-class Me:
-    actor_type: ActorType
-    id: uuid.UUID | None
-    label: str
-    scopes: list[str]
-
-
-@strawberry.type
 class OutcomeCount:
+    status: RunStatus
+    count: int
+
+
+@strawberry.type
+class HourlyOutcomeCount:
+    hour: datetime = strawberry.field(description="The start of the UTC hour.")
     status: RunStatus
     count: int
 
@@ -457,7 +483,22 @@ class NicheStats:
     niche_id: uuid.UUID
     niche_name: str
     runs_by_outcome: list[OutcomeCount]
+    runs_by_hour: list[HourlyOutcomeCount] = strawberry.field(
+        description="Runs created in each UTC hour of [from, to), by status, oldest first; hours "
+        "without runs are left out. Needs `from`, and at most 31 days up to `to` (default: now)."
+    )
     success_rate: float | None = strawberry.field(description="(SUCCESS + PARTIAL) / finished runs")
-    revenue_cents: Cents
+    revenue_cents: Cents = strawberry.field(description="What the range's assignments were charged.")
     assignments: int
     levels: list[LevelFairness]
+    returns_requested: int = strawberry.field(
+        description="Returns of the range's assignments, whatever their status."
+    )
+    returns_approved: int
+    return_rate: float | None = strawberry.field(
+        description="Approved returns of the range's assignments / the range's assignments "
+        "(null without assignments)."
+    )
+    refunded_cents: Cents = strawberry.field(
+        description="Refunded for the range's assignments (approved returns)."
+    )

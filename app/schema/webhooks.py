@@ -27,11 +27,20 @@ strawberry.enum(
 )
 
 
+def masked(url: str) -> str:
+    """A URL as shown: a password in it (https://user:pass@host/…) is a secret too."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.partition("@")
+    if not at or "/" in userinfo or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+
+
 @strawberry.type
 class WebhookEndpoint:
     id: uuid.UUID
     provider_id: uuid.UUID
-    url: str
+    url: str = strawberry.field(description="As written, a password in it shown as ***.")
     description: str
     events: list[WebhookEvent]
     enabled: bool
@@ -57,7 +66,7 @@ class WebhookEndpoint:
         return cls(
             id=m.id,
             provider_id=m.provider_id,
-            url=m.url,
+            url=masked(m.url),
             description=m.description,
             events=[WebhookEvent(e) for e in m.events],
             enabled=m.enabled,

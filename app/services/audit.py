@@ -13,6 +13,7 @@ from sqlmodel import col, select
 from app.db import Database
 from app.models.audit import ActorType, AuditAction, AuditEntry
 from app.services.pages import Page, PageKey, keyset_page
+from app.services.principals import require_operator
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,9 @@ class AuditFilter:
 
 
 async def list_audit(
-    db: Database, *, where: AuditFilter, first: int, after: PageKey | None
+    db: Database, *, actor: Actor, where: AuditFilter, first: int, after: PageKey | None
 ) -> Page[AuditEntry]:
+    require_operator(actor, "reading the audit log")
     stmt = select(AuditEntry)
     if where.entity_type is not None:
         stmt = stmt.where(AuditEntry.entity_type == where.entity_type)
@@ -96,8 +98,9 @@ async def list_audit(
 
 
 async def entries_for(
-    db: Database, *, entity_type: str, entity_id: uuid.UUID, limit: int = 200
+    db: Database, *, actor: Actor, entity_type: str, entity_id: uuid.UUID, limit: int = 200
 ) -> list[AuditEntry]:
+    require_operator(actor, "reading the audit log")
     async with db.read() as session:
         rows = await session.execute(
             select(AuditEntry)

@@ -25,6 +25,7 @@ from app.models.leads import DISTRIBUTABLE, Lead, LeadStatus
 from app.services import _guards
 from app.services.audit import Actor, record
 from app.services.dispatch import Dispatcher, RunJob
+from app.services.principals import require_operator
 
 
 async def request_batch(
@@ -37,6 +38,7 @@ async def request_batch(
     dispatcher: Dispatcher,
 ) -> tuple[DistributionBatch, list[uuid.UUID]]:
     """A QUEUED run for every distributable lead matching the filter (and without an open run)."""
+    require_operator(actor, "distributing leads")
     _guards.bounded_int(limit, field="limit", minimum=1, maximum=100_000)
     if status is not None and status not in DISTRIBUTABLE:
         raise InvalidInput(
@@ -143,7 +145,8 @@ FROM distribution_runs WHERE batch_id = :id
 
 
 @retry_on_disconnect
-async def batch_state(db: Database, batch_id: uuid.UUID) -> BatchState:
+async def batch_state(db: Database, batch_id: uuid.UUID, *, actor: Actor) -> BatchState:
+    require_operator(actor, "watching batches")
     async with db.read() as session:
         batch = await session.get(DistributionBatch, batch_id)
         if batch is None:

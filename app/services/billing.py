@@ -18,7 +18,7 @@ from sqlmodel import col, select
 
 from app.db import Database
 from app.engine.eligibility import validate_filters
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.models.audit import AuditAction
 from app.models.billing import (
     LedgerEntry,
@@ -32,11 +32,13 @@ from app.models.niches import CompetitionLevel
 from app.services import _guards
 from app.services.audit import Actor, record
 from app.services.pages import Page, PageKey, keyset_page
+from app.services.principals import check_own, require_operator, scope_to_own
 
 MAX_AMOUNT_CENTS = 10**12
 
 
 async def create_provider(db: Database, *, actor: Actor, name: str, email: str) -> Provider:
+    require_operator(actor, "creating providers")
     provider = Provider(name=_guards.text(name, field="name"), email=_guards.email(email))
     try:
         async with db.begin() as session:
@@ -54,6 +56,7 @@ async def set_provider_status(
     db: Database, *, actor: Actor, provider_id: uuid.UUID, status: ProviderStatus
 ) -> Provider:
     """Suspend or reactivate."""
+    require_operator(actor, "suspending or reactivating providers")
     async with db.begin() as session:
         provider = await lock_provider(session, provider_id)
         previous = provider.status
@@ -71,6 +74,9 @@ async def set_provider_status(
 
 
 async def lock_provider(session: AsyncSession, provider_id: uuid.UUID) -> Provider:
+    """Locks the provider to change it or its subscriptions or caps, and bumps its revision (written
+    with the transaction's other changes): an engine that read it before this commit and locks it
+    after reads it again instead of planning on what it read (app/engine/distribute.py)."""
     provider = (
         await session.execute(
             select(Provider)
@@ -81,17 +87,23 @@ async def lock_provider(session: AsyncSession, provider_id: uuid.UUID) -> Provid
     ).scalar_one_or_none()
     if provider is None:
         raise NotFound("provider", provider_id)
+    provider.revision += 1
     return provider
 
 
 async def lock_providers(session: AsyncSession, provider_ids: Sequence[uuid.UUID]) -> None:
-    """In ascending id order, the engine's order, so the two never deadlock."""
-    if provider_ids:
+    """In ascending id order, the engine's order, so the two never deadlock; revisions bumped as
+    lock_provider does."""
+    ids = sorted(set(provider_ids))
+    if ids:
         await session.execute(
             sa.select(col(Provider.id))
-            .where(col(Provider.id).in_(sorted(set(provider_ids))))
+            .where(col(Provider.id).in_(ids))
             .order_by(col(Provider.id))
             .with_for_update(key_share=True)  # FOR NO KEY UPDATE
+        )
+        await session.execute(
+            sa.update(Provider).where(col(Provider.id).in_(ids)).values(revision=Provider.revision + 1)
         )
 
 
@@ -118,7 +130,7 @@ async def sync_subscription_statuses(session: AsyncSession, *, provider_ids: Seq
     )
 
 
-async def _post_entry(
+async def post_entry(
     session: AsyncSession,
     *,
     provider: Provider,
@@ -128,6 +140,8 @@ async def _post_entry(
     note: str | None = None,
     assignment_id: uuid.UUID | None = None,
 ) -> LedgerEntry:
+    """The one way a service changes a balance: its entry, the new balance and the subscription
+    statuses it implies, together. The caller holds `provider`'s row lock (`lock_provider`)."""
     new_balance = provider.balance_cents + amount_cents
     if new_balance < 0:
         raise Conflict(
@@ -156,6 +170,7 @@ async def top_up(
 ) -> LedgerEntry:
     """Applied once per (provider, reference): a retry returns the first entry unchanged. The same
     reference with another amount is a CONFLICT, not a silent no-op."""
+    require_operator(actor, "topping up balances")
     _guards.bounded_int(amount_cents, field="amountCents", minimum=1, maximum=MAX_AMOUNT_CENTS)
     reference = _guards.text(reference, field="reference", max_length=200)
     async with db.begin() as session:
@@ -177,7 +192,7 @@ async def top_up(
                     field="reference",
                 )
             return existing
-        entry = await _post_entry(
+        entry = await post_entry(
             session, provider=provider, amount_cents=amount_cents, kind=LedgerKind.TOP_UP, reference=reference
         )
         record(
@@ -207,6 +222,7 @@ async def adjust_balance(
 ) -> LedgerEntry:
     """REFUND (positive) or ADJUSTMENT (either sign). A CHARGE is only ever written by the engine,
     with its assignment: never a charge without a lead."""
+    require_operator(actor, "adjusting balances")
     if kind not in (LedgerKind.REFUND, LedgerKind.ADJUSTMENT):
         raise InvalidInput(
             "only REFUND or ADJUSTMENT: top-ups use topUpBalance, charges come from distributions",
@@ -219,9 +235,12 @@ async def adjust_balance(
         raise InvalidInput("amountCents must not be zero", field="amountCents")
     if kind is LedgerKind.REFUND and amount_cents < 0:
         raise InvalidInput("a refund credits the provider: amountCents must be positive", field="amountCents")
+    if kind is LedgerKind.REFUND and assignment_id is not None:
+        # the refund of an assignment is its price, once: approving its return writes it
+        raise InvalidInput("an assignment is refunded by approving its return", field="assignmentId")
     async with db.begin() as session:
         provider = await lock_provider(session, provider_id)
-        entry = await _post_entry(
+        entry = await post_entry(
             session,
             provider=provider,
             amount_cents=amount_cents,
@@ -252,6 +271,7 @@ async def subscribe(
     competition_level_id: uuid.UUID,
     filters: Any = None,
 ) -> Subscription:
+    require_operator(actor, "subscribing providers to levels (the level sets the price)")
     conditions = validate_filters([] if filters is None else filters)
     try:
         async with db.begin() as session:
@@ -292,8 +312,18 @@ async def subscribe(
 async def _change_subscription(
     db: Database, *, actor: Actor, subscription_id: uuid.UUID, pause: bool
 ) -> Subscription:
+    """A provider pauses and resumes its own subscriptions (another's is NOT_FOUND), but not one
+    an operator paused: that pause is the operator's to lift."""
     async with db.begin() as session:
-        found = await session.get(Subscription, subscription_id)
+        found = (
+            await session.execute(
+                scope_to_own(
+                    select(Subscription).where(Subscription.id == subscription_id),
+                    col(Subscription.provider_id),
+                    actor,
+                )
+            )
+        ).scalar_one_or_none()
         if found is None:
             raise NotFound("subscription", subscription_id)
         provider = await lock_provider(session, found.provider_id)
@@ -306,9 +336,15 @@ async def _change_subscription(
             )
         ).scalar_one()
         previous = subscription.status
+        by_operator = actor.provider_id is None
         if pause:
+            if subscription.status != SubscriptionStatus.PAUSED or by_operator:
+                subscription.paused_by_operator = by_operator
             subscription.status = SubscriptionStatus.PAUSED
         elif subscription.status == SubscriptionStatus.PAUSED:
+            if subscription.paused_by_operator and not by_operator:
+                raise Forbidden("an operator paused this subscription: only an operator can resume it")
+            subscription.paused_by_operator = False
             level = await session.get(CompetitionLevel, subscription.competition_level_id)
             assert level is not None
             subscription.status = (
@@ -337,22 +373,40 @@ async def resume_subscription(db: Database, *, actor: Actor, subscription_id: uu
     return await _change_subscription(db, actor=actor, subscription_id=subscription_id, pause=False)
 
 
-async def get_provider(db: Database, provider_id: uuid.UUID) -> Provider:
+async def get_provider(db: Database, provider_id: uuid.UUID, *, actor: Actor) -> Provider:
+    """A provider principal reads only its own; another id answers as a missing one does."""
     async with db.read() as session:
-        provider = await session.get(Provider, provider_id)
+        stmt = scope_to_own(select(Provider).where(Provider.id == provider_id), col(Provider.id), actor)
+        provider = (await session.execute(stmt)).scalar_one_or_none()
     if provider is None:
         raise NotFound("provider", provider_id)
     return provider
 
 
-async def list_providers(db: Database, *, first: int, after: PageKey | None) -> Page[Provider]:
+async def get_subscription(db: Database, subscription_id: uuid.UUID, *, actor: Actor) -> Subscription:
     async with db.read() as session:
-        return await keyset_page(session, select(Provider), Provider, first=first, after=after)
+        found = await session.get(Subscription, subscription_id)
+    if found is None:
+        raise NotFound("subscription", subscription_id)
+    check_own(actor, found.provider_id, "subscription", subscription_id)
+    return found
+
+
+async def list_providers(db: Database, *, actor: Actor, first: int, after: PageKey | None) -> Page[Provider]:
+    """A provider principal's list holds its own provider only."""
+    async with db.read() as session:
+        stmt = scope_to_own(select(Provider), col(Provider.id), actor)
+        return await keyset_page(session, stmt, Provider, first=first, after=after)
 
 
 async def list_ledger(
-    db: Database, *, provider_id: uuid.UUID, first: int, after: PageKey | None
+    db: Database, *, actor: Actor, provider_id: uuid.UUID, first: int, after: PageKey | None
 ) -> Page[LedgerEntry]:
+    check_own(actor, provider_id, "provider", provider_id)
     async with db.read() as session:
-        stmt = select(LedgerEntry).where(LedgerEntry.provider_id == provider_id)
+        stmt = scope_to_own(
+            select(LedgerEntry).where(LedgerEntry.provider_id == provider_id),
+            col(LedgerEntry.provider_id),
+            actor,
+        )
         return await keyset_page(session, stmt, LedgerEntry, first=first, after=after)

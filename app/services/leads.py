@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +20,7 @@ from app.models.niches import Niche
 from app.services import _guards
 from app.services.audit import Actor, record
 from app.services.pages import Page, PageKey, keyset_page
+from app.services.principals import own_provider_id, require_operator
 
 MAX_ATTRIBUTES = 100
 MAX_ATTRIBUTES_BYTES = 16_384
@@ -43,6 +45,7 @@ def validate_attributes(attributes: Any) -> dict[str, Any]:
 
 
 async def submit_lead(db: Database, *, actor: Actor, niche_id: uuid.UUID, attributes: Any) -> Lead:
+    require_operator(actor, "submitting leads")
     clean = validate_attributes(attributes)
     async with db.begin() as session:
         if await session.get(Niche, niche_id) is None:
@@ -70,6 +73,7 @@ async def lock_lead(session: AsyncSession, lead_id: uuid.UUID) -> Lead:
 
 async def approve_lead(db: Database, *, actor: Actor, lead_id: uuid.UUID) -> tuple[Lead, bool]:
     """Returns the lead and whether its niche distributes approved leads automatically."""
+    require_operator(actor, "approving leads")
     async with db.begin() as session:
         lead = await lock_lead(session, lead_id)
         if lead.status != LeadStatus.PENDING_REVIEW:
@@ -85,6 +89,7 @@ REJECTABLE = frozenset({LeadStatus.PENDING_REVIEW, LeadStatus.APPROVED, LeadStat
 
 
 async def reject_lead(db: Database, *, actor: Actor, lead_id: uuid.UUID, reason: str) -> Lead:
+    require_operator(actor, "rejecting leads")
     clean_reason = _guards.text(reason, field="reason", max_length=1000)
     async with db.begin() as session:
         lead = await lock_lead(session, lead_id)
@@ -103,17 +108,35 @@ async def reject_lead(db: Database, *, actor: Actor, lead_id: uuid.UUID, reason:
     return lead
 
 
-async def get_lead(db: Database, lead_id: uuid.UUID) -> Lead:
+def assigned_to(provider_id: uuid.UUID) -> sa.ColumnElement[bool]:
+    """The lead was assigned to the provider: what lets a provider principal see a lead at all."""
+    return sa.exists().where(
+        col(Assignment.lead_id) == col(Lead.id), col(Assignment.provider_id) == provider_id
+    )
+
+
+async def get_lead(db: Database, lead_id: uuid.UUID, *, actor: Actor) -> Lead:
+    """A provider principal reads only leads assigned to it; another answers as a missing one."""
+    stmt = select(Lead).where(Lead.id == lead_id)
+    if actor.provider_id is not None:
+        stmt = stmt.where(assigned_to(actor.provider_id))
     async with db.read() as session:
-        lead = await session.get(Lead, lead_id)
+        lead = (await session.execute(stmt)).scalar_one_or_none()
     if lead is None:
         raise NotFound("lead", lead_id)
     return lead
 
 
 async def list_leads(
-    db: Database, *, niche_id: uuid.UUID | None, status: LeadStatus | None, first: int, after: PageKey | None
+    db: Database,
+    *,
+    actor: Actor,
+    niche_id: uuid.UUID | None,
+    status: LeadStatus | None,
+    first: int,
+    after: PageKey | None,
 ) -> Page[Lead]:
+    require_operator(actor, "listing leads (a provider reads its leads through its assignments)")
     stmt = sa.select(Lead.__table__)  # type: ignore[attr-defined]  # rows: the page is only read
     if niche_id is not None:
         stmt = stmt.where(col(Lead.niche_id) == niche_id)
@@ -126,11 +149,15 @@ async def list_leads(
 async def list_assignments(
     db: Database,
     *,
+    actor: Actor,
     lead_id: uuid.UUID | None,
     provider_id: uuid.UUID | None,
     first: int,
     after: PageKey | None,
 ) -> Page[Assignment]:
+    """A provider principal lists its own assignments only: a lead it did not get lists nothing,
+    as a lead that does not exist; another provider's id is NOT_FOUND."""
+    provider_id = own_provider_id(actor, provider_id)
     stmt = select(Assignment)
     if lead_id is not None:
         stmt = stmt.where(Assignment.lead_id == lead_id)
@@ -138,3 +165,49 @@ async def list_assignments(
         stmt = stmt.where(Assignment.provider_id == provider_id)
     async with db.read() as session:
         return await keyset_page(session, stmt, Assignment, first=first, after=after)
+
+
+async def recent_assignments(
+    db: Database, *, actor: Actor, provider_id: uuid.UUID, limit: int
+) -> list[Assignment]:
+    """A provider's newest assignments, newest first: the first message of its live feed."""
+    own = own_provider_id(actor, provider_id)
+    async with db.read() as session:
+        rows = await session.execute(
+            select(Assignment)
+            .where(Assignment.provider_id == own)
+            .order_by(col(Assignment.created_at).desc(), col(Assignment.id).desc())
+            .limit(limit)
+        )
+        return list(rows.scalars().all())
+
+
+async def assignments_of_leads(
+    db: Database, *, actor: Actor, provider_id: uuid.UUID, lead_ids: list[uuid.UUID]
+) -> list[Assignment]:
+    """The provider's assignments of these leads (at most one each), oldest first: what committed
+    steps announced (a provider's assignment is unique per lead)."""
+    own = own_provider_id(actor, provider_id)
+    async with db.read() as session:
+        rows = await session.execute(
+            select(Assignment)
+            .where(Assignment.provider_id == own, col(Assignment.lead_id).in_(lead_ids))
+            .order_by(col(Assignment.created_at), col(Assignment.id))
+        )
+        return list(rows.scalars().all())
+
+
+async def assignments_since(
+    db: Database, *, actor: Actor, provider_id: uuid.UUID, since: datetime, limit: int = 100
+) -> list[Assignment]:
+    """The provider's assignments created at or after `since`, oldest first: a feed's catch-up after
+    it may have missed announcements."""
+    own = own_provider_id(actor, provider_id)
+    async with db.read() as session:
+        rows = await session.execute(
+            select(Assignment)
+            .where(Assignment.provider_id == own, col(Assignment.created_at) >= since)
+            .order_by(col(Assignment.created_at), col(Assignment.id))
+            .limit(limit)
+        )
+        return list(rows.scalars().all())

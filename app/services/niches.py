@@ -16,12 +16,14 @@ from app.errors import Conflict, NotFound
 from app.models.audit import AuditAction
 from app.models.base import utcnow
 from app.models.billing import Subscription
-from app.models.niches import CompetitionLevel, LevelStrategy, Niche
+from app.models.niches import DEFAULT_RETURN_WINDOW_HOURS, CompetitionLevel, LevelStrategy, Niche
 from app.services import _guards
 from app.services.audit import Actor, record
 from app.services.billing import lock_providers, sync_subscription_statuses
+from app.services.principals import require_operator
 
 MAX_RECIPIENTS_LIMIT = 1000
+MAX_RETURN_WINDOW_HOURS = 24 * 366  # a year: longer is a typo, not a policy
 
 
 async def create_niche(
@@ -31,11 +33,14 @@ async def create_niche(
     name: str,
     level_strategy: LevelStrategy = LevelStrategy.ALL_LEVELS,
     auto_distribute: bool = False,
+    return_window_hours: int = DEFAULT_RETURN_WINDOW_HOURS,
 ) -> Niche:
+    require_operator(actor, "creating niches")
     niche = Niche(
         name=_guards.text(name, field="name"),
         level_strategy=LevelStrategy(level_strategy),
         auto_distribute=auto_distribute,
+        return_window_hours=_check_return_window(return_window_hours),
     )
     try:
         async with db.begin() as session:
@@ -55,7 +60,11 @@ async def update_niche(
     name: str | None = None,
     level_strategy: LevelStrategy | None = None,
     auto_distribute: bool | None = None,
+    return_window_hours: int | None = None,
 ) -> Niche:
+    require_operator(actor, "changing niches")
+    if return_window_hours is not None:
+        _check_return_window(return_window_hours)
     try:
         async with db.begin() as session:
             niche = await lock_niche(session, niche_id)
@@ -65,11 +74,18 @@ async def update_niche(
                 niche.level_strategy = LevelStrategy(level_strategy)
             if auto_distribute is not None:
                 niche.auto_distribute = auto_distribute
+            if return_window_hours is not None:
+                # applies to requests from now on, for every assignment still inside the new window
+                niche.return_window_hours = return_window_hours
             await session.flush()
             record(session, actor, AuditAction.NICHE_UPDATED, entity_type="niche", entity_id=niche.id)
     except IntegrityError as exc:
         raise Conflict(f"a niche named {name!r} already exists", field="name") from exc
     return niche
+
+
+def _check_return_window(hours: int) -> int:
+    return _guards.bounded_int(hours, field="returnWindowHours", minimum=0, maximum=MAX_RETURN_WINDOW_HOURS)
 
 
 async def lock_niche(session: AsyncSession, niche_id: uuid.UUID) -> Niche:
@@ -83,7 +99,8 @@ async def lock_niche(session: AsyncSession, niche_id: uuid.UUID) -> Niche:
     return niche
 
 
-async def get_niche(db: Database, niche_id: uuid.UUID) -> Niche:
+async def get_niche(db: Database, niche_id: uuid.UUID, *, actor: Actor) -> Niche:
+    require_operator(actor, "reading niches")
     async with db.read() as session:
         niche = await session.get(Niche, niche_id)
     if niche is None:
@@ -124,6 +141,7 @@ async def create_level(
     active: bool = True,
 ) -> CompetitionLevel:
     """Without an order_position the level goes last."""
+    require_operator(actor, "creating competition levels")
     _check_level_numbers(
         order_position=order_position, price_cents=price_cents, max_recipients=max_recipients
     )
@@ -186,6 +204,7 @@ async def update_level(
     max_recipients: int | None = None,
     active: bool | None = None,
 ) -> CompetitionLevel:
+    require_operator(actor, "changing competition levels")
     _check_level_numbers(
         order_position=order_position, price_cents=price_cents, max_recipients=max_recipients
     )
@@ -231,6 +250,7 @@ async def update_level(
 
 async def delete_level(db: Database, *, actor: Actor, level_id: uuid.UUID) -> CompetitionLevel:
     """Soft delete: assignments keep pointing at it; its position becomes free."""
+    require_operator(actor, "deleting competition levels")
     async with db.begin() as session:
         level = await _lock_level(session, level_id)
         level.deleted_at = utcnow()
@@ -245,6 +265,7 @@ async def delete_level(db: Database, *, actor: Actor, level_id: uuid.UUID) -> Co
     return level
 
 
-async def list_niches(db: Database) -> Sequence[Niche]:
+async def list_niches(db: Database, *, actor: Actor) -> Sequence[Niche]:
+    require_operator(actor, "listing niches")
     async with db.read() as session:
         return (await session.execute(select(Niche).order_by(col(Niche.name)))).scalars().all()

@@ -1,6 +1,8 @@
-"""The notification outbox: `lead_assigned` rows written with each assignment, delivered by SMTP
-(aiosmtplib) with retries and backoff, or written to the log when no SMTP server is configured.
-A mail server that is down costs retries here, never a distribution."""
+"""The notification outbox: `lead_assigned` rows written with each assignment and `provider_invite`
+rows written with each invite, delivered by SMTP (aiosmtplib) with retries and backoff, or written
+to the log when no SMTP server is configured. A mail server that is down costs retries here, never
+a distribution. Variables that carry a secret (an invite's link) are blanked once the message has
+been sent or has failed for good: the outbox keeps no usable token."""
 
 from __future__ import annotations
 
@@ -32,8 +34,17 @@ TEMPLATES = {
         "Hello {provider_name},\n\n"
         "A new lead in {niche_name} ({level_name}) is yours. {price_charged} was charged to your balance.\n"
         "See it on your dashboard: {dashboard_url}\n\n— LeadWheel\n",
-    )
+    ),
+    "provider_invite": (
+        "Your LeadWheel account for {provider_name}",
+        "Hello,\n\n"
+        "You are invited to LeadWheel as a user of {provider_name}. Open this link to choose a password "
+        "and set up your authenticator app (it works once, until {expires_at}):\n"
+        "{invite_url}\n\n— LeadWheel\n",
+    ),
 }
+# variables holding a secret, blanked once the message is out (or has failed for good)
+SECRET_VARIABLES = {"provider_invite": ("invite_url",)}
 
 
 def render(template: str, variables: dict[str, Any]) -> tuple[str, str]:
@@ -136,6 +147,7 @@ async def _attempt(settings: Settings, note: Notification) -> None:
         note.last_error = f"{type(exc).__name__}: {exc}"[:1000]
         if note.attempts >= settings.notification_attempts:
             note.status = NotificationStatus.FAILED
+            _forget_secrets(note)
             metrics.NOTIFICATIONS.labels("failed").inc()
             log.error("notification.failed id=%s error=%s", note.id, note.last_error)
         else:
@@ -146,7 +158,14 @@ async def _attempt(settings: Settings, note: Notification) -> None:
         return
     note.status = NotificationStatus.SENT
     note.sent_at = utcnow()
+    _forget_secrets(note)
     metrics.NOTIFICATIONS.labels("sent").inc()
+
+
+def _forget_secrets(note: Notification) -> None:
+    secret = SECRET_VARIABLES.get(note.template, ())
+    if secret:
+        note.variables = {k: ("[sent]" if k in secret else v) for k, v in note.variables.items()}
 
 
 async def _send(settings: Settings, *, to: str, subject: str, body: str) -> None:

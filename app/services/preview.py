@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from app.db import Database
-from app.engine.plan import Pick, Skip
+from app.engine.plan import Candidate, CapState, Pick, Skip
 from app.engine.preview import preview_distribution as preview_plan
+from app.models.caps import CapPeriod
 from app.models.distribution import PreviewDecision, RunStatus, SkipReason
+from app.services.audit import Actor
+from app.services.caps import CapUsage
+from app.services.principals import require_operator
 
 
 @dataclass(frozen=True)
@@ -19,6 +24,7 @@ class CandidatePreview:
     decision: PreviewDecision
     reason: SkipReason | None
     detail: str | None
+    caps: list[CapUsage]  # each cap that applies, with its current period's usage
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,8 @@ class DistributionPreview:
     outcome: RunStatus
 
 
-async def preview_distribution(db: Database, *, lead_id: uuid.UUID) -> DistributionPreview:
+async def preview_distribution(db: Database, *, actor: Actor, lead_id: uuid.UUID) -> DistributionPreview:
+    require_operator(actor, "previewing distributions (they name every candidate)")
     preview = await preview_plan(db, lead_id=lead_id)
     plan, state = preview.plan, preview.state
     decided: dict[tuple[uuid.UUID, uuid.UUID], Pick | Skip] = {
@@ -61,7 +68,14 @@ async def preview_distribution(db: Database, *, lead_id: uuid.UUID) -> Distribut
             else:
                 decision, reason, detail = PreviewDecision.NOT_REACHED, None, None
             candidates.append(
-                CandidatePreview(candidate.provider_id, candidate.subscription_id, decision, reason, detail)
+                CandidatePreview(
+                    candidate.provider_id,
+                    candidate.subscription_id,
+                    decision,
+                    reason,
+                    detail,
+                    [_usage(cap, candidate) for cap in candidate.caps],
+                )
             )
         levels.append(
             LevelPreview(
@@ -81,4 +95,19 @@ async def preview_distribution(db: Database, *, lead_id: uuid.UUID) -> Distribut
         start_level_id=plan.start_level.id if plan.start_level else None,
         levels=levels,
         outcome=plan.outcome,
+    )
+
+
+def _usage(cap: CapState, candidate: Candidate) -> CapUsage:
+    """The engine's view of a cap, as the caps service shows caps everywhere else."""
+    return CapUsage(
+        id=uuid.UUID(cap.cap_id),
+        provider_id=candidate.provider_id,
+        subscription_id=None if cap.provider_wide else candidate.subscription_id,
+        period=CapPeriod(cap.period),
+        max_leads=cap.max_leads,
+        max_spend_cents=cap.max_spend_cents,
+        used_leads=cap.used_leads,
+        used_spend_cents=cap.used_spend_cents,
+        period_start=None if cap.period == CapPeriod.TOTAL else datetime.fromisoformat(cap.period_start),
     )

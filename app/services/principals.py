@@ -9,10 +9,12 @@ leaks, not even existence. Operations reserved to operators answer FORBIDDEN (`r
 from __future__ import annotations
 
 import uuid
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.errors import Forbidden, NotFound
-from app.services.audit import Actor
+
+if TYPE_CHECKING:  # app.services.audit applies these rules too
+    from app.services.audit import Actor
 
 S = TypeVar("S")
 

@@ -21,6 +21,7 @@ from app.progress.events import EventType, ProgressEvent
 from app.services.audit import SYSTEM, Actor, record
 from app.services.dispatch import Dispatcher, RunJob
 from app.services.leads import lock_lead
+from app.services.principals import require_operator
 from app.services.runs import get_run, run_event
 from app.settings import Settings
 
@@ -80,6 +81,7 @@ async def retry_distribution(
     db: Database, *, actor: Actor, run_id: uuid.UUID, dispatcher: Dispatcher
 ) -> DistributionRun:
     """Queues a dead-lettered (FAILED) run again, with a fresh set of attempts."""
+    require_operator(actor, "retrying distributions")
     async with db.begin() as session:
         run = await session.get(DistributionRun, run_id, with_for_update=True)
         if run is None:
@@ -113,10 +115,11 @@ async def retry_distribution(
         [RunJob(run.id, run.lead_id, run.batch_id)],
         announce=[run_event(run, niche_id, EventType.QUEUED, detail="retry requested")],
     )
-    return await get_run(db, run.id) if dispatcher.inline else run
+    return await get_run(db, run.id, actor=actor) if dispatcher.inline else run
 
 
-async def dead_letters(db: Database, *, limit: int = 100) -> Sequence[DistributionRun]:
+async def dead_letters(db: Database, *, actor: Actor, limit: int = 100) -> Sequence[DistributionRun]:
+    require_operator(actor, "reading the dead letters")
     async with db.read() as session:
         result = await session.execute(
             select(DistributionRun)

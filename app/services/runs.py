@@ -19,6 +19,7 @@ from app.progress.events import EventType, ProgressEvent
 from app.services import _guards
 from app.services.audit import Actor
 from app.services.dispatch import Dispatcher, RunJob
+from app.services.principals import require_operator
 
 
 def run_event(
@@ -46,6 +47,7 @@ async def request_distribution(
 ) -> DistributionRun:
     """The same key for the same lead returns the same run (and sends nothing); the same key for
     another lead is a CONFLICT."""
+    require_operator(actor, "distributing leads")
     key = _guards.text(idempotency_key, field="idempotencyKey", max_length=200) if idempotency_key else None
     try:
         run, niche_id, created = await _insert_run(db, actor=actor, lead_id=lead_id, key=key)
@@ -57,7 +59,7 @@ async def request_distribution(
             [RunJob(run.id, lead_id)], announce=[run_event(run, niche_id, EventType.QUEUED)]
         )
         if dispatcher.inline:
-            return await get_run(db, run.id)  # finished by now
+            return await get_run(db, run.id, actor=actor)  # finished by now
     return run
 
 
@@ -119,7 +121,7 @@ async def _insert_run(
                 f"idempotency key {key!r} was already used for lead {row.existing_lead_id}",
                 field="idempotencyKey",
             )
-        return await get_run(db, row.existing_id), uuid.UUID(int=0), False
+        return await get_run(db, row.existing_id, actor=actor), uuid.UUID(int=0), False
     if row.lead_status is None:
         raise NotFound("lead", lead_id)
     if row.run_id is None:
@@ -140,7 +142,8 @@ async def _insert_run(
     return run, row.niche_id, True
 
 
-async def get_run(db: Database, run_id: uuid.UUID) -> DistributionRun:
+async def get_run(db: Database, run_id: uuid.UUID, *, actor: Actor) -> DistributionRun:
+    require_operator(actor, "reading distribution runs")
     async with db.read() as session:
         run = await session.get(DistributionRun, run_id)
     if run is None:
@@ -149,20 +152,32 @@ async def get_run(db: Database, run_id: uuid.UUID) -> DistributionRun:
 
 
 @retry_on_disconnect
-async def latest_run_id(db: Database, lead_id: uuid.UUID) -> uuid.UUID:
+async def lead_niche_id(db: Database, lead_id: uuid.UUID, *, actor: Actor) -> uuid.UUID:
+    """The niche of an existing lead (its runs' events are published on the niche's channel too);
+    NOT_FOUND for a lead that does not exist. Operators only: runs name every candidate."""
+    require_operator(actor, "watching distribution runs")
     async with db.read() as session:
-        found = await session.scalar(
+        found = await session.scalar(sa.select(col(Lead.niche_id)).where(col(Lead.id) == lead_id))
+    if found is None:
+        raise NotFound("lead", lead_id)
+    return found
+
+
+@retry_on_disconnect
+async def latest_run_id(db: Database, lead_id: uuid.UUID, *, actor: Actor) -> uuid.UUID | None:
+    """The lead's latest run; None while it has none."""
+    require_operator(actor, "watching distribution runs")
+    async with db.read() as session:
+        return await session.scalar(
             sa.select(col(DistributionRun.id))
             .where(col(DistributionRun.lead_id) == lead_id)
             .order_by(col(DistributionRun.created_at).desc())
             .limit(1)
         )
-    if found is None:
-        raise NotFound("distribution run for lead", lead_id)
-    return found
 
 
-async def assignment_count(db: Database, lead_id: uuid.UUID) -> int:
+async def assignment_count(db: Database, lead_id: uuid.UUID, *, actor: Actor) -> int:
+    require_operator(actor, "reading a lead's distribution status")
     async with db.read() as session:
         return int(
             await session.scalar(sa.select(sa.func.count()).where(col(Assignment.lead_id) == lead_id)) or 0
@@ -170,8 +185,10 @@ async def assignment_count(db: Database, lead_id: uuid.UUID) -> int:
 
 
 @retry_on_disconnect
-async def run_snapshot(db: Database, run_id: uuid.UUID) -> tuple[DistributionRun, uuid.UUID]:
-    """The run as committed now, with its lead's niche: a subscriber's first (and resync) state."""
+async def run_snapshot(db: Database, run_id: uuid.UUID, *, actor: Actor) -> tuple[DistributionRun, uuid.UUID]:
+    """The run as committed now, with its lead's niche: a subscriber's first (and resync) state.
+    Operators only: a run names every candidate and why it was passed over."""
+    require_operator(actor, "watching distribution runs")
     async with db.read() as session:
         row = (
             await session.execute(

@@ -11,9 +11,11 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from taskiq import BrokerMessage, TaskiqMessage
+from redis.exceptions import ResponseError
+from taskiq import BrokerMessage
 from taskiq_redis import RedisStreamBroker
 
+from app.internals.taskiq import task_message
 from app.redis_client import retrying
 from app.settings import Settings, get_settings
 
@@ -24,7 +26,8 @@ CONSUMER_GROUP = "leadwheel-workers"
 class StreamBroker(RedisStreamBroker):
     """taskiq-redis's stream broker, able to queue a job on a pipeline of other commands: the API
     publishes a run's QUEUED event and sends its job in one round trip, and a batch's jobs go in
-    one. The entry is what RedisStreamBroker.kick writes; the workers read it unchanged."""
+    one. The entry is what RedisStreamBroker.kick writes; the workers read it unchanged. The taskiq
+    and taskiq-redis internals this relies on are listed and checked in app/internals/."""
 
     _client: Redis | None = None
 
@@ -37,15 +40,7 @@ class StreamBroker(RedisStreamBroker):
 
     def entry(self, task_name: str, *args: str, **kwargs: str | None) -> bytes:
         """A job's stream entry, as RedisStreamBroker.kick writes it."""
-        message = TaskiqMessage(
-            task_id=self.id_generator(),
-            task_name=task_name,
-            labels={},
-            labels_types={},
-            args=list(args),
-            kwargs=kwargs,
-        )
-        return self.formatter.dumps(message).message
+        return self.formatter.dumps(task_message(self, task_name, list(args), kwargs)).message
 
     def add_job(self, pipe: Pipeline, task_name: str, *args: str, **kwargs: str | None) -> None:
         pipe.xadd(
@@ -95,6 +90,8 @@ def worker_argv(settings: Settings, *, processes: int | None = None) -> list[str
         "worker",
         "app.tasks.broker:broker",
         "app.tasks.jobs",
+        "--log-level",
+        settings.log_level.value,
         "--ack-type",
         "when_executed",
         "--workers",
@@ -106,3 +103,26 @@ def worker_argv(settings: Settings, *, processes: int | None = None) -> list[str
         "--shutdown-timeout",
         "35",
     ]
+
+
+def scheduler_argv(settings: Settings) -> list[str]:
+    """The taskiq CLI arguments `leadwheel scheduler` runs."""
+    return ["scheduler", "app.tasks.scheduler:scheduler", "--log-level", settings.log_level.value]
+
+
+async def job_delivered_since(redis: Redis, since_ms: int) -> bool:
+    """True once a job added to the stream at or after `since_ms` (Redis's clock, in ms) has been
+    handed to a worker: the scheduler sends (its sweep, every second) and a worker reads."""
+    try:
+        groups = await redis.xinfo_groups(QUEUE)
+    except ResponseError:  # no stream yet
+        return False
+    for group in groups:
+        if _text(group.get("name")) == CONSUMER_GROUP:
+            delivered = _text(group.get("last-delivered-id")) or "0-0"
+            return int(delivered.split("-")[0]) >= since_ms
+    return False
+
+
+def _text(value: object) -> str | None:
+    return value.decode() if isinstance(value, bytes) else None if value is None else str(value)

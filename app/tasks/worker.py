@@ -7,6 +7,7 @@ from __future__ import annotations
 from taskiq import TaskiqEvents, TaskiqState
 
 from app.db import create_database
+from app.internals import check_all
 from app.logging import configure_logging
 from app.progress.publish import RedisPublisher
 from app.redis_client import connect as connect_redis
@@ -18,6 +19,7 @@ from app.tasks.dispatch import WEBHOOKS_QUEUED, TaskiqDispatcher
 
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
 async def open_resources(state: TaskiqState) -> None:
+    check_all()  # before anything is opened: a worker on changed library internals does not start
     configure_logging(settings)
     state.settings = settings
     state.db = create_database(str(settings.database_url), settings)

@@ -1,9 +1,9 @@
 """webhooks: endpoints and deliveries (the outbox, with their attempts)
 
-down_revision is 0004 for now: 0005, 0006 and 0008 are written in parallel and re-chained at merge.
+After 0008 (0005, 0006 and 0008 were written in parallel; the chain is 0006 -> 0008 -> 0007).
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0008
 Create Date: 2026-12-03 06:57:10.451471
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = '0007'
-down_revision: str | None = '0004'
+down_revision: str | None = '0008'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -4,6 +4,8 @@ import csv
 import io
 from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
+
 from app.db import Database
 from app.engine.distribute import distribute_lead
 from app.services import auth
@@ -71,6 +73,26 @@ async def test_csv_export(admin_api: Api, db: Database) -> None:
     ]
 
 
+async def test_csv_export_of_one_niche(admin_api: Api, db: Database) -> None:
+    await _distributed(db, 2)
+    other, (level,) = await make_niche(db, levels=[(700, 1)], name="Other niche")
+    await subscribe(db, await make_provider(db, balance_cents=10_000), level)
+    await distribute_lead(db, lead_id=(await make_lead(db, other)).id)
+    auth_header = {"Authorization": f"Bearer {admin_api.token}"}
+    response = await admin_api.client.get(
+        "/exports/assignments.csv", params={"nicheId": str(other.id)}, headers=auth_header
+    )
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [(r["niche"], r["price_charged_cents"]) for r in rows] == [("Other niche", "700")]
+    everything = await admin_api.client.get("/exports/assignments.csv", headers=auth_header)
+    assert len(list(csv.DictReader(io.StringIO(everything.text)))) == 3
+    bad = await admin_api.client.get(
+        "/exports/assignments.csv", params={"nicheId": "roofing"}, headers=auth_header
+    )
+    assert bad.status_code == 400
+    assert bad.json()["errors"][0]["extensions"] == {"code": "INVALID_INPUT"}
+
+
 async def test_csv_export_refuses_bad_input_and_wrong_scope(admin_api: Api, db: Database) -> None:
     assert (await admin_api.client.get("/exports/assignments.csv")).status_code == 401
     writer = (await auth.create_api_key(db, actor=SYSTEM, name="w", scopes=["leads:write"])).secret
@@ -93,3 +115,69 @@ async def test_csv_export_refuses_bad_input_and_wrong_scope(admin_api: Api, db: 
         )
         == "INVALID_INPUT"
     )
+
+
+HOURLY = """query($n: UUID, $from: DateTime, $to: DateTime) {
+  distributionStats(nicheId: $n, from: $from, to: $to) {
+    nicheName runsByOutcome { status count } runsByHour { hour status count } } }"""
+
+
+async def _backdate_runs(db: Database, lead_ids: list[object], at: datetime) -> None:
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            sa.text("UPDATE distribution_runs SET created_at = :at WHERE lead_id = ANY(:ids)"),
+            {"at": at, "ids": lead_ids},
+        )
+
+
+async def test_runs_by_hour_counts_each_utc_hour_by_status(admin_api: Api, db: Database) -> None:
+    niche, (level,) = await make_niche(db, levels=[(500, 1)], name="Hourly niche")
+    await subscribe(db, await make_provider(db, balance_cents=100_000), level)
+    empty, _ = await make_niche(db, levels=[(500, 1)], name="Nobody subscribes")
+    day = datetime(2026, 3, 2, tzinfo=UTC)
+    plan = [  # (niche, leads, when)
+        (niche, 3, day + timedelta(hours=9, minutes=5)),
+        (niche, 2, day + timedelta(hours=9, minutes=59, seconds=59)),
+        (niche, 1, day + timedelta(hours=14)),
+        (empty, 2, day + timedelta(hours=14, minutes=30)),  # NO_ELIGIBLE
+        (niche, 4, day - timedelta(minutes=1)),  # before the range
+        (niche, 1, day + timedelta(days=1)),  # at `to`: excluded
+    ]
+    for target, count, at in plan:
+        made = [await make_lead(db, target) for _ in range(count)]
+        for lead in made:
+            await distribute_lead(db, lead_id=lead.id)
+        await _backdate_runs(db, [lead.id for lead in made], at)
+    window = {"from": day.isoformat(), "to": (day + timedelta(days=1)).isoformat()}
+    stats = {s["nicheName"]: s for s in (await admin_api.ok(HOURLY, window))["distributionStats"]}
+    assert stats["Hourly niche"]["runsByHour"] == [
+        {"hour": "2026-03-02T09:00:00+00:00", "status": "SUCCESS", "count": 5},
+        {"hour": "2026-03-02T14:00:00+00:00", "status": "SUCCESS", "count": 1},
+    ]
+    assert stats["Nobody subscribes"]["runsByHour"] == [
+        {"hour": "2026-03-02T14:00:00+00:00", "status": "NO_ELIGIBLE", "count": 2},
+    ]
+    for s in stats.values():  # the hours add up to the totals of the same range
+        totals = {o["status"]: o["count"] for o in s["runsByOutcome"]}
+        by_hour: dict[str, int] = {}
+        for h in s["runsByHour"]:
+            by_hour[h["status"]] = by_hour.get(h["status"], 0) + h["count"]
+        assert by_hour == totals
+    one = await admin_api.ok(HOURLY, window | {"n": str(empty.id)})
+    assert [s["nicheName"] for s in one["distributionStats"]] == ["Nobody subscribes"]
+
+
+async def test_runs_by_hour_needs_a_bounded_range(admin_api: Api) -> None:
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    for window in (
+        {},  # no from
+        {"to": start.isoformat()},
+        {"from": start.isoformat(), "to": (start + timedelta(days=31, seconds=1)).isoformat()},
+        {"from": (datetime.now(UTC) - timedelta(days=40)).isoformat()},  # to: now
+    ):
+        body = await admin_api.gql(HOURLY, window)
+        assert error_code(body) == "INVALID_INPUT", window
+        assert body["errors"][0]["extensions"]["field"] == "from"
+    await admin_api.ok(HOURLY, {"from": start.isoformat(), "to": (start + timedelta(days=31)).isoformat()})
+    # without runsByHour, no range is needed
+    await admin_api.ok("{ distributionStats { nicheName runsByOutcome { status count } } }")

@@ -3,16 +3,23 @@
 import json
 import uuid
 
+import asyncpg
 import httpx
 import pytest
 import sqlalchemy as sa
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError as RedisAuthenticationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+from sqlalchemy.exc import DBAPIError
 
 from app.db import Database
 from app.main import create_app
 from app.progress.publish import NullPublisher
+from app.resolvers.errors import unavailable
+from app.services import auth
 from app.tasks.dispatch import InlineDispatcher
 from tests.api.conftest import Api, api_settings, error_code
 from tests.conftest import TABLES
@@ -155,6 +162,48 @@ async def test_not_found_conflict_and_not_distributable(admin_api: Api, db: Data
 
 
 async def test_unexpected_failure_is_internal_with_a_request_id_and_no_details(
+    api: Api, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A defect (here a service that trips over its own data) stays INTERNAL: logged in full, and
+    the client gets a request id and nothing of the details."""
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        settings: dict[str, str] = {}
+        settings["smtp_host"] += "secret-host.internal"  # KeyError: a bug, not an outage
+
+    monkeypatch.setattr(auth, "login", broken)
+    response = await api.client.post(
+        "/graphql", json={"query": 'mutation { login(email: "a@b.test", password: "x") { challenge } }'}
+    )
+    assert response.status_code == 200  # only UNAVAILABLE changes the HTTP status
+    assert "Retry-After" not in response.headers
+    error = response.json()["errors"][0]
+    assert error["extensions"]["code"] == "INTERNAL"
+    assert error["extensions"]["requestId"] in error["message"]
+    assert "Traceback" not in response.text
+    assert "smtp_host" not in response.text
+    # logged in full server-side, as one JSON line carrying the same request id
+    logged = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    unexpected = [entry for entry in logged if "graphql.unexpected" in entry.get("event", "")]
+    assert unexpected
+    assert unexpected[0]["request_id"] == error["extensions"]["requestId"]
+    assert unexpected[0]["level"] == "error"
+    assert "Traceback" in unexpected[0]["exception"]
+    assert [entry for entry in logged if entry["level"] == "error"] == unexpected[:1]  # logged once
+
+
+async def test_a_clients_mistake_is_not_logged_as_an_error(
+    admin_api: Api, capfd: pytest.CaptureFixture[str]
+) -> None:
+    capfd.readouterr()
+    missing = await admin_api.gql("query($id: UUID!) { lead(id: $id) { id } }", {"id": str(uuid.uuid4())})
+    assert error_code(missing) == "NOT_FOUND"
+    assert error_code(await admin_api.gql('mutation { createNiche(name: "  ") { id } }')) == "INVALID_INPUT"
+    logged = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    assert [entry for entry in logged if entry["level"] in ("error", "critical")] == []
+
+
+async def test_redis_out_of_reach_is_unavailable_with_503_and_retry_after(
     db: Database, capfd: pytest.CaptureFixture[str]
 ) -> None:
     dead = Redis.from_url("redis://127.0.0.1:1", retry=Retry(NoBackoff(), 0))  # nothing listens there
@@ -166,19 +215,59 @@ async def test_unexpected_failure_is_internal_with_a_request_id_and_no_details(
                 "/graphql",
                 json={"query": 'mutation { login(email: "a@b.test", password: "x") { challenge } }'},
             )
-    error = response.json()["errors"][0]
-    assert error["extensions"]["code"] == "INTERNAL"
-    assert error["extensions"]["requestId"] in error["message"]
-    assert "Traceback" not in response.text
-    assert "127.0.0.1" not in response.text
     await dead.aclose()
-    # logged in full server-side, as one JSON line carrying the same request id
-    logged = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
-    unexpected = [entry for entry in logged if "graphql.unexpected" in entry.get("event", "")]
-    assert unexpected
-    assert unexpected[0]["request_id"] == error["extensions"]["requestId"]
-    assert unexpected[0]["level"] == "error"
-    assert "Traceback" in unexpected[0]["exception"]
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "2"
+    error = response.json()["errors"][0]
+    assert error["extensions"] == {"code": "UNAVAILABLE", "retryAfterSeconds": 2}
+    assert error["message"].startswith("Redis cannot be reached")
+    assert "127.0.0.1" not in response.text
+    logged = capfd.readouterr().err
+    assert "graphql.unavailable" in logged
+    assert "graphql.unexpected" not in logged
+
+
+def _wrapped(orig: BaseException, *, invalidated: bool = False) -> DBAPIError:
+    """An asyncpg error as SQLAlchemy raises it."""
+    return DBAPIError("SELECT 1", {}, orig, connection_invalidated=invalidated)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("cause", "server"),
+    [
+        # connecting: no socket file, refused, timed out; starting up or shutting down; full
+        (FileNotFoundError(2, "No such file or directory"), "PostgreSQL"),
+        (ConnectionRefusedError(111, "Connection refused"), "PostgreSQL"),
+        (TimeoutError(), "PostgreSQL"),
+        (
+            _wrapped(asyncpg.exceptions.CannotConnectNowError("the database system is starting up")),
+            "PostgreSQL",
+        ),
+        (asyncpg.exceptions.CannotConnectNowError("the database system is shutting down"), "PostgreSQL"),
+        (_wrapped(asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients")), "PostgreSQL"),
+        # a connection the server dropped: administrator or crash shutdown, mid-statement
+        (_wrapped(asyncpg.exceptions.AdminShutdownError("terminating connection")), "PostgreSQL"),
+        (_wrapped(asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")), "PostgreSQL"),
+        (_wrapped(asyncpg.exceptions.InterfaceError("connection is closed"), invalidated=True), "PostgreSQL"),
+        (RedisConnectionError("Error 111 connecting to 127.0.0.1:6379"), "Redis"),
+        (RedisTimeoutError("Timeout reading from socket"), "Redis"),
+        # defects and bad input: never retried by the client
+        (_wrapped(asyncpg.exceptions.UniqueViolationError("duplicate key")), None),
+        (_wrapped(asyncpg.exceptions.UndefinedColumnError("column does not exist")), None),
+        (_wrapped(asyncpg.exceptions.InterfaceError("another operation is in progress")), None),
+        (asyncpg.exceptions.InvalidPasswordError("password authentication failed"), None),
+        (RedisAuthenticationError("invalid password"), None),
+        (KeyError("smtp_host"), None),
+        (None, None),
+    ],
+)
+def test_which_failures_are_unavailable(cause: BaseException | None, server: str | None) -> None:
+    outage = unavailable(cause)
+    if server is None:
+        assert outage is None
+    else:
+        assert outage is not None
+        assert str(outage).startswith(f"{server} cannot be reached")
 
 
 async def test_a_value_postgresql_refuses_is_invalid_input(api: Api) -> None:

@@ -195,12 +195,18 @@ async def test_update_rotate_delete(hooks_api: Api, db: Database, receiver: Rece
     assert error_code(gone) == "NOT_FOUND"
 
 
-async def test_read_credentials_cannot_reach_webhooks(hooks_api: Api, db: Database) -> None:
+async def test_read_credentials_see_endpoints_not_the_delivery_log(hooks_api: Api, db: Database) -> None:
+    """Bodies carry the leads' contact details: admins (and a buyer, its own) read the log."""
     reader = (await auth.create_api_key(db, actor=SYSTEM, name="r", scopes=["read"])).secret
     provider = await make_provider(db)
+    created = await create(hooks_api, provider.id, "http://crm:s3cr3t@127.0.0.1:9/hook")
+    assert created["endpoint"]["url"] == "http://crm:***@127.0.0.1:9/hook"  # a password is a secret
+    seen = await hooks_api.ok("{ webhookEndpoints { id url } }", token=reader)
+    assert seen["webhookEndpoints"] == [
+        {"id": created["endpoint"]["id"], "url": "http://crm:***@127.0.0.1:9/hook"}
+    ]
     for query in (
-        "{ webhookEndpoints { id } }",
-        "{ webhookDeliveries { edges { node { id } } } }",
+        "{ webhookDeliveries { edges { node { id payload } } } }",
         "{ webhookOverview { pendingDeliveries } }",
         'mutation { sendTestWebhook(endpointId: "00000000-0000-0000-0000-000000000001") { id } }',
         'mutation { redeliverWebhook(deliveryId: "00000000-0000-0000-0000-000000000001") { id } }',
@@ -219,4 +225,4 @@ async def test_read_credentials_cannot_reach_webhooks(hooks_api: Api, db: Databa
         token=reader,
     )
     assert error_code(body) == "FORBIDDEN"
-    assert await count(db, "webhook_endpoints") == 0
+    assert await count(db, "webhook_endpoints") == 1

@@ -12,19 +12,26 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 
 from app.db import Database
+from app.models.caps import CapPeriod
+from app.services import caps, subscriptions
+from app.services.audit import SYSTEM
+from app.services.caps import CapLimit
 from tests.factories import make_lead, make_niche, make_provider, subscribe
 from tests.factories.webhooks import make_endpoint
 from tests.invariants import violations
+from tests.model.reference import blackout_around
 from tests.receiver import Receiver
 from tests.tasks.conftest import Stack, WsSubscription, free_port
 
 CALLS = int(os.environ.get("LEADWHEEL_CHAOS_CALLS", "3000"))
+EVERYWHERE_CAP = 40
 NICHES = 20
 DISTRIBUTE = "mutation($id: UUID!, $k: String) { distributeLead(leadId: $id, idempotencyKey: $k) { id } }"
 PROGRESS = "subscription($run: UUID!) { distributionProgress(runId: $run) { seq type runStatus } }"
@@ -40,13 +47,41 @@ async def test_chaos(
     rng = random.Random(42)
     lead_ids: list[uuid.UUID] = []
     dead_url = f"http://127.0.0.1:{free_port()}/hook"
+    # buyer controls on: one buyer in every niche with a provider-wide cap (contended by all
+    # niches at once), and in each niche a capped subscription, a spend cap and a closed schedule
+    everywhere = await make_provider(db, balance_cents=10**7)
+    await make_endpoint(db, everywhere, receiver.url)
+    await caps.set_caps(
+        db,
+        actor=SYSTEM,
+        provider_id=everywhere.id,
+        caps=[CapLimit(CapPeriod.TOTAL, max_leads=EVERYWHERE_CAP)],
+    )
+    closed = {"windows": [], "blackoutDates": blackout_around(datetime.now(UTC).date())}
     for n in range(NICHES):
         niche, levels = await make_niche(db, levels=[(300, 2), (100, 2)])
+        for level in levels:
+            await subscribe(db, everywhere, level)
         for k in range(5):
             p = await make_provider(db, balance_cents=rng.choice([2_000, 50_000, 10**7]))
             await make_endpoint(db, p, dead_url if (n, k) == (0, 0) else receiver.url)
             for level in levels:
-                await subscribe(db, p, level)
+                sub = await subscribe(db, p, level)
+                if k == 0:
+                    await caps.set_caps(
+                        db, actor=SYSTEM, subscription_id=sub.id, caps=[CapLimit(CapPeriod.DAY, max_leads=10)]
+                    )
+                if k == 1 and level is levels[0]:
+                    await subscriptions.set_schedule(
+                        db, actor=SYSTEM, subscription_id=sub.id, schedule=closed
+                    )
+            if k == 2:
+                await caps.set_caps(
+                    db,
+                    actor=SYSTEM,
+                    provider_id=p.id,
+                    caps=[CapLimit(CapPeriod.MONTH, max_spend_cents=5_000)],
+                )
         lead_ids += [(await make_lead(db, niche)).id for _ in range(CALLS // NICHES + 2)]
     apis = [await stack.api(), await stack.api()]
     workers = [stack.worker() for _ in range(3)]
@@ -219,6 +254,11 @@ async def test_chaos(
                 )
             ).one()
         )
+        capped = (
+            await conn.execute(
+                sa.text("SELECT count(*) FROM assignments WHERE provider_id = :p"), {"p": everywhere.id}
+            )
+        ).scalar_one()
     found = await violations(db)
     print(
         f"\nchaos: {counts} in {time.monotonic() - started:.0f} s; runs {statuses}; assignments {assignments}; "
@@ -230,6 +270,7 @@ async def test_chaos(
     assert outbox == assignments
     assert webhook_rows.wrong == 0 and webhook_rows.assigned == assignments
     assert delivered_ids <= set(receiver.ids())  # at least once, each with its one webhook-id
+    assert capped == EVERYWHERE_CAP  # reached under contention from every niche, never passed
     assert streams_ok == len(watchers)
     assert counts.get("workers_killed", 0) >= 1
     assert statuses.get("SUCCESS", 0) + statuses.get("PARTIAL", 0) > CALLS // 2

@@ -50,4 +50,6 @@ async def test_every_example_in_the_api_guide_runs(
             assert '"actorType":"API_KEY"' in done.stdout.replace(" ", "")
         if kind == "sh" and "assignments.csv" in code:
             assert done.stdout.startswith("assignment_id,created_at")
+        if kind == "sh" and "runsByHour" in code:
+            assert '"distributionStats":[' in done.stdout.replace(" ", ""), done.stdout
     assert "EXAMPLE_RUN_ID" in env

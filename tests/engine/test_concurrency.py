@@ -45,7 +45,7 @@ async def test_one_top_up_reference_sent_ten_times(db: Database) -> None:
         )
     )
     assert len({e.id for e in entries}) == 1
-    assert (await billing.get_provider(db, provider.id)).balance_cents == 700
+    assert (await billing.get_provider(db, provider.id, actor=SYSTEM)).balance_cents == 700
     await assert_invariants(db)
 
 

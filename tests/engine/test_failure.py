@@ -7,6 +7,7 @@ from sqlalchemy.exc import DBAPIError
 from app.db import Database
 from app.engine.distribute import distribute_lead
 from app.services import billing, leads
+from app.services.audit import SYSTEM
 from tests.factories import make_lead, make_niche, make_provider, subscribe
 from tests.invariants import assert_invariants
 
@@ -38,8 +39,8 @@ async def test_failure_after_the_charge_rolls_everything_back(db: Database, comm
     lead = await make_lead(db, niche)
     with pytest.raises(DBAPIError, match="injected failure"):
         await distribute_lead(db, lead_id=lead.id)
-    assert (await billing.get_provider(db, provider.id)).balance_cents == 1000
-    fresh = await leads.get_lead(db, lead.id)
+    assert (await billing.get_provider(db, provider.id, actor=SYSTEM)).balance_cents == 1000
+    fresh = await leads.get_lead(db, lead.id, actor=SYSTEM)
     assert fresh.status == "APPROVED" and fresh.distribution_attempts == 0
     async with db.engine.connect() as conn:
         for table in ("assignments", "notifications", "distribution_runs"):
@@ -85,5 +86,5 @@ async def test_a_terminated_backend_is_retried_inside_the_engine(db: Database) -
         await transaction.commit()
     result = await task
     assert result.status.value == "SUCCESS"
-    assert (await billing.get_provider(db, provider.id)).balance_cents == 900
+    assert (await billing.get_provider(db, provider.id, actor=SYSTEM)).balance_cents == 900
     await assert_invariants(db)

@@ -27,8 +27,8 @@ async def test_success_writes_charge_ledger_outbox_audit_and_closes_the_lead(db:
     result = await distribute_lead(db, lead_id=lead.id)
     assert result.status.value == "SUCCESS"
     for p in providers:
-        assert (await billing.get_provider(db, p.id)).balance_cents == 7500
-    fresh = await leads.get_lead(db, lead.id)
+        assert (await billing.get_provider(db, p.id, actor=SYSTEM)).balance_cents == 7500
+    fresh = await leads.get_lead(db, lead.id, actor=SYSTEM)
     assert fresh.status == "DISTRIBUTED" and fresh.distributed_at is not None
     assert fresh.distribution_attempts == 1
     assert await _count(db, "SELECT count(*) FROM notifications WHERE status = 'PENDING'") == 2
@@ -58,12 +58,12 @@ async def test_no_eligible_then_rerun_after_a_new_subscription(db: Database) -> 
     lead = await make_lead(db, niche)
     first = await distribute_lead(db, lead_id=lead.id)
     assert first.status.value == "NO_ELIGIBLE"
-    after_first = await leads.get_lead(db, lead.id)
+    after_first = await leads.get_lead(db, lead.id, actor=SYSTEM)
     assert after_first.status == "NO_ELIGIBLE" and after_first.distributed_at is None
     await subscribe(db, await make_provider(db, balance_cents=500), level)
     second = await distribute_lead(db, lead_id=lead.id)
     assert second.status.value == "SUCCESS"
-    final = await leads.get_lead(db, lead.id)
+    final = await leads.get_lead(db, lead.id, actor=SYSTEM)
     assert final.status == "DISTRIBUTED" and final.distribution_attempts == 2
 
 
@@ -115,5 +115,5 @@ async def test_second_distribution_of_a_distributed_lead_charges_nobody(db: Data
     first = await distribute_lead(db, lead_id=lead.id)
     again = await distribute_lead(db, lead_id=lead.id)
     assert again.replayed and again.deciding_run_id == first.run_id and again.status == first.status
-    assert (await billing.get_provider(db, provider.id)).balance_cents == 900
+    assert (await billing.get_provider(db, provider.id, actor=SYSTEM)).balance_cents == 900
     await assert_invariants(db)

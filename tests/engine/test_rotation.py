@@ -39,7 +39,7 @@ async def test_rotation_wraps_and_advances_even_without_candidates(db: Database)
     niche, _ = await make_niche(db, levels=[(100, 1)] * 3)
     starts = await _starting_levels(db, niche, 4)  # nobody subscribed: all NO_ELIGIBLE
     assert starts == ["L1", "L2", "L3", "L1"]
-    fresh = await niches.get_niche(db, niche.id)
+    fresh = await niches.get_niche(db, niche.id, actor=SYSTEM)
     assert fresh.next_start_level_order_position == 2
 
 
@@ -56,7 +56,7 @@ async def test_niche_without_active_levels_is_no_eligible_and_keeps_its_position
     lead = await make_lead(db, niche)
     result = await distribute_lead(db, lead_id=lead.id)
     assert result.status.value == "NO_ELIGIBLE"
-    assert (await niches.get_niche(db, niche.id)).next_start_level_order_position == 1
+    assert (await niches.get_niche(db, niche.id, actor=SYSTEM)).next_start_level_order_position == 1
 
 
 def test_starting_index_rules() -> None:

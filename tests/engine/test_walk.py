@@ -80,7 +80,7 @@ async def test_backfill_when_a_pick_cannot_pay(db: Database) -> None:
     assert [a.provider_id for a in result.assigned] == ids[1:]
     assert [(s.provider_id, s.reason) for s in result.skipped] == [(ids[0], SkipReason.INSUFFICIENT_BALANCE)]
     assert result.status.value == "PARTIAL"
-    assert (await billing.get_provider(db, poor.id)).balance_cents == 999
+    assert (await billing.get_provider(db, poor.id, actor=SYSTEM)).balance_cents == 999
 
 
 async def test_suspended_provider_paused_subscription_and_filters(db: Database) -> None:

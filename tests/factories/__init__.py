@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.db import Database
+from app.engine.distribute import distribute_lead
+from app.engine.result import AssignedProvider
 from app.models.billing import Provider, Subscription
 from app.models.leads import Lead
 from app.models.niches import CompetitionLevel, LevelStrategy, Niche
@@ -55,14 +57,14 @@ async def make_provider(
         await billing.top_up(
             db, actor=SYSTEM, provider_id=provider.id, amount_cents=balance_cents, reference="initial"
         )
-    return await billing.get_provider(db, provider.id)
+    return await billing.get_provider(db, provider.id, actor=SYSTEM)
 
 
 async def _rekey(db: Database, provider: Provider, new_id: uuid.UUID) -> Provider:
     """Tests of the provider-id tiebreak need ids in a known order."""
     async with db.engine.begin() as conn:
         await conn.exec_driver_sql("UPDATE providers SET id = $1 WHERE id = $2", (new_id, provider.id))
-    return await billing.get_provider(db, new_id)
+    return await billing.get_provider(db, new_id, actor=SYSTEM)
 
 
 async def subscribe(
@@ -87,3 +89,11 @@ async def make_lead(
 def ordered_ids(n: int) -> list[uuid.UUID]:
     """n UUIDs in ascending order."""
     return [uuid.UUID(int=(i + 1) << 64 | next(_counter)) for i in range(n)]
+
+
+async def make_assignment(db: Database, niche: Niche, provider: Provider) -> AssignedProvider:
+    """A new lead of `niche` distributed: `provider`'s assignment of it (the provider must be
+    subscribed and able to pay); what a return refers to."""
+    result = await distribute_lead(db, lead_id=(await make_lead(db, niche)).id)
+    (assigned,) = [a for a in result.assigned if a.provider_id == provider.id]
+    return assigned

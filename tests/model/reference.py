@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 
 @dataclass
@@ -24,6 +26,7 @@ class MSub:
     level: uuid.UUID
     filters: list[dict[str, Any]]
     paused: bool = False
+    schedule: dict[str, Any] | None = None  # as stored: {"windows": [...], "blackoutDates": [...]}
     # when it last received a lead: (lead number, pick number) orders like the engine's timestamps
     last: tuple[int, int] | None = None
 
@@ -33,6 +36,24 @@ class MProvider:
     id: uuid.UUID
     balance: int
     suspended: bool = False
+    timezone: str = "UTC"
+
+
+@dataclass
+class MCap:
+    provider: uuid.UUID
+    subscription: uuid.UUID | None  # None: across all the provider's subscriptions
+    period: str  # DAY, WEEK, MONTH, TOTAL
+    max_leads: int | None
+    max_spend: int | None
+
+
+@dataclass
+class MAssignment:
+    provider: uuid.UUID
+    subscription: uuid.UUID
+    price: int
+    at: datetime
 
 
 @dataclass
@@ -42,10 +63,15 @@ class Model:
     levels: dict[uuid.UUID, MLevel] = field(default_factory=dict)
     providers: dict[uuid.UUID, MProvider] = field(default_factory=dict)
     subs: dict[uuid.UUID, MSub] = field(default_factory=dict)
+    caps: list[MCap] = field(default_factory=list)
+    history: list[MAssignment] = field(default_factory=list)
     leads_done: int = 0
 
-    def distribute(self, attributes: dict[str, Any]) -> list[tuple[uuid.UUID, uuid.UUID, int]]:
+    def distribute(
+        self, attributes: dict[str, Any], now: datetime | None = None
+    ) -> list[tuple[uuid.UUID, uuid.UUID, int]]:
         """Returns (level id, provider id, price) per assignment, in walk order."""
+        now = now or datetime.now(UTC)
         self.leads_done += 1
         active = sorted((lv for lv in self.levels.values() if lv.active), key=lambda lv: lv.position)
         if not active:
@@ -71,11 +97,17 @@ class Model:
                 provider = self.providers[sub.provider]
                 if sub.provider in holders or provider.suspended or sub.paused:
                     continue
+                zone = ZoneInfo(provider.timezone)
+                if sub.schedule is not None and not _open(sub.schedule, now.astimezone(zone)):
+                    continue
                 if not _eligible(sub.filters, attributes):
+                    continue
+                if not self._within_caps(sub, level.price, now, zone):
                     continue
                 if provider.balance < level.price:
                     continue
                 provider.balance -= level.price
+                self.history.append(MAssignment(sub.provider, sub.id, level.price, now))
                 pick += 1
                 sub.last = (self.leads_done, pick)
                 holders.add(sub.provider)
@@ -84,6 +116,64 @@ class Model:
             if taken and self.strategy == "FIRST_MATCH":
                 break
         return assigned
+
+    def _within_caps(self, sub: MSub, price: int, now: datetime, zone: ZoneInfo) -> bool:
+        for cap in self.caps:
+            if cap.provider != sub.provider or cap.subscription not in (None, sub.id):
+                continue
+            current = _period(cap.period, now.astimezone(zone))
+            counted = [
+                a
+                for a in self.history
+                if a.provider == cap.provider
+                and cap.subscription in (None, a.subscription)
+                and _period(cap.period, a.at.astimezone(zone)) == current
+            ]
+            if cap.max_leads is not None and len(counted) + 1 > cap.max_leads:
+                return False
+            if cap.max_spend is not None and sum(a.price for a in counted) + price > cap.max_spend:
+                return False
+        return True
+
+
+DAYS = ["MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"]
+
+
+def _period(period: str, local: datetime) -> object:
+    """Which period a local time falls in: a date, an ISO (year, week), a (year, month), or all."""
+    if period == "DAY":
+        return local.date()
+    if period == "WEEK":
+        return local.isocalendar()[:2]
+    if period == "MONTH":
+        return (local.year, local.month)
+    return "TOTAL"
+
+
+def _open(schedule: dict[str, Any], local: datetime) -> bool:
+    """SPEC §8 in the plainest words: closed on a blackout date; else open inside any window
+    (minutes from local midnight; a window whose end is not after its start ends the next day)."""
+    if local.date().isoformat() in schedule.get("blackoutDates", []):
+        return False
+    windows = schedule.get("windows", [])
+    if not windows:
+        return True
+    minute = local.hour * 60 + local.minute
+    today, yesterday = DAYS[local.weekday()], DAYS[(local.date() - timedelta(days=1)).weekday()]
+    for window in windows:
+        start, end = (int(t[:2]) * 60 + int(t[3:]) for t in (window["from"], window["to"]))
+        end = end % (24 * 60)
+        if start < end:
+            if today in window["days"] and start <= minute < end:
+                return True
+        elif (today in window["days"] and minute >= start) or (yesterday in window["days"] and minute < end):
+            return True
+    return False
+
+
+def blackout_around(today: date) -> list[str]:
+    """Blackout dates covering a test run even across midnight in any zone."""
+    return [(today + timedelta(days=d)).isoformat() for d in (-2, -1, 0, 1, 2)]
 
 
 def _eligible(filters: list[dict[str, Any]], attributes: dict[str, Any]) -> bool:

@@ -4,7 +4,9 @@ levels for the same prices, and every balance must match."""
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -12,10 +14,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from app.db import Database, create_database
 from app.engine.distribute import distribute_lead
-from app.services import billing, leads, niches
+from app.models.caps import CapPeriod
+from app.services import billing, caps, leads, niches, subscriptions
 from app.services.audit import SYSTEM
+from app.services.caps import CapLimit
 from tests.conftest import TABLES
-from tests.model.reference import MLevel, Model, MProvider, MSub
+from tests.model.reference import DAYS, MCap, MLevel, Model, MProvider, MSub, blackout_around
 
 FILTERS = [
     [],
@@ -24,6 +28,17 @@ FILTERS = [
     [{"field": "score", "op": "gte", "value": 50}],
     [{"field": "state", "op": "neq", "value": "CA"}, {"field": "vip", "op": "exists"}],
 ]
+ALL_DAY = {"days": DAYS, "from": "00:00", "to": "24:00"}
+SCHEDULES: list[dict[str, Any] | None] = [
+    None,
+    {"windows": [ALL_DAY]},
+    {"windows": [{"days": DAYS, "from": "08:00", "to": "20:00"}]},
+    {"windows": [{"days": DAYS, "from": "20:00", "to": "08:00"}]},  # across midnight
+    {"windows": [ALL_DAY], "blackoutDates": blackout_around(datetime.now(UTC).date())},
+]
+# coarse prices and spend caps, so a spend cap is often reached to the cent
+PRICES = st.sampled_from([0, 250, 500, 750, 1000, 2000])
+ZONES = ["UTC", "America/Chicago", "Asia/Kolkata", "Pacific/Kiritimati"]
 ATTRIBUTES = st.fixed_dictionaries(
     {"state": st.sampled_from(["TX", "OK", "CA"]), "zip": st.sampled_from(["75001", "90210"])},
     optional={"score": st.integers(0, 100), "vip": st.just(True)},
@@ -50,8 +65,8 @@ def make_machine(database_url: str) -> type[RuleBasedStateMachine]:
 
         @initialize(
             strategy=st.sampled_from(["ALL_LEVELS", "FIRST_MATCH"]),
-            levels=st.lists(st.tuples(st.integers(0, 2000), st.integers(1, 3)), min_size=1, max_size=4),
-            balances=st.lists(st.integers(0, 8000), min_size=3, max_size=7),
+            levels=st.lists(st.tuples(PRICES, st.integers(1, 3)), min_size=1, max_size=4),
+            balances=st.lists(st.integers(0, 20_000), min_size=3, max_size=7),
             # every provider subscribes to every level; a filter for some (pick >= len(FILTERS): none)
             filter_picks=st.lists(st.integers(0, 2 * len(FILTERS)), min_size=28, max_size=28),
         )
@@ -93,7 +108,7 @@ def make_machine(database_url: str) -> type[RuleBasedStateMachine]:
             )
             self.model.subs[sub.id] = MSub(sub.id, provider, level, FILTERS[filters])
 
-        @rule(price=st.integers(0, 2000), max_recipients=st.integers(1, 3))
+        @rule(price=PRICES, max_recipients=st.integers(1, 3))
         def add_level(self, price: int, max_recipients: int) -> None:
             assert self.model is not None and self.niche_id is not None
             level = self.run(
@@ -116,7 +131,7 @@ def make_machine(database_url: str) -> type[RuleBasedStateMachine]:
             level.active = not level.active
             self.run(niches.update_level(self.db, actor=SYSTEM, level_id=level.id, active=level.active))
 
-        @rule(balance=st.integers(0, 6000))
+        @rule(balance=st.integers(0, 20_000))
         def add_provider(self, balance: int) -> None:
             assert self.model is not None
             n = len(self.model.providers)
@@ -175,6 +190,68 @@ def make_machine(database_url: str) -> type[RuleBasedStateMachine]:
                 billing.set_provider_status(self.db, actor=SYSTEM, provider_id=provider.id, status=status)
             )
 
+        @precondition(lambda self: self.model is not None and self.model.providers)
+        @rule(data=st.data(), timezone=st.sampled_from(ZONES))
+        def set_timezone(self, data: st.DataObject, timezone: str) -> None:
+            assert self.model is not None
+            provider = self.model.providers[data.draw(st.sampled_from(list(self.model.providers)))]
+            provider.timezone = timezone
+            self.run(caps.set_timezone(self.db, actor=SYSTEM, provider_id=provider.id, timezone=timezone))
+
+        @precondition(lambda self: self.model is not None and self.model.subs)
+        @rule(
+            data=st.data(),
+            provider_wide=st.booleans(),
+            limits=st.lists(
+                st.tuples(
+                    st.sampled_from(list(CapPeriod)),
+                    st.one_of(st.none(), st.integers(0, 4)),
+                    st.one_of(st.none(), st.integers(0, 20).map(lambda n: n * 250)),
+                ).filter(lambda t: t[1] is not None or t[2] is not None),
+                max_size=3,
+                unique_by=lambda t: t[0],
+            ),
+        )
+        def set_caps(
+            self,
+            data: st.DataObject,
+            provider_wide: bool,
+            limits: list[tuple[CapPeriod, int | None, int | None]],
+        ) -> None:
+            assert self.model is not None
+            sub = self.model.subs[data.draw(st.sampled_from(list(self.model.subs)))]
+            scope = None if provider_wide else sub.id
+            self.model.caps = [
+                c for c in self.model.caps if not (c.provider == sub.provider and c.subscription == scope)
+            ] + [MCap(sub.provider, scope, period, leads_, spend) for period, leads_, spend in limits]
+            wanted = [CapLimit(period, leads_, spend) for period, leads_, spend in limits]
+            if provider_wide:
+                self.run(caps.set_caps(self.db, actor=SYSTEM, provider_id=sub.provider, caps=wanted))
+            else:
+                self.run(caps.set_caps(self.db, actor=SYSTEM, subscription_id=sub.id, caps=wanted))
+
+        @precondition(lambda self: self.model is not None and self.model.subs)
+        @rule(data=st.data(), pick=st.sampled_from(range(len(SCHEDULES) + 3)))
+        def set_schedule(self, data: st.DataObject, pick: int) -> None:
+            assert self.model is not None
+            sub = self.model.subs[data.draw(st.sampled_from(list(self.model.subs)))]
+            if pick < len(SCHEDULES):
+                sub.schedule = SCHEDULES[pick]
+            else:  # one weekday only, counted from the provider's local today: -1, 0 or +1
+                local = datetime.now(ZoneInfo(self.model.providers[sub.provider].timezone))
+                day = DAYS[(local.weekday() + pick - len(SCHEDULES) - 1) % 7]
+                window = (
+                    {"days": [day], "from": "20:00", "to": "08:00"}
+                    if day != DAYS[local.weekday()]
+                    else ALL_DAY
+                )
+                sub.schedule = {"windows": [{**window, "days": [day]}]}
+            self.run(
+                subscriptions.set_schedule(
+                    self.db, actor=SYSTEM, subscription_id=sub.id, schedule=sub.schedule
+                )
+            )
+
         @precondition(lambda self: self.model is not None)
         @rule(batch=st.lists(ATTRIBUTES, min_size=1, max_size=4))
         def distribute(self, batch: list[dict[str, Any]]) -> None:
@@ -197,7 +274,8 @@ def make_machine(database_url: str) -> type[RuleBasedStateMachine]:
                 result = await distribute_lead(self.db, lead_id=lead.id)
                 return [(a.level_id, a.provider_id, a.price_cents) for a in result.assigned]
 
-            assert self.run(go()) == self.model.distribute(attributes)
+            now = datetime.now(UTC)
+            assert self.run(go()) == self.model.distribute(attributes, now)
 
         @invariant()
         def balances_match(self) -> None:

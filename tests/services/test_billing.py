@@ -67,7 +67,7 @@ async def test_refund_charge_and_adjustment(db: Database) -> None:
             await billing.adjust_balance(
                 db, actor=SYSTEM, provider_id=provider.id, amount_cents=amount, kind=kind
             )
-    assert (await billing.get_provider(db, provider.id)).balance_cents == 0
+    assert (await billing.get_provider(db, provider.id, actor=SYSTEM)).balance_cents == 0
     await assert_invariants(db)
 
 
@@ -76,4 +76,4 @@ async def test_top_up_reference_with_another_amount_is_a_conflict(db: Database) 
     await billing.top_up(db, actor=SYSTEM, provider_id=provider.id, amount_cents=100, reference="inv-9")
     with pytest.raises(Conflict):
         await billing.top_up(db, actor=SYSTEM, provider_id=provider.id, amount_cents=200, reference="inv-9")
-    assert (await billing.get_provider(db, provider.id)).balance_cents == 100
+    assert (await billing.get_provider(db, provider.id, actor=SYSTEM)).balance_cents == 100

@@ -7,6 +7,8 @@ import httpx
 import sqlalchemy as sa
 
 from app.db import Database
+from app.services import runs
+from app.services.audit import SYSTEM
 from tests.factories import make_lead, make_niche, make_provider, subscribe
 from tests.invariants import assert_invariants
 from tests.tasks.conftest import Stack, WsSubscription, gql, wait_for
@@ -71,6 +73,86 @@ async def test_subscribers_see_every_step_in_order_on_two_api_processes(
 
 async def _feed_done(feed: WsSubscription, run_id: str) -> bool:
     return any(e["runId"] == run_id and e["type"] == "COMPLETED" for e in feed.events)
+
+
+async def test_subscribing_by_lead_before_its_first_run_waits_for_it(
+    db: Database, stack: Stack, token: str
+) -> None:
+    """The race-free order: subscribe first, then distribute. The first message says there is no
+    run yet; then the run's own messages follow, to COMPLETED."""
+    _, lead = await _seeded(db)
+    api = await stack.api()
+    stack.worker()
+    async with WsSubscription(api, token, PROGRESS, {"lead": str(lead.id)}) as live:
+        await asyncio.wait_for(live.first.wait(), 10)
+        waiting = live.events[0]
+        assert waiting["type"] == "WAITING"
+        assert waiting["runId"] is None
+        assert waiting["seq"] == 0
+        assert waiting["snapshot"] is True
+        await asyncio.sleep(0.5)
+        assert len(live.events) == 1  # nothing else while there is no run
+        run = (await gql(api, token, DISTRIBUTE, {"id": str(lead.id), "k": "first"}))["distributeLead"]
+        events = await live.wait()
+    rest = events[1:]
+    assert rest, events
+    assert {e["runId"] for e in rest} == {run["id"]}
+    assert rest[-1]["type"] == "COMPLETED"
+    assert rest[-1]["outcome"] == "SUCCESS"
+    seqs = [e["seq"] for e in rest]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gap, no duplicate
+    assert seqs[0] >= 1
+
+
+class _SendsNothing:
+    """A dispatcher whose send is lost: neither the QUEUED event nor the job goes out."""
+
+    inline = False
+
+    async def distribute(self, runs: object, announce: object = ()) -> None:
+        return None
+
+    async def notify(self) -> None:
+        return None
+
+
+async def test_a_waiting_subscriber_finds_a_run_whose_announcement_was_lost(
+    db: Database, stack: Stack, token: str
+) -> None:
+    """No event comes for this run: the subscriber re-reads PostgreSQL after a silence."""
+    _, lead = await _seeded(db)
+    api = await stack.api()
+    async with WsSubscription(api, token, PROGRESS, {"lead": str(lead.id)}) as live:
+        await asyncio.wait_for(live.first.wait(), 10)
+        assert live.events[0]["type"] == "WAITING"
+        run = await runs.request_distribution(
+            db, actor=SYSTEM, lead_id=lead.id, idempotency_key=None, dispatcher=_SendsNothing()
+        )
+        await wait_for(lambda: _has_run(live, str(run.id)), timeout=15)
+    found = live.events[1]
+    assert found["runId"] == str(run.id)
+    assert found["snapshot"] is True
+    assert found["type"] == "QUEUED"
+
+
+async def _has_run(live: WsSubscription, run_id: str) -> bool:
+    return any(e["runId"] == run_id for e in live.events)
+
+
+async def test_subscribing_by_a_lead_that_does_not_exist_is_not_found(stack: Stack, token: str) -> None:
+    import json
+    import uuid
+
+    from app.wsclient import subscription
+
+    api = await stack.api()
+    url = api.replace("http://", "ws://") + "/graphql"
+    async with subscription(url, token, PROGRESS, {"lead": str(uuid.uuid4())}) as ws:
+        message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    # an error raised by the subscription's generator arrives as a result with errors (as before
+    # it streamed), an error before it starts as an "error" message: either must say NOT_FOUND
+    errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
+    assert [e["extensions"]["code"] for e in errors] == ["NOT_FOUND"], message
 
 
 async def test_websocket_with_a_bad_token_is_refused(stack: Stack) -> None:

@@ -6,7 +6,7 @@ import strawberry
 
 from app.resolvers.context import Info
 from app.resolvers.permissions import IsAdminUser, IsAuthenticated
-from app.schema.types import AccessToken, ApiKey, CreatedApiKey, MfaChallenge
+from app.schema.accounts import AccessToken, ApiKey, CreatedApiKey, MfaChallenge
 from app.services import auth
 
 
@@ -36,14 +36,26 @@ class AuthMutations:
         await info.context.revoked(auth.digest(token))
         return revoked
 
-    @strawberry.mutation(permission_classes=[IsAdminUser])
-    async def create_api_key(self, info: Info, name: str, scopes: list[str]) -> CreatedApiKey:
+    @strawberry.mutation(
+        permission_classes=[IsAdminUser],
+        description="An operator's key (operator scopes), or with providerId a provider's key (scopes "
+        "provider:read, provider:write). A provider user makes keys for its own provider only.",
+    )
+    async def create_api_key(
+        self, info: Info, name: str, scopes: list[str], provider_id: uuid.UUID | None = None
+    ) -> CreatedApiKey:
         created = await auth.create_api_key(
-            info.context.db, actor=await info.context.actor(), name=name, scopes=scopes
+            info.context.db,
+            actor=await info.context.actor(),
+            name=name,
+            scopes=scopes,
+            provider_id=provider_id,
         )
         return CreatedApiKey(api_key=ApiKey.of(created.key), secret=created.secret)
 
-    @strawberry.mutation(permission_classes=[IsAdminUser])
+    @strawberry.mutation(
+        permission_classes=[IsAdminUser], description="A provider user revokes its provider's keys only."
+    )
     async def revoke_api_key(self, info: Info, id: uuid.UUID) -> ApiKey:
         key = await auth.revoke_api_key(info.context.db, actor=await info.context.actor(), key_id=id)
         await info.context.revoked(key.key_hash)

@@ -7,12 +7,13 @@ from strawberry.permission import BasePermission
 
 from app.models.billing import LedgerKind, ProviderStatus
 from app.resolvers.context import Info
-from app.resolvers.permissions import IsAdmin
+from app.resolvers.permissions import CanWriteOwn, IsAdmin
 from app.schema.scalars import JSON, Cents
 from app.schema.types import LedgerEntry, Provider, Subscription
 from app.services import billing
 
 ADMIN: list[type[BasePermission]] = [IsAdmin]
+WRITE_OWN: list[type[BasePermission]] = [CanWriteOwn]
 
 
 @strawberry.type
@@ -92,14 +93,20 @@ class BillingMutations:
         )
         return Subscription.of(subscription)
 
-    @strawberry.mutation(permission_classes=ADMIN)
+    @strawberry.mutation(
+        permission_classes=WRITE_OWN,
+        description="A provider pauses its own subscriptions; an operator's pause only an operator lifts.",
+    )
     async def pause_subscription(self, info: Info, id: uuid.UUID) -> Subscription:
         sub = await billing.pause_subscription(
             info.context.db, actor=await info.context.actor(), subscription_id=id
         )
         return Subscription.of(sub)
 
-    @strawberry.mutation(permission_classes=ADMIN)
+    @strawberry.mutation(
+        permission_classes=WRITE_OWN,
+        description="A provider resumes its own subscriptions, unless an operator paused them (FORBIDDEN).",
+    )
     async def resume_subscription(self, info: Info, id: uuid.UUID) -> Subscription:
         sub = await billing.resume_subscription(
             info.context.db, actor=await info.context.actor(), subscription_id=id

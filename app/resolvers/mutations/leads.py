@@ -45,7 +45,7 @@ class LeadMutations:
                 idempotency_key=f"approve:{id}",
                 dispatcher=c.dispatcher,
             )
-            lead = await leads.get_lead(c.db, id)
+            lead = await leads.get_lead(c.db, id, actor=actor)
         return Lead.of(lead)
 
     @strawberry.mutation(permission_classes=WRITE)

@@ -5,7 +5,7 @@ import uuid
 import strawberry
 from strawberry.permission import BasePermission
 
-from app.models.niches import LevelStrategy
+from app.models.niches import DEFAULT_RETURN_WINDOW_HOURS, LevelStrategy
 from app.resolvers.context import Info
 from app.resolvers.permissions import IsAdmin
 from app.schema.scalars import Cents
@@ -17,13 +17,16 @@ ADMIN: list[type[BasePermission]] = [IsAdmin]
 
 @strawberry.type
 class NicheMutations:
-    @strawberry.mutation(permission_classes=ADMIN)
+    @strawberry.mutation(
+        permission_classes=ADMIN, description="returnWindowHours: 0..8784; 0 turns returns off."
+    )
     async def create_niche(
         self,
         info: Info,
         name: str,
         level_strategy: LevelStrategy = LevelStrategy.ALL_LEVELS,
         auto_distribute: bool = False,
+        return_window_hours: int = DEFAULT_RETURN_WINDOW_HOURS,
     ) -> Niche:
         niche = await niches.create_niche(
             info.context.db,
@@ -31,10 +34,15 @@ class NicheMutations:
             name=name,
             level_strategy=level_strategy,
             auto_distribute=auto_distribute,
+            return_window_hours=return_window_hours,
         )
         return Niche.of(niche)
 
-    @strawberry.mutation(permission_classes=ADMIN)
+    @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="Only the arguments given change. A new returnWindowHours applies to requests "
+        "from then on.",
+    )
     async def update_niche(
         self,
         info: Info,
@@ -42,6 +50,7 @@ class NicheMutations:
         name: str | None = None,
         level_strategy: LevelStrategy | None = None,
         auto_distribute: bool | None = None,
+        return_window_hours: int | None = None,
     ) -> Niche:
         niche = await niches.update_niche(
             info.context.db,
@@ -50,6 +59,7 @@ class NicheMutations:
             name=name,
             level_strategy=level_strategy,
             auto_distribute=auto_distribute,
+            return_window_hours=return_window_hours,
         )
         return Niche.of(niche)
 

@@ -6,7 +6,7 @@ import strawberry
 from strawberry.permission import BasePermission
 
 from app.resolvers.context import Info
-from app.resolvers.permissions import IsAdmin
+from app.resolvers.permissions import CanWriteOwn
 from app.schema.webhooks import (
     CreatedWebhookEndpoint,
     CreateWebhookEndpointInput,
@@ -16,9 +16,9 @@ from app.schema.webhooks import (
 )
 from app.services.webhooks import deliveries, endpoints
 
-# Operators for now; the services apply the principal rules, so a provider's own credentials can
-# be let in here once they exist.
-WEBHOOKS: list[type[BasePermission]] = [IsAdmin]
+# Admins, and a provider (provider:write) for its own endpoints: the services apply the principal
+# rules (another provider's endpoint or delivery is NOT_FOUND).
+WEBHOOKS: list[type[BasePermission]] = [CanWriteOwn]
 
 
 @strawberry.type
