@@ -322,3 +322,55 @@ async def test_a_test_message_reaches_a_disabled_endpoint_once(db: Database, rec
     assert got == {first.id: "FAILED", second.id: "DELIVERED"}
     assert receiver.received[1].payload["type"] == "webhook.test"
     assert woken.wakes == 2
+
+
+async def test_a_decided_return_reaches_the_buyers_endpoints(db: Database, receiver: Receiver) -> None:
+    from app.models.returns import ReturnReason
+    from app.services import returns
+
+    niche, (level,) = await make_niche(db, levels=[(1200, 2)])
+    buyer = await make_provider(db, balance_cents=5_000)
+    await subscribe(db, buyer, level)
+    created = await make_endpoint(db, buyer, receiver.url, events=["lead.assigned", "return.decided"])
+    await make_endpoint(db, buyer, receiver.url.replace("/hook", "/only-leads"))  # lead.assigned only
+    receiver.secrets.append(created.secret)
+    (first,) = (await distribute_lead(db, lead_id=(await make_lead(db, niche)).id)).assigned
+    (second,) = (await distribute_lead(db, lead_id=(await make_lead(db, niche)).id)).assigned
+    await send_due(db, SETTINGS)
+    receiver.received.clear()
+
+    woken = Woken()
+    decided = []
+    for bought, approve in ((first, True), (second, False)):
+        requested = await returns.request_return(
+            db, actor=SYSTEM, assignment_id=bought.assignment_id, reason=ReturnReason.DUPLICATE
+        )
+        if approve:
+            decided.append(
+                await returns.approve_return(db, actor=SYSTEM, return_id=requested.id, dispatcher=woken)
+            )
+        else:
+            decided.append(
+                await returns.reject_return(
+                    db, actor=SYSTEM, return_id=requested.id, note="not a duplicate", dispatcher=woken
+                )
+            )
+    assert woken.wakes == 2  # after each commit
+    assert await send_due(db, SETTINGS) == 2  # the lead.assigned-only endpoint got none
+    bodies = sorted((r.payload for r in receiver.received), key=lambda b: b["data"]["decision"])
+    assert all(r.verified_by for r in receiver.received)
+    assert [(b["type"], b["data"]["decision"], b["data"]["refund_cents"]) for b in bodies] == [
+        ("return.decided", "APPROVED", 1200),
+        ("return.decided", "REJECTED", 0),
+    ]
+    assert bodies[0]["data"]["return_id"] == str(decided[0].id)
+    assert bodies[1]["data"] | {"return_id": None} == {
+        "return_id": None,
+        "assignment_id": str(second.assignment_id),
+        "lead_id": str(decided[1].lead_id),
+        "provider_id": str(buyer.id),
+        "reason": "DUPLICATE",
+        "decision": "REJECTED",
+        "decision_note": "not a duplicate",
+        "refund_cents": 0,
+    }
