@@ -25,7 +25,10 @@ import httpx
 
 from app.services.webhooks.guard import RefusedAddress, Unresolvable, resolve
 
-KEEPALIVE_SECONDS = 5.0
+# An idle connection is kept this long: servers commonly keep theirs 60 s or more, and one closed
+# sooner (Node's 5 s) is noticed before reuse or, in a race, the request goes once more on a new
+# connection. Each new connection to a buyer costs a TLS handshake on both sides.
+KEEPALIVE_SECONDS = 30.0
 READ_CHUNK = 65536
 # A request's `extensions[POOL]` names the connection it may reuse (the sender: its endpoint).
 POOL = "leadwheel.pool"
