@@ -189,14 +189,23 @@ class _Disconnected(Exception):
 
 async def _next_event(connection: _Connection) -> h11.Event:
     protocol = connection.protocol
+    closed = False
     while True:
-        event = protocol.next_event()
+        try:
+            event = protocol.next_event()
+        except h11.RemoteProtocolError as exc:
+            if closed:  # the end of the stream where an answer (or the rest of one) was due
+                raise _Disconnected(
+                    "the server closed the connection before its answer was complete"
+                ) from exc
+            raise
         if event is h11.NEED_DATA:
             data = await connection.reader.read(READ_CHUNK)
+            closed = not data
             protocol.receive_data(data)  # b"": the server closed
             continue
         if isinstance(event, h11.ConnectionClosed):
-            raise _Disconnected("the server closed the connection before its answer was complete")
+            raise _Disconnected("the server closed the connection before its answer ended")
         if event is h11.PAUSED:
             raise h11.RemoteProtocolError("the server sent more than one answer")
         assert isinstance(event, h11.Event)

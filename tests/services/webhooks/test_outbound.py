@@ -3,6 +3,7 @@ answers, and the address guard (at write time and on the address actually connec
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -203,3 +204,38 @@ async def test_https_verifies_the_urls_hostname_on_the_checked_address(tmp_path:
     assert unknown_ca.outcome is AttemptOutcome.CONNECTION_ERROR
     assert unknown_ca.error is not None and "CERTIFICATE_VERIFY_FAILED" in unknown_ca.error
     assert len(receiver.received) == 1
+
+
+async def test_a_kept_alive_connection_the_server_dropped_is_retried_once_on_a_new_one() -> None:
+    """A server that closes an idle connection as the next request arrives (a keep-alive race):
+    the request goes again on a new connection, once."""
+    connections = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        for answered in range(2):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(
+                next(
+                    line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+                ).split(b":")[1]
+            )
+            await reader.readexactly(length)
+            if answered:  # the second request on this connection: dropped unanswered
+                writer.close()
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = outbound.make_client(ALLOWED)
+    try:
+        url = f"http://127.0.0.1:{port}/hook"
+        first = await outbound.post(client, url, headers={}, body=b"{}", within=2, pool="endpoint")
+        second = await outbound.post(client, url, headers={}, body=b"{}", within=2, pool="endpoint")
+    finally:
+        await client.aclose()
+        server.close()
+    assert (first.outcome, second.outcome) == (AttemptOutcome.SUCCESS, AttemptOutcome.SUCCESS), second.error
+    assert len(connections) == 2  # the kept-alive one, then a new one for the retry
