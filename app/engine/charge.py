@@ -19,6 +19,7 @@ from app.models.audit import ActorType, AuditAction
 from app.models.billing import LedgerKind, SubscriptionStatus
 from app.models.distribution import Template
 from app.models.leads import LeadStatus
+from app.models.webhooks import DeliveryStatus, DisabledReason, WebhookEvent
 
 WRITE_DISTRIBUTION = compile_named(f"""
 WITH
@@ -93,6 +94,37 @@ notify AS (
     JOIN debit ON debit.id = ins.provider_id
     JOIN picked ON picked.provider_id = ins.provider_id
 ),
+-- The webhook outbox (SPEC §9): a delivery per assignment and live endpoint of its provider that
+-- subscribes to lead.assigned, enabled or disabled by the sender for failing (those queue until
+-- re-enabled: next_attempt_at NULL). With no endpoint it costs one index probe per assignment; the
+-- lead's attributes are read here, only for the rows that exist.
+webhooks AS (
+    INSERT INTO webhook_deliveries (endpoint_id, provider_id, event_type, subject_id, payload, status,
+                                    next_attempt_at, created_at)
+    SELECT e.id, ins.provider_id, '{WebhookEvent.LEAD_ASSIGNED}', ins.id,
+           jsonb_build_object(
+               'type', '{WebhookEvent.LEAD_ASSIGNED}',
+               'timestamp', to_char((SELECT at FROM ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+               'data', jsonb_build_object(
+                   'assignment_id', ins.id,
+                   'provider_id', ins.provider_id,
+                   'lead', (SELECT jsonb_build_object('id', l.id, 'attributes', l.attributes,
+                                                      'submitted_at', l.created_at)
+                            FROM leads l WHERE l.id = :lead_id),
+                   'niche', jsonb_build_object('id', :niche_id::uuid, 'name', :niche_name::text),
+                   'level', jsonb_build_object('id', ins.competition_level_id, 'name', picked.level_name),
+                   'price_cents', ins.price_charged_cents,
+                   'price', picked.price_text)),
+           '{DeliveryStatus.PENDING}',
+           CASE WHEN e.enabled THEN (SELECT at FROM ts) END,
+           (SELECT at FROM ts)
+    FROM ins
+    JOIN webhook_endpoints e ON e.provider_id = ins.provider_id
+    JOIN picked ON picked.provider_id = ins.provider_id
+    WHERE e.deleted_at IS NULL AND '{WebhookEvent.LEAD_ASSIGNED}' = ANY(e.events)
+      AND (e.enabled OR e.disabled_reason = '{DisabledReason.FAILING}')
+    RETURNING 1
+),
 audit AS (
     INSERT INTO audit_log (action, actor_type, entity_type, entity_id, details, created_at)
     SELECT '{AuditAction.DISTRIBUTION_STARTED}', '{ActorType.SYSTEM}', 'lead', :lead_id,
@@ -142,7 +174,8 @@ run AS (
         finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms,
         outcome = EXCLUDED.outcome, error = NULL, updated_at = EXCLUDED.updated_at
 )
-SELECT ins.id AS assignment_id, ins.provider_id, debit.balance_cents, (SELECT at FROM ts) AS at
+SELECT ins.id AS assignment_id, ins.provider_id, debit.balance_cents, (SELECT at FROM ts) AS at,
+       (SELECT count(*) FROM webhooks) AS webhooks
 FROM ins JOIN debit ON debit.id = ins.provider_id
 """)
 
@@ -152,6 +185,7 @@ class Written:
     assignment_ids: dict[uuid.UUID, uuid.UUID]  # provider -> assignment
     balances_after: dict[uuid.UUID, int]
     at: datetime | None
+    webhooks: int = 0  # webhook deliveries written
 
 
 def format_money(cents: int) -> str:
@@ -230,4 +264,5 @@ async def write_distribution(
         assignment_ids={r["provider_id"]: r["assignment_id"] for r in rows},
         balances_after={r["provider_id"]: r["balance_cents"] for r in rows},
         at=rows[0]["at"] if rows else None,
+        webhooks=rows[0]["webhooks"] if rows else 0,
     )

@@ -22,6 +22,7 @@ from app.models.distribution import (
 from app.models.leads import Assignment, Lead, LeadStatus
 from app.models.niches import CompetitionLevel, LevelStrategy, Niche
 from app.models.returns import Return, ReturnReason, ReturnStatus
+from app.models.webhooks import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "AccessToken",
@@ -54,4 +55,6 @@ __all__ = [
     "RunStatus",
     "Subscription",
     "SubscriptionStatus",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]
