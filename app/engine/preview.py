@@ -10,12 +10,18 @@ from datetime import UTC, datetime
 import asyncpg
 
 from app.db import Database
-from app.engine.plan import NicheState, Plan, plan_distribution
+from app.engine.plan import Candidate, NicheState, Plan, plan_distribution
 from app.engine.snapshot import LOCK_LEAD, lock_lead_row, read_full_levels, read_niche_state
+from app.engine.usage import LOCAL_PERIODS
 from app.errors import NotFound
 from app.models.leads import DISTRIBUTABLE
 
 READ_LEAD = LOCK_LEAD.replace("FOR NO KEY UPDATE OF l, n", "")
+# when each time zone's current periods began, as of the same transaction as the read
+PERIOD_STARTS = f"""
+SELECT tz, {", ".join(f"lw_period_start('{p.value}', now(), tz) AS {p.value.lower()}" for p in LOCAL_PERIODS)}
+FROM unnest($1::text[]) AS tz
+"""
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,8 @@ class Preview:
     distributable: bool
     state: NicheState
     plan: Plan
+    # per time zone of a candidate with caps: when its current DAY, WEEK and MONTH began
+    period_starts: dict[str, dict[str, datetime]]
 
 
 async def preview_distribution(db: Database, *, lead_id: uuid.UUID) -> Preview:
@@ -40,10 +48,22 @@ async def preview_distribution(db: Database, *, lead_id: uuid.UUID) -> Preview:
             while plan.needs_full_levels:
                 state = await read_full_levels(conn, state, sorted(plan.needs_full_levels))
                 plan = plan_distribution(state, lead.attributes)
+            zones = sorted(
+                {zone_name(c) for cs in state.candidates.values() for c in cs if c.usage is not None}
+            )
+            starts = {
+                row["tz"]: {p.value: row[p.value.lower()] for p in LOCAL_PERIODS}
+                for row in (await conn.fetch(PERIOD_STARTS, zones) if zones else [])
+            }
     return Preview(
         lead_id=lead_id,
         lead_status=lead.status,
         distributable=lead.status in DISTRIBUTABLE,
         state=state,
         plan=plan,
+        period_starts=starts,
     )
+
+
+def zone_name(candidate: Candidate) -> str:
+    return "UTC" if candidate.zone is None else candidate.zone.key

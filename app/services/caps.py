@@ -193,7 +193,7 @@ WITH c AS (
     FROM subscriptions s, jsonb_each(s.caps) e
     WHERE s.provider_id = ANY(CAST(:ids AS uuid[]))
 )
-SELECT c.provider_id, c.subscription_id, c.period, (c.lim->>'leads')::int AS max_leads,
+SELECT c.provider_id, c.subscription_id, c.period, (c.lim->>'leads')::bigint AS max_leads,
        (c.lim->>'spend')::bigint AS max_spend_cents,
        {_used("leads")} AS used_leads, {_used("spend_cents")} AS used_spend_cents,
        lw_period_start(c.period, now(), p.timezone) AS period_start

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from app.db import Database
-from app.engine.plan import Pick, Skip
+from app.engine.plan import Candidate, CapState, Pick, Skip
 from app.engine.preview import preview_distribution as preview_plan
+from app.engine.preview import zone_name
+from app.models.caps import CapPeriod
 from app.models.distribution import PreviewDecision, RunStatus, SkipReason
 from app.services.audit import Actor
-from app.services.caps import CapUsage, caps_of_providers
+from app.services.caps import CapUsage
 from app.services.principals import require_operator
 
 
@@ -54,10 +57,6 @@ async def preview_distribution(db: Database, *, actor: Actor, lead_id: uuid.UUID
         (step.level.id, step.candidate.subscription_id): step for step in plan.steps
     }
     visited = {level.id for level in plan.visited}
-    # the caps as the caps service shows them everywhere (with each period's start); the decisions
-    # above were made on the engine's own read of the same counters
-    providers = sorted({c.provider_id for cs in state.candidates.values() for c in cs})
-    caps = await caps_of_providers(db, providers) if providers else {}
     levels = []
     for level in state.levels:
         candidates = []
@@ -76,11 +75,7 @@ async def preview_distribution(db: Database, *, actor: Actor, lead_id: uuid.UUID
                     decision,
                     reason,
                     detail,
-                    [
-                        cap
-                        for cap in caps[candidate.provider_id]
-                        if cap.subscription_id in (None, candidate.subscription_id)
-                    ],
+                    [_usage(cap, candidate, preview.period_starts) for cap in candidate.caps],
                 )
             )
         levels.append(
@@ -101,4 +96,18 @@ async def preview_distribution(db: Database, *, actor: Actor, lead_id: uuid.UUID
         start_level_id=plan.start_level.id if plan.start_level else None,
         levels=levels,
         outcome=plan.outcome,
+    )
+
+
+def _usage(cap: CapState, candidate: Candidate, starts: dict[str, dict[str, datetime]]) -> CapUsage:
+    """A cap as the engine read it for this preview, shown as the caps service shows caps."""
+    return CapUsage(
+        provider_id=candidate.provider_id,
+        subscription_id=None if cap.provider_wide else candidate.subscription_id,
+        period=CapPeriod(cap.period),
+        max_leads=cap.max_leads,
+        max_spend_cents=cap.max_spend_cents,
+        used_leads=cap.used_leads,
+        used_spend_cents=cap.used_spend_cents,
+        period_start=starts[zone_name(candidate)].get(cap.period),  # None for TOTAL
     )

@@ -26,7 +26,7 @@ SCHEDULE = """mutation($s: UUID!, $w: DeliveryScheduleInput) {
   setSubscriptionSchedule(subscriptionId: $s, schedule: $w) { openNow schedule { windows { days from to } } } }"""
 FILTERS = """mutation($s: UUID!, $f: JSON!) { setSubscriptionFilters(subscriptionId: $s, filters: $f) { filters } }"""
 PREVIEW = """query($id: UUID!) { previewDistribution(leadId: $id) { outcome
-  levels { candidates { providerId decision reason detail caps { period maxLeads usedLeads } } } } }"""
+  levels { candidates { providerId decision reason detail caps { period maxLeads usedLeads periodStart } } } } }"""
 # rows (providers and subscriptions) that have caps
 CAPPED_ROWS = """SELECT (SELECT count(*) FROM providers WHERE caps IS NOT NULL)
                       + (SELECT count(*) FROM subscriptions WHERE caps IS NOT NULL)"""
@@ -78,6 +78,9 @@ async def test_caps_schedule_and_timezone_are_set_shown_and_previewed(admin_api:
     assert by_provider[pid]["reason"] == "CAP_REACHED"
     assert by_provider[pid]["detail"] == "subscription DAY cap: 0/0 leads"
     assert {(c["period"], c["maxLeads"]) for c in by_provider[pid]["caps"]} == {("MONTH", None), ("DAY", 0)}
+    # the same period starts as the caps on the provider (America/Chicago's month)
+    (month,) = [c for c in by_provider[pid]["caps"] if c["period"] == "MONTH"]
+    assert month["periodStart"] == shown["caps"][0]["periodStart"]
     assert by_provider[str(closed.id)]["reason"] == "OUTSIDE_SCHEDULE"
 
     window = {"windows": [{"days": ALL_WEEK, "from": "00:00", "to": "24:00"}], "blackoutDates": []}
