@@ -309,32 +309,44 @@ async def subscribe(
     return subscription
 
 
+async def lock_own_subscription(
+    session: AsyncSession, *, actor: Actor, subscription_id: uuid.UUID
+) -> tuple[Provider, Subscription]:
+    """A subscription the principal may change (another provider's is NOT_FOUND, filtered in SQL),
+    locked after its provider: the provider's row lock (which bumps its revision) is what every
+    change to its subscriptions takes, in the engine's lock order."""
+    found = (
+        await session.execute(
+            scope_to_own(
+                select(col(Subscription.provider_id)).where(Subscription.id == subscription_id),
+                col(Subscription.provider_id),
+                actor,
+            )
+        )
+    ).scalar_one_or_none()
+    if found is None:
+        raise NotFound("subscription", subscription_id)
+    provider = await lock_provider(session, found)
+    subscription = (
+        await session.execute(
+            select(Subscription)
+            .where(Subscription.id == subscription_id)
+            .with_for_update(key_share=True)  # FOR NO KEY UPDATE
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
+    return provider, subscription
+
+
 async def _change_subscription(
     db: Database, *, actor: Actor, subscription_id: uuid.UUID, pause: bool
 ) -> Subscription:
     """A provider pauses and resumes its own subscriptions (another's is NOT_FOUND), but not one
     an operator paused: that pause is the operator's to lift."""
     async with db.begin() as session:
-        found = (
-            await session.execute(
-                scope_to_own(
-                    select(Subscription).where(Subscription.id == subscription_id),
-                    col(Subscription.provider_id),
-                    actor,
-                )
-            )
-        ).scalar_one_or_none()
-        if found is None:
-            raise NotFound("subscription", subscription_id)
-        provider = await lock_provider(session, found.provider_id)
-        subscription = (
-            await session.execute(
-                select(Subscription)
-                .where(Subscription.id == subscription_id)
-                .with_for_update(key_share=True)  # FOR NO KEY UPDATE
-                .execution_options(populate_existing=True)
-            )
-        ).scalar_one()
+        provider, subscription = await lock_own_subscription(
+            session, actor=actor, subscription_id=subscription_id
+        )
         previous = subscription.status
         by_operator = actor.provider_id is None
         if pause:
@@ -384,11 +396,13 @@ async def get_provider(db: Database, provider_id: uuid.UUID, *, actor: Actor) ->
 
 
 async def get_subscription(db: Database, subscription_id: uuid.UUID, *, actor: Actor) -> Subscription:
+    stmt = select(Subscription).where(Subscription.id == subscription_id)
     async with db.read() as session:
-        found = await session.get(Subscription, subscription_id)
+        found = (
+            await session.execute(scope_to_own(stmt, col(Subscription.provider_id), actor))
+        ).scalar_one_or_none()
     if found is None:
         raise NotFound("subscription", subscription_id)
-    check_own(actor, found.provider_id, "subscription", subscription_id)
     return found
 
 

@@ -22,13 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import Database
 from app.engine.schedule import ScheduleError, zone
 from app.engine.usage import LOCAL_PERIODS, current
-from app.errors import InvalidInput, NotFound
+from app.errors import InvalidInput
 from app.models.audit import AuditAction
 from app.models.billing import Provider, Subscription
 from app.models.caps import CapPeriod
 from app.services import _guards
 from app.services.audit import Actor, record
-from app.services.billing import lock_provider
+from app.services.billing import lock_own_subscription, lock_provider
 from app.services.principals import check_own
 
 MAX_CAP = 10**12
@@ -116,21 +116,14 @@ async def set_caps(
         for limit in limits
     }
     async with db.begin() as session:
-        target: Provider | Subscription | None
+        target: Provider | Subscription
         if subscription_id is not None:
-            target = await session.get(Subscription, subscription_id)
-            if target is None:
-                raise NotFound("subscription", subscription_id)
-            check_own(actor, target.provider_id, "subscription", subscription_id)
+            _, target = await lock_own_subscription(session, actor=actor, subscription_id=subscription_id)
             provider_id = target.provider_id
-        assert provider_id is not None
-        check_own(actor, provider_id, "provider", provider_id)
-        provider = await lock_provider(session, provider_id)
-        if subscription_id is None:
-            target = provider
-        else:  # read again under the provider's lock, which guards its subscriptions too
-            await session.refresh(target, with_for_update={"key_share": True})
-        assert target is not None
+        else:
+            assert provider_id is not None
+            check_own(actor, provider_id, "provider", provider_id)
+            target = await lock_provider(session, provider_id)
         previous, target.caps = target.caps, wanted or None
         record(
             session,

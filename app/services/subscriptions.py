@@ -11,12 +11,11 @@ from typing import Any
 from app.db import Database
 from app.engine.eligibility import validate_filters
 from app.engine.schedule import Schedule, ScheduleError, as_json, next_change, parse_schedule, zone
-from app.errors import InvalidInput, NotFound
+from app.errors import InvalidInput
 from app.models.audit import AuditAction
 from app.models.billing import Subscription
 from app.services.audit import Actor, record
-from app.services.billing import lock_provider
-from app.services.principals import check_own
+from app.services.billing import lock_own_subscription
 
 
 def validate_schedule(raw: Any) -> Schedule:
@@ -30,12 +29,7 @@ async def _change(
     db: Database, *, actor: Actor, subscription_id: uuid.UUID, field: str, value: Any, action: AuditAction
 ) -> Subscription:
     async with db.begin() as session:
-        found = await session.get(Subscription, subscription_id)
-        if found is None:
-            raise NotFound("subscription", subscription_id)
-        check_own(actor, found.provider_id, "subscription", subscription_id)
-        await lock_provider(session, found.provider_id)
-        await session.refresh(found, with_for_update={"key_share": True})
+        _, found = await lock_own_subscription(session, actor=actor, subscription_id=subscription_id)
         previous = getattr(found, field)
         setattr(found, field, value)
         record(
