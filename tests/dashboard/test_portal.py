@@ -23,6 +23,7 @@ import pyotp
 import sqlalchemy as sa
 
 from app.db import Database
+from app.engine.distribute import distribute_lead
 from app.models.caps import CapPeriod
 from app.services import billing, caps, provider_users, subscriptions
 from app.services.audit import SYSTEM
@@ -165,6 +166,8 @@ async def test_a_buyer_follows_its_leads_live_and_runs_its_subscriptions(
     executable = chromium()
     world = await _buyer_world(db)
     roof, solar = world["roof"].id, world["solar"].id
+    earlier = await make_lead(db, world["roofing"], {"name": "Sam Early", "state": "TX", "zip": "75002"})
+    await distribute_lead(db, lead_id=earlier.id)  # before the page opens: in the snapshot
     lead = await make_lead(
         db, world["roofing"], {"name": "Jane Prospect", "phone": "+1 555 0199", "state": "TX", "zip": "75001"}
     )
@@ -176,7 +179,8 @@ async def test_a_buyer_follows_its_leads_live_and_runs_its_subscriptions(
         watched = Watched(page)
         await sign_in(page, f"{api}/portal", email=world["user"].email, totp_secret=world["user"].totp_secret)
         await page.wait_for_selector("#live >> text=(live)", timeout=15_000)
-        assert "No leads yet" in str(await page.text_content("#leads"))
+        assert await page.locator("#leads tr[data-assignment]").count() == 1
+        assert "Sam Early" in str(await page.text_content("#leads tr[data-assignment]"))
         assert await page.text_content("#zone") == f"Times in {ZONE}."
 
         # subscriptions: cap usage, schedule, status
@@ -184,20 +188,20 @@ async def test_a_buyer_follows_its_leads_live_and_runs_its_subscriptions(
             f"#subscriptions tr[data-subscription='{roof}']",
             f"#subscriptions tr[data-subscription='{solar}']",
         )
-        assert "today: 0/5 leads" in str(await page.text_content(roof_row))
+        assert "today: 1/5 leads" in str(await page.text_content(roof_row))
         assert "open" in str(await page.text_content(f"{roof_row} .schedule-state"))
         solar_text = str(await page.text_content(solar_row))
         assert "PAUSED" in solar_text and "paused by the operator" in solar_text
         assert await page.text_content(f"{solar_row} .schedule-state") == "closed now"
         assert "opens" in solar_text and "Mon Tue Wed Thu Fri 08:00–18:00" in solar_text
-        assert "this month: $0.00/$1000.00" in str(await page.text_content("#provider-caps"))
+        assert "this month: $15.00/$1000.00" in str(await page.text_content("#provider-caps"))
 
         # balance and ledger, newest first, paged
-        assert await page.text_content("#balance") == "$210.00"
+        assert await page.text_content("#balance") == "$195.00"
         assert await page.locator("#ledger tr[data-entry]").count() == 10
         await page.click("#ledger-more")
         await page.wait_for_selector("#ledger-more", state="hidden")
-        assert await page.locator("#ledger tr[data-entry]").count() == 12
+        assert await page.locator("#ledger tr[data-entry]").count() == 13
         assert "initial" in str(await page.locator("#ledger tr[data-entry]").last.text_content())
 
         # a lead sold to the buyer appears without a reload, with what it bought
@@ -206,15 +210,17 @@ async def test_a_buyer_follows_its_leads_live_and_runs_its_subscriptions(
         )
         row = page.locator("#leads tr[data-assignment]", has_text="Jane Prospect")
         await row.wait_for(timeout=20_000)
+        assert "Jane Prospect" in str(await page.text_content("#leads tr[data-assignment]"))  # newest first
+        assert await page.locator("#leads tr[data-assignment]").count() == 2
         text = str(await row.text_content())
         assert (
             "+1 555 0199" in text and "75001" in text and "$15.00" in text and "Roofing / Texas · L1" in text
         )
-        await page.wait_for_selector("#balance >> text=$195.00", timeout=10_000)
+        await page.wait_for_selector("#balance >> text=$180.00", timeout=10_000)
         first_entry = str(await page.text_content("#ledger tr[data-entry]"))
-        assert "CHARGE" in first_entry and "−$15.00" in first_entry and "$195.00" in first_entry
-        await page.wait_for_selector(f"{roof_row} >> text=today: 1/5 leads", timeout=10_000)
-        assert "this month: $15.00/$1000.00" in str(await page.text_content("#provider-caps"))
+        assert "CHARGE" in first_entry and "−$15.00" in first_entry and "$180.00" in first_entry
+        await page.wait_for_selector(f"{roof_row} >> text=today: 2/5 leads", timeout=10_000)
+        assert "this month: $30.00/$1000.00" in str(await page.text_content("#provider-caps"))
         assert await page.locator("#ledger tr[data-entry]").count() == 10  # back to the first page
 
         # pause and resume its own subscription
@@ -236,8 +242,8 @@ async def test_a_buyer_follows_its_leads_live_and_runs_its_subscriptions(
         await page.fill("#caps-DAY-leads", "3")
         await page.fill("#caps-WEEK-spend", "50")
         await page.click("#caps-form button:not([type=button])")
-        await page.wait_for_selector(f"{roof_row} >> text=today: 1/3 leads")
-        assert "this week: $15.00/$50.00" in str(await page.text_content(roof_row))
+        await page.wait_for_selector(f"{roof_row} >> text=today: 2/3 leads")
+        assert "this week: $30.00/$50.00" in str(await page.text_content(roof_row))
         assert await page.is_hidden("#caps-form")
         assert await page.text_content("#subscriptions-error") == ""
 
@@ -268,6 +274,7 @@ async def test_a_buyer_follows_its_leads_live_and_runs_its_subscriptions(
         assert "zip 75001 is in Texas" in str(await page.text_content("#returns"))
         await page.wait_for_selector("#live >> text=(live)", timeout=15_000)
         await page.wait_for_selector("#leads >> text=Jane Prospect")  # the snapshot
+        assert await page.locator("#leads tr[data-assignment]").count() == 2
         screenshot = tmp_path / "portal.png"
         await page.screenshot(path=str(screenshot), full_page=True)
         await browser.close()
