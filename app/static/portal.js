@@ -88,6 +88,8 @@ $("mfa").onsubmit = async (e) => {
   } catch (err) { $("signin-error").textContent = err.message; }
 };
 
+$("mfa-back").onclick = () => showSignin();  // a new challenge (one expires after a few minutes)
+
 // The invite link is PORTAL_URL#invite=<token>: a fragment, never sent to a server.
 function showEnrollment(inviteToken) {
   invite = inviteToken; enrollmentToken = null;

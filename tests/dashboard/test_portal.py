@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from app.db import Database
 from app.engine.distribute import distribute_lead
 from app.models.caps import CapPeriod
-from app.services import billing, caps, provider_users, subscriptions
+from app.services import auth, billing, caps, provider_users, subscriptions
 from app.services.audit import SYSTEM
 from app.services.caps import CapLimit
 from app.services.tokens import hash_password
@@ -63,11 +63,21 @@ async def test_a_buyer_enrolls_from_its_invite_and_signs_in_with_totp(
         db, actor=SYSTEM, provider_id=provider.id, email="pat@acme.test", settings=api_settings()
     )
     invite_token = invited.invite_url.split("#invite=", 1)[1]
+    admin = await auth.create_admin(db, email="ops@example.test", password=PASSWORD, settings=api_settings())
     api = await stack.api()
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
         page = await browser.new_page(viewport={"width": 1280, "height": 900})
         watched = Watched(page)
+        # an operator signing in here is sent to its own page, its token revoked
+        await sign_in(page, f"{api}/portal", email="ops@example.test", totp_secret=admin.admin.totp_secret)
+        await page.wait_for_selector("#signin-error >> text=operators sign in at /dashboard", timeout=15_000)
+        assert await page.is_hidden("#portal")
+        assert await page.evaluate("() => sessionStorage.getItem('lw-portal-token')") is None
+        revoked_at = await _scalar(
+            db, "SELECT revoked_at FROM access_tokens WHERE admin_id = :id", id=admin.admin.id
+        )
+        assert revoked_at is not None
         await page.goto(f"{api}/portal#invite={invite_token}")
         await page.wait_for_selector("#accept", state="visible")
         assert await page.is_hidden("#signin")
