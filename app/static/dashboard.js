@@ -64,14 +64,24 @@ async function refresh() {
 
 // Balances, and each subscription's state: status, cap usage in the current period and whether its
 // schedule lets leads in now and until when (in the provider's time zone), through Controls
-// (controls.js). No windows asked for: 50 providers' windows would pass the query cost limit.
-const CAP = "period maxLeads maxSpendCents usedLeads usedSpendCents";
+// (controls.js). Pages of 25 providers ("More" adds one; each refresh reads the pages shown): with
+// their subscriptions and caps, a page of 50 would pass half the query cost limit.
+const PROVIDERS = `query($after: String) { providers(first: 25, after: $after) { pageInfo { hasNextPage endCursor }
+  edges { node { id name status balanceCents timezone caps { period maxLeads maxSpendCents usedLeads usedSpendCents }
+    subscriptions { id status pausedByOperator openNow scheduleChangesAt schedule { blackoutDates }
+      caps { period maxLeads maxSpendCents usedLeads usedSpendCents } competitionLevel { name niche { name } } } } } } }`;
+let providerPages = 1;
 async function refreshProviders() {
-  const d = await gql(`{ providers(first: 50) { edges { node { id name status balanceCents timezone caps { ${CAP} }
-      subscriptions { id status pausedByOperator openNow scheduleChangesAt schedule { blackoutDates }
-        caps { ${CAP} } competitionLevel { name niche { name } } } } } } }`);
+  const shown = [];
+  let after = null, more = false;
+  for (let page = 0; page < providerPages; page++) {
+    const d = await gql(PROVIDERS, {after});
+    shown.push(...d.providers.edges.map((e) => e.node));
+    ({hasNextPage: more, endCursor: after} = d.providers.pageInfo);
+    if (!more) break;
+  }
   $("providers").innerHTML = "<tr><th>provider</th><th>status</th><th>balance</th><th>subscriptions: status, caps, schedule</th></tr>" +
-    d.providers.edges.map(({node: p}) => `<tr data-provider="${p.id}"><td>${esc(p.name)}<div class="muted">${esc(p.timezone)}</div></td>` +
+    shown.map((p) => `<tr data-provider="${p.id}"><td>${esc(p.name)}<div class="muted">${esc(p.timezone)}</div></td>` +
       `<td>${p.status}</td><td>${money(p.balanceCents)}</td><td>` +
       (p.caps.length ? `<div class="subscription">all: ${Controls.caps(p.caps)}</div>` : "") +
       p.subscriptions.map((s) => `<div class="subscription" data-subscription="${s.id}">` +
@@ -79,7 +89,9 @@ async function refreshProviders() {
         `<span class="${s.status === "ACTIVE" ? "ok" : s.status === "PAUSED" ? "warn" : "bad"}">${s.status}` +
         `${s.pausedByOperator ? " (by an operator)" : ""}</span> · ${Controls.schedule(s, p.timezone)}` +
         (s.caps.length ? " · " + Controls.caps(s.caps) : "") + "</div>").join("") + "</td></tr>").join("");
+  $("providers-more").hidden = !more;
 }
+$("providers-more").onclick = () => { providerPages++; refreshProviders(); };
 
 function subscribeNiches(niches) {
   const ws = new WebSocket(location.origin.replace("http", "ws") + "/graphql", "graphql-transport-ws");

@@ -187,7 +187,9 @@ async function start() {
 
 // ---- my leads, live ---------------------------------------------------------------------------
 
-const ASSIGNMENT = "id priceChargedCents createdAt lead { id attributes } competitionLevel { name niche { name returnWindowHours } }";
+// the documents are written out whole (no interpolation): tests/api/test_query_cost.py checks each one
+const FEED = `subscription { myAssignments(recent: 20) { snapshot assignments { id priceChargedCents createdAt
+  lead { id attributes } competitionLevel { name niche { name returnWindowHours } } } } }`;
 
 function setLive(text, cls) { $("live").textContent = text; $("live").className = cls; }
 
@@ -201,7 +203,7 @@ function connectFeed() {
     const msg = JSON.parse(m.data);
     if (msg.type === "connection_ack") {
       ws.send(JSON.stringify({id: "leads", type: "subscribe", payload: {
-        query: `subscription { myAssignments(recent: 20) { snapshot assignments { ${ASSIGNMENT} } } }`}}));
+        query: FEED}}));
     } else if (msg.type === "next") {
       if (msg.payload.errors) report("leads-error", new ApiError(msg.payload.errors[0].extensions?.code, msg.payload.errors[0].message));
       if (msg.payload.data) receive(msg.payload.data.myAssignments);
@@ -321,16 +323,15 @@ async function loadReturns() {
 
 // ---- subscriptions and caps -------------------------------------------------------------------
 
-const CAP = "period maxLeads maxSpendCents usedLeads usedSpendCents";
 const PERIODS = ["DAY", "WEEK", "MONTH", "TOTAL"];
 
 async function loadSubscriptions() {
   if (!me) return;  // signed out meanwhile
   let d;
   try {
-    d = await gql(`query($id: UUID!) { provider(id: $id) { timezone caps { ${CAP} }
+    d = await gql(`query($id: UUID!) { provider(id: $id) { timezone caps { period maxLeads maxSpendCents usedLeads usedSpendCents }
         subscriptions { id status pausedByOperator openNow scheduleChangesAt schedule { windows { days from to } blackoutDates }
-          caps { ${CAP} } competitionLevel { name priceCents niche { name } } } } }`, {id: me.provider.id});
+          caps { period maxLeads maxSpendCents usedLeads usedSpendCents } competitionLevel { name priceCents niche { name } } } } }`, {id: me.provider.id});
   } catch (err) { report("subscriptions-error", err); return; }
   report("subscriptions-error", null);
   timezone = d.provider.timezone;
@@ -364,9 +365,10 @@ async function loadSubscriptions() {
 async function setPaused(button, id, pause) {
   button.disabled = true;
   clear("subscriptions-error");
-  const field = pause ? "pauseSubscription" : "resumeSubscription";
-  try { await gql(`mutation($id: UUID!) { ${field}(id: $id) { id status } }`, {id}); }
-  catch (err) { report("subscriptions-error", err, "action"); }
+  try {
+    await gql(pause ? "mutation($id: UUID!) { pauseSubscription(id: $id) { id status } }"
+                    : "mutation($id: UUID!) { resumeSubscription(id: $id) { id status } }", {id});
+  } catch (err) { report("subscriptions-error", err, "action"); }
   await loadSubscriptions();
 }
 

@@ -43,6 +43,8 @@ async def test_a_distribution_appears_live_on_the_dashboard(
         subscription_id=solar.id,
         schedule={"blackoutDates": [today.isoformat(), (today + timedelta(days=1)).isoformat()]},
     )
+    for n in range(25):  # newer than Acme: a page of 25, so Acme is on the providers' second page
+        await make_provider(db, name=f"Later Provider {n + 1}")
     lead = await make_lead(db, niche)
     created = await auth.create_admin(
         db, email="ops@example.test", password=PASSWORD, settings=api_settings()
@@ -66,6 +68,10 @@ async def test_a_distribution_appears_live_on_the_dashboard(
         assert await page.locator("#feed li", has_text="L1 →").count() == 1
         await page.wait_for_selector("#leads >> text=DISTRIBUTED", timeout=15_000)
         # the providers' table: cap usage in the current period, open or closed now
+        assert await page.locator("#providers tr[data-provider]").count() == 25
+        await page.click("#providers-more")
+        await page.wait_for_selector("#providers-more", state="hidden")
+        assert await page.locator("#providers tr[data-provider]").count() == 26
         roofing_line = f"#providers [data-subscription='{roofing.id}']"
         await page.wait_for_selector(f"{roofing_line} >> text=today: 1/5 leads", timeout=15_000)
         assert await page.text_content(f"{roofing_line} .schedule-state") == "open"
