@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.models.distribution import OPEN_RUN_STATUSES, RunStatus
+from app.models.webhooks import DeliveryStatus, DisabledReason
 
 if TYPE_CHECKING:
     from app.db import Database
@@ -30,6 +31,17 @@ RETRIES = Counter("lw_distribution_retries_total", "Failed attempts that were sc
 DEAD_LETTERED = Counter("lw_distribution_dead_lettered_total", "Runs that failed every attempt")
 SMTP_FAILURES = Counter("lw_smtp_failures_total", "Notification sends that failed")
 NOTIFICATIONS = Counter("lw_notifications_total", "Notifications delivered, by result", ["result"])
+WEBHOOK_ATTEMPTS = Counter(
+    "lw_webhook_attempts_total", "Webhook attempts, by outcome (success, http_error, timeout, …)", ["outcome"]
+)
+WEBHOOK_LATENCY = Histogram(
+    "lw_webhook_latency_seconds",
+    "Time of one webhook attempt, from its start to the answer read (or the failure)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+WEBHOOK_ENDPOINTS_DISABLED = Counter(
+    "lw_webhook_endpoints_disabled_total", "Endpoints the sender disabled after consecutive failures"
+)
 # subscription events this API process relayed (app/resolvers/relay.py): a plain int, bumped on the
 # fan-out's hot path where a Counter's lock would cost more than the increment
 RELAYED_EVENTS = [0]
@@ -78,8 +90,23 @@ async def render(db: Database, hub: ProgressHub) -> bytes:
                 {"open": sorted(OPEN_RUN_STATUSES), "failed": RunStatus.FAILED.value},
             )
         ).one()
+        flagged, pending = (
+            await session.execute(
+                sa.text(
+                    "SELECT (SELECT count(*) FROM webhook_endpoints WHERE disabled_reason = :failing "
+                    "AND deleted_at IS NULL), "
+                    "(SELECT count(*) FROM webhook_deliveries WHERE status = :pending)"
+                ),
+                {"failing": DisabledReason.FAILING.value, "pending": DeliveryStatus.PENDING.value},
+            )
+        ).one()
     _scrape.values = {
         "lw_queue_depth": ("Runs QUEUED or RUNNING", float(queued)),
+        "lw_webhook_disabled_endpoints": (
+            "Webhook endpoints disabled and flagged for failing, waiting to be re-enabled",
+            float(flagged),
+        ),
+        "lw_webhook_deliveries_pending": ("Webhook deliveries not delivered or failed yet", float(pending)),
         "lw_dead_letters": ("Runs FAILED (dead-lettered), retryable by hand", float(failed)),
         "lw_live_subscribers": ("Subscriptions open on this API process", float(hub.subscribers)),
         "lw_relayed_events": (

@@ -65,6 +65,27 @@ class Settings(BaseSettings):
     smtp_max_connections: int = Field(default=10, ge=1)
     notification_attempts: int = Field(default=5, ge=1)
 
+    # webhooks (SPEC §9)
+    webhook_connect_timeout_seconds: float = Field(default=5, gt=0)
+    # the whole attempt: connecting, sending, the answer's head and what is read of its body
+    webhook_timeout_seconds: float = Field(default=10, gt=0)
+    # seconds before attempts 2, 3, …: eight attempts in all by default, then FAILED
+    webhook_retry_delays_seconds: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+    )
+    webhook_retry_jitter: float = Field(default=0.2, ge=0, le=1)  # ± this fraction of each delay
+    # consecutive failed attempts (any deliveries) after which an endpoint is disabled and flagged
+    webhook_disable_after_failures: int = Field(default=20, ge=1)
+    # loopback, private, link-local and similar addresses (tests, the demo's local receivers)
+    webhook_allow_private_networks: bool = False
+    # endpoints sent to at once per worker process (each endpoint one request at a time)
+    webhook_max_concurrency: int = Field(default=64, ge=1)
+    # deliveries of one endpoint sent in a row per claim
+    webhook_batch_size: int = Field(default=20, ge=1)
+    webhook_rotation_overlap_hours: float = Field(default=24, ge=0, le=24 * 30)
+    # certificate authorities (PEM) trusted for endpoints besides the public ones (a private CA)
+    webhook_ca_file: Path | None = None
+
     # auth
     access_token_ttl_minutes: int = Field(default=480, ge=1)
     mfa_challenge_ttl_seconds: int = Field(default=300, ge=30)

@@ -6,6 +6,10 @@ together with the load generator.
 (b) a burst of 2,000 distributeLead over 20 niches: distributions/s, first request to last COMPLETED;
     the niches' requests interleaved (as traffic arrives), then another 2,000 grouped niche by niche
 (c) 1,000 WebSocket subscribers on one niche feed: delivery latency p50/p99 and events/s delivered
+(d) webhooks: the interleaved burst with every buyer having an endpoint on a local https receiver
+    (bench/webhook_receiver.py), and with one of them per niche dead (connection refused), each
+    between two bursts without endpoints; webhook_p50_ms / webhook_p99_ms: engine write (a
+    delivery's created_at, in the distribution's statement) -> the receiver has the request
 
 Absolute figures differ 2-3x between machines, so two floors are measured in the same run on the
 same servers, and the figures with targets are ratios to them:
@@ -15,6 +19,9 @@ same servers, and the figures with targets are ratios to them:
   database, distribute_lead() called from this process with the workers' concurrency (2 processes
   x WORKER_CONCURRENCY), no API, queue, events or notification sending; the mean of the two. What
   the pipeline adds to the engine's transaction.
+- burst_with_webhooks_ratio, burst_dead_endpoint_ratio = (d)'s rates / the mean of the bursts
+  without endpoints just before and just after each; webhook_p99_over_complete_p50 = (d)'s
+  webhook_p99_ms / (a)'s complete_p50_ms.
 - fanout_floor_ratio = (c) the API's CPU per event delivered / the CPU per frame delivered of a
   bare Starlette WebSocket endpoint (bench/wsfloor.py, its own uvicorn process with the API's
   flags) sending frames of the same shape (the same event types per run, the same pacing) to the
@@ -57,6 +64,7 @@ from harness import (  # noqa: E402
     run_with_servers,
     wait_ready,
 )
+from webhooks import Receiver, add_endpoints, endpoints, latencies_ms, wait_delivered  # noqa: E402
 
 from app.db import create_database  # noqa: E402
 from app.engine.distribute import distribute_lead  # noqa: E402
@@ -71,10 +79,39 @@ FEED = "subscription($n: UUID!) { nicheActivity(nicheId: $n) { runId type at } }
 DISTRIBUTE = "mutation($id: UUID!) { distributeLead(leadId: $id) { id } }"
 
 
+# the benchmark's own PostgreSQL postmaster and redis-server (kind -> pid): on a machine shared with
+# other servers of the same names, only these and their children are counted
+OWN_SERVERS: dict[str, int] = {}
+
+
+async def find_own_servers(database_url: str, redis_url: str) -> None:
+    import asyncpg
+    from redis.asyncio import Redis
+
+    pg = await asyncpg.connect(libpq(database_url))
+    try:
+        OWN_SERVERS["postgres"] = psutil.Process(await pg.fetchval("SELECT pg_backend_pid()")).ppid()
+    finally:
+        await pg.close()
+    redis = Redis.from_url(redis_url)
+    try:
+        OWN_SERVERS["redis"] = int((await redis.info("server"))["process_id"])
+    finally:
+        await redis.aclose()
+
+
 def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> dict[str, float]:
     """CPU seconds used so far by the API, the workers (with their children), PostgreSQL, Redis
     and this client: where a distribution's cost goes."""
     out = {"api": 0.0, "workers": 0.0, "postgres": 0.0, "redis": 0.0, "client": 0.0}
+    for kind, pid in OWN_SERVERS.items():
+        try:
+            server = psutil.Process(pid)
+            for p in [server, *server.children()]:
+                t = p.cpu_times()
+                out[kind] += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
     for name, proc in zip(("api", "workers"), procs, strict=False):
         try:
             root = psutil.Process(proc.pid)
@@ -83,7 +120,7 @@ def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> dict[str, float]:
                 out[name] += t.user + t.system
         except psutil.NoSuchProcess:
             pass
-    for p in psutil.process_iter(["name", "cpu_times"]):
+    for p in [] if OWN_SERVERS else psutil.process_iter(["name", "cpu_times"]):
         kind = {"postgres": "postgres", "redis-server": "redis"}.get(p.info["name"] or "")
         if kind and p.info["cpu_times"] is not None:
             out[kind] += p.info["cpu_times"].user + p.info["cpu_times"].system
@@ -370,9 +407,12 @@ async def fanout_floor(
 async def main_async(args: argparse.Namespace, database_url: str, redis_url: str) -> dict[str, Any]:
     # per niche: warm-up + (a) + (c) from the front, the bursts from the back: never the same lead twice
     token, niche_ids, leads = await seed(
-        database_url, 20, 10 + args.single + args.fanout_leads + 2 * (args.burst // 20)
+        database_url, 20, 10 + args.single + args.fanout_leads + 7 * (args.burst // 20)
     )
+    await find_own_servers(database_url, redis_url)
+    receiver = Receiver(Path(tempfile.mkdtemp(prefix="lw-e2e-hooks-")))
     env = os.environ | {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "ENVIRONMENT": "production"}
+    env |= receiver.env  # https to a local receiver under this run's certificate authority
     port = free_port()
     # the services' logs (the workers log every notification: no SMTP server here) go to a file
     logs = tempfile.NamedTemporaryFile(prefix="lw-e2e-", suffix=".log", delete=False)  # noqa: SIM115
@@ -495,6 +535,13 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
             engine_floor = floor_drift(result, "engine_alone_dist_per_s", *floors)
             result["engine_alone_dist_per_s"] = round(engine_floor, 1)
 
+            # (d) webhooks, on the leads before (b)'s
+            webhooks = await webhook_bursts(
+                database_url, procs, distribute, [leads[n] for n in niche_ids], per_niche, receiver
+            )
+            for key, value in webhooks.pop("summary").items():
+                result[key] = result.get(key, []) + value if key == "unsteady" else value
+
             # (c) fan-out
             target = niche_ids[1]
             subscribers = [Feed(ws_url, token, target, log=i == 0) for i in range(args.subscribers)]
@@ -548,6 +595,15 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
 
             print("ratios to the floors measured above:", flush=True)
             report(result, "pipeline_ratio", result["burst_dist_per_s"] / engine_floor, ">= 0.5")
+            result["webhook_p50_ms"], result["webhook_p99_ms"] = webhooks["p50_ms"], webhooks["p99_ms"]
+            report(result, "burst_with_webhooks_ratio", webhooks["with_ratio"], ">= 0.85")
+            report(result, "burst_dead_endpoint_ratio", webhooks["dead_ratio"], ">= 0.85")
+            report(
+                result,
+                "webhook_p99_over_complete_p50",
+                webhooks["p99_ms"] / result["complete_p50_ms"],
+                "<= 5",
+            )
             if min(cpu["api"], bare["cpu_s"]) >= 0.2:  # CPU time is counted in 10 ms ticks
                 report(result, "fanout_floor_ratio", api_us / bare["cpu_us_per_frame"], "<= 1.5")
             else:
@@ -555,6 +611,7 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
         finally:
             await client.close()
     finally:
+        receiver.stop()
         for p in [*procs, floor]:
             try:
                 os.killpg(p.pid, signal.SIGTERM)
@@ -566,6 +623,85 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
     return result
+
+
+async def webhook_bursts(
+    database_url: str,
+    procs: list[subprocess.Popen[bytes]],
+    distribute: Callable[[str], Awaitable[str]],
+    pools: list[list[str]],
+    per_niche: int,
+    receiver: Receiver,
+) -> dict[str, Any]:
+    """(d): the interleaved burst with an endpoint for every buyer, and with one dead endpoint per
+    niche, each between two bursts without endpoints (the floor: load from elsewhere that drifts
+    during the run hits both alike). The webhooks' figures count until the last live delivery has
+    arrived."""
+    import asyncpg
+
+    pg = await asyncpg.connect(libpq(database_url))
+    out: dict[str, Any] = {}
+    try:
+        await add_endpoints(pg, receiver.url)
+        rates: list[float] = []
+        for k, phase in enumerate(("none", "live", "none", "dead", "none")):
+            await endpoints(pg, receiver, phase)
+            burst = [pool[-(3 + k) * per_niche + i] for i in range(per_niche) for pool in pools]
+            since = await pg.fetchval("SELECT now()")
+            await receiver.arrivals()  # forget earlier ones
+            receiver_cpu = sum(psutil.Process(receiver.proc.pid).cpu_times()[:2])
+            cpu_before = cpu_seconds(procs)
+            started = time.time()
+            run = await run_burst(database_url, procs, distribute, burst)
+            rates.append(run["dist_per_s"])
+            label = {
+                "none": "no endpoints",
+                "live": "an endpoint per buyer",
+                "dead": "a dead endpoint per niche",
+            }
+            line = f"(d) burst of {len(burst)}, {label[phase]}: {run['dist_per_s']} distributions/s"
+            cpu = run["cpu_ms"]
+            if phase != "none":
+                done = await wait_delivered(pg, since, receiver.url)
+                lat = await latencies_ms(pg, since, await receiver.arrivals())
+                cpu = {
+                    k2: (v - cpu_before.get(k2, 0.0)) * 1000 / run["completed"]
+                    for k2, v in cpu_seconds(procs).items()
+                }
+                cpu["receiver"] = (
+                    (sum(psutil.Process(receiver.proc.pid).cpu_times()[:2]) - receiver_cpu)
+                    * 1000
+                    / run["completed"]
+                )
+                line += (
+                    f"; {len(lat)} webhooks received, engine write -> receiver p50 {statistics.median(lat):.2f} ms, "
+                    f"p99 {pct(lat, 0.99):.2f} ms, the last {done - started:.1f} s after the first request"
+                )
+                if phase == "live":
+                    out["p50_ms"], out["p99_ms"] = round(statistics.median(lat), 2), round(pct(lat, 0.99), 2)
+                else:
+                    out["dead_p50_ms"], out["dead_p99_ms"] = (
+                        round(statistics.median(lat), 2),
+                        round(pct(lat, 0.99), 2),
+                    )
+            print(line, flush=True)
+            print(
+                f"    CPU ms per distribution{' (with its webhooks)' if phase != 'none' else ''}: "
+                + ", ".join(f"{k2} {v:.2f}" for k2, v in cpu.items()),
+                flush=True,
+            )
+        summary: dict[str, Any] = {}
+        out["with_ratio"] = rates[1] / floor_drift(
+            summary, "burst_without_webhooks_dist_per_s", rates[0], rates[2]
+        )
+        out["dead_ratio"] = rates[3] / floor_drift(
+            summary, "burst_without_webhooks_later_dist_per_s", rates[2], rates[4]
+        )
+        out["rates"] = rates
+        out["summary"] = summary  # the floors before and after, and any unsteady warning
+    finally:
+        await pg.close()
+    return out
 
 
 def main() -> None:

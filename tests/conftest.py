@@ -19,9 +19,10 @@ from app.db import Database, create_database
 from app.embedded import EmbeddedPostgres, EmbeddedRedis
 from app.migrate import upgrade
 from app.redis_client import connect as connect_redis
+from tests.receiver import receiver, receivers  # noqa: F401  (fixtures: buyers' webhook endpoints)
 
 TABLES = (
-    "notifications, audit_log, ledger_entries, assignments, distribution_runs, leads, "
+    "webhook_deliveries, webhook_endpoints, notifications, audit_log, ledger_entries, assignments, distribution_runs, leads, "
     "subscriptions, providers, competition_levels, niches, api_keys, access_tokens, mfa_challenges, "
     "admin_users, distribution_batches, returns, provider_invites, provider_users"
 )

@@ -37,26 +37,39 @@ CHECKS = {
     "DISTRIBUTED lead without assignment": """
         SELECT count(*) FROM leads l WHERE l.status = 'DISTRIBUTED'
           AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.lead_id = l.id)""",
-    # every cap's counted period, and its current period (which counts nothing unless it is the
-    # counted one), recounted from the assignments with the same period definition
-    "cap usage != its assignments": """
-        SELECT count(*) FROM caps c
-        JOIN providers p ON p.id = c.provider_id
+    # every usage counter (providers: all their assignments; subscriptions: theirs), for the period
+    # it counts and the current one (which has used nothing unless it is the counted one), and in
+    # all, recounted from the assignments with the same period definition
+    **{
+        f"{table} {period} usage != its assignments": f"""
+        SELECT count(*) FROM {table} r
+        JOIN providers p ON p.id = {"r.id" if table == "providers" else "r.provider_id"}
         CROSS JOIN LATERAL (
-            SELECT c.period_start AS start, c.used_leads AS leads, c.used_spend_cents AS spend
-            WHERE c.period_start IS NOT NULL
+            SELECT r.usage_{period}_start AS start, r.usage_{period}_leads AS leads,
+                   r.usage_{period}_spend_cents AS spend
+            WHERE r.usage_{period}_start IS NOT NULL
             UNION
-            SELECT cur, 0, 0 FROM lw_period_start(c.period, clock_timestamp(), p.timezone) cur
-            WHERE cur IS DISTINCT FROM c.period_start
+            SELECT cur, 0, 0 FROM lw_period_start('{period.upper()}', clock_timestamp(), p.timezone) cur
+            WHERE cur IS DISTINCT FROM r.usage_{period}_start
         ) kept
         CROSS JOIN LATERAL (
             SELECT count(*) AS leads, coalesce(sum(a.price_charged_cents), 0) AS spend
             FROM assignments a
-            WHERE a.provider_id = c.provider_id
-              AND (c.subscription_id IS NULL OR a.subscription_id = c.subscription_id)
-              AND lw_period_start(c.period, a.created_at, p.timezone) = kept.start
+            WHERE a.{"provider_id" if table == "providers" else "subscription_id"} = r.id
+              AND lw_period_start('{period.upper()}', a.created_at, p.timezone) = kept.start
         ) real
-        WHERE (kept.leads, kept.spend) <> (real.leads, real.spend)""",
+        WHERE (kept.leads, kept.spend) <> (real.leads, real.spend)"""
+        for table in ("providers", "subscriptions")
+        for period in ("day", "week", "month")
+    },
+    **{
+        f"{table} total usage != its assignments": f"""
+        SELECT count(*) FROM {table} r
+        WHERE (r.usage_total_leads, r.usage_total_spend_cents) <>
+              (SELECT count(*), coalesce(sum(a.price_charged_cents), 0) FROM assignments a
+               WHERE a.{"provider_id" if table == "providers" else "subscription_id"} = r.id)"""
+        for table in ("providers", "subscriptions")
+    },
     "more than one refund of an assignment": f"""
         SELECT count(*) FROM (SELECT 1 FROM ledger_entries WHERE kind = '{REFUND}'
                               AND assignment_id IS NOT NULL

@@ -14,10 +14,12 @@ import asyncpg
 
 from app.engine.plan import Plan
 from app.engine.sql import compile_named
+from app.engine.usage import count_assignment
 from app.models.audit import ActorType, AuditAction
 from app.models.billing import LedgerKind, SubscriptionStatus
 from app.models.distribution import Template
 from app.models.leads import LeadStatus
+from app.models.webhooks import DeliveryStatus, DisabledReason, WebhookEvent
 
 WRITE_DISTRIBUTION = compile_named(f"""
 WITH
@@ -40,28 +42,14 @@ ins AS (
     ON CONFLICT (lead_id, provider_id) DO NOTHING
     RETURNING id, provider_id, subscription_id, competition_level_id, price_charged_cents
 ),
+-- the provider is debited and counts the assignment in its usage (caps across its subscriptions),
+-- in the period of the assignment's own time: the invariants recount it from the assignments
 debit AS (
     UPDATE providers p
-    SET balance_cents = p.balance_cents - ins.price_charged_cents, revision = p.revision + 1
+    SET balance_cents = p.balance_cents - ins.price_charged_cents, revision = p.revision + 1,
+    {count_assignment("p", at="(SELECT at FROM ts)", timezone="p.timezone", price="ins.price_charged_cents")}
     FROM ins WHERE p.id = ins.provider_id
     RETURNING p.id, p.balance_cents, p.name, p.email, p.timezone
-),
--- each cap of the assignment's subscription and provider counts it, in the period of the
--- assignment's own time (a cap that last counted an older period starts the new one at this
--- assignment): the invariants recount it from the assignments and must agree
-usage AS (
-    UPDATE caps c
-    SET used_leads = CASE WHEN c.period_start = x.start THEN c.used_leads + 1 ELSE 1 END,
-        used_spend_cents = CASE WHEN c.period_start = x.start THEN c.used_spend_cents ELSE 0 END
-                           + x.price,
-        period_start = x.start
-    FROM (SELECT c2.id, lw_period_start(c2.period, (SELECT at FROM ts), debit.timezone) AS start,
-                 ins.price_charged_cents AS price
-          FROM ins
-          JOIN debit ON debit.id = ins.provider_id
-          JOIN caps c2 ON c2.provider_id = ins.provider_id
-                      AND (c2.subscription_id IS NULL OR c2.subscription_id = ins.subscription_id)) x
-    WHERE c.id = x.id
 ),
 ledger AS (
     INSERT INTO ledger_entries (provider_id, amount_cents, balance_after_cents, kind, reference,
@@ -72,14 +60,20 @@ ledger AS (
     FROM ins JOIN debit ON debit.id = ins.provider_id
 ),
 -- One UPDATE per row: a served subscription goes to the back of its queue, in pick order (one
--- microsecond apart, so the queue stays FIFO and equal times never favour low provider ids), and
--- every ACTIVE subscription the new balance no longer covers becomes INSUFFICIENT_FUNDS (any niche).
+-- microsecond apart, so the queue stays FIFO and equal times never favour low provider ids) and
+-- counts the assignment in its usage (its own caps), and every ACTIVE subscription the new balance
+-- no longer covers becomes INSUFFICIENT_FUNDS (any niche).
 subs AS (
     UPDATE subscriptions s
     SET last_received_at = CASE WHEN x.pick_no IS NULL THEN s.last_received_at
                                 ELSE (SELECT at FROM ts) + x.pick_no * interval '1 microsecond' END,
-        status = CASE WHEN x.broke THEN '{SubscriptionStatus.INSUFFICIENT_FUNDS}' ELSE s.status END
-    FROM (SELECT s2.id, pk.pick_no,
+        status = CASE WHEN x.broke THEN '{SubscriptionStatus.INSUFFICIENT_FUNDS}' ELSE s.status END,
+    {
+    count_assignment(
+        "s", at="(SELECT at FROM ts)", timezone="x.timezone", price="x.price", only_if="x.pick_no IS NOT NULL"
+    )
+}
+    FROM (SELECT s2.id, pk.pick_no, pk.price_cents AS price, debit.timezone,
                  s2.status = '{SubscriptionStatus.ACTIVE}' AND lv.price_cents > debit.balance_cents AS broke
           FROM debit
           JOIN subscriptions s2 ON s2.provider_id = debit.id
@@ -99,6 +93,37 @@ notify AS (
     FROM ins
     JOIN debit ON debit.id = ins.provider_id
     JOIN picked ON picked.provider_id = ins.provider_id
+),
+-- The webhook outbox (SPEC §9): a delivery per assignment and live endpoint of its provider that
+-- subscribes to lead.assigned, enabled or disabled by the sender for failing (those queue until
+-- re-enabled: next_attempt_at NULL). With no endpoint it costs one index probe per assignment; the
+-- lead's attributes are read here, only for the rows that exist.
+webhooks AS (
+    INSERT INTO webhook_deliveries (endpoint_id, provider_id, event_type, subject_id, payload, status,
+                                    next_attempt_at, created_at)
+    SELECT e.id, ins.provider_id, '{WebhookEvent.LEAD_ASSIGNED}', ins.id,
+           jsonb_build_object(
+               'type', '{WebhookEvent.LEAD_ASSIGNED}',
+               'timestamp', to_char((SELECT at FROM ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+               'data', jsonb_build_object(
+                   'assignment_id', ins.id,
+                   'provider_id', ins.provider_id,
+                   'lead', (SELECT jsonb_build_object('id', l.id, 'attributes', l.attributes,
+                                                      'submitted_at', l.created_at)
+                            FROM leads l WHERE l.id = :lead_id),
+                   'niche', jsonb_build_object('id', :niche_id::uuid, 'name', :niche_name::text),
+                   'level', jsonb_build_object('id', ins.competition_level_id, 'name', picked.level_name),
+                   'price_cents', ins.price_charged_cents,
+                   'price', picked.price_text)),
+           '{DeliveryStatus.PENDING}',
+           CASE WHEN e.enabled THEN (SELECT at FROM ts) END,
+           (SELECT at FROM ts)
+    FROM ins
+    JOIN webhook_endpoints e ON e.provider_id = ins.provider_id
+    JOIN picked ON picked.provider_id = ins.provider_id
+    WHERE e.deleted_at IS NULL AND '{WebhookEvent.LEAD_ASSIGNED}' = ANY(e.events)
+      AND (e.enabled OR e.disabled_reason = '{DisabledReason.FAILING}')
+    RETURNING 1
 ),
 audit AS (
     INSERT INTO audit_log (action, actor_type, entity_type, entity_id, details, created_at)
@@ -149,7 +174,8 @@ run AS (
         finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms,
         outcome = EXCLUDED.outcome, error = NULL, updated_at = EXCLUDED.updated_at
 )
-SELECT ins.id AS assignment_id, ins.provider_id, debit.balance_cents, (SELECT at FROM ts) AS at
+SELECT ins.id AS assignment_id, ins.provider_id, debit.balance_cents, (SELECT at FROM ts) AS at,
+       (SELECT count(*) FROM webhooks) AS webhooks
 FROM ins JOIN debit ON debit.id = ins.provider_id
 """)
 
@@ -159,6 +185,7 @@ class Written:
     assignment_ids: dict[uuid.UUID, uuid.UUID]  # provider -> assignment
     balances_after: dict[uuid.UUID, int]
     at: datetime | None
+    webhooks: int = 0  # webhook deliveries written
 
 
 def format_money(cents: int) -> str:
@@ -237,4 +264,5 @@ async def write_distribution(
         assignment_ids={r["provider_id"]: r["assignment_id"] for r in rows},
         balances_after={r["provider_id"]: r["balance_cents"] for r in rows},
         at=rows[0]["at"] if rows else None,
+        webhooks=rows[0]["webhooks"] if rows else 0,
     )

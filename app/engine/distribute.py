@@ -156,6 +156,7 @@ async def _run_transaction(
         skipped=[_skipped(s) for s in plan.skips],
         events=events,
         statements=3 + extra_statements,
+        webhooks=written.webhooks,
     )
 
 

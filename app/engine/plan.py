@@ -39,14 +39,12 @@ class Level:
 class CapState:
     """A cap that applies to a candidate, with what its current period has used so far."""
 
-    cap_id: str
     provider_wide: bool  # else the subscription's own
     period: str  # CapPeriod
     max_leads: int | None
     max_spend_cents: int | None
     used_leads: int
     used_spend_cents: int
-    period_start: str  # as PostgreSQL wrote it (ISO 8601; "-infinity" for TOTAL): parsed only to show
 
     def broken_by(self, price_cents: int) -> str | None:
         """What one more lead at this price would break, or None if it fits."""
@@ -73,19 +71,45 @@ class Candidate:
     filters: Sequence[Condition]
     schedule: Schedule | None = None  # None: always open
     zone: ZoneInfo | None = None  # the provider's time zone (None: UTC)
-    # the caps that apply, with usage, as the read returned them (JSON, None: no caps): parsed only
-    # for the candidates a walk reaches, which is a few of the window read
+    # caps as the read returned them (JSON of the subscription's and the provider's, and the usage
+    # counters' current values as text; None: no caps), parsed only for the candidates a walk
+    # reaches, which is a few of the window read
     caps_json: str | None = None
+    provider_caps_json: str | None = None
+    usage: str | None = None
     revision: int = 0  # the provider row's revision when read
     _caps: tuple[CapState, ...] | None = field(default=None, repr=False, compare=False)
 
     @property
     def caps(self) -> tuple[CapState, ...]:
+        """Provider-wide caps first, each scope in period order."""
         if self._caps is None:
-            self._caps = (
-                () if self.caps_json is None else tuple(CapState(*c) for c in orjson.loads(self.caps_json))
-            )
+            self._caps = () if self.usage is None else _cap_states(self)
         return self._caps
+
+
+_PERIODS = ("DAY", "WEEK", "MONTH", "TOTAL")  # the usage text's order
+
+
+def _cap_states(candidate: Candidate) -> tuple[CapState, ...]:
+    """The usage text holds, per period in _PERIODS order, the subscription's leads and spend,
+    then the provider's (app/engine/snapshot.py)."""
+    used = [int(n) for n in (candidate.usage or "").split(",")]
+    states = []
+    for provider_wide, text in ((True, candidate.provider_caps_json), (False, candidate.caps_json)):
+        if text is None:
+            continue
+        limits = orjson.loads(text)
+        for n, period in enumerate(_PERIODS):
+            limit = limits.get(period)
+            if limit is not None:
+                at = 4 * n + (2 if provider_wide else 0)
+                states.append(
+                    CapState(
+                        provider_wide, period, limit.get("leads"), limit.get("spend"), used[at], used[at + 1]
+                    )
+                )
+    return tuple(states)
 
 
 @dataclass(frozen=True)

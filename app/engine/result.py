@@ -45,3 +45,4 @@ class DistributionResult:
     replayed: bool = False
     deciding_run_id: uuid.UUID | None = None
     statements: int = 0
+    webhooks: int = 0  # webhook deliveries written with the assignments: the sender is woken

@@ -13,6 +13,7 @@ blackout dates. No schedule at all (None): always open."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -118,6 +119,12 @@ def parse_schedule(raw: Any) -> Schedule:
         except (TypeError, ValueError):
             raise ScheduleError(f"blackoutDates: {item!r} is not a date YYYY-MM-DD") from None
     return Schedule(tuple(windows), frozenset(dates))
+
+
+@lru_cache(maxsize=4096)
+def parse_stored(text: str) -> Schedule:
+    """A stored schedule's JSON text, parsed once per process (subscriptions share a few)."""
+    return parse_schedule(json.loads(text))
 
 
 def as_json(schedule: Schedule) -> dict[str, Any]:

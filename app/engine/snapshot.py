@@ -14,7 +14,9 @@ import asyncpg
 
 from app.engine.eligibility import Condition, parse_stored
 from app.engine.plan import Candidate, Level, NicheState
-from app.engine.schedule import Schedule, parse_schedule, zone
+from app.engine.schedule import parse_stored as parse_stored_schedule
+from app.engine.schedule import zone
+from app.engine.usage import counter_columns
 from app.models.niches import LevelStrategy
 
 # Lock order everywhere: lead -> niche -> providers by ascending id. Lead and niche are locked FOR
@@ -47,22 +49,28 @@ FOR NO KEY UPDATE OF l, n FOR UPDATE OF r
 """
 
 
-# The caps that apply to a subscription (its own and its provider's), each with the usage of its
-# current period (a cap that last counted an older period has used nothing of this one), as one
-# JSON text, provider-wide caps first; NULL when there are none.
-def _caps_of(provider: str, subscription: str, timezone: str) -> str:
-    return f"""(
-    SELECT json_agg(json_build_array(cp.id, cp.subscription_id IS NULL, cp.period, cp.max_leads,
-                                     cp.max_spend_cents, u.leads, u.spend, cur.start)
-                    ORDER BY cp.subscription_id IS NOT NULL, cp.period)::text
-    FROM caps cp
-    CROSS JOIN LATERAL (SELECT lw_period_start(cp.period, now(), {timezone}) AS start) cur
-    CROSS JOIN LATERAL (
-        SELECT CASE WHEN cp.period_start = cur.start THEN cp.used_leads ELSE 0 END AS leads,
-               CASE WHEN cp.period_start = cur.start THEN cp.used_spend_cents ELSE 0 END AS spend
-    ) u
-    WHERE cp.provider_id = {provider} AND (cp.subscription_id IS NULL OR cp.subscription_id = {subscription})
-)"""
+# For a candidate with caps (its subscription's or its provider's), what each period has used so
+# far: four numbers per period (DAY, WEEK, MONTH, TOTAL: the subscription's leads and spend, the
+# provider's leads and spend) from the usage counters (app/engine/usage.py), a counter of an older
+# period counting 0; NULL without caps, so an uncapped candidate costs nothing here.
+def _usage_text(sub: str, provider: str, starts: str) -> str:
+    values = []
+    for period in ("day", "week", "month"):
+        for row in (sub, provider):
+            for what in ("leads", "spend_cents"):
+                start, counted = f"{row}usage_{period}_start", f"{row}usage_{period}_{what}"
+                values.append(f"CASE WHEN {start} = {starts}.{period} THEN {counted} ELSE 0 END")
+    for row in (sub, provider):
+        values += [f"{row}usage_total_leads", f"{row}usage_total_spend_cents"]
+    return f"concat_ws(',', {', '.join(values)})"
+
+
+def _period_starts(timezone: str, has_caps: str) -> str:
+    """A LATERAL of the current local periods' starts, computed only for a row with caps."""
+    starts = ", ".join(
+        f"lw_period_start('{p}', now(), {timezone}) AS {p.lower()}" for p in ("DAY", "WEEK", "MONTH")
+    )
+    return f"LATERAL (SELECT {starts} WHERE {has_caps}) cur"
 
 
 # The active levels in traversal order from the niche's rotation position, and for the first
@@ -80,18 +88,22 @@ WITH lv AS (
 SELECT lv.id AS level_id, lv.name AS level_name, lv.order_position, lv.price_cents, lv.max_recipients,
        lv.turn <= $3 OR lv.id = ANY($4::uuid[]) AS read,
        c.subscription_id, c.provider_id, c.subscription_status, c.provider_status, c.balance_cents,
-       c.filters, c.revision, c.timezone, c.schedule,
-       {_caps_of("c.provider_id", "c.subscription_id", "c.timezone")} AS caps
+       c.filters, c.revision, c.timezone, c.schedule, c.caps::text AS caps,
+       c.provider_caps::text AS provider_caps,
+       CASE WHEN c.caps IS NOT NULL OR c.provider_caps IS NOT NULL
+            THEN {_usage_text("c.s_", "c.p_", "cur")} END AS usage
 FROM lv
 LEFT JOIN LATERAL (
     SELECT s.id AS subscription_id, s.provider_id, s.status AS subscription_status,
            p.status AS provider_status, p.balance_cents, s.filters::text AS filters, s.last_received_at,
-           p.revision, p.timezone, s.schedule::text AS schedule
+           p.revision, p.timezone, s.schedule::text AS schedule, s.caps, p.caps AS provider_caps,
+           {counter_columns("s", "s_")}, {counter_columns("p", "p_")}
     FROM subscriptions s JOIN providers p ON p.id = s.provider_id
     WHERE s.competition_level_id = lv.id AND (lv.turn <= $3 OR lv.id = ANY($4::uuid[]))
     ORDER BY s.last_received_at ASC NULLS FIRST, s.provider_id
     LIMIT CASE WHEN cardinality($4::uuid[]) > 0 THEN NULL ELSE lv.max_recipients * 2 + 8 END
 ) c ON true
+LEFT JOIN {_period_starts("c.timezone", "c.caps IS NOT NULL OR c.provider_caps IS NOT NULL")} ON true
 -- the full key again: an outer sort does not keep the lateral's order (sorts are not stable)
 ORDER BY lv.order_position, c.last_received_at ASC NULLS FIRST, c.provider_id
 """
@@ -106,8 +118,10 @@ WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE
 READ_PROVIDERS = f"""
 SELECT s.id AS subscription_id, s.provider_id, s.status AS subscription_status,
        p.status AS provider_status, p.balance_cents, s.filters::text AS filters, p.revision, p.timezone,
-       s.schedule::text AS schedule, {_caps_of("s.provider_id", "s.id", "p.timezone")} AS caps
+       s.schedule::text AS schedule, s.caps::text AS caps, p.caps::text AS provider_caps,
+       CASE WHEN s.caps IS NOT NULL OR p.caps IS NOT NULL THEN {_usage_text("s.", "p.", "cur")} END AS usage
 FROM subscriptions s JOIN providers p ON p.id = s.provider_id
+LEFT JOIN {_period_starts("p.timezone", "s.caps IS NOT NULL OR p.caps IS NOT NULL")} ON true
 WHERE s.provider_id = ANY($1::uuid[]) AND s.competition_level_id = ANY($2::uuid[])
 """
 
@@ -182,12 +196,11 @@ async def read_full_levels(
 
 
 class _Parsed:
-    """Subscriptions mostly share a few filter sets and schedules: parse each distinct text once
-    per read."""
+    """Subscriptions mostly share a few filter sets: parse each distinct text once per read
+    (schedules are parsed once per process)."""
 
     def __init__(self) -> None:
         self.filters: dict[str, Sequence[Condition]] = {}
-        self.schedules: dict[str, Schedule] = {}
 
     def candidate(self, row: asyncpg.Record) -> Candidate:
         text, schedule = row["filters"], row["schedule"]
@@ -198,9 +211,11 @@ class _Parsed:
             provider_status=row["provider_status"],
             balance_cents=row["balance_cents"],
             filters=() if text == "[]" else self._filters(text),
-            schedule=None if schedule is None else self._schedule(schedule),
+            schedule=None if schedule is None else parse_stored_schedule(schedule),
             zone=None if row["timezone"] == "UTC" else zone(row["timezone"]),
             caps_json=row["caps"],
+            provider_caps_json=row["provider_caps"],
+            usage=row["usage"],
             revision=row["revision"],
         )
 
@@ -208,12 +223,6 @@ class _Parsed:
         found = self.filters.get(text)
         if found is None:
             found = self.filters[text] = parse_stored(json.loads(text))
-        return found
-
-    def _schedule(self, text: str) -> Schedule:
-        found = self.schedules.get(text)
-        if found is None:
-            found = self.schedules[text] = parse_schedule(json.loads(text))
         return found
 
 

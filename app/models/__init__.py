@@ -11,7 +11,7 @@ from app.models.billing import (
     Subscription,
     SubscriptionStatus,
 )
-from app.models.caps import Cap, CapPeriod
+from app.models.caps import CapPeriod
 from app.models.distribution import (
     DistributionBatch,
     DistributionRun,
@@ -22,6 +22,7 @@ from app.models.distribution import (
 from app.models.leads import Assignment, Lead, LeadStatus
 from app.models.niches import CompetitionLevel, LevelStrategy, Niche
 from app.models.returns import Return, ReturnReason, ReturnStatus
+from app.models.webhooks import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "AccessToken",
@@ -31,7 +32,6 @@ __all__ = [
     "Assignment",
     "AuditAction",
     "AuditEntry",
-    "Cap",
     "CapPeriod",
     "CompetitionLevel",
     "DistributionBatch",
@@ -55,4 +55,6 @@ __all__ = [
     "RunStatus",
     "Subscription",
     "SubscriptionStatus",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

@@ -10,6 +10,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from app.models.base import enum_check, jsonb, money, now_column, timestamp, uuid_pk
+from app.models.caps import caps_valid
+from app.models.usage import UsageCounters, usage_non_negative
 
 
 class ProviderStatus(StrEnum):
@@ -30,10 +32,12 @@ class SubscriptionStatus(StrEnum):
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
 
 
-class Provider(SQLModel, table=True):
+class Provider(UsageCounters, table=True):
     __tablename__ = "providers"
     __table_args__ = (
         sa.CheckConstraint("balance_cents >= 0", name="balance_non_negative"),
+        usage_non_negative(),
+        caps_valid(),
         enum_check("status", ProviderStatus, "status"),
         {"postgresql_with": {"fillfactor": 80}},
     )
@@ -51,6 +55,8 @@ class Provider(SQLModel, table=True):
     # caps, under the provider's row lock: the engine, which plans on an unlocked read and then
     # locks the providers it picked, re-reads those whose revision moved in between.
     revision: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"})
+    # caps across all its subscriptions (app/models/caps.py); null: none
+    caps: dict[str, Any] | None = Field(default=None, sa_type=JSONB(none_as_null=True))
     created_at: datetime = now_column()
 
 
@@ -88,12 +94,12 @@ class LedgerEntry(SQLModel, table=True):
     created_at: datetime = now_column()
 
 
-class Subscription(SQLModel, table=True):
+class Subscription(UsageCounters, table=True):
     __tablename__ = "subscriptions"
     __table_args__ = (
+        usage_non_negative(),
+        caps_valid(),
         sa.UniqueConstraint("provider_id", "competition_level_id", name="uq_subscriptions_pair"),
-        # the target of caps' (subscription, provider) foreign key
-        sa.UniqueConstraint("id", "provider_id", name="uq_subscriptions_id_provider"),
         enum_check("status", SubscriptionStatus, "status"),
         sa.Index("ix_subscriptions_level", "competition_level_id"),
         # last_received_at changes on every assignment: unindexed and HOT
@@ -112,6 +118,8 @@ class Subscription(SQLModel, table=True):
     filters: list[dict[str, Any]] = jsonb("[]")
     # weekly delivery windows and blackout dates (app/engine/schedule.py); null: always open
     schedule: dict[str, Any] | None = Field(default=None, sa_type=JSONB(none_as_null=True))
+    # this subscription's own caps (app/models/caps.py); null: none
+    caps: dict[str, Any] | None = Field(default=None, sa_type=JSONB(none_as_null=True))
     # paused by an operator: the provider cannot resume it itself (SPEC §10: not admin-set status)
     paused_by_operator: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     created_at: datetime = now_column()

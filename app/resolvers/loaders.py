@@ -28,6 +28,7 @@ from app.models.billing import LedgerEntry, Provider, Subscription
 from app.models.distribution import DistributionRun
 from app.models.leads import Assignment, Lead
 from app.models.niches import CompetitionLevel, Niche
+from app.models.webhooks import WebhookEndpoint
 from app.services import caps
 from app.services.caps import CapUsage
 
@@ -51,7 +52,7 @@ def _own_rows(table: sa.Table) -> sa.ColumnElement[bool]:
     name = table.name
     if name == "providers":
         return table.c.id == OWN
-    if name in ("assignments", "subscriptions", "ledger_entries"):
+    if name in ("assignments", "subscriptions", "ledger_entries", "webhook_endpoints"):
         return table.c.provider_id == OWN
     if name == "leads":
         return sa.exists().where(_assignments.c.lead_id == table.c.id, _assignments.c.provider_id == OWN)
@@ -122,6 +123,8 @@ class Loaders:
     subscriptions_by_provider: DataLoader[uuid.UUID, list[Subscription]]
     # every cap of a provider (its own and its subscriptions'), with current usage
     caps_by_provider: DataLoader[uuid.UUID, list[CapUsage]]
+    # every endpoint of a provider, deleted ones included (callers filter)
+    webhook_endpoints_by_provider: DataLoader[uuid.UUID, list[WebhookEndpoint]]
 
 
 def make_loaders(db: Database, *, provider_id: uuid.UUID | None = None) -> Loaders:
@@ -139,6 +142,9 @@ def make_loaders(db: Database, *, provider_id: uuid.UUID | None = None) -> Loade
         runs_by_lead=DataLoader(_grouped(db, DistributionRun, "lead_id", own, ("created_at",))),
         subscriptions_by_provider=DataLoader(_grouped(db, Subscription, "provider_id", own, ("created_at",))),
         caps_by_provider=DataLoader(_caps(db, own)),
+        webhook_endpoints_by_provider=DataLoader(
+            _grouped(db, WebhookEndpoint, "provider_id", own, ("created_at", "id"))
+        ),
     )
 
 

@@ -55,6 +55,14 @@ class CanReadOwn(_Scoped):
     provider_scope = "provider:read"
 
 
+class CanReadOwnDetails(_Scoped):
+    """Reads that carry leads' contact details (webhook bodies): operators with `admin`; provider
+    principals with `provider:read`, on their own data (they bought those leads)."""
+
+    scope = "admin"
+    provider_scope = "provider:read"
+
+
 class CanWriteOwn(_Scoped):
     """Operators with `admin`; provider principals with `provider:write`, on their own data."""
 

@@ -20,6 +20,7 @@ from app.resolvers.pagination import connection, decode_cursor
 from app.resolvers.permissions import CanRead, CanReadOwn, IsAuthenticated
 from app.resolvers.prefetch import prefetch_assignments, prefetch_for_leads, selected
 from app.resolvers.preview import to_preview
+from app.resolvers.webhook_queries import WebhookQueries
 from app.schema.accounts import Me, ProviderUser
 from app.schema.pagination import Connection
 from app.schema.returns import Return
@@ -45,7 +46,7 @@ READ_OWN: list[type[BasePermission]] = [CanReadOwn]
 
 
 @strawberry.type
-class Query:
+class Query(WebhookQueries):
     @strawberry.field(
         permission_classes=READ_OWN,
         description="A provider principal reads the leads assigned to it (others: NOT_FOUND).",

@@ -16,7 +16,6 @@ from app.schema.scalars import Cents
 
 @strawberry.type(description="A limit on leads and/or spend per period, with what the current period used.")
 class Cap:
-    id: uuid.UUID
     period: CapPeriod
     provider_wide: bool = strawberry.field(
         description="true: across all the provider's subscriptions; false: this subscription's own"
@@ -33,7 +32,6 @@ class Cap:
     @classmethod
     def of(cls, usage: Any) -> Cap:
         return cls(
-            id=usage.id,
             period=usage.period,
             provider_wide=usage.subscription_id is None,
             subscription_id=usage.subscription_id,

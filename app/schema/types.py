@@ -29,6 +29,7 @@ from app.resolvers.sharing import viewer_dependent
 from app.schema.controls import Cap, DeliverySchedule
 from app.schema.pagination import Connection
 from app.schema.scalars import JSON, Cents
+from app.schema.webhooks import WebhookEndpoint
 
 T = TypeVar("T")
 
@@ -231,6 +232,11 @@ class Provider:
         return [
             Subscription.of(s) for s in await info.context.loaders.subscriptions_by_provider.load(self.id)
         ]
+
+    @strawberry.field(description="Its live webhook endpoints, oldest first (never their secrets).")
+    async def webhook_endpoints(self, info: Info) -> list[WebhookEndpoint]:
+        rows = await info.context.loaders.webhook_endpoints_by_provider.load(self.id)
+        return [WebhookEndpoint.of(r) for r in rows if r.deleted_at is None]
 
     @strawberry.field(description="The provider's ledger, newest first; its amounts sum to the balance.")
     async def ledger(self, info: Info, first: int = 20, after: str | None = None) -> Connection[LedgerEntry]:

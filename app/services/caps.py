@@ -1,11 +1,11 @@
 """Caps and a provider's time zone (SPEC §8). A cap limits leads and/or spend per local DAY, WEEK,
 MONTH or in TOTAL, on one subscription or on the provider across all its subscriptions.
 
-Usage is kept on each cap row, for the period it last counted, by the engine's write statement, so
-a distribution never counts a buyer's history. Here, under the provider's row lock (the engine's
-lock: nothing is assigned to the provider meanwhile), a new cap's current period is counted once
-from the assignments, and a change of time zone (which moves every period's boundaries) counts the
-current periods again. tests/invariants.py recounts them and must agree."""
+Caps are stored on their row (app/models/caps.py). What counts toward them is kept by the engine's
+write statement as usage counters on the provider and subscription rows, whether they have caps or
+not, so a new cap applies to the period under way and a distribution never counts a buyer's
+history. A change of time zone moves every period's boundaries: under the provider's row lock (the
+engine's lock), the counters are counted again. tests/invariants.py recounts them and must agree."""
 
 from __future__ import annotations
 
@@ -18,15 +18,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col, select
 
 from app.db import Database
 from app.engine.schedule import ScheduleError, zone
+from app.engine.usage import LOCAL_PERIODS, current
 from app.errors import InvalidInput, NotFound
 from app.models.audit import AuditAction
-from app.models.base import utcnow
 from app.models.billing import Provider, Subscription
-from app.models.caps import Cap, CapPeriod
+from app.models.caps import CapPeriod
 from app.services import _guards
 from app.services.audit import Actor, record
 from app.services.billing import lock_provider
@@ -48,7 +47,6 @@ class CapLimit:
 class CapUsage:
     """A cap with what its current period has used."""
 
-    id: uuid.UUID
     provider_id: uuid.UUID
     subscription_id: uuid.UUID | None
     period: CapPeriod
@@ -87,32 +85,11 @@ def validate_timezone(name: str) -> str:
     return name
 
 
-# Counts a cap's current period from the assignments (the same period definition as the engine:
-# lw_period_start). The range condition lets the provider's (provider_id, created_at) index work;
-# the equality is the definition.
-RECOUNT = sa.text("""
-UPDATE caps c
-SET period_start = n.start, used_leads = n.leads, used_spend_cents = n.spend
-FROM (
-    SELECT c2.id, cur.start, count(a.id) AS leads, coalesce(sum(a.price_charged_cents), 0) AS spend
-    FROM caps c2
-    JOIN providers p ON p.id = c2.provider_id
-    CROSS JOIN LATERAL (SELECT lw_period_start(c2.period, clock_timestamp(), p.timezone) AS start) cur
-    LEFT JOIN assignments a
-           ON a.provider_id = c2.provider_id
-          AND (c2.subscription_id IS NULL OR a.subscription_id = c2.subscription_id)
-          AND a.created_at >= cur.start
-          AND lw_period_start(c2.period, a.created_at, p.timezone) = cur.start
-    WHERE c2.id = ANY(CAST(:ids AS uuid[]))
-    GROUP BY c2.id, cur.start
-) n
-WHERE c.id = n.id
-""")
-
-
-async def _recount(session: AsyncSession, cap_ids: Sequence[uuid.UUID]) -> None:
-    if cap_ids:
-        await session.execute(RECOUNT, {"ids": list(cap_ids)})
+async def recount_usage(session: AsyncSession, provider_id: uuid.UUID) -> None:
+    """Counts the provider's usage counters and its subscriptions' again from the assignments (the
+    current local periods, in its time zone now, and all time). Under the provider's lock."""
+    await session.execute(RECOUNT_PROVIDER, {"provider": provider_id})
+    await session.execute(RECOUNT_SUBSCRIPTIONS, {"provider": provider_id})
 
 
 async def set_caps(
@@ -124,67 +101,53 @@ async def set_caps(
     caps: Sequence[CapLimit],
 ) -> list[CapUsage]:
     """Replaces the caps of a provider (provider-wide) or of one subscription with `caps`: a period
-    not given any more loses its cap, a new one is counted from the assignments of its current
-    period, a changed limit keeps its usage. A provider principal sets only its own."""
+    not given any more loses its cap. What counts toward a cap is counted whether it exists or not
+    (the usage counters), so a new cap applies to the period already under way. A provider
+    principal sets only its own."""
     if (provider_id is None) == (subscription_id is None):
         raise InvalidInput("give exactly one of providerId and subscriptionId", field="providerId")
     limits = validate_limits(caps)
+    wanted = {
+        CapPeriod(limit.period).value: {
+            name: value
+            for name, value in (("leads", limit.max_leads), ("spend", limit.max_spend_cents))
+            if value is not None
+        }
+        for limit in limits
+    }
     async with db.begin() as session:
+        target: Provider | Subscription | None
         if subscription_id is not None:
-            found = await session.get(Subscription, subscription_id)
-            if found is None:
+            target = await session.get(Subscription, subscription_id)
+            if target is None:
                 raise NotFound("subscription", subscription_id)
-            check_own(actor, found.provider_id, "subscription", subscription_id)
-            provider_id = found.provider_id
+            check_own(actor, target.provider_id, "subscription", subscription_id)
+            provider_id = target.provider_id
         assert provider_id is not None
         check_own(actor, provider_id, "provider", provider_id)
-        await lock_provider(session, provider_id)
-        existing = {
-            cap.period: cap
-            for cap in (
-                await session.scalars(
-                    select(Cap).where(
-                        Cap.provider_id == provider_id,
-                        col(Cap.subscription_id).is_(None)
-                        if subscription_id is None
-                        else Cap.subscription_id == subscription_id,
-                    )
-                )
-            ).all()
-        }
-        wanted = {CapPeriod(limit.period): limit for limit in limits}
-        for period, cap in existing.items():
-            if period not in wanted:
-                await session.delete(cap)
-        new: list[Cap] = []
-        for period, limit in wanted.items():
-            kept = existing.get(period)
-            if kept is None:
-                kept = Cap(provider_id=provider_id, subscription_id=subscription_id, period=period)
-                session.add(kept)
-                new.append(kept)
-            kept.max_leads, kept.max_spend_cents = limit.max_leads, limit.max_spend_cents
-            kept.updated_at = utcnow()
-        await session.flush()
-        await _recount(session, [cap.id for cap in new])
+        provider = await lock_provider(session, provider_id)
+        if subscription_id is None:
+            target = provider
+        else:  # read again under the provider's lock, which guards its subscriptions too
+            await session.refresh(target, with_for_update={"key_share": True})
+        assert target is not None
+        previous, target.caps = target.caps, wanted or None
         record(
             session,
             actor,
             AuditAction.CAPS_CHANGED,
             entity_type="subscription" if subscription_id else "provider",
             entity_id=subscription_id or provider_id,
-            caps=[
-                {"period": p, "max_leads": lim.max_leads, "max_spend_cents": lim.max_spend_cents}
-                for p, lim in sorted(wanted.items())
-            ],
+            previous=previous,
+            caps=wanted,
         )
     found_caps = await caps_of_providers(db, [provider_id])
     return [c for c in found_caps[provider_id] if c.subscription_id == subscription_id]
 
 
 async def set_timezone(db: Database, *, actor: Actor, provider_id: uuid.UUID, timezone: str) -> Provider:
-    """A new time zone moves every day, week and month of the provider: the current period of each
-    of its caps is counted again in the new zone."""
+    """A new time zone moves every day, week and month of the provider: its usage counters and its
+    subscriptions' are counted again in the new zone."""
     check_own(actor, provider_id, "provider", provider_id)
     name = validate_timezone(timezone.strip() if isinstance(timezone, str) else timezone)
     async with db.begin() as session:
@@ -198,8 +161,7 @@ async def set_timezone(db: Database, *, actor: Actor, provider_id: uuid.UUID, ti
         provider.timezone = name
         await session.flush()
         if name != previous:
-            cap_ids = list(await session.scalars(select(col(Cap.id)).where(Cap.provider_id == provider_id)))
-            await _recount(session, cap_ids)
+            await recount_usage(session, provider_id)
             record(
                 session,
                 actor,
@@ -212,16 +174,34 @@ async def set_timezone(db: Database, *, actor: Actor, provider_id: uuid.UUID, ti
     return provider
 
 
-USAGE = sa.text("""
-SELECT c.id, c.provider_id, c.subscription_id, c.period, c.max_leads, c.max_spend_cents,
-       CASE WHEN c.period_start = cur.start THEN c.used_leads ELSE 0 END AS used_leads,
-       CASE WHEN c.period_start = cur.start THEN c.used_spend_cents ELSE 0 END AS used_spend_cents,
-       cur.start AS period_start
-FROM caps c
+def _used(what: str) -> str:
+    row = "CASE WHEN c.subscription_id IS NULL THEN {p} ELSE {s} END"
+    return row.format(
+        p=current("p.", "c.period", what, timezone="p.timezone"),
+        s=current("s.", "c.period", what, timezone="p.timezone"),
+    )
+
+
+# every cap of the providers (their own and their subscriptions'): one row per cap, from the JSON
+USAGE = sa.text(f"""
+WITH c AS (
+    SELECT p.id AS provider_id, NULL::uuid AS subscription_id, e.key AS period, e.value AS lim
+    FROM providers p, jsonb_each(p.caps) e
+    WHERE p.id = ANY(CAST(:ids AS uuid[]))
+    UNION ALL
+    SELECT s.provider_id, s.id, e.key, e.value
+    FROM subscriptions s, jsonb_each(s.caps) e
+    WHERE s.provider_id = ANY(CAST(:ids AS uuid[]))
+)
+SELECT c.provider_id, c.subscription_id, c.period, (c.lim->>'leads')::int AS max_leads,
+       (c.lim->>'spend')::bigint AS max_spend_cents,
+       {_used("leads")} AS used_leads, {_used("spend_cents")} AS used_spend_cents,
+       lw_period_start(c.period, now(), p.timezone) AS period_start
+FROM c
 JOIN providers p ON p.id = c.provider_id
-CROSS JOIN LATERAL (SELECT lw_period_start(c.period, now(), p.timezone) AS start) cur
-WHERE c.provider_id = ANY(CAST(:ids AS uuid[]))
-ORDER BY c.subscription_id IS NOT NULL, c.period
+LEFT JOIN subscriptions s ON s.id = c.subscription_id
+ORDER BY c.subscription_id IS NOT NULL, c.subscription_id,
+         array_position(ARRAY['DAY', 'WEEK', 'MONTH', 'TOTAL'], c.period)
 """)
 
 
@@ -241,7 +221,6 @@ async def caps_of_providers(
 def _usage(row: Any) -> CapUsage:
     start = row.period_start
     return CapUsage(
-        id=row.id,
         provider_id=row.provider_id,
         subscription_id=row.subscription_id,
         period=CapPeriod(row.period),
@@ -251,3 +230,41 @@ def _usage(row: Any) -> CapUsage:
         used_spend_cents=int(row.used_spend_cents),
         period_start=None if start is None or start.year < 2 else start,
     )
+
+
+def _recount(table: str, scope: str) -> sa.TextClause:
+    """UPDATE of the usage counters of `table`'s rows of :provider from the assignments; `scope`
+    selects the assignments a row counts (its provider's, or its subscription's). The current
+    periods' starts are taken once per row (clock_timestamp() moves)."""
+    sets = []
+    for period in LOCAL_PERIODS:
+        name = period.value.lower()
+        counted = (
+            f"{scope} AND a.created_at >= cur.{name}"
+            f" AND lw_period_start('{period.value}', a.created_at, p.timezone) = cur.{name}"
+        )
+        sets += [
+            f"usage_{name}_start = cur.{name}",
+            f"usage_{name}_leads = (SELECT count(*) FROM assignments a WHERE {counted})",
+            f"usage_{name}_spend_cents = (SELECT coalesce(sum(a.price_charged_cents), 0)"
+            f" FROM assignments a WHERE {counted})",
+        ]
+    sets += [
+        f"usage_total_leads = (SELECT count(*) FROM assignments a WHERE {scope})",
+        f"usage_total_spend_cents = (SELECT coalesce(sum(a.price_charged_cents), 0)"
+        f" FROM assignments a WHERE {scope})",
+    ]
+    starts = ", ".join(
+        f"lw_period_start('{period.value}', clock.at, p.timezone) AS {period.value.lower()}"
+        for period in LOCAL_PERIODS
+    )
+    join = "p.id = r.id" if table == "providers" else "p.id = r.provider_id"
+    return sa.text(
+        f"UPDATE {table} r SET {', '.join(sets)}"
+        f" FROM providers p, LATERAL (SELECT clock_timestamp() AS at) clock, LATERAL (SELECT {starts}) cur"
+        f" WHERE {join} AND p.id = :provider"
+    )
+
+
+RECOUNT_PROVIDER = _recount("providers", "a.provider_id = r.id")
+RECOUNT_SUBSCRIPTIONS = _recount("subscriptions", "a.subscription_id = r.id")

@@ -31,3 +31,7 @@ class Dispatcher(Protocol):
 
     async def notify(self) -> None:
         """Has the outbox's first sends (written with assignments) delivered soon."""
+
+    async def wake_webhooks(self) -> None:
+        """Has the webhook deliveries that are due sent soon (after a commit that wrote or resumed
+        some)."""

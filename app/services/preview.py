@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 
 from app.db import Database
-from app.engine.plan import Candidate, CapState, Pick, Skip
+from app.engine.plan import Pick, Skip
 from app.engine.preview import preview_distribution as preview_plan
-from app.models.caps import CapPeriod
 from app.models.distribution import PreviewDecision, RunStatus, SkipReason
 from app.services.audit import Actor
-from app.services.caps import CapUsage
+from app.services.caps import CapUsage, caps_of_providers
 from app.services.principals import require_operator
 
 
@@ -56,6 +54,10 @@ async def preview_distribution(db: Database, *, actor: Actor, lead_id: uuid.UUID
         (step.level.id, step.candidate.subscription_id): step for step in plan.steps
     }
     visited = {level.id for level in plan.visited}
+    # the caps as the caps service shows them everywhere (with each period's start); the decisions
+    # above were made on the engine's own read of the same counters
+    providers = sorted({c.provider_id for cs in state.candidates.values() for c in cs})
+    caps = await caps_of_providers(db, providers) if providers else {}
     levels = []
     for level in state.levels:
         candidates = []
@@ -74,7 +76,11 @@ async def preview_distribution(db: Database, *, actor: Actor, lead_id: uuid.UUID
                     decision,
                     reason,
                     detail,
-                    [_usage(cap, candidate) for cap in candidate.caps],
+                    [
+                        cap
+                        for cap in caps[candidate.provider_id]
+                        if cap.subscription_id in (None, candidate.subscription_id)
+                    ],
                 )
             )
         levels.append(
@@ -95,19 +101,4 @@ async def preview_distribution(db: Database, *, actor: Actor, lead_id: uuid.UUID
         start_level_id=plan.start_level.id if plan.start_level else None,
         levels=levels,
         outcome=plan.outcome,
-    )
-
-
-def _usage(cap: CapState, candidate: Candidate) -> CapUsage:
-    """The engine's view of a cap, as the caps service shows caps everywhere else."""
-    return CapUsage(
-        id=uuid.UUID(cap.cap_id),
-        provider_id=candidate.provider_id,
-        subscription_id=None if cap.provider_wide else candidate.subscription_id,
-        period=CapPeriod(cap.period),
-        max_leads=cap.max_leads,
-        max_spend_cents=cap.max_spend_cents,
-        used_leads=cap.used_leads,
-        used_spend_cents=cap.used_spend_cents,
-        period_start=None if cap.period == CapPeriod.TOTAL else datetime.fromisoformat(cap.period_start),
     )

@@ -16,6 +16,7 @@ asks to return it; an operator approves, which refunds the price charged once, o
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,10 +32,13 @@ from app.models.billing import LedgerKind
 from app.models.leads import Assignment
 from app.models.niches import CompetitionLevel, Niche
 from app.models.returns import Return, ReturnReason, ReturnStatus
+from app.models.webhooks import WebhookEvent
 from app.services import _guards, billing
 from app.services.audit import Actor, record
+from app.services.dispatch import Dispatcher
 from app.services.pages import Page, PageKey, keyset_page
 from app.services.principals import own_provider_id, require_operator, scope_to_own
+from app.services.webhooks.deliveries import enqueue_event
 
 MAX_NOTE_LENGTH = 2000
 ONE_HOUR: sa.ColumnElement[Any] = sa.literal_column("interval '1 hour'")
@@ -143,38 +147,66 @@ async def request_return(
 
 
 async def approve_return(
-    db: Database, *, actor: Actor, return_id: uuid.UUID, note: str | None = None
+    db: Database,
+    *,
+    actor: Actor,
+    return_id: uuid.UUID,
+    note: str | None = None,
+    dispatcher: Dispatcher | None = None,
 ) -> Return:
     """Refunds the price charged for the assignment: one REFUND entry linked to it, never two."""
+    checked = _note(note, field="note", required=False)
     return await _decide(
-        db, actor=actor, return_id=return_id, approve=True, note=_note(note, field="note", required=False)
+        db, actor=actor, return_id=return_id, approve=True, note=checked, dispatcher=dispatcher
     )
 
 
-async def reject_return(db: Database, *, actor: Actor, return_id: uuid.UUID, note: str) -> Return:
+async def reject_return(
+    db: Database, *, actor: Actor, return_id: uuid.UUID, note: str, dispatcher: Dispatcher | None = None
+) -> Return:
     """The note tells the provider why."""
+    checked = _note(note, field="note", required=True)
     return await _decide(
-        db, actor=actor, return_id=return_id, approve=False, note=_note(note, field="note", required=True)
+        db, actor=actor, return_id=return_id, approve=False, note=checked, dispatcher=dispatcher
     )
 
 
 async def _decide(
-    db: Database, *, actor: Actor, return_id: uuid.UUID, approve: bool, note: str | None
+    db: Database,
+    *,
+    actor: Actor,
+    return_id: uuid.UUID,
+    approve: bool,
+    note: str | None,
+    dispatcher: Dispatcher | None,
 ) -> Return:
+    """`dispatcher` wakes the webhook sender after the commit (the buyer's endpoints get
+    `return.decided`); without one the sweep sends the deliveries once they are stale."""
     require_operator(actor, "deciding a return")
     try:
         async with db.begin() as session:
-            return await apply_decision(session, actor=actor, return_id=return_id, approve=approve, note=note)
+            decided = await apply_decision(
+                session, actor=actor, return_id=return_id, approve=approve, note=note
+            )
     except IntegrityError as exc:
         # the partial unique index: the assignment was refunded by another path meanwhile
         if _violates(exc, "uq_ledger_entries_refund_assignment"):
             raise Conflict(f"the assignment of return {return_id} is already refunded") from exc
         raise
+    if dispatcher is not None and decided.webhooks:
+        await dispatcher.wake_webhooks()
+    return decided.returned
+
+
+@dataclass(frozen=True)
+class Decided:
+    returned: Return
+    webhooks: int  # `return.decided` deliveries written with the decision
 
 
 async def apply_decision(
     session: AsyncSession, *, actor: Actor, return_id: uuid.UUID, approve: bool, note: str | None
-) -> Return:
+) -> Decided:
     """The decision inside the caller's open transaction: whatever else must commit with it (the
     `return.decided` event) is written here, after the audit row."""
     provider_id = await session.scalar(sa.select(col(Return.provider_id)).where(col(Return.id) == return_id))
@@ -231,7 +263,24 @@ async def apply_decision(
         note=note,
         **details,
     )
-    return returned
+    webhooks = await enqueue_event(
+        session,
+        provider_id=returned.provider_id,
+        event_type=WebhookEvent.RETURN_DECIDED,
+        subject_id=returned.id,
+        occurred_at=returned.decided_at,
+        data={
+            "return_id": str(returned.id),
+            "assignment_id": str(returned.assignment_id),
+            "lead_id": str(returned.lead_id),
+            "provider_id": str(returned.provider_id),
+            "reason": str(returned.reason),
+            "decision": str(returned.status),
+            "decision_note": note,
+            "refund_cents": details.get("amount_cents", 0),
+        },
+    )
+    return Decided(returned, webhooks)
 
 
 async def get_return(db: Database, *, actor: Actor, return_id: uuid.UUID) -> Return:

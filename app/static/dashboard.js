@@ -59,6 +59,7 @@ async function refresh() {
     await gql("mutation($id: UUID!) { retryDistribution(runId: $id) { status } }", {id: b.dataset.run});
     refresh();
   });
+  await refreshWebhooks();  // static/webhooks.js
   return d.niches;
 }
 

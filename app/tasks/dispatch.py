@@ -11,24 +11,35 @@ from app.progress.publish import Publisher, add_publishes
 from app.services import notifications
 from app.services.dispatch import RunJob
 from app.services.execution import run_distribution
+from app.services.webhooks import sender as webhook_sender
 from app.settings import Settings
 from app.tasks.broker import StreamBroker
 
 DISTRIBUTE = "leadwheel.distribute_run"
 NOTIFY = "leadwheel.send_notifications"  # given notifications (the sweep's retries)
 SEND_UNSENT = "leadwheel.send_unsent_notifications"  # every first send: woken after distributions
+SEND_WEBHOOKS = "leadwheel.send_webhooks"  # wakes a worker process's webhook sender
 
 # Set while a sender job is queued; the sender deletes it before it reads the outbox, so a wake
 # after that queues another one and no committed notification waits for the sweep. It expires in
 # case its job is lost (the sweep sends what that job would have).
 SENDER_QUEUED = "lw:notifications:sender-queued"
 SENDER_QUEUED_TTL_MS = 30_000
-# Queues the sender unless one is already queued: SET NX and XADD in one atomic round trip.
+# The same for the webhook sender's wake (commits in the API), cleared by a sender when it runs
+# out of work, so a run of wakes while it works queues no more jobs.
+WEBHOOKS_QUEUED = "lw:webhooks:sender-queued"
+# Queues each sender (KEYS[2..], entries ARGV[4..]) unless one is already queued: SET NX and XADD
+# in one atomic round trip for all of them. KEYS[1] is the stream.
 WAKE_SENDER = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
-if ARGV[2] == '0' then redis.call('XADD', KEYS[2], '*', 'data', ARGV[4])
-else redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], ARGV[2], '*', 'data', ARGV[4]) end
-return 1
+local queued = 0
+for i = 2, #KEYS do
+  if redis.call('SET', KEYS[i], '1', 'NX', 'PX', ARGV[1]) then
+    if ARGV[2] == '0' then redis.call('XADD', KEYS[1], '*', 'data', ARGV[i + 2])
+    else redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], ARGV[2], '*', 'data', ARGV[i + 2]) end
+    queued = queued + 1
+  end
+end
+return queued
 """
 
 
@@ -58,14 +69,22 @@ class TaskiqDispatcher:
     async def notify(self) -> None:
         """Wakes the sender: one job sends the outbox's first sends of every distribution since it
         was queued, instead of a job per distribution."""
+        await self._wake((SENDER_QUEUED, SEND_UNSENT))
+
+    async def wake_webhooks(self) -> None:
+        """For commits outside the workers (the API: a redelivery, a test, an endpoint enabled;
+        other events' enqueue_event). A worker's distribution wakes its own process's sender."""
+        await self._wake((WEBHOOKS_QUEUED, SEND_WEBHOOKS))
+
+    async def _wake(self, *senders: tuple[str, str]) -> None:
         broker = self.broker
         await self._wake_sender(
-            keys=[SENDER_QUEUED, broker.queue_name],
+            keys=[broker.queue_name, *(mark for mark, _ in senders)],
             args=[
                 SENDER_QUEUED_TTL_MS,
                 broker.maxlen or 0,
                 "~" if broker.approximate else "=",
-                broker.entry(SEND_UNSENT),
+                *(broker.entry(task) for _, task in senders),
             ],
         )
 
@@ -87,8 +106,15 @@ class InlineDispatcher:
                 settings=self.settings,
                 publisher=self.publisher,
             )
-            if execution.result is not None and execution.result.assigned:
+            result = execution.result
+            if result is not None and result.assigned:
                 await self.notify()
+            if result is not None and result.webhooks:
+                await self.wake_webhooks()
 
     async def notify(self) -> None:
         await notifications.deliver_unsent(self.db, settings=self.settings)
+
+    async def wake_webhooks(self) -> None:
+        """Sends what is due now, here: scripts and the demo have no workers."""
+        await webhook_sender.send_due(self.db, self.settings)

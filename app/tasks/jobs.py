@@ -13,9 +13,10 @@ from taskiq import Context, TaskiqDepends
 from app.services import notifications
 from app.services.execution import run_distribution
 from app.services.sweep import sweep
+from app.services.webhooks.claims import sender_needed
 from app.tasks import worker  # noqa: F401  (opens each worker process's resources)
 from app.tasks.broker import broker, settings
-from app.tasks.dispatch import DISTRIBUTE, NOTIFY, SEND_UNSENT, SENDER_QUEUED
+from app.tasks.dispatch import DISTRIBUTE, NOTIFY, SEND_UNSENT, SEND_WEBHOOKS, SENDER_QUEUED
 
 log = logging.getLogger("leadwheel.tasks")
 
@@ -51,7 +52,12 @@ async def distribute_run(
         settings=state.settings,
         publisher=state.publisher,
     )
-    if execution.result is not None and execution.result.assigned:
+    result = execution.result
+    if result is not None and result.webhooks:
+        # this process's sender, at once (no job behind the queue's distributions); its requests
+        # run beside the job slots, so a slow or dead endpoint never holds up distributions
+        state.webhook_sender.wake()
+    if result is not None and result.assigned:
         # sent by another job: a slow or dead mail server never holds up distributions
         try:
             await state.dispatcher.notify()
@@ -64,6 +70,14 @@ async def send_unsent_notifications(context: Context = TaskiqDepends()) -> None:
     state = context.state
     await state.redis.delete(SENDER_QUEUED)  # first: a distribution committed after this wakes another
     await notifications.deliver_unsent(state.db, settings=state.settings)
+
+
+@broker.task(task_name=SEND_WEBHOOKS)
+async def send_webhooks(context: Context = TaskiqDepends()) -> None:
+    """Wakes this process's webhook sender and returns: the sender's requests run beside the job
+    slots (app/services/webhooks/sender.py), so a slow endpoint never holds one. The sender clears
+    the wake's mark when it runs out of work, so while it works commits queue no more jobs."""
+    context.state.webhook_sender.wake()
 
 
 @broker.task(task_name=NOTIFY)
@@ -83,3 +97,7 @@ async def sweep_task(context: Context = TaskiqDepends()) -> None:
     )
     if due:
         await send_notifications.kiq(notification_ids=[str(i) for i in due])
+    # webhook retries that are due, and deliveries whose wake or sender was lost (a dead worker's
+    # endpoints, a Redis restarted empty): a job whatever the wake's mark
+    if await sender_needed(state.db, stale_after=state.settings.stale_after_seconds):
+        await send_webhooks.kiq()

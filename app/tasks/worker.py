@@ -1,5 +1,6 @@
 """A worker process's resources, opened when it starts and closed when it stops: one database
-engine, one Redis client, the publisher and the dispatcher, kept on taskiq's state for the tasks."""
+engine, one Redis client, the publisher, the dispatcher and the webhook sender (with its HTTP
+client), kept on taskiq's state for the tasks."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from app.internals import check_all
 from app.logging import configure_logging
 from app.progress.publish import RedisPublisher
 from app.redis_client import connect as connect_redis
+from app.services.webhooks.outbound import make_client
+from app.services.webhooks.sender import WebhookSender
 from app.tasks.broker import broker, settings
-from app.tasks.dispatch import TaskiqDispatcher
+from app.tasks.dispatch import WEBHOOKS_QUEUED, TaskiqDispatcher
 
 
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
@@ -23,9 +26,15 @@ async def open_resources(state: TaskiqState) -> None:
     state.redis = connect_redis(str(settings.redis_url))
     state.publisher = RedisPublisher(state.redis)
     state.dispatcher = TaskiqDispatcher(broker)
+    # one pooled HTTP client and one sender loop per process, started by its first wake; it clears
+    # the wake's mark when it runs out of work
+    state.webhook_sender = WebhookSender(
+        state.db, settings, make_client(settings), on_idle=lambda: state.redis.delete(WEBHOOKS_QUEUED)
+    )
 
 
 @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
 async def close_resources(state: TaskiqState) -> None:
+    await state.webhook_sender.close(grace_seconds=settings.webhook_timeout_seconds)
     await state.redis.aclose()
     await state.db.dispose()

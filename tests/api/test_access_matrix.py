@@ -189,6 +189,34 @@ RULES: dict[str, Rule] = {
     "nicheActivity": operator_read(lambda w, s: {"nicheId": s.niche}),
     "batchProgress": operator_read(lambda w, s: {"batchId": s.batch}),
     "myAssignments": own_read(lambda w, s: {"providerId": s.provider}),
+    # webhooks: a buyer manages its own endpoints and reads its own delivery log (the bodies carry
+    # the leads' contact details: not for read-only operators)
+    "webhookEndpoints": own_read(lambda w, s: {"providerId": s.provider}),
+    "webhookEndpoint": own_read(lambda w, s: {"id": s.webhook_endpoint}),
+    "webhookDeliveries": Rule(
+        lambda w, s: {"providerId": s.provider}, read_key=FORBIDDEN, own=ALLOWED, foreign=NOT_FOUND
+    ),
+    "webhookDelivery": Rule(
+        lambda w, s: {"id": s.webhook_delivery}, read_key=FORBIDDEN, own=ALLOWED, foreign=NOT_FOUND
+    ),
+    "webhookOverview": Rule(none, read_key=FORBIDDEN, own=ALLOWED, foreign=ALLOWED, per_side=False),
+    "createWebhookEndpoint": own_write(
+        lambda w, s: {
+            "input": {
+                "providerId": str(s.provider),
+                "url": "https://93.184.215.14/hook",  # public, and created disabled: never sent to
+                "events": ["LEAD_ASSIGNED"],
+                "enabled": False,
+            }
+        }
+    ),
+    "updateWebhookEndpoint": own_write(
+        lambda w, s: {"id": s.webhook_endpoint, "input": {"description": _unique("crm")}}
+    ),
+    "rotateWebhookSecret": own_write(lambda w, s: {"id": s.webhook_endpoint}),
+    "deleteWebhookEndpoint": own_write(lambda w, s: {"id": s.victim_endpoints.pop()}),
+    "sendTestWebhook": own_write(lambda w, s: {"endpointId": s.webhook_endpoint}),
+    "redeliverWebhook": own_write(lambda w, s: {"deliveryId": s.webhook_delivery}),
 }
 
 SCHEMA: GraphQLSchema = build_schema(api_settings())._schema  # noqa: SLF001

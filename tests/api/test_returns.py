@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-import sqlalchemy as sa
-
 from app.db import Database
 from app.services import auth
 from app.services.audit import SYSTEM
 from tests.api.conftest import Api, error_code
-from tests.factories import make_assignment, make_niche, make_provider, subscribe
+from tests.factories import backdate_assignments, make_assignment, make_niche, make_provider, subscribe
 from tests.invariants import assert_invariants
 
 FIELDS = """id status reason note leadId requestedBy decidedBy decidedAt decisionNote refundEntryId
@@ -86,11 +84,7 @@ async def test_error_codes(admin_api: Api, db: Database) -> None:
     provider = await make_provider(db, balance_cents=2000)
     await subscribe(db, provider, level)
     fresh, old = [await make_assignment(db, niche, provider) for _ in range(2)]
-    async with db.engine.begin() as conn:
-        await conn.execute(
-            sa.text("UPDATE assignments SET created_at = now() - interval '73 hours' WHERE id = :id"),
-            {"id": old.assignment_id},
-        )
+    await backdate_assignments(db, "id = :id", "now() - interval '73 hours'", id=old.assignment_id)
 
     missing = str(uuid.uuid4())
     assert error_code(await admin_api.gql(REQUEST, {"a": missing, "r": "DUPLICATE"})) == "NOT_FOUND"

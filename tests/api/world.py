@@ -22,10 +22,12 @@ from app.resolvers.context import Context
 from app.resolvers.loaders import make_loaders
 from app.services import api_keys, auth, batches, returns
 from app.services.audit import SYSTEM
+from app.services.webhooks import deliveries
 from app.tasks.dispatch import InlineDispatcher
 from tests.api.conftest import PASSWORD, api_settings
 from tests.factories import make_lead, make_niche, make_provider, subscribe
 from tests.factories.accounts import access_token, make_provider_user
+from tests.factories.webhooks import make_endpoint
 
 PROVIDER_KEY_SCOPES = ["provider:read", "provider:write"]
 
@@ -53,6 +55,9 @@ class Side:
     victim_user: uuid.UUID  # a user of this side that no test signs in as
     victim_user_email: str
     return_: uuid.UUID = uuid.UUID(int=0)  # a requested return of its shared assignment
+    webhook_endpoint: uuid.UUID = uuid.UUID(int=0)  # subscribed to lead.assigned (a closed local port)
+    webhook_delivery: uuid.UUID = uuid.UUID(int=0)  # of its assignment, to that endpoint
+    victim_endpoints: list[uuid.UUID] = field(default_factory=list)  # one per deleteWebhookEndpoint call
     secrets: list[str] = field(default_factory=list)
 
 
@@ -84,10 +89,25 @@ async def build_world(db: Database, redis: Redis) -> World:
         )
         subscription = await subscribe(db, provider, level)
         shared_subscription = await subscribe(db, provider, shared_level)
+        # webhooks to a closed local port: refused at once by the API's address guard if ever sent
+        endpoint = await make_endpoint(db, provider, "http://127.0.0.1:9/hook")
+        victims = [
+            (await make_endpoint(db, provider, "http://127.0.0.1:9/victim", enabled=False)).endpoint.id
+            for _ in range(8)
+        ]
         contact = {"name": f"Pat {name}-{uuid.uuid4().hex[:6]}", "email": f"pat-{name}@lead-{name}.test"}
         lead = await make_lead(db, niche, {**contact, "state": "TX"})
         result = await distribute_lead(db, lead_id=lead.id)
         (assigned,) = result.assigned
+        (delivery,) = (
+            await deliveries.list_deliveries(
+                db,
+                actor=SYSTEM,
+                where=deliveries.DeliveryFilter(provider_id=provider.id),
+                first=1,
+                after=None,
+            )
+        ).items
         user = await make_provider_user(db, provider.id)
         key = await api_keys.create_api_key(
             db, actor=SYSTEM, name=f"{name}-feed", scopes=PROVIDER_KEY_SCOPES, provider_id=provider.id
@@ -121,6 +141,9 @@ async def build_world(db: Database, redis: Redis) -> World:
                 victim_key=victim_key.key.id,
                 victim_user=victim_user.id,
                 victim_user_email=victim_user.email,
+                webhook_endpoint=endpoint.endpoint.id,
+                webhook_delivery=delivery.id,
+                victim_endpoints=victims,
             )
         )
     shared_contact = {"name": "Sam Both", "phone": "+1 555 0100"}
@@ -153,6 +176,10 @@ async def build_world(db: Database, redis: Redis) -> World:
                 side.victim_user,
                 side.victim_user_email,
                 side.return_,
+                side.webhook_endpoint,
+                side.webhook_delivery,
+                f"msg_{side.webhook_delivery.hex}",
+                *side.victim_endpoints,
                 *side.contact.values(),
             )
         ]

@@ -2,7 +2,9 @@
 distributeLead calls pour in (repeats with the same key, leads already distributed, races on one
 lead) and subscribers watch. Meanwhile a worker is SIGKILLed every few seconds (and replaced),
 Redis is restarted empty once, and PostgreSQL backends are terminated.
-At the end nothing is lost and nobody was charged twice. Size: LEADWHEEL_CHAOS_CALLS (default 3000)."""
+Every buyer has a webhook endpoint (one of them dead). At the end nothing is lost and nobody was
+charged twice: every assignment has exactly one delivery row, and every live endpoint got its
+deliveries. Size: LEADWHEEL_CHAOS_CALLS (default 3000)."""
 
 import asyncio
 import os
@@ -22,9 +24,11 @@ from app.services import caps, subscriptions
 from app.services.audit import SYSTEM
 from app.services.caps import CapLimit
 from tests.factories import make_lead, make_niche, make_provider, subscribe
+from tests.factories.webhooks import make_endpoint
 from tests.invariants import violations
 from tests.model.reference import blackout_around
-from tests.tasks.conftest import Stack, WsSubscription
+from tests.receiver import Receiver
+from tests.tasks.conftest import Stack, WsSubscription, free_port
 
 CALLS = int(os.environ.get("LEADWHEEL_CHAOS_CALLS", "3000"))
 EVERYWHERE_CAP = 40
@@ -34,13 +38,19 @@ PROGRESS = "subscription($run: UUID!) { distributionProgress(runId: $run) { seq 
 
 
 async def test_chaos(
-    db: Database, stack: Stack, token: str, restart_redis: Callable[[], Awaitable[None]]
+    db: Database,
+    stack: Stack,
+    token: str,
+    restart_redis: Callable[[], Awaitable[None]],
+    receiver: Receiver,
 ) -> None:
     rng = random.Random(42)
     lead_ids: list[uuid.UUID] = []
+    dead_url = f"http://127.0.0.1:{free_port()}/hook"
     # buyer controls on: one buyer in every niche with a provider-wide cap (contended by all
     # niches at once), and in each niche a capped subscription, a spend cap and a closed schedule
     everywhere = await make_provider(db, balance_cents=10**7)
+    await make_endpoint(db, everywhere, receiver.url)
     await caps.set_caps(
         db,
         actor=SYSTEM,
@@ -48,12 +58,13 @@ async def test_chaos(
         caps=[CapLimit(CapPeriod.TOTAL, max_leads=EVERYWHERE_CAP)],
     )
     closed = {"windows": [], "blackoutDates": blackout_around(datetime.now(UTC).date())}
-    for _ in range(NICHES):
+    for n in range(NICHES):
         niche, levels = await make_niche(db, levels=[(300, 2), (100, 2)])
         for level in levels:
             await subscribe(db, everywhere, level)
         for k in range(5):
             p = await make_provider(db, balance_cents=rng.choice([2_000, 50_000, 10**7]))
+            await make_endpoint(db, p, dead_url if (n, k) == (0, 0) else receiver.url)
             for level in levels:
                 sub = await subscribe(db, p, level)
                 if k == 0:
@@ -189,6 +200,25 @@ async def test_chaos(
         while not await all_terminal():
             assert time.monotonic() < deadline, "runs still open 3 minutes after the last call"
             await asyncio.sleep(0.5)
+
+        async def live_webhooks_waiting() -> int:
+            async with db.engine.connect() as conn:
+                return int(
+                    (
+                        await conn.execute(
+                            sa.text(
+                                "SELECT count(*) FROM webhook_deliveries d JOIN webhook_endpoints e "
+                                "ON e.id = d.endpoint_id WHERE d.status <> 'DELIVERED' AND e.url <> :dead"
+                            ),
+                            {"dead": dead_url},
+                        )
+                    ).scalar_one()
+                )
+
+        deadline = time.monotonic() + 120
+        while await live_webhooks_waiting():
+            assert time.monotonic() < deadline, "live endpoints' deliveries still waiting 2 minutes later"
+            await asyncio.sleep(0.5)
         streams_ok = 0
         for sub in watchers:
             events = await sub.wait(timeout=60)
@@ -204,6 +234,26 @@ async def test_chaos(
         statuses = dict((await one("SELECT status, count(*) FROM distribution_runs GROUP BY 1")).all())
         assignments = (await one("SELECT count(*) FROM assignments")).scalar_one()
         outbox = (await one("SELECT count(*) FROM notifications")).scalar_one()
+        # one delivery row per assignment (each buyer has one endpoint subscribed to lead.assigned)
+        webhook_rows = (
+            await one(
+                "SELECT count(*) FILTER (WHERE n <> 1) AS wrong, count(*) AS assigned FROM "
+                "(SELECT a.id, count(d.id) AS n FROM assignments a LEFT JOIN webhook_deliveries d "
+                "ON d.subject_id = a.id AND d.event_type = 'lead.assigned' GROUP BY a.id) x"
+            )
+        ).one()
+        delivered_ids = {
+            f"msg_{r.id.hex}"
+            for r in await one("SELECT id FROM webhook_deliveries WHERE status = 'DELIVERED'")
+        }
+        dead = tuple(
+            (
+                await conn.execute(
+                    sa.text("SELECT enabled, disabled_reason FROM webhook_endpoints WHERE url = :dead"),
+                    {"dead": dead_url},
+                )
+            ).one()
+        )
         capped = (
             await conn.execute(
                 sa.text("SELECT count(*) FROM assignments WHERE provider_id = :p"), {"p": everywhere.id}
@@ -212,10 +262,14 @@ async def test_chaos(
     found = await violations(db)
     print(
         f"\nchaos: {counts} in {time.monotonic() - started:.0f} s; runs {statuses}; assignments {assignments}; "
-        f"outbox rows {outbox}; streams ended terminal {streams_ok}/{len(watchers)}; violations {found}"
+        f"outbox rows {outbox}; webhook deliveries {len(delivered_ids)} delivered, "
+        f"{len(receiver.received)} requests received, dead endpoint {dead}; "
+        f"streams ended terminal {streams_ok}/{len(watchers)}; violations {found}"
     )
     assert found == {}
     assert outbox == assignments
+    assert webhook_rows.wrong == 0 and webhook_rows.assigned == assignments
+    assert delivered_ids <= set(receiver.ids())  # at least once, each with its one webhook-id
     assert capped == EVERYWHERE_CAP  # reached under contention from every niche, never passed
     assert streams_ok == len(watchers)
     assert counts.get("workers_killed", 0) >= 1

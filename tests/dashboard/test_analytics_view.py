@@ -24,7 +24,7 @@ from app.models.niches import CompetitionLevel, Niche
 from app.services import auth
 from tests.api.conftest import PASSWORD, api_settings
 from tests.dashboard.browser import CHROMIUM_FLAGS, chromium, sign_in
-from tests.factories import make_lead, make_niche, make_provider, subscribe
+from tests.factories import backdate_assignments, make_lead, make_niche, make_provider, subscribe
 from tests.tasks.conftest import Stack
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -36,11 +36,11 @@ async def _distribute_at(db: Database, niche: Niche, at: datetime) -> Distributi
     """One lead of `niche` distributed, its run and assignments then moved to `at`."""
     result = await distribute_lead(db, lead_id=(await make_lead(db, niche)).id)
     async with db.engine.begin() as conn:
-        for table in ("distribution_runs", "assignments"):
-            await conn.execute(
-                sa.text(f"UPDATE {table} SET created_at = :at WHERE lead_id = :l"),
-                {"at": at, "l": result.lead_id},
-            )
+        await conn.execute(
+            sa.text("UPDATE distribution_runs SET created_at = :at WHERE lead_id = :l"),
+            {"at": at, "l": result.lead_id},
+        )
+    await backdate_assignments(db, "lead_id = :l", ":at", at=at, l=result.lead_id)
     return result
 
 

@@ -7,13 +7,15 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy as sa
+
 from app.db import Database
 from app.engine.distribute import distribute_lead
 from app.engine.result import AssignedProvider
 from app.models.billing import Provider, Subscription
 from app.models.leads import Lead
 from app.models.niches import CompetitionLevel, LevelStrategy, Niche
-from app.services import billing, leads, niches
+from app.services import billing, caps, leads, niches
 from app.services.audit import SYSTEM
 
 _counter = itertools.count(1)
@@ -97,3 +99,17 @@ async def make_assignment(db: Database, niche: Niche, provider: Provider) -> Ass
     result = await distribute_lead(db, lead_id=(await make_lead(db, niche)).id)
     (assigned,) = [a for a in result.assigned if a.provider_id == provider.id]
     return assigned
+
+
+async def backdate_assignments(db: Database, where: str, to: str, **params: Any) -> None:
+    """Moves assignments (`where`, SQL on assignments) to `to` (SQL), as history written long ago,
+    then counts their providers' usage again: the engine counted them at the time they were made."""
+    async with db.engine.begin() as conn:
+        moved = await conn.execute(
+            sa.text(f"UPDATE assignments SET created_at = {to} WHERE {where} RETURNING provider_id"), params
+        )
+        providers = sorted({row[0] for row in moved})
+    for provider_id in providers:
+        async with db.begin() as session:
+            await billing.lock_provider(session, provider_id)
+            await caps.recount_usage(session, provider_id)

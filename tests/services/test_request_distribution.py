@@ -34,6 +34,9 @@ class Queue:
     async def notify(self) -> None:
         pass
 
+    async def wake_webhooks(self) -> None:
+        pass
+
 
 async def _request(db: Database, queue: Queue, lead_id: uuid.UUID, key: str | None) -> uuid.UUID:
     run = await runs.request_distribution(

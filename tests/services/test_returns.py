@@ -23,7 +23,7 @@ from app.models.returns import ReturnReason, ReturnStatus
 from app.services import billing, niches, returns, stats
 from app.services.audit import SYSTEM, Actor
 from app.services.pages import PageKey
-from tests.factories import make_assignment, make_niche, make_provider, subscribe
+from tests.factories import backdate_assignments, make_assignment, make_niche, make_provider, subscribe
 from tests.invariants import assert_invariants
 
 OPERATOR = Actor(ActorType.USER, uuid.uuid4(), scopes=frozenset({"admin"}))
@@ -74,11 +74,9 @@ async def _refused(db: Database, error: type[DomainError], call: Any) -> DomainE
 
 async def _age(db: Database, assignment_id: uuid.UUID, seconds: float) -> None:
     """Moves the assignment `seconds` into the past of the database clock."""
-    async with db.engine.begin() as conn:
-        await conn.execute(
-            sa.text("UPDATE assignments SET created_at = now() - make_interval(secs => :s) WHERE id = :id"),
-            {"s": seconds, "id": assignment_id},
-        )
+    await backdate_assignments(
+        db, "id = :id", "now() - make_interval(secs => :s)", s=seconds, id=assignment_id
+    )
 
 
 async def _balance(db: Database, provider: Provider) -> int:

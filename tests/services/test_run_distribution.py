@@ -31,6 +31,9 @@ class Held:
     async def notify(self) -> None:
         pass
 
+    async def wake_webhooks(self) -> None:
+        pass
+
 
 async def _queued_run(db: Database) -> tuple[uuid.UUID, uuid.UUID]:
     niche, (level,) = await make_niche(db, levels=[(100, 1)])

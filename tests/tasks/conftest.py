@@ -35,6 +35,9 @@ FAST = {
     "SWEEP_INTERVAL_SECONDS": "1",
     "QUEUE_IDLE_TIMEOUT_MS": "2000",
     "ENVIRONMENT": "test",
+    # buyers' endpoints are local receivers
+    "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+    "WEBHOOK_TIMEOUT_SECONDS": "2",
 }
 
 

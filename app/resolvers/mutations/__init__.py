@@ -10,6 +10,7 @@ from app.resolvers.mutations.leads import LeadMutations
 from app.resolvers.mutations.niches import NicheMutations
 from app.resolvers.mutations.provider_users import ProviderUserMutations
 from app.resolvers.mutations.returns import ReturnMutations
+from app.resolvers.mutations.webhooks import WebhookMutations
 
 
 @strawberry.type
@@ -23,5 +24,6 @@ class Mutation(
     DistributionMutations,
     BatchMutations,
     ReturnMutations,
+    WebhookMutations,
 ):
     pass

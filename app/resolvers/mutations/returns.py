@@ -44,8 +44,9 @@ class ReturnMutations:
         "never two. A return already decided: CONFLICT.",
     )
     async def approve_return(self, info: Info, id: uuid.UUID, note: str | None = None) -> Return:
+        c = info.context
         approved = await returns.approve_return(
-            info.context.db, actor=await info.context.actor(), return_id=id, note=note
+            c.db, actor=await c.actor(), return_id=id, note=note, dispatcher=c.dispatcher
         )
         return Return.of(approved)
 
@@ -54,7 +55,8 @@ class ReturnMutations:
         description="The note tells the provider why. A return already decided: CONFLICT.",
     )
     async def reject_return(self, info: Info, id: uuid.UUID, note: str) -> Return:
+        c = info.context
         rejected = await returns.reject_return(
-            info.context.db, actor=await info.context.actor(), return_id=id, note=note
+            c.db, actor=await c.actor(), return_id=id, note=note, dispatcher=c.dispatcher
         )
         return Return.of(rejected)

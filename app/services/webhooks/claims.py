@@ -1,0 +1,295 @@
+"""The sender's statements on the outbox, each one short autocommit statement (no transaction is
+held while a request is in flight): a turn records what was sent (attempts, new states, failure
+counts, the endpoints released) and claims endpoints with due deliveries, in one round trip; then
+the flagging of endpoints it disabled, and the sweep's check.
+
+One sender holds an endpoint at a time (its lock), and sends its due deliveries oldest first,
+one request at a time: an endpoint sees its messages in creation order, and a slow or dead one
+holds only its own. Raw asyncpg with named parameters (app/engine/sql.py): these run for every
+batch of sends, where SQLAlchemy's per-statement work would be most of their cost."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+
+from app.db import Database
+from app.engine.sql import compile_named
+from app.models.audit import ActorType, AuditAction
+from app.models.webhooks import TEST_EVENT, AttemptOutcome, DeliveryStatus, DisabledReason
+from app.services.webhooks.outbound import Answer
+from app.settings import Settings
+
+PENDING = DeliveryStatus.PENDING.value
+
+# A sender holds an endpoint with a session advisory lock of its own connection (class LOCK_CLASS,
+# key: a hash of the endpoint's id): no row is written to claim or release it, and a sender that
+# dies (its connection closed) lets go of its endpoints at once. Two endpoints whose ids hash
+# alike only take turns.
+LOCK_CLASS = 0x5748  # "WH"
+# due deliveries a turn looks at, oldest first (their endpoints are the turn's candidates)
+DUE_SCAN = 2000
+
+# One statement per turn of a sender (one round trip):
+#
+# Record what finished: the attempts logged (in the delivery's row); each delivery DELIVERED, or
+# retried after its delay (± jitter; held if its endpoint was disabled meanwhile), or FAILED after
+# its last attempt (a test message gets one); each endpoint's consecutive failures counted (its
+# row written only when the count changes), the endpoint disabled and flagged at the threshold,
+# and its lock released.
+#
+# Then claim: endpoints with due deliveries that this sender does not hold (its lock would be
+# taken again: a session's advisory locks stack) nor has just recorded (those come back next
+# turn), longest-waiting first, that it can lock (others are being sent to); for each,
+# its first due deliveries in creation order. A disabled endpoint is claimed only for a test
+# message (its other deliveries are held: next_attempt_at NULL). An endpoint whose deliveries went
+# meanwhile comes back with none (d.id NULL), and is released by the next turn.
+#
+# Rows: the claimed ('claim'), the endpoints it disabled ('flag') and released ('release').
+TURN = compile_named(f"""
+WITH r AS (
+    SELECT * FROM unnest(:delivery_ids::uuid[], :attempted_at::timestamptz[], :outcomes::text[],
+                         :status_codes::int[], :latencies::float8[], :errors::text[], :bodies::text[])
+        AS r (delivery_id, at, outcome, status_code, latency_ms, error, body)
+),
+deliveries AS (
+    UPDATE webhook_deliveries d
+    SET attempts = d.attempts + 1,
+        attempt_log = d.attempt_log || jsonb_build_array(jsonb_build_object(
+            'at', to_char(r.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), 'outcome', r.outcome,
+            'status_code', r.status_code, 'latency_ms', r.latency_ms, 'error', r.error,
+            'response_body', r.body)),
+        last_attempt_at = r.at,
+        last_status_code = r.status_code,
+        last_error = r.error,
+        status = CASE WHEN r.outcome = '{AttemptOutcome.SUCCESS}' THEN '{DeliveryStatus.DELIVERED}'
+                      WHEN d.event_type = '{TEST_EVENT}'
+                           OR d.attempts + 1 > cardinality(:delays::float8[]) THEN '{DeliveryStatus.FAILED}'
+                      ELSE '{PENDING}' END,
+        delivered_at = CASE WHEN r.outcome = '{AttemptOutcome.SUCCESS}' THEN r.at ELSE d.delivered_at END,
+        next_attempt_at = CASE
+            WHEN r.outcome = '{AttemptOutcome.SUCCESS}' OR d.event_type = '{TEST_EVENT}'
+                 OR d.attempts + 1 > cardinality(:delays::float8[]) OR NOT e.enabled THEN NULL
+            ELSE now() + (:delays::float8[])[d.attempts + 1]
+                         * (1 + :jitter::float8 * (2 * random() - 1)) * interval '1 second' END
+    FROM r, webhook_endpoints e
+    -- = ANY: the primary key, whatever the plan makes of the arrays' sizes (a turn's plan is generic)
+    WHERE d.id = ANY(:delivery_ids::uuid[]) AND d.id = r.delivery_id AND e.id = d.endpoint_id
+      AND d.status = '{PENDING}'
+    RETURNING d.id
+),
+counted AS MATERIALIZED (
+    SELECT e.id, e.consecutive_failures AS before,
+           CASE WHEN u.reset THEN 0 ELSE e.consecutive_failures END + u.failures AS failures,
+           e.enabled AND CASE WHEN u.reset THEN 0 ELSE e.consecutive_failures END + u.failures
+                         >= :disable_after::int AS disable,
+           pg_advisory_unlock({LOCK_CLASS}, hashtext(e.id::text)) AS released
+    FROM unnest(:endpoint_ids::uuid[], :resets::bool[], :failures::int[]) AS u (id, reset, failures)
+    JOIN webhook_endpoints e ON e.id = u.id
+    -- after the deliveries' update, not before (an unreferenced one runs last): another sender
+    -- that takes the endpoint the moment it is released must find them changed, or locked
+    CROSS JOIN (SELECT count(*) FROM deliveries) AS updated_first
+    WHERE e.id = ANY(:endpoint_ids::uuid[])
+),
+recorded AS (
+    UPDATE webhook_endpoints e
+    SET consecutive_failures = c.failures,
+        enabled = e.enabled AND NOT c.disable,
+        disabled_reason = CASE WHEN c.disable THEN '{DisabledReason.FAILING}' ELSE e.disabled_reason END,
+        disabled_at = CASE WHEN c.disable THEN now() ELSE e.disabled_at END,
+        updated_at = CASE WHEN c.disable THEN now() ELSE e.updated_at END
+    FROM counted c
+    WHERE e.id = ANY(:endpoint_ids::uuid[]) AND e.id = c.id AND (c.failures <> c.before OR c.disable)
+    RETURNING e.id, e.provider_id, c.disable, c.failures
+),
+due AS (
+    -- the oldest due deliveries, by an ordered index scan: a scan of the whole due range would
+    -- also visit every delivery sent since the last vacuum (a status change leaves the old
+    -- version's index entry behind), and an index scan marks those dead for the next turns
+    SELECT endpoint_id, min(next_attempt_at) AS oldest
+    FROM (SELECT endpoint_id, next_attempt_at FROM webhook_deliveries
+          WHERE status = '{PENDING}' AND next_attempt_at <= now()
+          ORDER BY next_attempt_at LIMIT {DUE_SCAN}) oldest_due
+    GROUP BY endpoint_id
+),
+candidates AS (
+    SELECT e.id, e.url, e.enabled, e.secret, e.previous_secret, e.previous_secret_expires_at
+    FROM webhook_endpoints e JOIN due ON due.endpoint_id = e.id
+    WHERE e.deleted_at IS NULL AND e.id <> ALL(:held::uuid[])
+    ORDER BY due.oldest
+    OFFSET 0  -- kept apart: the lock below is taken only on the rows it returns
+),
+locked AS MATERIALIZED (
+    SELECT * FROM candidates
+    WHERE pg_try_advisory_lock({LOCK_CLASS}, hashtext(candidates.id::text))
+    LIMIT :slots
+)
+SELECT 'claim' AS kind, l.id AS endpoint_id, l.url, l.secret,
+       CASE WHEN l.previous_secret_expires_at > now() THEN l.previous_secret END AS previous_secret,
+       d.id AS delivery_id, d.payload::text AS body, NULL::uuid AS provider_id, NULL::int AS failures
+FROM locked l
+LEFT JOIN LATERAL (
+    SELECT d.id, d.payload, d.created_at
+    FROM webhook_deliveries d
+    WHERE d.endpoint_id = l.id AND d.status = '{PENDING}' AND d.next_attempt_at <= now()
+      AND (l.enabled OR d.event_type = '{TEST_EVENT}')
+    ORDER BY d.created_at, d.id
+    LIMIT :per_endpoint
+    -- An advisory lock is released when its statement runs, not when it commits: the sender that
+    -- let go of this endpoint may not have committed what it sent yet. Its rows are then locked
+    -- (skipped), or, committed since this statement began, re-read as they are now (no longer
+    -- PENDING): never sent twice for that.
+    FOR NO KEY UPDATE OF d SKIP LOCKED
+) d ON true
+UNION ALL
+SELECT 'flag', id, NULL, NULL, NULL, NULL, NULL, provider_id, failures FROM recorded WHERE disable
+UNION ALL
+SELECT 'release', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM counted
+""")
+
+# After the sender disabled endpoints: their waiting deliveries held, and the audit rows.
+FLAG = compile_named(f"""
+WITH held AS (
+    UPDATE webhook_deliveries SET next_attempt_at = NULL
+    WHERE endpoint_id = ANY(:endpoint_ids::uuid[]) AND status = '{PENDING}'
+)
+INSERT INTO audit_log (action, actor_type, entity_type, entity_id, details)
+SELECT '{AuditAction.WEBHOOK_ENDPOINT_DISABLED}', '{ActorType.SYSTEM}', 'webhook_endpoint', u.id,
+       jsonb_build_object('reason', '{DisabledReason.FAILING}', 'consecutive_failures', u.failures,
+                          'provider_id', u.provider_id)
+FROM unnest(:endpoint_ids::uuid[], :provider_ids::uuid[], :failure_counts::int[])
+    AS u (id, provider_id, failures)
+""")
+
+# The sweep: is there due work? Retries once due; first sends (and redeliveries) only once older
+# than stale_after, since their wake may just be on its way. A sender already sending to the
+# endpoint (its lock) makes the wake cost one claim that finds it taken.
+NEEDED = compile_named(f"""
+SELECT EXISTS (
+    SELECT 1
+    FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+    WHERE d.status = '{PENDING}' AND d.next_attempt_at <= now()
+      AND (d.attempts > 0 OR d.next_attempt_at <= now() - :stale_after::float8 * interval '1 second')
+      AND (e.enabled OR d.event_type = '{TEST_EVENT}')
+)
+""")
+
+
+@dataclass
+class Claimed:
+    """An endpoint this sender holds, and its deliveries to send now, oldest first."""
+
+    endpoint_id: uuid.UUID
+    url: str
+    secrets: list[str]
+    deliveries: list[tuple[uuid.UUID, str]] = field(default_factory=list)  # (id, body)
+
+
+@dataclass(frozen=True)
+class Sent:
+    delivery_id: uuid.UUID
+    at: datetime
+    answer: Answer
+
+
+@dataclass
+class EndpointRun:
+    """What one claim of an endpoint sent, in order (possibly nothing)."""
+
+    endpoint_id: uuid.UUID
+    sent: list[Sent] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Flagged:
+    endpoint_id: uuid.UUID
+    provider_id: uuid.UUID
+    failures: int
+
+
+async def turn(
+    conn: asyncpg.Connection,
+    *,
+    runs: Sequence[EndpointRun],
+    slots: int,
+    settings: Settings,
+    sending: Collection[uuid.UUID] = (),
+) -> tuple[list[Claimed], list[Flagged]]:
+    """Records the finished runs (their endpoints released) and claims up to `slots` endpoints, on
+    the sender's own connection (its session holds the endpoints' locks); `sending`: the endpoints
+    it holds besides the runs' (requests in flight).
+    An endpoint's failure count restarts at its last success; the endpoints it disables are
+    returned (to be held and audited by `flag`)."""
+    sent = [s for run in runs for s in run.sent]
+    resets, failures = [], []
+    for run in runs:
+        after_success = 0
+        succeeded = False
+        for s in run.sent:
+            if s.answer.ok:
+                succeeded, after_success = True, 0
+            else:
+                after_success += 1
+        resets.append(succeeded)
+        failures.append(after_success)
+    rows = await conn.fetch(
+        TURN.text,
+        *TURN.args(
+            {
+                "delivery_ids": [s.delivery_id for s in sent],
+                "attempted_at": [s.at for s in sent],
+                "outcomes": [s.answer.outcome.value for s in sent],
+                "status_codes": [s.answer.status_code for s in sent],
+                "latencies": [s.answer.latency_ms for s in sent],
+                "errors": [s.answer.error for s in sent],
+                "bodies": [s.answer.body for s in sent],
+                "delays": list(settings.webhook_retry_delays_seconds),
+                "jitter": settings.webhook_retry_jitter,
+                "endpoint_ids": [run.endpoint_id for run in runs],
+                "held": [run.endpoint_id for run in runs] + list(sending),
+                "resets": resets,
+                "failures": failures,
+                "disable_after": settings.webhook_disable_after_failures,
+                "slots": slots,
+                "per_endpoint": settings.webhook_batch_size,
+            }
+        ),
+    )
+    claimed: dict[uuid.UUID, Claimed] = {}
+    flagged: list[Flagged] = []
+    for row in rows:
+        if row["kind"] == "flag":
+            flagged.append(Flagged(row["endpoint_id"], row["provider_id"], row["failures"]))
+            continue
+        if row["kind"] == "release":
+            continue
+        one = claimed.get(row["endpoint_id"])
+        if one is None:
+            keys = [row["secret"]] + ([row["previous_secret"]] if row["previous_secret"] else [])
+            one = claimed[row["endpoint_id"]] = Claimed(row["endpoint_id"], row["url"], keys)
+        if row["delivery_id"] is not None:
+            one.deliveries.append((row["delivery_id"], row["body"]))
+    return list(claimed.values()), flagged
+
+
+async def flag(conn: asyncpg.Connection, flagged: Sequence[Flagged]) -> None:
+    await conn.execute(
+        FLAG.text,
+        *FLAG.args(
+            {
+                "endpoint_ids": [f.endpoint_id for f in flagged],
+                "provider_ids": [f.provider_id for f in flagged],
+                "failure_counts": [f.failures for f in flagged],
+            }
+        ),
+    )
+
+
+async def sender_needed(db: Database, *, stale_after: float) -> bool:
+    async with db.engine.connect() as sa_conn:
+        conn: asyncpg.Connection = (await sa_conn.get_raw_connection()).driver_connection
+        return bool(await conn.fetchval(NEEDED.text, *NEEDED.args({"stale_after": stale_after})))

@@ -1,0 +1,226 @@
+"""Endpoints: input checks (nothing written on bad input), manual disabling, deletion, and the
+principal rules (a provider reaches only its own; a foreign id looks missing)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from app.db import Database
+from app.errors import Conflict, InvalidInput, NotFound
+from app.models.audit import ActorType
+from app.models.webhooks import DeliveryStatus, WebhookEvent
+from app.services.audit import SYSTEM, Actor
+from app.services.webhooks import deliveries, endpoints
+from app.services.webhooks.endpoints import MAX_ENDPOINTS_PER_PROVIDER, EndpointChanges
+from app.services.webhooks.sender import send_due
+from tests.factories import make_provider
+from tests.factories.webhooks import SETTINGS, make_endpoint
+from tests.receiver import Receiver
+from tests.services.webhooks.test_deliveries import Woken
+
+
+def buyer(provider_id: uuid.UUID) -> Actor:
+    return Actor(ActorType.USER, uuid.uuid4(), scopes=frozenset({"read"}), provider_id=provider_id)
+
+
+async def count(db: Database, table: str) -> int:
+    async with db.engine.connect() as conn:
+        return int((await conn.execute(sa.text(f"SELECT count(*) FROM {table}"))).scalar_one())
+
+
+async def enqueue(db: Database, provider_id: uuid.UUID, **data: Any) -> None:
+    async with db.begin() as session:
+        await deliveries.enqueue_event(
+            session, provider_id=provider_id, event_type=WebhookEvent.LEAD_ASSIGNED, data=data
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"events": []}, "events"),
+        ({"events": ["lead.sold"]}, "events"),
+        ({"url": "ftp://x.test/"}, "url"),
+        ({"url": "http://10.0.0.1/hook"}, "url"),
+        ({"description": "x" * 501}, "description"),
+        ({"description": "bad\x00"}, "description"),
+    ],
+)
+async def test_bad_input_is_refused_and_nothing_is_written(
+    db: Database, kwargs: dict[str, Any], field: str
+) -> None:
+    provider = await make_provider(db)
+    args: dict[str, Any] = {"url": "http://127.0.0.1:9/hook", "events": ["lead.assigned"]} | kwargs
+    settings = (
+        SETTINGS
+        if "10.0.0.1" not in args["url"]
+        else SETTINGS.model_copy(update={"webhook_allow_private_networks": False})
+    )
+    with pytest.raises(InvalidInput) as refused:
+        await endpoints.create_endpoint(db, actor=SYSTEM, provider_id=provider.id, settings=settings, **args)
+    assert refused.value.field == field
+    assert await count(db, "webhook_endpoints") == 0
+
+
+async def test_a_missing_provider_and_too_many_endpoints(db: Database) -> None:
+    with pytest.raises(NotFound):
+        await endpoints.create_endpoint(
+            db,
+            actor=SYSTEM,
+            provider_id=uuid.uuid4(),
+            url="http://127.0.0.1:9/",
+            events=["lead.assigned"],
+            settings=SETTINGS,
+        )
+    provider = await make_provider(db)
+    for _ in range(MAX_ENDPOINTS_PER_PROVIDER):
+        await make_endpoint(db, provider, "http://127.0.0.1:9/")
+    with pytest.raises(Conflict):
+        await make_endpoint(db, provider, "http://127.0.0.1:9/")
+
+
+async def test_updates_and_manual_disabling(db: Database, receiver: Receiver) -> None:
+    provider = await make_provider(db)
+    created = await make_endpoint(db, provider, "http://127.0.0.1:9/old")
+    receiver.secrets.append(created.secret)
+    woken = Woken()
+    changed = await endpoints.update_endpoint(
+        db,
+        actor=SYSTEM,
+        endpoint_id=created.endpoint.id,
+        changes=EndpointChanges(
+            url=receiver.url, description=" CRM ", events=["return.decided", "lead.assigned"]
+        ),
+        settings=SETTINGS,
+        dispatcher=woken,
+    )
+    assert (changed.url, changed.description, changed.events) == (
+        receiver.url,
+        "CRM",
+        ["return.decided", "lead.assigned"],
+    )
+    await enqueue(db, provider.id, n=1)
+    disabled = await endpoints.update_endpoint(
+        db,
+        actor=SYSTEM,
+        endpoint_id=changed.id,
+        changes=EndpointChanges(enabled=False),
+        settings=SETTINGS,
+        dispatcher=woken,
+    )
+    assert (disabled.enabled, disabled.disabled_reason) == (False, "MANUAL")
+    await enqueue(db, provider.id, n=2)  # disabled by a person: new events are not queued
+    assert await send_due(db, SETTINGS) == 0  # and what waited is held
+    await endpoints.update_endpoint(
+        db,
+        actor=SYSTEM,
+        endpoint_id=changed.id,
+        changes=EndpointChanges(enabled=True),
+        settings=SETTINGS,
+        dispatcher=woken,
+    )
+    assert woken.wakes == 1
+    assert await send_due(db, SETTINGS) == 1
+    assert [r.payload["data"] for r in receiver.received] == [{"n": 1}]
+
+
+async def test_deleting_fails_what_waits_and_keeps_the_log(db: Database) -> None:
+    provider = await make_provider(db)
+    created = await make_endpoint(db, provider, "http://127.0.0.1:9/", enabled=False)
+    await endpoints.update_endpoint(
+        db,
+        actor=SYSTEM,
+        endpoint_id=created.endpoint.id,
+        changes=EndpointChanges(enabled=True),
+        settings=SETTINGS,
+        dispatcher=Woken(),
+    )
+    await enqueue(db, provider.id)
+    await endpoints.delete_endpoint(db, actor=SYSTEM, endpoint_id=created.endpoint.id)
+    with pytest.raises(NotFound):
+        await endpoints.get_endpoint(db, actor=SYSTEM, endpoint_id=created.endpoint.id)
+    page = await deliveries.list_deliveries(
+        db,
+        actor=SYSTEM,
+        where=deliveries.DeliveryFilter(endpoint_id=created.endpoint.id),
+        first=10,
+        after=None,
+    )
+    assert [(d.status, d.last_error) for d in page.items] == [(DeliveryStatus.FAILED, "endpoint deleted")]
+    with pytest.raises(Conflict, match="deleted"):
+        await deliveries.redeliver(db, actor=SYSTEM, delivery_id=page.items[0].id, dispatcher=Woken())
+
+
+async def test_a_provider_reaches_only_its_own(db: Database) -> None:
+    mine, theirs = await make_provider(db), await make_provider(db)
+    me = buyer(mine.id)
+    own = await endpoints.create_endpoint(
+        db, actor=me, provider_id=None, url="http://127.0.0.1:9/", events=["lead.assigned"], settings=SETTINGS
+    )
+    assert own.endpoint.provider_id == mine.id
+    foreign = await make_endpoint(db, theirs, "http://127.0.0.1:9/")
+    await enqueue(db, mine.id)
+    await enqueue(db, theirs.id)
+    foreign_delivery = (
+        await deliveries.list_deliveries(
+            db, actor=SYSTEM, where=deliveries.DeliveryFilter(provider_id=theirs.id), first=10, after=None
+        )
+    ).items[0]
+
+    with pytest.raises(NotFound):
+        await endpoints.create_endpoint(
+            db,
+            actor=me,
+            provider_id=theirs.id,
+            url="http://127.0.0.1:9/",
+            events=["lead.assigned"],
+            settings=SETTINGS,
+        )
+    missing = uuid.uuid4()
+    for endpoint_id in (foreign.endpoint.id, missing):
+        with pytest.raises(NotFound) as found:
+            await endpoints.get_endpoint(db, actor=me, endpoint_id=endpoint_id)
+        assert str(found.value) == f"webhook endpoint {endpoint_id} does not exist"
+        with pytest.raises(NotFound):
+            await endpoints.update_endpoint(
+                db,
+                actor=me,
+                endpoint_id=endpoint_id,
+                changes=EndpointChanges(description="x"),
+                settings=SETTINGS,
+                dispatcher=Woken(),
+            )
+        with pytest.raises(NotFound):
+            await endpoints.rotate_secret(
+                db, actor=me, endpoint_id=endpoint_id, overlap_hours=1, settings=SETTINGS
+            )
+        with pytest.raises(NotFound):
+            await endpoints.delete_endpoint(db, actor=me, endpoint_id=endpoint_id)
+        with pytest.raises(NotFound):
+            await deliveries.send_test(db, actor=me, endpoint_id=endpoint_id, dispatcher=Woken())
+        with pytest.raises(NotFound):
+            await deliveries.list_deliveries(
+                db, actor=me, where=deliveries.DeliveryFilter(endpoint_id=endpoint_id), first=10, after=None
+            )
+    for delivery_id in (foreign_delivery.id, missing):
+        with pytest.raises(NotFound):
+            await deliveries.get_delivery(db, actor=me, delivery_id=delivery_id)
+        with pytest.raises(NotFound):
+            await deliveries.redeliver(db, actor=me, delivery_id=delivery_id, dispatcher=Woken())
+    with pytest.raises(NotFound):
+        await deliveries.list_deliveries(
+            db, actor=me, where=deliveries.DeliveryFilter(provider_id=theirs.id), first=10, after=None
+        )
+
+    assert [e.id for e in await endpoints.list_endpoints(db, actor=me, provider_id=None)] == [own.endpoint.id]
+    page = await deliveries.list_deliveries(
+        db, actor=me, where=deliveries.DeliveryFilter(), first=10, after=None
+    )
+    assert {d.provider_id for d in page.items} == {mine.id}
+    overview = await deliveries.overview(db, actor=me)
+    assert overview.pending == 1
+    assert (await deliveries.overview(db, actor=SYSTEM)).pending == 2
