@@ -1,7 +1,8 @@
 // The buyers' portal (/portal): a provider user enrolls from its invite link or signs in (password,
 // then a TOTP code), follows the leads sold to it live (myAssignments over graphql-transport-ws,
 // snapshot first), reads its balance and ledger, its subscriptions with cap usage and schedule,
-// pauses and resumes them, sets caps, asks for returns and reads the decisions. Served from /static:
+// pauses and resumes them, sets caps, asks for returns and reads the decisions, and runs its webhook
+// endpoints (add one: its secret shown once; send a test event; the delivery log). Served from /static:
 // the page's CSP runs no inline script (app/pages.py). What the API sends is shown through esc()
 // or textContent only. Uses Controls from controls.js.
 const $ = (id) => document.getElementById(id);
@@ -152,6 +153,7 @@ function forget() {
   token = null; me = null; sessionStorage.removeItem(TOKEN_KEY);
   leads = []; subscriptions = []; providerCaps = []; returnsByAssignment = new Map();
   $("return-form").hidden = true; $("caps-form").hidden = true;
+  clearInterval(deliveryPoll); deliveryPoll = null; endpoints = []; hideSecret();
 }
 
 function sessionEnded(message) { forget(); showSignin(message); }
@@ -180,9 +182,10 @@ async function start() {
   $("who").textContent = `${me.provider.name} · ${me.label}`;
   $("zone").textContent = `Times in ${timezone}.`;
   renderLeads();
-  await Promise.all([loadSubscriptions(), loadLedger(true), loadReturns()]);
+  await Promise.all([loadSubscriptions(), loadLedger(true), loadReturns(), loadWebhooks()]);
   connectFeed();
-  timer = setInterval(() => { loadSubscriptions(); loadReturns(); }, 30_000);  // schedules turn, returns get decided
+  // schedules turn, returns get decided, endpoints get flagged
+  timer = setInterval(() => { loadSubscriptions(); loadReturns(); loadWebhooks(); }, 30_000);
 }
 
 // ---- my leads, live ---------------------------------------------------------------------------
@@ -233,7 +236,8 @@ function receive(message) {
     const added = message.assignments.filter((a) => !known.has(a.id));
     fresh = new Set(added.map((a) => a.id));
     leads = [...added, ...leads];
-    if (added.length) { loadLedger(true); loadSubscriptions(); }  // the charge, the caps' usage
+    if (added.length) { loadLedger(true); loadSubscriptions(); loadDeliveries().then((waiting) => waiting && pollDeliveries()); }
+    // ^ the charge, the caps' usage, the lead.assigned deliveries
   }
   renderLeads(fresh);
 }
@@ -446,6 +450,139 @@ async function loadLedger(reset) {
   $("ledger-more").hidden = !d.provider.ledger.pageInfo.hasNextPage;
 }
 $("ledger-more").onclick = () => loadLedger(false);
+
+// ---- webhooks ---------------------------------------------------------------------------------
+
+const EVENT_NAMES = {LEAD_ASSIGNED: "lead.assigned", RETURN_DECIDED: "return.decided"};
+let endpoints = [];
+let deliveryPoll = null;
+
+async function loadWebhooks() {
+  if (!me) return;
+  let d;
+  try {
+    d = await gql(`query($p: UUID!) { webhookEndpoints(providerId: $p) { id url description events enabled disabledReason
+        disabledAt consecutiveFailures flagged } }`, {p: me.provider.id});
+  } catch (err) { report("webhooks-error", err); return; }
+  report("webhooks-error", null);
+  endpoints = d.webhookEndpoints;
+  $("endpoints").innerHTML = endpoints.length
+    ? "<tr><th>endpoint</th><th>events</th><th>state</th><th></th></tr>" + endpoints.map((e) =>
+      `<tr data-endpoint="${esc(e.id)}"><td>${esc(e.url)}${e.description ? `<div class="muted">${esc(e.description)}</div>` : ""}</td>` +
+      `<td>${e.events.map((v) => esc(EVENT_NAMES[v] ?? v)).join(", ")}</td><td>${endpointState(e)}</td>` +
+      `<td><button type="button" data-test="${esc(e.id)}">Send test event</button> ` +
+      (e.enabled ? `<button type="button" data-disable="${esc(e.id)}">Disable</button>`
+                 : `<button type="button" data-enable="${esc(e.id)}">Enable</button>`) + "</td></tr>").join("")
+    : "<tr><td class='muted'>No endpoints: add one to receive your leads in your own system.</td></tr>";
+  document.querySelectorAll("#endpoints button[data-test]").forEach((b) => b.onclick = () => sendTest(b, b.dataset.test));
+  document.querySelectorAll("#endpoints button[data-disable]").forEach((b) => b.onclick = () => setEnabled(b, b.dataset.disable, false));
+  document.querySelectorAll("#endpoints button[data-enable]").forEach((b) => b.onclick = () => setEnabled(b, b.dataset.enable, true));
+  await loadDeliveries();
+}
+
+function endpointState(e) {
+  if (e.enabled) return `<span class="ok state">enabled</span>` +
+    (e.consecutiveFailures ? `<div class="warn">${e.consecutiveFailures} failed attempts in a row</div>` : "");
+  if (e.flagged) return `<span class="bad state">flagged</span><div class="muted">disabled ${when(e.disabledAt)} after ` +
+    `${e.consecutiveFailures} failed attempts in a row: fix it, then enable it (what waits is sent, oldest first)</div>`;
+  return `<span class="warn state">disabled</span><div class="muted">since ${when(e.disabledAt)}</div>`;
+}
+
+
+// the log, newest first; true while a delivery is still to be sent (the page then looks again soon)
+async function loadDeliveries() {
+  if (!me) return false;
+  let d;
+  try {
+    d = await gql(`query($p: UUID!) { webhookDeliveries(providerId: $p, first: 20) { edges { node { id webhookId endpointId
+        eventType status attemptCount nextAttemptAt deliveredAt createdAt attempts { attemptedAt outcome statusCode latencyMs error } } } } }`,
+                  {p: me.provider.id});
+  } catch (err) { report("webhooks-error", err); return false; }
+  const deliveries = d.webhookDeliveries.edges.map((e) => e.node);
+  const urls = new Map(endpoints.map((e) => [e.id, e.url]));
+  $("deliveries").innerHTML = deliveries.length
+    ? "<tr><th>created</th><th>event</th><th>endpoint</th><th>status</th><th>attempts (time, outcome, status, latency, error)</th></tr>" +
+      deliveries.map((v) => `<tr data-delivery="${esc(v.id)}"><td class="time">${when(v.createdAt)}</td><td>${esc(v.eventType)}` +
+        `<div class="muted" title="webhook-id">${esc(v.webhookId)}</div></td><td>${esc(urls.get(v.endpointId) ?? v.endpointId)}</td>` +
+        `<td class="${statusClass(v.status)} status">${esc(v.status)}` +
+        (v.status === "PENDING" && v.nextAttemptAt ? `<div class="muted">next try ${when(v.nextAttemptAt)}</div>` : "") + "</td>" +
+        `<td>${v.attempts.length ? "<ol class='attempts'>" + v.attempts.map(attemptLine).join("") + "</ol>" : "<span class='muted'>not sent yet</span>"}</td></tr>`).join("")
+    : "<tr><td class='muted'>Nothing sent yet.</td></tr>";
+  return deliveries.some((v) => v.status === "PENDING");
+}
+
+function attemptLine(a) {
+  const ok = a.outcome === "success";
+  return `<li class="attempt"><span class="time">${when(a.attemptedAt)}</span> <span class="${ok ? "ok" : "bad"}">${esc(a.outcome)}</span>` +
+    `${a.statusCode !== null ? ` HTTP ${esc(a.statusCode)}` : ""} · ${Math.round(a.latencyMs)} ms` +
+    `${a.error ? ` · <span class="bad">${esc(a.error)}</span>` : ""}</li>`;
+}
+
+// after a change, look again every 2 s while something waits to be sent (at most a minute)
+function pollDeliveries() {
+  if (deliveryPoll) return;
+  let left = 30;
+  deliveryPoll = setInterval(async () => {
+    const waiting = await loadDeliveries();
+    if (!waiting || --left <= 0 || !me) { clearInterval(deliveryPoll); deliveryPoll = null; }
+  }, 2000);
+}
+
+async function sendTest(button, endpointId) {
+  button.disabled = true;
+  clear("webhooks-error");
+  try { await gql("mutation($id: UUID!) { sendTestWebhook(endpointId: $id) { id status } }", {id: endpointId}); }
+  catch (err) { report("webhooks-error", err, "action"); }
+  button.disabled = false;
+  await loadDeliveries();
+  pollDeliveries();
+}
+
+async function setEnabled(button, endpointId, enabled) {
+  button.disabled = true;
+  clear("webhooks-error");
+  try {
+    await gql("mutation($id: UUID!, $on: Boolean!) { updateWebhookEndpoint(id: $id, input: {enabled: $on}) { id enabled } }",
+              {id: endpointId, on: enabled});
+  } catch (err) { report("webhooks-error", err, "action"); }
+  await loadWebhooks();
+  if (enabled) pollDeliveries();  // its backlog goes out
+}
+
+$("endpoint-form").onsubmit = async (e) => {
+  e.preventDefault();
+  clear("webhooks-error");
+  const events = ["event-lead-assigned", "event-return-decided"].filter((id) => $(id).checked).map((id) => $(id).value);
+  try {
+    const d = await gql(`mutation($input: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $input) {
+        secret endpoint { id url } } }`,
+      {input: {providerId: me.provider.id, url: $("endpoint-url").value.trim(), events,
+               description: $("endpoint-description").value.trim()}});
+    $("endpoint-url").value = ""; $("endpoint-description").value = "";
+    showSecret(d.createWebhookEndpoint.endpoint.url, d.createWebhookEndpoint.secret);
+  } catch (err) { report("webhooks-error", err, "action"); }
+  await loadWebhooks();
+};
+
+// shown once: kept only in the page until the buyer says it is stored
+function showSecret(url, secret) {
+  $("secret-url").textContent = url;
+  $("secret").textContent = secret;
+  $("secret-copied").textContent = "";
+  $("secret-box").hidden = false;
+}
+function hideSecret() { $("secret").textContent = ""; $("secret-box").hidden = true; }
+$("secret-done").onclick = hideSecret;
+$("secret-copy").onclick = async () => {
+  try {
+    await navigator.clipboard.writeText($("secret").textContent);
+    $("secret-copied").textContent = "copied";
+  } catch {  // no clipboard here (a page not served over https, a refusal): select it for Ctrl-C
+    getSelection().selectAllChildren($("secret"));
+    $("secret-copied").textContent = "selected: press Ctrl-C (⌘-C)";
+  }
+};
+$("deliveries-refresh").onclick = () => loadWebhooks();
 
 // ---- the page opens ---------------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 enrolls from its invite link (password, the QR code, the first TOTP code) and is signed in, signs
 out (its token revoked) and in again with a TOTP code; then it sees a lead sold to it appear
 without a reload, with the lead's attributes, its charge in the balance and ledger and the cap's
-usage; pauses and resumes a subscription, is told FORBIDDEN for one its operator paused, sets a
-cap, asks for a return and reads the operator's decision. The browser reports no error (a CSP
+usage; adds a webhook endpoint on a real local receiver (its secret shown once, then verifying
+every request), sees the lead's delivery and two test events (one refused, one delivered) in the
+log; pauses and resumes a subscription, is told FORBIDDEN for one its operator paused, sets a cap,
+asks for a return and reads the operator's decision. The browser reports no error (a CSP
 violation would be one).
 
 UPDATE_SCREENSHOTS=1 also writes the screenshot to docs/portal.png."""
@@ -21,6 +23,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pyotp
 import sqlalchemy as sa
+from werkzeug import Response
 
 from app.db import Database
 from app.engine.distribute import distribute_lead
@@ -33,6 +36,7 @@ from tests.api.conftest import PASSWORD, api_settings
 from tests.dashboard.browser import CHROMIUM_FLAGS, Watched, chromium, sign_in
 from tests.factories import make_lead, make_niche, make_provider, subscribe
 from tests.factories.accounts import make_provider_user
+from tests.receiver import Received, Receiver
 from tests.tasks.conftest import Stack, gql
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -169,7 +173,7 @@ async def _buyer_world(db: Database) -> dict[str, Any]:
 
 
 async def test_a_buyer_follows_its_leads_live_and_runs_its_subscriptions(
-    db: Database, stack: Stack, token: str, tmp_path: Path
+    db: Database, stack: Stack, token: str, receiver: Receiver, tmp_path: Path
 ) -> None:
     from playwright.async_api import async_playwright
 
@@ -181,14 +185,39 @@ async def test_a_buyer_follows_its_leads_live_and_runs_its_subscriptions(
     lead = await make_lead(
         db, world["roofing"], {"name": "Jane Prospect", "phone": "+1 555 0199", "state": "TX", "zip": "75001"}
     )
-    api = await stack.api()
-    stack.worker()
+
+    def respond(n: int, got: Received) -> Response:
+        """The buyer's endpoint: busy (503) for the first test event, fine for everything else."""
+        tests = [r for r in receiver.received if r.payload["type"] == "webhook.test"]
+        busy = got.payload["type"] == "webhook.test" and len(tests) == 1
+        return Response("busy", 503) if busy else Response("ok", 200)
+
+    receiver.respond = respond
+    local = {"WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true"}  # the receiver listens on 127.0.0.1
+    api = await stack.api(**local)
+    stack.worker(**local)
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
         page = await browser.new_page(viewport={"width": 1280, "height": 1000})
         watched = Watched(page)
         await sign_in(page, f"{api}/portal", email=world["user"].email, totp_secret=world["user"].totp_secret)
         await page.wait_for_selector("#live >> text=(live)", timeout=15_000)
+
+        # a webhook endpoint on the buyer's (real, local) receiver: its secret shown once
+        assert "No endpoints" in str(await page.text_content("#endpoints"))
+        await page.fill("#endpoint-url", receiver.url)
+        await page.fill("#endpoint-description", "our CRM")
+        await page.click("#endpoint-form button")
+        await page.wait_for_selector("#secret-box", state="visible")
+        secret = str(await page.text_content("#secret"))
+        assert secret.startswith("whsec_")
+        receiver.secrets.append(secret)  # the receiver verifies every request with it (else 401)
+        endpoint = page.locator("#endpoints tr[data-endpoint]", has_text=receiver.url)
+        await endpoint.wait_for()
+        assert await endpoint.locator(".state").text_content() == "enabled"
+        assert "lead.assigned, return.decided" in str(await endpoint.text_content())
+        await page.click("#secret-done")
+        assert await page.is_hidden("#secret-box") and await page.text_content("#secret") == ""
         assert await page.locator("#leads tr[data-assignment]").count() == 1
         assert "Sam Early" in str(await page.text_content("#leads tr[data-assignment]"))
         assert await page.text_content("#zone") == f"Times in {ZONE}."
@@ -232,6 +261,29 @@ async def test_a_buyer_follows_its_leads_live_and_runs_its_subscriptions(
         await page.wait_for_selector(f"{roof_row} >> text=today: 2/5 leads", timeout=10_000)
         assert "this month: $30.00/$1000.00" in str(await page.text_content("#provider-caps"))
         assert await page.locator("#ledger tr[data-entry]").count() == 10  # back to the first page
+        # its lead.assigned webhook is in the delivery log, delivered
+        assigned = page.locator("#deliveries tr[data-delivery]", has_text="lead.assigned")
+        await assigned.locator(".status >> text=DELIVERED").wait_for(timeout=20_000)
+        assert "HTTP 200" in str(await assigned.text_content())
+
+        # test events: the first one the endpoint refuses (shown with its status), the next one arrives
+        await endpoint.locator("button[data-test]").click()
+        refused = page.locator("#deliveries tr[data-delivery]", has_text="webhook.test")
+        await refused.locator(".status >> text=FAILED").wait_for(timeout=20_000)  # a test is sent once
+        text = str(await refused.text_content())
+        assert "http_error" in text and "HTTP 503" in text and " ms" in text
+        await endpoint.locator("button[data-test]").click()
+        delivered = page.locator("#deliveries tr[data-delivery]", has_text="webhook.test").filter(
+            has=page.locator(".status", has_text="DELIVERED")
+        )
+        await delivered.wait_for(timeout=20_000)
+        text = str(await delivered.text_content())
+        assert "success" in text and "HTTP 200" in text
+        received = [r for r in receiver.received if r.payload["type"] == "webhook.test"]
+        assert len(received) == 2 and all(r.verified_by == (secret,) for r in received)
+        assert received[1].webhook_id in text  # the log names the webhook-id the receiver got
+        (lead_event,) = [r for r in receiver.received if r.payload["type"] == "lead.assigned"]
+        assert "Jane Prospect" in lead_event.body and lead_event.verified_by == (secret,)
 
         # pause and resume its own subscription
         await page.click(f"{roof_row} button[data-pause]")
