@@ -43,8 +43,6 @@ async def test_a_distribution_appears_live_on_the_dashboard(
         subscription_id=solar.id,
         schedule={"blackoutDates": [today.isoformat(), (today + timedelta(days=1)).isoformat()]},
     )
-    for n in range(25):  # newer than Acme: a page of 25, so Acme is on the providers' second page
-        await make_provider(db, name=f"Later Provider {n + 1}")
     lead = await make_lead(db, niche)
     created = await auth.create_admin(
         db, email="ops@example.test", password=PASSWORD, settings=api_settings()
@@ -68,10 +66,6 @@ async def test_a_distribution_appears_live_on_the_dashboard(
         assert await page.locator("#feed li", has_text="L1 →").count() == 1
         await page.wait_for_selector("#leads >> text=DISTRIBUTED", timeout=15_000)
         # the providers' table: cap usage in the current period, open or closed now
-        assert await page.locator("#providers tr[data-provider]").count() == 25
-        await page.click("#providers-more")
-        await page.wait_for_selector("#providers-more", state="hidden")
-        assert await page.locator("#providers tr[data-provider]").count() == 26
         roofing_line = f"#providers [data-subscription='{roofing.id}']"
         await page.wait_for_selector(f"{roofing_line} >> text=today: 1/5 leads", timeout=15_000)
         assert await page.text_content(f"{roofing_line} .schedule-state") == "open"
@@ -88,3 +82,35 @@ async def test_a_distribution_appears_live_on_the_dashboard(
     assert screenshot.stat().st_size > 10_000
     if os.environ.get("UPDATE_SCREENSHOTS"):
         shutil.copy(screenshot, DOCS / "dashboard.png")
+
+
+async def test_providers_come_a_page_at_a_time(db: Database, stack: Stack) -> None:
+    """25 a page (with their subscriptions and caps, 50 would pass half the query cost limit);
+    More adds the next page, and the refreshes keep reading the pages shown."""
+    from playwright.async_api import async_playwright
+
+    executable = chromium()
+    oldest = await make_provider(db, name="Oldest Provider")
+    for n in range(25):
+        await make_provider(db, name=f"Provider {n + 1}")
+    created = await auth.create_admin(
+        db, email="ops@example.test", password=PASSWORD, settings=api_settings()
+    )
+    api = await stack.api()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        watched = Watched(page)
+        await sign_in(
+            page, f"{api}/dashboard", email="ops@example.test", totp_secret=created.admin.totp_secret
+        )
+        await page.wait_for_selector("#providers >> text=Provider 25", timeout=15_000)
+        assert await page.locator("#providers tr[data-provider]").count() == 25
+        assert await page.locator(f"#providers tr[data-provider='{oldest.id}']").count() == 0
+        await page.click("#providers-more")
+        await page.wait_for_selector(f"#providers tr[data-provider='{oldest.id}']", timeout=15_000)
+        assert await page.is_hidden("#providers-more")
+        await page.evaluate("() => refresh()")  # what the 10 s timer does
+        assert await page.locator("#providers tr[data-provider]").count() == 26
+        await browser.close()
+    assert watched.problems == []

@@ -284,6 +284,13 @@ async def test_a_buyer_follows_its_leads_live_and_runs_its_subscriptions(
         assert received[1].webhook_id in text  # the log names the webhook-id the receiver got
         (lead_event,) = [r for r in receiver.received if r.payload["type"] == "lead.assigned"]
         assert "Jane Prospect" in lead_event.body and lead_event.verified_by == (secret,)
+        # disabled and enabled again by the buyer
+        await endpoint.locator("button[data-disable]").click()
+        await endpoint.locator(".state >> text=disabled").wait_for()
+        assert await _scalar(db, "SELECT enabled FROM webhook_endpoints") is False
+        await endpoint.locator("button[data-enable]").click()
+        await endpoint.locator(".state >> text=enabled").wait_for()
+        assert await _scalar(db, "SELECT enabled FROM webhook_endpoints") is True
 
         # pause and resume its own subscription
         await page.click(f"{roof_row} button[data-pause]")
