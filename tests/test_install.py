@@ -8,20 +8,24 @@ fails when pyproject.toml and uv.lock disagree."""
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import typer
 from packaging.requirements import Requirement
 
 from app.cli import cli
+from tests.conftest import _libpq, _with_database, admin_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 UV = ROOT / ".venv" / "bin" / "uv"  # the pinned uv scripts/setup.sh installs
@@ -163,6 +167,37 @@ def test_every_module_and_everything_it_imports_loads_in_the_production_install(
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_the_production_install_migrates_a_database(production: Path, server_url: str) -> None:
+    """The Alembic scripts ship with the wheel: `leadwheel migrate` builds the schema from outside
+    the checkout, to the head this checkout has."""
+    name = f"lw_prod_{uuid.uuid4().hex[:8]}"
+    asyncio.run(admin_sql(server_url, f'CREATE DATABASE "{name}"'))
+    url = _with_database(server_url, name)
+    try:
+        done = subprocess.run(
+            [production / "leadwheel", "migrate"],
+            cwd="/",
+            env=production_env() | {"DATABASE_URL": url, "REDIS_URL": "redis://127.0.0.1:1/0"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+
+        async def head() -> str:
+            conn = await asyncpg.connect(_libpq(url))
+            try:
+                return str(await conn.fetchval("SELECT version_num FROM alembic_version"))
+            finally:
+                await conn.close()
+
+        newest = sorted(p.name for p in (ROOT / "migrations" / "versions").glob("0*.py"))[-1]
+        assert asyncio.run(head()) == newest.split("_")[0]
+    finally:
+        asyncio.run(admin_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def test_the_lock_check_fails_when_pyproject_and_the_lock_disagree(tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ async def _diff(url: str) -> list[object]:
 
 
 def test_provider_users_downgrade_with_buyer_data(server_url: str) -> None:
-    """0008 down and up again with a provider user, its token and challenge, a provider key and an
+    """0007 down and up again with a provider user, its token and challenge, a provider key and an
     invite in the outbox: what 0004 cannot hold goes, the rest stays."""
     name = f"lw_mig_{uuid.uuid4().hex[:8]}"
     asyncio.run(admin_sql(server_url, f'CREATE DATABASE "{name}"'))

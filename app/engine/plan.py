@@ -15,6 +15,7 @@ import orjson
 
 from app.engine.eligibility import Condition, Verdict, evaluate
 from app.engine.schedule import Schedule
+from app.engine.usage import USAGE_ORDER, used
 from app.models.billing import ProviderStatus, SubscriptionStatus
 from app.models.distribution import RunStatus, SkipReason
 from app.models.niches import LevelStrategy
@@ -88,26 +89,19 @@ class Candidate:
         return self._caps
 
 
-_PERIODS = ("DAY", "WEEK", "MONTH", "TOTAL")  # the usage text's order
-
-
 def _cap_states(candidate: Candidate) -> tuple[CapState, ...]:
-    """The usage text holds, per period in _PERIODS order, the subscription's leads and spend,
-    then the provider's (app/engine/snapshot.py)."""
-    used = [int(n) for n in (candidate.usage or "").split(",")]
+    numbers = [int(n) for n in (candidate.usage or "").split(",")]
     states = []
     for provider_wide, text in ((True, candidate.provider_caps_json), (False, candidate.caps_json)):
         if text is None:
             continue
         limits = orjson.loads(text)
-        for n, period in enumerate(_PERIODS):
+        for period in USAGE_ORDER:
             limit = limits.get(period)
             if limit is not None:
-                at = 4 * n + (2 if provider_wide else 0)
+                leads, spend = used(numbers, period, provider_wide=provider_wide)
                 states.append(
-                    CapState(
-                        provider_wide, period, limit.get("leads"), limit.get("spend"), used[at], used[at + 1]
-                    )
+                    CapState(provider_wide, period, limit.get("leads"), limit.get("spend"), leads, spend)
                 )
     return tuple(states)
 

@@ -16,7 +16,7 @@ from app.engine.eligibility import Condition, parse_stored
 from app.engine.plan import Candidate, Level, NicheState
 from app.engine.schedule import parse_stored as parse_stored_schedule
 from app.engine.schedule import zone
-from app.engine.usage import counter_columns
+from app.engine.usage import counter_columns, period_starts, usage_text
 from app.models.niches import LevelStrategy
 
 # Lock order everywhere: lead -> niche -> providers by ascending id. Lead and niche are locked FOR
@@ -49,30 +49,6 @@ FOR NO KEY UPDATE OF l, n FOR UPDATE OF r
 """
 
 
-# For a candidate with caps (its subscription's or its provider's), what each period has used so
-# far: four numbers per period (DAY, WEEK, MONTH, TOTAL: the subscription's leads and spend, the
-# provider's leads and spend) from the usage counters (app/engine/usage.py), a counter of an older
-# period counting 0; NULL without caps, so an uncapped candidate costs nothing here.
-def _usage_text(sub: str, provider: str, starts: str) -> str:
-    values = []
-    for period in ("day", "week", "month"):
-        for row in (sub, provider):
-            for what in ("leads", "spend_cents"):
-                start, counted = f"{row}usage_{period}_start", f"{row}usage_{period}_{what}"
-                values.append(f"CASE WHEN {start} = {starts}.{period} THEN {counted} ELSE 0 END")
-    for row in (sub, provider):
-        values += [f"{row}usage_total_leads", f"{row}usage_total_spend_cents"]
-    return f"concat_ws(',', {', '.join(values)})"
-
-
-def _period_starts(timezone: str, has_caps: str) -> str:
-    """A LATERAL of the current local periods' starts, computed only for a row with caps."""
-    starts = ", ".join(
-        f"lw_period_start('{p}', now(), {timezone}) AS {p.lower()}" for p in ("DAY", "WEEK", "MONTH")
-    )
-    return f"LATERAL (SELECT {starts} WHERE {has_caps}) cur"
-
-
 # The active levels in traversal order from the niche's rotation position, and for the first
 # $3 of them (or only those in $4, when given) a window of subscriptions, least recently served
 # first (provider id breaks ties): what a walk needs in the common case. A level read only in part
@@ -91,7 +67,7 @@ SELECT lv.id AS level_id, lv.name AS level_name, lv.order_position, lv.price_cen
        c.filters, c.revision, c.timezone, c.schedule, c.caps::text AS caps,
        c.provider_caps::text AS provider_caps,
        CASE WHEN c.caps IS NOT NULL OR c.provider_caps IS NOT NULL
-            THEN {_usage_text("c.s_", "c.p_", "cur")} END AS usage
+            THEN {usage_text("c.s_", "c.p_", "cur")} END AS usage
 FROM lv
 LEFT JOIN LATERAL (
     SELECT s.id AS subscription_id, s.provider_id, s.status AS subscription_status,
@@ -103,7 +79,7 @@ LEFT JOIN LATERAL (
     ORDER BY s.last_received_at ASC NULLS FIRST, s.provider_id
     LIMIT CASE WHEN cardinality($4::uuid[]) > 0 THEN NULL ELSE lv.max_recipients * 2 + 8 END
 ) c ON true
-LEFT JOIN {_period_starts("c.timezone", "c.caps IS NOT NULL OR c.provider_caps IS NOT NULL")} ON true
+LEFT JOIN {period_starts("c.timezone", "c.caps IS NOT NULL OR c.provider_caps IS NOT NULL")} ON true
 -- the full key again: an outer sort does not keep the lateral's order (sorts are not stable)
 ORDER BY lv.order_position, c.last_received_at ASC NULLS FIRST, c.provider_id
 """
@@ -119,9 +95,9 @@ READ_PROVIDERS = f"""
 SELECT s.id AS subscription_id, s.provider_id, s.status AS subscription_status,
        p.status AS provider_status, p.balance_cents, s.filters::text AS filters, p.revision, p.timezone,
        s.schedule::text AS schedule, s.caps::text AS caps, p.caps::text AS provider_caps,
-       CASE WHEN s.caps IS NOT NULL OR p.caps IS NOT NULL THEN {_usage_text("s.", "p.", "cur")} END AS usage
+       CASE WHEN s.caps IS NOT NULL OR p.caps IS NOT NULL THEN {usage_text("s.", "p.", "cur")} END AS usage
 FROM subscriptions s JOIN providers p ON p.id = s.provider_id
-LEFT JOIN {_period_starts("p.timezone", "s.caps IS NOT NULL OR p.caps IS NOT NULL")} ON true
+LEFT JOIN {period_starts("p.timezone", "s.caps IS NOT NULL OR p.caps IS NOT NULL")} ON true
 WHERE s.provider_id = ANY($1::uuid[]) AND s.competition_level_id = ANY($2::uuid[])
 """
 

@@ -351,3 +351,26 @@ async def test_replacing_caps_keeps_usage_of_a_kept_period_and_a_new_timezone_re
         )
         == 0
     )
+
+
+async def test_usage_counted_after_a_period_boundary_the_engine_has_not_reached_counts(db: Database) -> None:
+    """A distribution whose transaction began just before local midnight may find, once it holds
+    its locks, counters already moved to the next period by distributions after midnight: those
+    count (its own write lands after them), or the cap would be passed by one."""
+    niche, (level,) = await make_niche(db, levels=[(100, 1)])
+    buyer = await make_provider(db, balance_cents=10_000, provider_id=uuid.UUID(int=1))
+    backup = await make_provider(db, balance_cents=10_000, provider_id=uuid.UUID(int=2))
+    await subscribe(db, buyer, level)
+    await subscribe(db, backup, level)
+    await caps.set_caps(db, actor=SYSTEM, provider_id=buyer.id, caps=[CapLimit(CapPeriod.DAY, max_leads=1)])
+    async with db.engine.begin() as conn:  # tomorrow's period, already full
+        await conn.execute(
+            sa.text(
+                "UPDATE providers SET usage_day_start = lw_period_start('DAY', now() + interval '1 day', 'UTC'),"
+                " usage_day_leads = 1 WHERE id = :p"
+            ),
+            {"p": buyer.id},
+        )
+    result = await distribute_lead(db, lead_id=(await make_lead(db, niche)).id)
+    assert [a.provider_id for a in result.assigned] == [backup.id]
+    assert result.skipped[0].reason is SkipReason.CAP_REACHED

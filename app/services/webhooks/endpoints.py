@@ -101,12 +101,7 @@ async def create_endpoint(
     checked = await validate_url(url, settings=settings)  # before the transaction: it resolves DNS
     secret = new_secret()
     async with db.begin() as session:
-        provider = (
-            await session.execute(
-                select(col(Provider.id)).where(Provider.id == owner).with_for_update(key_share=True)
-            )
-        ).scalar_one_or_none()
-        if provider is None:
+        if not await _lock_provider(session, owner):
             raise NotFound("provider", owner)
         # under the provider's lock, so two creations cannot both pass the limit
         count = (
@@ -143,8 +138,30 @@ async def create_endpoint(
     return CreatedEndpoint(endpoint, secret)
 
 
+async def _lock_provider(session: AsyncSession, provider_id: uuid.UUID) -> bool:
+    """The provider's row lock: the engine holds it from its pick to its commit, which writes the
+    deliveries for the provider's endpoints; taken first (the engine's lock order), a change to an
+    endpoint waits for a distribution in flight and then sees its deliveries."""
+    locked = await session.execute(
+        select(col(Provider.id)).where(Provider.id == provider_id).with_for_update(key_share=True)
+    )
+    return locked.scalar_one_or_none() is not None
+
+
 async def _lock_endpoint(session: AsyncSession, actor: Actor, endpoint_id: uuid.UUID) -> WebhookEndpoint:
-    """The live endpoint, locked, if the principal may manage it: else NOT_FOUND."""
+    """The live endpoint, locked after its provider (_lock_provider), if the principal may manage
+    it: else NOT_FOUND."""
+    owner = (
+        await session.execute(
+            scope_to_own(
+                select(col(WebhookEndpoint.provider_id)).where(WebhookEndpoint.id == endpoint_id),
+                WebhookEndpoint.provider_id,
+                actor,
+            )
+        )
+    ).scalar_one_or_none()
+    if owner is None or not await _lock_provider(session, owner):
+        raise NotFound("webhook endpoint", endpoint_id)
     stmt = (
         select(WebhookEndpoint)
         .where(WebhookEndpoint.id == endpoint_id, col(WebhookEndpoint.deleted_at).is_(None))

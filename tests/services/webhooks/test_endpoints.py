@@ -3,9 +3,11 @@ principal rules (a provider reaches only its own; a foreign id looks missing).""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 
@@ -153,6 +155,49 @@ async def test_deleting_fails_what_waits_and_keeps_the_log(db: Database) -> None
     assert [(d.status, d.last_error) for d in page.items] == [(DeliveryStatus.FAILED, "endpoint deleted")]
     with pytest.raises(Conflict, match="deleted"):
         await deliveries.redeliver(db, actor=SYSTEM, delivery_id=page.items[0].id, dispatcher=Woken())
+
+
+async def test_a_delete_waits_for_a_distribution_in_flight_and_fails_its_deliveries(
+    db: Database, database_url: str
+) -> None:
+    """The engine holds the provider's row lock from its pick to its commit, which writes the
+    deliveries: a delete waits for it, then finds those deliveries and fails them, so none is left
+    waiting for an endpoint that is gone."""
+    provider = await make_provider(db)
+    created = await make_endpoint(db, provider, "http://127.0.0.1:9/")
+    engine = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        tx = engine.transaction()
+        await tx.start()
+        await engine.execute("SELECT 1 FROM providers WHERE id = $1 FOR NO KEY UPDATE", provider.id)
+        deleting = asyncio.create_task(
+            endpoints.delete_endpoint(db, actor=SYSTEM, endpoint_id=created.endpoint.id)
+        )
+        await asyncio.sleep(0.3)
+        assert not deleting.done()  # waiting for the provider's lock
+        await engine.execute(  # the delivery the engine's write statement inserts
+            """INSERT INTO webhook_deliveries (endpoint_id, provider_id, event_type, subject_id, payload,
+                                               status, next_attempt_at)
+               VALUES ($1, $2, 'lead.assigned', gen_random_uuid(), '{}', 'PENDING', now())""",
+            created.endpoint.id,
+            provider.id,
+        )
+        await tx.commit()
+        await asyncio.wait_for(deleting, 10)
+    finally:
+        await engine.close()
+    async with db.engine.connect() as conn:
+        statuses = (
+            (
+                await conn.execute(
+                    sa.text("SELECT status FROM webhook_deliveries WHERE endpoint_id = :e"),
+                    {"e": created.endpoint.id},
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert statuses == [DeliveryStatus.FAILED]
 
 
 async def test_a_provider_reaches_only_its_own(db: Database) -> None:

@@ -1,9 +1,7 @@
 """webhooks: endpoints and deliveries (the outbox, with their attempts)
 
-After 0008 (0005, 0006 and 0008 were written in parallel; the chain is 0006 -> 0008 -> 0007).
-
-Revision ID: 0007
-Revises: 0008
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-03 06:57:10.451471
 """
 
@@ -14,8 +12,8 @@ import sqlmodel  # noqa: F401
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = '0007'
-down_revision: str | None = '0008'
+revision: str = '0008'
+down_revision: str | None = '0007'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
