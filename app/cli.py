@@ -280,6 +280,7 @@ def print_summary(base: str, demo_admin: tuple[str, str] | None) -> None:
     lines = [
         f"GraphQL:   {base}/graphql",
         f"dashboard: {base}/dashboard",
+        f"portal:    {base}/portal   (buyers; `leadwheel invite-provider-user PROVIDER EMAIL` invites one)",
         f"metrics:   {base}/metrics   health: {base}/healthz, {base}/readyz",
     ]
     if demo_admin:

@@ -1,4 +1,4 @@
-"""The HTML pages the app serves (/dashboard; /portal joins them the same way) and their static
+"""The HTML pages the app serves (/dashboard for operators, /portal for buyers) and their static
 assets under /static, all behind one set of hardening headers.
 
 The pages hold no inline script or style: their code and styles are files under app/static, so
@@ -24,14 +24,17 @@ from app.settings import Environment, Settings
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 # url -> file: a page added here is served like the others, headers included
-PAGES = {"/dashboard": HERE / "dashboard" / "index.html"}
+PAGES = {
+    "/dashboard": HERE / "dashboard" / "index.html",
+    "/portal": HERE / "portal" / "index.html",
+}
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'none'",  # everything not named below is refused
         "script-src 'self'",  # no 'unsafe-inline', no eval: only the files under /static
         "style-src 'self'",
-        "img-src 'self'",
+        "img-src 'self' data:",  # data: the portal's QR code, an SVG in an <img> (which runs no script)
         "font-src 'self'",
         "connect-src 'self'",  # fetch to /graphql and /exports, the WebSocket to /graphql
         "base-uri 'none'",

@@ -69,6 +69,7 @@ def _assert_hardened(response: httpx.Response) -> None:
     assert policy["script-src"] == ["'self'"]  # no 'unsafe-inline', no 'unsafe-eval', no CDN
     assert policy["style-src"] == ["'self'"]
     assert policy["default-src"] == ["'none'"]
+    assert policy["img-src"] == ["'self'", "data:"]  # data: only for the portal's QR code in an <img>
 
 
 @pytest.mark.parametrize("url", sorted(PAGES))

@@ -33,12 +33,12 @@ $("mfa").onsubmit = async (e) => {
 };
 
 async function refresh() {
-  const d = await gql(`{ me { label } niches { id name levelStrategy nextStartLevel { name }
+  // the providers with their subscriptions and caps are a document of their own: the cost limit
+  const [d] = await Promise.all([gql(`{ me { label } niches { id name levelStrategy nextStartLevel { name }
       levels { name orderPosition priceCents maxRecipients active } }
     leads(first: 12) { edges { node { id status distributionAttempts niche { name } runs { status } } } }
     deadLetters(first: 20) { id leadId attempts error }
-    providers(first: 50) { edges { node { name status balanceCents } } }
-    distributionStats { nicheName levels { levelName spread providers { providerId received } } } }`);
+    distributionStats { nicheName levels { levelName spread providers { providerId received } } } }`), refreshProviders()]);
   $("who").textContent = d.me.label;
   $("niches").innerHTML = "<tr><th>niche</th><th>levels (price × recipients)</th><th>next start</th></tr>" +
     d.niches.map((n) => `<tr><td>${esc(n.name)}<div class="muted">${n.levelStrategy}</div></td><td>` +
@@ -51,8 +51,6 @@ async function refresh() {
   $("dead").innerHTML = d.deadLetters.length ? "<tr><th>run</th><th>attempts</th><th>error</th><th></th></tr>" +
     d.deadLetters.map((r) => `<tr><td>${r.id.slice(0, 8)}</td><td>${r.attempts}</td><td class="bad">${esc(r.error).slice(0, 80)}</td>` +
       `<td><button data-run="${r.id}">Retry</button></td></tr>`).join("") : "<tr><td class='muted'>none</td></tr>";
-  $("providers").innerHTML = "<tr><th>provider</th><th>status</th><th>balance</th></tr>" +
-    d.providers.edges.map(({node: p}) => `<tr><td>${esc(p.name)}</td><td>${p.status}</td><td>${money(p.balanceCents)}</td></tr>`).join("");
   $("fairness").innerHTML = d.distributionStats.map((s) => `<strong>${esc(s.nicheName)}</strong>` +
     s.levels.map((l) => `<div>${esc(l.levelName)}: spread ${l.spread} — ` +
       l.providers.map((p) => p.received).join(" · ") + "</div>").join("")).join("");
@@ -64,6 +62,37 @@ async function refresh() {
   await refreshWebhooks();  // static/webhooks.js
   return d.niches;
 }
+
+// Balances, and each subscription's state: status, cap usage in the current period and whether its
+// schedule lets leads in now and until when (in the provider's time zone), through Controls
+// (controls.js). Pages of 25 providers ("More" adds one; each refresh reads the pages shown): with
+// their subscriptions and caps, a page of 50 would pass half the query cost limit.
+const PROVIDERS = `query($after: String) { providers(first: 25, after: $after) { pageInfo { hasNextPage endCursor }
+  edges { node { id name status balanceCents timezone caps { period maxLeads maxSpendCents usedLeads usedSpendCents }
+    subscriptions { id status pausedByOperator openNow scheduleChangesAt schedule { blackoutDates }
+      caps { period maxLeads maxSpendCents usedLeads usedSpendCents } competitionLevel { name niche { name } } } } } } }`;
+let providerPages = 1;
+async function refreshProviders() {
+  const shown = [];
+  let after = null, more = false;
+  for (let page = 0; page < providerPages; page++) {
+    const d = await gql(PROVIDERS, {after});
+    shown.push(...d.providers.edges.map((e) => e.node));
+    ({hasNextPage: more, endCursor: after} = d.providers.pageInfo);
+    if (!more) break;
+  }
+  $("providers").innerHTML = "<tr><th>provider</th><th>status</th><th>balance</th><th>subscriptions: status, caps, schedule</th></tr>" +
+    shown.map((p) => `<tr data-provider="${p.id}"><td>${esc(p.name)}<div class="muted">${esc(p.timezone)}</div></td>` +
+      `<td>${p.status}</td><td>${money(p.balanceCents)}</td><td>` +
+      (p.caps.length ? `<div class="subscription">all: ${Controls.caps(p.caps)}</div>` : "") +
+      p.subscriptions.map((s) => `<div class="subscription" data-subscription="${s.id}">` +
+        `<strong>${esc(s.competitionLevel?.niche?.name)} · ${esc(s.competitionLevel?.name)}</strong> ` +
+        `<span class="${s.status === "ACTIVE" ? "ok" : s.status === "PAUSED" ? "warn" : "bad"}">${s.status}` +
+        `${s.pausedByOperator ? " (by an operator)" : ""}</span> · ${Controls.schedule(s, p.timezone)}` +
+        (s.caps.length ? " · " + Controls.caps(s.caps) : "") + "</div>").join("") + "</td></tr>").join("");
+  $("providers-more").hidden = !more;
+}
+$("providers-more").onclick = () => { providerPages++; refreshProviders(); };
 
 function subscribeNiches(niches) {
   const ws = new WebSocket(location.origin.replace("http", "ws") + "/graphql", "graphql-transport-ws");

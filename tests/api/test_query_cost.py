@@ -63,7 +63,8 @@ def _documents_in(source: str) -> Iterator[str]:
     """GraphQL documents written as string literals in a script."""
     for literal in re.findall(r'`([^`]*)`|"((?:\{|query|mutation|subscription)[^"]*)"', source):
         text = next(part for part in literal if part)
-        if re.match(r"\s*(\{|query|mutation|subscription)", text) and "${" not in text:
+        # a word, not a prefix: "subscriptions-error" (an element's id) is no document
+        if re.match(r"\s*(\{|query\b|mutation\b|subscription\b)", text) and "${" not in text:
             yield text
 
 

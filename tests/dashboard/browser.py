@@ -42,6 +42,19 @@ def chromium() -> str:
     return found
 
 
+class Watched:
+    """Collects what the browser reports as wrong on a page: console errors (a CSP violation is
+    one), uncaught exceptions and responses of 400 or more."""
+
+    def __init__(self, page: Any) -> None:
+        self.problems: list[str] = []
+        page.on("console", lambda m: self.problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.problems.append(str(e)))
+        page.on(
+            "response", lambda r: self.problems.append(f"{r.status} {r.url}") if r.status >= 400 else None
+        )
+
+
 async def sign_in(page: Any, url: str, *, email: str, totp_secret: str) -> None:
     """Opens `url` (a dashboard address) and signs in with the password and a TOTP code."""
     await page.goto(url)
