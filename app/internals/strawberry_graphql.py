@@ -170,6 +170,8 @@ def _dataloader_future() -> str | None:
 
 RELAY = "app/resolvers/relay.py"
 DIRECT = "app/resolvers/direct.py"
+SHARING = "app/resolvers/sharing.py"
+COST = "app/resolvers/cost.py"
 ERRORS = "app/resolvers/errors.py"
 
 LIBRARY = Library(
@@ -208,8 +210,8 @@ LIBRARY = Library(
             "app/main.py",
             has(GraphQL, "graphql_transport_ws_handler_class"),
         ),
-        Use("strawberry.Schema._schema", DIRECT, _graphql_core_schema),
-        Use("GraphQLCoreConverter.DEFINITION_BACKREF", DIRECT, _field_backref),
+        Use("strawberry.Schema._schema", f"{DIRECT}, {SHARING}, {RELAY}, {COST}", _graphql_core_schema),
+        Use("GraphQLCoreConverter.DEFINITION_BACKREF", f"{DIRECT}, {SHARING}", _field_backref),
         Use("StrawberryField and StrawberryResolver attributes", DIRECT, _field_attributes),
         Use(
             "MaskErrors._process_result(self, result)",

@@ -50,6 +50,8 @@ from graphql import (
 )
 from strawberry.extensions import ValidationCache
 
+from app.internals.strawberry_graphql import graphql_core_schema
+
 LIST_ESTIMATE = 10  # objects assumed in a list that takes no `first`
 PLANS_MAX = 512  # (document, operation) pairs kept; the oldest goes first
 
@@ -225,7 +227,7 @@ class ValidationWithCostLimit(ValidationCache):
         next(validation)  # sets pre_execution_errors: [] for a valid document
         context = self.execution_context
         if not context.pre_execution_errors and context.graphql_document is not None:
-            schema = context.schema._schema  # noqa: SLF001  (graphql-core's schema, public fields)
+            schema = graphql_core_schema(context.schema)
             plan = cached_plan(schema, context.query, context.graphql_document, context.operation_name)
             cost = plan.cost(context.variables)
             if cost > self.max_cost:

@@ -20,7 +20,7 @@ import orjson
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
 
-from app.internals.strawberry_graphql import BaseGraphQLTransportWSHandler, Operation
+from app.internals.strawberry_graphql import BaseGraphQLTransportWSHandler, Operation, graphql_core_schema
 from app.metrics import RELAYED_EVENTS
 from app.resolvers.executor import shared_result, variables_key
 from app.resolvers.sharing import shared_names
@@ -64,7 +64,7 @@ class Relay:
         variables = variables_key(info.variable_values)
         if operation is None or variables is None:
             return None
-        if info.field_name not in shared_names(info.schema._schema):  # noqa: SLF001
+        if info.field_name not in shared_names(graphql_core_schema(info.schema)):
             return None
         relay = cls(operation, info.operation, variables)
         _relay.set(relay)  # the resolver runs in the operation's task: so does send_message

@@ -30,8 +30,9 @@ from graphql import (
     get_named_type,
 )
 from graphql.language import FieldNode, OperationDefinitionNode
-from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.field import StrawberryField
+
+from app.internals.strawberry_graphql import DEFINITION_BACKREF, graphql_core_schema
 
 F = TypeVar("F", bound=Callable[..., Any])
 _VIEWER = "__leadwheel_viewer_dependent__"
@@ -56,11 +57,11 @@ def shared_subscription(resolver: F) -> F:
 def check_sharing(schema: strawberry.Schema) -> frozenset[str]:
     """The subscriptions that may share, recorded on the schema; TypeError for a shared one whose
     type reaches a viewer-dependent field."""
-    graphql_schema: GraphQLSchema = schema._schema  # noqa: SLF001  (graphql-core's schema)
+    graphql_schema: GraphQLSchema = graphql_core_schema(schema)
     shared: set[str] = set()
     subscription = graphql_schema.subscription_type
     for name, graphql_field in (subscription.fields if subscription else {}).items():
-        field = (graphql_field.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+        field = (graphql_field.extensions or {}).get(DEFINITION_BACKREF)
         if not isinstance(field, StrawberryField) or field.base_resolver is None:
             continue
         if not getattr(field.base_resolver.wrapped_func, _SHARED, False):
@@ -93,7 +94,7 @@ def viewer_dependent_fields(root: GraphQLType) -> list[str]:
         if not isinstance(named, GraphQLObjectType | GraphQLInterfaceType):
             continue  # scalars and enums
         for name, graphql_field in named.fields.items():
-            field = (graphql_field.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+            field = (graphql_field.extensions or {}).get(DEFINITION_BACKREF)
             if not isinstance(field, StrawberryField) or _depends_on_viewer(field):
                 found.append(f"{named.name}.{name}")
             pending.append(get_named_type(graphql_field.type))
