@@ -110,6 +110,16 @@ def retry_on_conflict(
     return decorate
 
 
+# admin_shutdown, crash_shutdown, cannot_connect_now; with class 08 (connection exceptions): the
+# server ended or refused the session, as opposed to an error in a statement
+_SESSION_ENDED = frozenset({"57P01", "57P02", "57P03"})
+
+
+def session_ended(sqlstate: object) -> bool:
+    """A SQLSTATE saying the connection is gone (or cannot be made now), not the statement wrong."""
+    return isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate in _SESSION_ENDED)
+
+
 def _connection_trouble(exc: DBAPIError) -> bool:
     """A lost or broken connection (terminated backend, server restart, a protocol left in a bad
     state by one), as opposed to an error in the statement itself."""

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.exc import DBAPIError
 
-from app.db import Database, retry_on_conflict
+from app.db import Database, retry_on_conflict, session_ended
 from app.engine.charge import Written, write_distribution
 from app.engine.plan import NicheState, Pick, Plan, Skip, plan_distribution
 from app.engine.result import AssignedProvider, DistributionResult, SkippedProvider
@@ -32,9 +32,6 @@ from app.errors import LeadNotDistributable, NotFound
 from app.models.distribution import ASSIGNING_RUN_STATUSES, TERMINAL_RUN_STATUSES, RunStatus
 from app.models.leads import DISTRIBUTABLE, LeadStatus
 from app.progress.events import EventType, ProgressEvent
-
-# admin_shutdown, crash_shutdown, cannot_connect_now (and class 08, connection exceptions)
-CONNECTION_LOST = frozenset({"57P01", "57P02", "57P03"})
 
 
 class EngineInvariantError(RuntimeError):
@@ -88,7 +85,7 @@ async def _distribute(
             # Raised through the raw driver: wrap it so retry_on_conflict and callers see the
             # same DBAPIError they get from SQLAlchemy everywhere else. A server that ended the
             # session (pg_terminate_backend, shutdown) means the connection is gone: retry anew.
-            lost = exc.sqlstate in CONNECTION_LOST or str(exc.sqlstate).startswith("08")
+            lost = session_ended(exc.sqlstate)
             if lost:
                 await sa_conn.invalidate()
             raise DBAPIError(None, None, exc, connection_invalidated=lost) from exc

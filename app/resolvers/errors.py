@@ -16,15 +16,13 @@ from sqlalchemy.exc import DBAPIError
 from starlette.responses import Response
 from strawberry.extensions import MaskErrors
 
-from app.db import sqlstate_of
+from app.db import session_ended, sqlstate_of
 from app.errors import DomainError, ErrorCode, Unavailable
 
 log = logging.getLogger("leadwheel.graphql")
 
-# SQLSTATEs saying the server cannot serve a connection now, whatever the statement: class 08
-# (connection exception), admin_shutdown, crash_shutdown, cannot_connect_now (starting up or
-# shutting down), too_many_connections
-_UNREACHABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+# besides a session the server ended or refused (app/db.session_ended): the server is full now
+_TOO_MANY_CONNECTIONS = "53300"
 
 
 def unavailable(cause: BaseException | None) -> Unavailable | None:
@@ -66,7 +64,7 @@ def brief(cause: BaseException | None) -> str:
 
 
 def _unreachable_state(state: object) -> bool:
-    return isinstance(state, str) and (state.startswith("08") or state in _UNREACHABLE_SQLSTATES)
+    return session_ended(state) or state == _TOO_MANY_CONNECTIONS
 
 
 def to_client_error(error: GraphQLError, request_id: str) -> GraphQLError:
