@@ -219,6 +219,23 @@ def issue_access_token(
     return IssuedToken(token=secret, expires_at=expires_at)
 
 
+def accept_code(account: Account, code: str, now: datetime) -> str | None:
+    """A TOTP code for an account's second factor (its row locked): on a valid, unused code the
+    account records its step and clears its failures and None is returned; else why it failed (the
+    caller registers the failure after its transaction). A locked account is RATE_LIMITED."""
+    if account.locked_until and account.locked_until > now:
+        raise RateLimited(_lock_message(account))
+    assert account.totp_secret is not None
+    step = matching_step(account.totp_secret, code, now)
+    if step is None:
+        return "the code is wrong or expired: check the authenticator's clock"
+    if account.last_totp_step is not None and step <= account.last_totp_step:
+        return "this code was already used: wait for the next one"
+    account.last_totp_step = step
+    account.failed_attempts = 0
+    return None
+
+
 async def verify_mfa(
     db: Database, redis: Redis, *, challenge: str, code: str, client: str, settings: Settings
 ) -> IssuedToken:
@@ -243,21 +260,14 @@ async def verify_mfa(
         await check_rate_limit(
             redis, keys=[f"mfa:acct:{account.id}"], limit=settings.auth_rate_limit_per_minute
         )
-        if account.locked_until and account.locked_until > now:
-            raise RateLimited(_lock_message(account))
         if isinstance(account, ProviderUser):
             check_usable(account)  # disabled since its login
-        step = matching_step(account.totp_secret, code, now)
-        replayed = step is not None and account.last_totp_step is not None and step <= account.last_totp_step
-        if step is not None and not replayed:
+        failure = accept_code(account, code, now)
+        if failure is None:
             found.used_at = now
-            account.last_totp_step = step
-            account.failed_attempts = 0
             return issue_access_token(session, account, settings=settings, now=now)
     await register_failure(db, model, account_id, settings)
-    if replayed:
-        raise Unauthenticated("this code was already used: wait for the next one")
-    raise Unauthenticated("the code is wrong or expired")
+    raise Unauthenticated(failure)
 
 
 async def logout(db: Database, *, actor: Actor, token: str) -> bool:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.db import Database
-from app.errors import Conflict, NotFound, RateLimited, Unauthenticated
+from app.errors import Conflict, NotFound, Unauthenticated
 from app.models.audit import AuditAction
 from app.models.auth import AccessToken, AdminUser, ApiKey, ProviderInvite, ProviderUser
 from app.models.base import utcnow
@@ -27,7 +27,7 @@ from app.models.billing import Provider
 from app.models.distribution import Notification, Template
 from app.services import _guards
 from app.services.audit import Actor, record
-from app.services.auth import issue_access_token, provider_principal, register_failure
+from app.services.auth import accept_code, issue_access_token, provider_principal, register_failure
 from app.services.dispatch import Dispatcher
 from app.services.pages import Page, PageKey, keyset_page
 from app.services.principals import require_operator
@@ -39,7 +39,6 @@ from app.services.tokens import (
     check_rate_limit,
     digest,
     hash_password,
-    matching_step,
     new_secret,
     new_totp_secret,
     provisioning_uri,
@@ -210,13 +209,10 @@ async def confirm_enrollment(
             raise Unauthenticated("this enrollment has expired: ask for a new invite")
         if user.disabled_at is not None:
             raise Unauthenticated("this account is disabled: ask your LeadWheel operator")
-        if user.locked_until and user.locked_until > now:
-            raise RateLimited(f"account locked after repeated failures until {user.locked_until.isoformat()}")
-        step = matching_step(user.totp_secret, code, now)
-        if step is not None:
+        await check_rate_limit(redis, keys=[f"mfa:acct:{user.id}"], limit=settings.auth_rate_limit_per_minute)
+        failure = accept_code(user, code, now)
+        if failure is None:
             user.enrolled_at = now
-            user.last_totp_step = step
-            user.failed_attempts = 0
             user.enrollment_token_hash = None
             user.enrollment_expires_at = None
             record(
@@ -229,7 +225,7 @@ async def confirm_enrollment(
             return issue_access_token(session, user, settings=settings, now=now)
         user_id = user.id
     await register_failure(db, ProviderUser, user_id, settings)
-    raise Unauthenticated("the code is wrong or expired: check the authenticator's clock")
+    raise Unauthenticated(failure)
 
 
 async def find_provider(db: Database, *, actor: Actor, ref: str) -> uuid.UUID:
