@@ -19,10 +19,6 @@ if TYPE_CHECKING:  # app.services.audit applies these rules too
 S = TypeVar("S")
 
 
-def is_provider(actor: Actor) -> bool:
-    return actor.provider_id is not None
-
-
 def require_operator(actor: Actor, what: str) -> None:
     """Operator-only operations: a provider principal gets FORBIDDEN (it knows the operation exists)."""
     if actor.provider_id is not None:

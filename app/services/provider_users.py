@@ -265,15 +265,6 @@ async def list_provider_users(
         return await keyset_page(session, stmt, ProviderUser, first=first, after=after)
 
 
-async def get_provider_user(db: Database, *, actor: Actor, user_id: uuid.UUID) -> ProviderUser:
-    require_operator(actor, "reading provider users")
-    async with db.read() as session:
-        user = await session.get(ProviderUser, user_id)
-    if user is None:
-        raise NotFound("provider user", user_id)
-    return user
-
-
 async def _credentials_of(session: AsyncSession, user_id: uuid.UUID) -> list[str]:
     """Hashes of the user's live access tokens and of the keys it made."""
     now = utcnow()

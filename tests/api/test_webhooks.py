@@ -226,3 +226,13 @@ async def test_read_credentials_see_endpoints_not_the_delivery_log(hooks_api: Ap
     )
     assert error_code(body) == "FORBIDDEN"
     assert await count(db, "webhook_endpoints") == 1
+
+
+async def test_overview_refuses_a_failure_count_out_of_range(hooks_api: Api) -> None:
+    """An out-of-range `failures` is INVALID_INPUT naming the argument, not silently clamped."""
+    for failures in (0, 101):
+        body = await hooks_api.gql(f"{{ webhookOverview(failures: {failures}) {{ pendingDeliveries }} }}")
+        assert error_code(body) == "INVALID_INPUT", failures
+        assert "failures" in body["errors"][0]["message"]
+    ok = await hooks_api.ok("{ webhookOverview(failures: 100) { pendingDeliveries recentFailures { id } } }")
+    assert ok["webhookOverview"]["recentFailures"] == []

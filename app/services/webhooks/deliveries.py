@@ -29,6 +29,7 @@ from app.models.webhooks import (
     WebhookEndpoint,
     WebhookEvent,
 )
+from app.services import _guards
 from app.services.audit import Actor, record
 from app.services.dispatch import Dispatcher
 from app.services.pages import Page, PageKey, keyset_page
@@ -217,6 +218,7 @@ class Overview:
 
 
 async def overview(db: Database, *, actor: Actor, failed_limit: int = 20) -> Overview:
+    failed_limit = _guards.bounded_int(failed_limit, field="failures", minimum=1, maximum=100)
     owner = own_provider_id(actor, None)
     flagged_stmt = select(WebhookEndpoint).where(
         WebhookEndpoint.disabled_reason == DisabledReason.FAILING, col(WebhookEndpoint.deleted_at).is_(None)
