@@ -27,8 +27,18 @@ async def ledger_page(
     return connection(page, convert, after=key)
 
 
-async def open_state(info: Info, provider_id: uuid.UUID, schedule: object) -> tuple[bool, datetime | None]:
-    """Whether a schedule (stored JSON) of this provider is open now, and when that next changes."""
+async def _timezone(info: Info, provider_id: uuid.UUID) -> str:
     provider = await info.context.loaders.provider.load(provider_id)
-    timezone = provider.timezone if provider is not None else "UTC"
-    return subscriptions.open_state(schedule, timezone, datetime.now(UTC))  # type: ignore[arg-type]
+    return provider.timezone if provider is not None else "UTC"
+
+
+async def open_now(info: Info, provider_id: uuid.UUID, schedule: dict[str, Any] | None) -> bool:
+    """Whether a stored schedule of this provider is open now, in its time zone."""
+    return subscriptions.open_now(schedule, await _timezone(info, provider_id), datetime.now(UTC))
+
+
+async def schedule_changes_at(
+    info: Info, provider_id: uuid.UUID, schedule: dict[str, Any] | None
+) -> datetime | None:
+    """When a stored schedule of this provider next opens or closes (None: not within a week)."""
+    return subscriptions.next_schedule_change(schedule, await _timezone(info, provider_id), datetime.now(UTC))

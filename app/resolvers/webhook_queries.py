@@ -65,7 +65,8 @@ class WebhookQueries:
 
     @strawberry.field(
         permission_classes=DELIVERIES,
-        description="For the dashboards: flagged endpoints, the latest `failures` (1 to 100) failed deliveries (a provider: its own).",
+        description="For the dashboards: flagged endpoints, the latest `failures` (1 to 100) failed "
+        "deliveries (a provider: its own).",
     )
     async def webhook_overview(self, info: Info, failures: int = 20) -> WebhookOverview:
         c = info.context

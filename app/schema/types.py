@@ -24,7 +24,7 @@ from app.resolvers.context import Info
 from app.resolvers.direct import direct_field
 from app.resolvers.loaders import load_now
 from app.resolvers.permissions import sees_contact_details
-from app.resolvers.reads import ledger_page, open_state
+from app.resolvers.reads import ledger_page, open_now, schedule_changes_at
 from app.resolvers.sharing import viewer_dependent
 from app.schema.controls import Cap, DeliverySchedule
 from app.schema.pagination import Connection
@@ -183,13 +183,13 @@ class Subscription:
 
     @strawberry.field(description="Whether the schedule lets leads in now (the provider's local time).")
     async def open_now(self, info: Info) -> bool:
-        return (await open_state(info, self.provider_id, self.stored_schedule))[0]
+        return await open_now(info, self.provider_id, self.stored_schedule)
 
     @strawberry.field(
         description="When the schedule next opens or closes (within a week); null: it does not."
     )
     async def schedule_changes_at(self, info: Info) -> datetime | None:
-        return (await open_state(info, self.provider_id, self.stored_schedule))[1]
+        return await schedule_changes_at(info, self.provider_id, self.stored_schedule)
 
     @direct_field
     def provider(self, info: Info) -> Provider | None:

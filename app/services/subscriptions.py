@@ -73,10 +73,14 @@ async def set_filters(
     )
 
 
-def open_state(schedule: dict[str, Any] | None, timezone: str, at: datetime) -> tuple[bool, datetime | None]:
-    """Whether a subscription's schedule is open at `at`, and when that next changes (None: never
-    within a week, or no schedule)."""
+def open_now(schedule: dict[str, Any] | None, timezone: str, at: datetime) -> bool:
+    """Whether a subscription's schedule lets leads in at `at` (no schedule: always)."""
+    return schedule is None or parse_schedule(schedule).is_open(zone(timezone), at)
+
+
+def next_schedule_change(schedule: dict[str, Any] | None, timezone: str, at: datetime) -> datetime | None:
+    """When the schedule next opens or closes after `at` (None: no schedule, or no change within a
+    week). A scan of the coming days' edges: only for readers who ask."""
     if schedule is None:
-        return True, None
-    parsed, tz = parse_schedule(schedule), zone(timezone)
-    return parsed.is_open(tz, at), next_change(parsed, tz, at)
+        return None
+    return next_change(parse_schedule(schedule), zone(timezone), at)

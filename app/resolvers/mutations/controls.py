@@ -32,12 +32,10 @@ class ControlMutations:
         "for caps, and the clock of its delivery windows.",
     )
     async def set_provider_timezone(self, info: Info, provider_id: uuid.UUID, timezone: str) -> Provider:
-        await set_timezone(
+        provider = await set_timezone(
             info.context.db, actor=await info.context.actor(), provider_id=provider_id, timezone=timezone
         )
-        return Provider.of(
-            await billing.get_provider(info.context.db, provider_id, actor=await info.context.actor())
-        )
+        return Provider.of(provider)
 
     @strawberry.mutation(
         permission_classes=OWN,
@@ -48,6 +46,7 @@ class ControlMutations:
         await set_caps(
             info.context.db, actor=await info.context.actor(), provider_id=provider_id, caps=_limits(caps)
         )
+        # caps and their usage come from the caps loader; the row is read again for the rest
         return Provider.of(
             await billing.get_provider(info.context.db, provider_id, actor=await info.context.actor())
         )
