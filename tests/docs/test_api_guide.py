@@ -7,17 +7,33 @@ import subprocess
 import sys
 from pathlib import Path
 
+from graphql import DocumentNode, parse, validate
+
 from app.db import Database
+from app.internals.strawberry_graphql import graphql_core_schema
+from app.resolvers.schema import schema
 from tests.tasks.conftest import Stack
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 BLOCK = re.compile(r"```(python|sh) example\n(.*?)```", re.S)
+GRAPHQL = re.compile(r"```graphql\n(.*?)```", re.S)
 
 
 def test_the_guide_has_examples() -> None:
     kinds = [kind for kind, _ in BLOCK.findall(GUIDE.read_text())]
     assert kinds.count("python") >= 2
     assert kinds.count("sh") >= 2
+
+
+def test_every_graphql_snippet_in_the_guide_is_valid_against_the_schema() -> None:
+    """The guide's ```graphql snippets (ids written "…") name fields and arguments that exist."""
+    snippets = GRAPHQL.findall(GUIDE.read_text())
+    assert len(snippets) >= 3
+    for snippet in snippets:
+        source = re.sub(r"#[^\n\"]*", "", snippet).replace('"…"', '"00000000-0000-0000-0000-000000000001"')
+        for operation in parse(source).definitions:  # each on its own: a block lists several
+            errors = validate(graphql_core_schema(schema), DocumentNode(definitions=(operation,)))
+            assert not errors, (snippet, [e.message for e in errors])
 
 
 async def test_every_example_in_the_api_guide_runs(

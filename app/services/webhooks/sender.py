@@ -1,5 +1,6 @@
-"""The webhook sender: one per worker process, woken by the `send_webhooks` job (queued after
-commits that wrote deliveries, and by the sweep).
+"""The webhook sender: one per worker process, woken directly by its own process's distributions
+that wrote deliveries, and by the `send_webhooks` job (queued after such commits in the API, and by
+the sweep).
 
 It is a loop of its own beside the worker's job slots, not a job holding one: a slow endpoint
 waits up to WEBHOOK_TIMEOUT_SECONDS, and WORKER_CONCURRENCY slots spent waiting on buyers would
