@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
+import asyncpg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -147,3 +148,23 @@ def retry_on_disconnect(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[
         raise AssertionError("unreachable")
 
     return wrapper
+
+
+@asynccontextmanager
+async def driver_connection(source: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """asyncpg's own connection from `source`'s pool, for a hot path's statements sent without
+    SQLAlchemy's execution machinery. Errors are raised as SQLAlchemy raises them everywhere else
+    (DBAPIError, whose `orig` is asyncpg's: retry_on_conflict, sqlstate_of and the error mapping
+    read it), and a connection the server ended or that broke is never reused."""
+    async with source.connect() as sa_conn:
+        conn: asyncpg.Connection = (await sa_conn.get_raw_connection()).driver_connection
+        try:
+            yield conn
+        except asyncpg.PostgresError as exc:
+            lost = session_ended(exc.sqlstate)
+            if lost:
+                await sa_conn.invalidate()
+            raise DBAPIError(None, None, exc, connection_invalidated=lost) from exc
+        except (asyncpg.InterfaceError, OSError) as exc:
+            await sa_conn.invalidate()
+            raise DBAPIError(None, None, exc, connection_invalidated=True) from exc

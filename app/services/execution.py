@@ -35,15 +35,17 @@ async def run_distribution(
     *,
     run_id: uuid.UUID,
     settings: Settings,
-    publisher: Publisher,
+    publisher: Publisher | None,
     lead_id: uuid.UUID,
     batch_id: uuid.UUID | None = None,
 ) -> Execution:
     """Executes a run: what the worker task and the inline dispatcher both call. Safe to call twice:
     the engine replays a finished run, and leaves a run whose retry is not due yet (a redelivered
     message) to the sweep. A crash is recorded on the run as a failed attempt (retried later by the
-    sweep, with backoff, or dead-lettered); progress is published after each commit. Jobs carry the
-    run's lead and batch, so the engine starts without reading the run first."""
+    sweep, with backoff, or dead-lettered); progress is published after each commit, by `publisher`,
+    or with None by the caller (`execution.events`: the worker sends them in the round trip that
+    acknowledges its job). Jobs carry the run's lead and batch, so the engine starts without
+    reading the run first."""
     structlog.contextvars.bind_contextvars(run_id=str(run_id), lead_id=str(lead_id))
     execution = Execution(batch_id=batch_id)
     try:
@@ -63,5 +65,6 @@ async def run_distribution(
         execution.events = await record_failed_attempt(
             db, run_id=run_id, error=f"{type(exc).__name__}: {exc}", settings=settings, final=False
         )
-    await publisher.publish(execution.events, batch_id=batch_id)
+    if publisher is not None:
+        await publisher.publish(execution.events, batch_id=batch_id)
     return execution

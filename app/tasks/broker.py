@@ -7,12 +7,14 @@ Workers: `leadwheel worker` (taskiq worker app.tasks.broker:broker app.tasks.job
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import ResponseError
-from taskiq import BrokerMessage
+from redis.exceptions import RedisError, ResponseError
+from taskiq import BrokerMessage, Context
 from taskiq_redis import RedisStreamBroker
 
 from app.internals.taskiq import task_message
@@ -21,6 +23,12 @@ from app.settings import Settings, get_settings
 
 QUEUE = "leadwheel:jobs"
 CONSUMER_GROUP = "leadwheel-workers"
+
+log = logging.getLogger("leadwheel.tasks")
+
+# Commands a running job sends together with its message's acknowledgement (ack_with): set only
+# while that job's own ack runs, in its own task
+_WITH_ACK: ContextVar[Pipeline | None] = ContextVar("leadwheel_with_ack", default=None)
 
 
 class StreamBroker(RedisStreamBroker):
@@ -60,9 +68,41 @@ class StreamBroker(RedisStreamBroker):
 
     def _ack_generator(self, id: str, queue_name: str) -> Callable[[], Awaitable[None]]:  # noqa: A002
         async def ack() -> None:
-            await self.redis().xack(queue_name, self.consumer_group_name, id)
+            pipe = _WITH_ACK.get()
+            if pipe is None:
+                await self.redis().xack(queue_name, self.consumer_group_name, id)
+                return
+            pipe.xack(queue_name, self.consumer_group_name, id)
+            *sent, acked = await pipe.execute(raise_on_error=False)
+            for reply in sent:
+                if isinstance(reply, Exception):  # best effort (events, wakes): see ack_with
+                    log.warning("tasks.sent_with_ack_failed: %s", reply)
+            if isinstance(acked, Exception):
+                raise acked
 
         return ack
+
+
+async def ack_with(context: Context, pipe: Pipeline) -> None:
+    """Sends `pipe` (a job's progress events and wakes, after its commit) and then acknowledges the
+    job's message, in one round trip instead of one each: Redis runs a pipeline's commands in
+    order, so this is the order the job would send them in itself. What `pipe` carries is best
+    effort: a failed command is logged; with Redis unreachable nothing is acknowledged here, and
+    taskiq's own acknowledgement after the job (a no-op once acknowledged) tries again. A message
+    that is not ackable, or was acknowledged already, only gets the pipeline."""
+    if not context.is_ackable or context.is_acked:
+        try:
+            await pipe.execute(raise_on_error=False)
+        except RedisError:
+            log.warning("tasks.send_failed", exc_info=True)
+        return
+    token = _WITH_ACK.set(pipe)
+    try:
+        await context.ack()
+    except RedisError:
+        log.warning("tasks.send_with_ack_failed", exc_info=True)
+    finally:
+        _WITH_ACK.reset(token)
 
 
 def make_broker(redis_url: str, settings: Settings) -> StreamBroker:

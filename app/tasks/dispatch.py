@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from redis.asyncio.client import Pipeline
+
 from app.db import Database
 from app.progress.events import ProgressEvent
 from app.progress.publish import Publisher, add_publishes
@@ -76,11 +78,22 @@ class TaskiqDispatcher:
         other events' enqueue_event). A worker's distribution wakes its own process's sender."""
         await self._wake((WEBHOOKS_QUEUED, SEND_WEBHOOKS))
 
+    def add_notify(self, pipe: Pipeline) -> None:
+        """notify() as one more command of `pipe` (a worker's commands after its commit). EVAL with
+        the script's text: Redis runs it from its cache by hash, and a pipeline holding a Script
+        object would first ask the server whether it knows it (a round trip of its own)."""
+        keys, args = self._wake_arguments((SENDER_QUEUED, SEND_UNSENT))
+        pipe.eval(WAKE_SENDER, len(keys), *keys, *args)
+
     async def _wake(self, *senders: tuple[str, str]) -> None:
+        keys, args = self._wake_arguments(*senders)
+        await self._wake_sender(keys=keys, args=args)
+
+    def _wake_arguments(self, *senders: tuple[str, str]) -> tuple[list[str], list[str | int | bytes]]:
         broker = self.broker
-        await self._wake_sender(
-            keys=[broker.queue_name, *(mark for mark, _ in senders)],
-            args=[
+        return (
+            [broker.queue_name, *(mark for mark, _ in senders)],
+            [
                 SENDER_QUEUED_TTL_MS,
                 broker.maxlen or 0,
                 "~" if broker.approximate else "=",

@@ -10,12 +10,13 @@ from datetime import timedelta
 
 from taskiq import Context, TaskiqDepends
 
+from app.progress.publish import add_publishes
 from app.services import notifications
 from app.services.execution import run_distribution
 from app.services.sweep import sweep
 from app.services.webhooks.claims import sender_needed
 from app.tasks import worker  # noqa: F401  (opens each worker process's resources)
-from app.tasks.broker import broker, settings
+from app.tasks.broker import ack_with, broker, settings
 from app.tasks.dispatch import DISTRIBUTE, NOTIFY, SEND_UNSENT, SEND_WEBHOOKS, SENDER_QUEUED
 
 log = logging.getLogger("leadwheel.tasks")
@@ -42,6 +43,8 @@ async def _respect_rate_limit(context: Context) -> None:
 async def distribute_run(
     run_id: str, lead_id: str, batch_id: str | None = None, context: Context = TaskiqDepends()
 ) -> None:
+    """After the commit, one round trip: the run's progress events, the notification sender's
+    wake when it assigned, and the acknowledgement of this job's message (ack_with)."""
     state = context.state
     await _respect_rate_limit(context)
     execution = await run_distribution(
@@ -50,19 +53,20 @@ async def distribute_run(
         lead_id=uuid.UUID(lead_id),
         batch_id=uuid.UUID(batch_id) if batch_id else None,
         settings=state.settings,
-        publisher=state.publisher,
+        publisher=None,  # sent below, with the acknowledgement
     )
     result = execution.result
     if result is not None and result.webhooks:
         # this process's sender, at once (no job behind the queue's distributions); its requests
         # run beside the job slots, so a slow or dead endpoint never holds up distributions
         state.webhook_sender.wake()
+    pipe = broker.redis().pipeline(transaction=False)
+    add_publishes(pipe, execution.events, batch_id=execution.batch_id)
     if result is not None and result.assigned:
-        # sent by another job: a slow or dead mail server never holds up distributions
-        try:
-            await state.dispatcher.notify()
-        except Exception:  # noqa: BLE001  (the outbox keeps them: the sweep sends them once stale)
-            log.warning("notifications.wake_failed lead_id=%s", lead_id, exc_info=True)
+        # sent by another job: a slow or dead mail server never holds up distributions; a lost
+        # wake leaves the outbox's rows to the sweep
+        state.dispatcher.add_notify(pipe)
+    await ack_with(context, pipe)
 
 
 @broker.task(task_name=SEND_UNSENT)
