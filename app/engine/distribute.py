@@ -14,9 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy.exc import DBAPIError
 
-from app.db import Database, retry_on_conflict, session_ended
+from app.db import Database, driver_connection, retry_on_conflict
 from app.engine.charge import Written, write_distribution
 from app.engine.plan import NicheState, Pick, Plan, Skip, plan_distribution
 from app.engine.result import AssignedProvider, DistributionResult, SkippedProvider
@@ -69,30 +68,17 @@ async def _distribute(
     requested_by: str,
     dashboard_url: str,
 ) -> DistributionResult:
-    async with db.engine.connect() as sa_conn:
-        conn: asyncpg.Connection = (await sa_conn.get_raw_connection()).driver_connection
-        try:
-            async with conn.transaction():
-                return await _run_transaction(
-                    conn,
-                    lead_id=lead_id,
-                    given_run_id=given_run_id,
-                    run_id=given_run_id or new_run_id,
-                    requested_by=requested_by,
-                    dashboard_url=dashboard_url,
-                )
-        except asyncpg.PostgresError as exc:
-            # Raised through the raw driver: wrap it so retry_on_conflict and callers see the
-            # same DBAPIError they get from SQLAlchemy everywhere else. A server that ended the
-            # session (pg_terminate_backend, shutdown) means the connection is gone: retry anew.
-            lost = session_ended(exc.sqlstate)
-            if lost:
-                await sa_conn.invalidate()
-            raise DBAPIError(None, None, exc, connection_invalidated=lost) from exc
-        except (asyncpg.InterfaceError, OSError) as exc:
-            # the connection is gone (server restart, pg_terminate_backend): never reuse it
-            await sa_conn.invalidate()
-            raise DBAPIError(None, None, exc, connection_invalidated=True) from exc
+    # the raw driver (no SQLAlchemy execution machinery), its errors raised as DBAPIError as
+    # everywhere else, so retry_on_conflict sees them; a session the server ended is never reused
+    async with driver_connection(db.engine) as conn, conn.transaction():
+        return await _run_transaction(
+            conn,
+            lead_id=lead_id,
+            given_run_id=given_run_id,
+            run_id=given_run_id or new_run_id,
+            requested_by=requested_by,
+            dashboard_url=dashboard_url,
+        )
 
 
 async def _run_transaction(
