@@ -92,6 +92,8 @@ async def send_notifications(notification_ids: list[str], context: Context = Tas
     await notifications.deliver(state.db, settings=state.settings, notification_ids=ids)
 
 
+# a schedule is fixed when tasks are declared: from the broker's settings, the object the jobs
+# read as context.state.settings
 @broker.task(task_name="leadwheel.sweep", schedule=[{"interval": settings.sweep_interval_seconds}])
 async def sweep_task(context: Context = TaskiqDepends()) -> None:
     state = context.state
