@@ -60,5 +60,5 @@ const Controls = (() => {
     return `${state}${change}<div class="muted">${esc(windows + blackouts)}</div>`;
   }
 
-  return {esc, money, when, cap, caps, reached, schedule, PERIOD};
+  return {esc, money, when, cap, caps, reached, schedule, PERIOD, DAYS, dayName};
 })();

@@ -1,8 +1,10 @@
 // The buyers' portal (/portal): a provider user enrolls from its invite link or signs in (password,
 // then a TOTP code), follows the leads sold to it live (myAssignments over graphql-transport-ws,
 // snapshot first), reads its balance and ledger, its subscriptions with cap usage and schedule,
-// pauses and resumes them, sets caps, asks for returns and reads the decisions, and runs its webhook
-// endpoints (add one: its secret shown once; send a test event; the delivery log). Served from /static:
+// pauses and resumes them, sets its time zone, caps, delivery schedules and eligibility filters, asks
+// for returns and reads the decisions, and runs its webhook endpoints (add one, rotate its secret: the
+// secret shown once; enable, disable, delete; send a test event; the delivery log, a failed delivery
+// sent again). Served from /static:
 // the page's CSP runs no inline script (app/pages.py). What the API sends is shown through esc()
 // or textContent only. Uses Controls from controls.js.
 const $ = (id) => document.getElementById(id);
@@ -152,7 +154,7 @@ function forget() {
   stopLive();
   token = null; me = null; sessionStorage.removeItem(TOKEN_KEY);
   leads = []; subscriptions = []; providerCaps = []; returnsByAssignment = new Map();
-  $("return-form").hidden = true; $("caps-form").hidden = true;
+  $("return-form").hidden = true; closeEditors();
   clearInterval(deliveryPoll); deliveryPoll = null; endpoints = []; hideSecret();
 }
 
@@ -180,7 +182,7 @@ async function start() {
   }
   showOnly("portal");
   $("who").textContent = `${me.provider.name} · ${me.label}`;
-  $("zone").textContent = `Times in ${timezone}.`;
+  showTimezone();
   renderLeads();
   await Promise.all([loadSubscriptions(), loadLedger(true), loadReturns(), loadWebhooks()]);
   connectFeed();
@@ -334,11 +336,11 @@ async function loadSubscriptions() {
   let d;
   try {
     d = await gql(`query($id: UUID!) { provider(id: $id) { timezone caps { period maxLeads maxSpendCents usedLeads usedSpendCents }
-        subscriptions { id status pausedByOperator openNow scheduleChangesAt schedule { windows { days from to } blackoutDates }
+        subscriptions { id status pausedByOperator openNow scheduleChangesAt schedule { windows { days from to } blackoutDates } filters
           caps { period maxLeads maxSpendCents usedLeads usedSpendCents } competitionLevel { name priceCents niche { name } } } } }`, {id: me.provider.id});
   } catch (err) { report("subscriptions-error", err); return; }
   report("subscriptions-error", null);
-  timezone = d.provider.timezone;
+  if (timezone !== d.provider.timezone) { timezone = d.provider.timezone; showTimezone(); renderLeads(); }
   providerCaps = d.provider.caps;
   subscriptions = d.provider.subscriptions.sort((a, b) =>
     `${a.competitionLevel?.niche?.name} ${a.competitionLevel?.name}`.localeCompare(`${b.competitionLevel?.niche?.name} ${b.competitionLevel?.name}`));
@@ -348,7 +350,7 @@ async function loadSubscriptions() {
     ` <button type="button" id="provider-caps-edit">Caps…</button>`;
   $("provider-caps-edit").onclick = () => openCaps(null);
   $("subscriptions").innerHTML = subscriptions.length
-    ? "<tr><th>niche · level</th><th>price</th><th>status</th><th>caps</th><th>schedule</th><th></th></tr>" +
+    ? "<tr><th>niche · level</th><th>price</th><th>status</th><th>caps</th><th>schedule</th><th>filters</th><th></th></tr>" +
       subscriptions.map((s) => `<tr data-subscription="${esc(s.id)}">` +
         `<td>${esc(s.competitionLevel?.niche?.name)} · ${esc(s.competitionLevel?.name)}</td>` +
         `<td>${money(s.competitionLevel?.priceCents ?? 0)}</td>` +
@@ -356,14 +358,18 @@ async function loadSubscriptions() {
         `${s.pausedByOperator ? "<div class='muted'>paused by the operator</div>" : ""}` +
         `${s.status === "INSUFFICIENT_FUNDS" ? "<div class='muted'>top up to receive leads</div>" : ""}</td>` +
         `<td>${Controls.caps(s.caps) || "<span class='muted'>none</span>"}</td>` +
-        `<td>${Controls.schedule(s, timezone)}</td>` +
+        `<td class="schedule">${Controls.schedule(s, timezone)}</td><td class="filters">${filtersText(s.filters)}</td>` +
         `<td>${s.status === "PAUSED" ? `<button type="button" data-resume="${esc(s.id)}">Resume</button>`
                                      : `<button type="button" data-pause="${esc(s.id)}">Pause</button>`}` +
-        ` <button type="button" data-caps="${esc(s.id)}">Caps…</button></td></tr>`).join("")
+        ` <button type="button" data-caps="${esc(s.id)}">Caps…</button>` +
+        ` <button type="button" data-schedule="${esc(s.id)}">Schedule…</button>` +
+        ` <button type="button" data-filters="${esc(s.id)}">Filters…</button></td></tr>`).join("")
     : "<tr><td class='muted'>No subscriptions: your operator subscribes you to niches.</td></tr>";
   document.querySelectorAll("#subscriptions button[data-pause]").forEach((b) => b.onclick = () => setPaused(b, b.dataset.pause, true));
   document.querySelectorAll("#subscriptions button[data-resume]").forEach((b) => b.onclick = () => setPaused(b, b.dataset.resume, false));
   document.querySelectorAll("#subscriptions button[data-caps]").forEach((b) => b.onclick = () => openCaps(b.dataset.caps));
+  document.querySelectorAll("#subscriptions button[data-schedule]").forEach((b) => b.onclick = () => openSchedule(b.dataset.schedule));
+  document.querySelectorAll("#subscriptions button[data-filters]").forEach((b) => b.onclick = () => openFilters(b.dataset.filters));
 }
 
 async function setPaused(button, id, pause) {
@@ -372,6 +378,23 @@ async function setPaused(button, id, pause) {
   try {
     await gql(pause ? "mutation($id: UUID!) { pauseSubscription(id: $id) { id status } }"
                     : "mutation($id: UUID!) { resumeSubscription(id: $id) { id status } }", {id});
+  } catch (err) { report("subscriptions-error", err, "action"); }
+  await loadSubscriptions();
+}
+
+// one editor open at a time under the subscriptions: caps, schedule or filters
+const EDITORS = ["caps-form", "schedule-form", "filters-form"];
+function openEditor(id) { for (const form of EDITORS) $(form).hidden = form !== id; }
+function closeEditors() { for (const form of EDITORS) $(form).hidden = true; }
+const subscriptionName = (s) => `${s.competitionLevel?.niche?.name} · ${s.competitionLevel?.name}`;
+// a row's Remove button in the schedule's windows or the filters' conditions
+const removeRow = (e) => { if (e.target.classList.contains("remove")) e.target.closest("tr").remove(); };
+// an editor's change: the editor closes, or stays open with the server's answer above the table
+async function saveEditor(query, variables) {
+  clear("subscriptions-error");
+  try {
+    await gql(query, variables);
+    closeEditors();
   } catch (err) { report("subscriptions-error", err, "action"); }
   await loadSubscriptions();
 }
@@ -389,12 +412,11 @@ function openCaps(subscriptionId) {
       `<td><input id="caps-${p}-leads" type="number" min="0" step="1" value="${c?.maxLeads ?? ""}"></td>` +
       `<td><input id="caps-${p}-spend" type="number" min="0" step="0.01" value="${c?.maxSpendCents != null ? (c.maxSpendCents / 100).toFixed(2) : ""}"></td></tr>`;
   }).join("");
-  $("caps-form").hidden = false;
+  openEditor("caps-form");
 }
-$("caps-cancel").onclick = () => { $("caps-form").hidden = true; };
+$("caps-cancel").onclick = closeEditors;
 $("caps-form").onsubmit = async (e) => {
   e.preventDefault();
-  clear("subscriptions-error");
   const caps = [];
   for (const p of PERIODS) {
     const leadsValue = $(`caps-${p}-leads`).value.trim(), spendValue = $(`caps-${p}-spend`).value.trim();
@@ -403,17 +425,132 @@ $("caps-form").onsubmit = async (e) => {
                maxSpendCents: spendValue === "" ? null : Math.round(Number(spendValue) * 100)});
   }
   const subscriptionId = $("caps-form").dataset.subscription;
+  if (subscriptionId) {
+    await saveEditor("mutation($id: UUID!, $caps: [CapInput!]!) { setSubscriptionCaps(subscriptionId: $id, caps: $caps) { id } }",
+                     {id: subscriptionId, caps});
+  } else {
+    await saveEditor("mutation($id: UUID!, $caps: [CapInput!]!) { setProviderCaps(providerId: $id, caps: $caps) { id } }",
+                     {id: me.provider.id, caps});
+  }
+};
+
+// ---- time zone --------------------------------------------------------------------------------
+
+function showTimezone() {
+  $("zone").textContent = `Times in ${timezone}.`;
+  if (document.activeElement !== $("zone-name")) $("zone-name").value = timezone;
+}
+// the names this browser knows, as suggestions only: the server decides what is a time zone
+for (const name of new Set(["UTC", ...(Intl.supportedValuesOf?.("timeZone") ?? [])])) $("zone-names").append(new Option(name));
+
+$("zone-form").onsubmit = async (e) => {
+  e.preventDefault();
+  clear("subscriptions-error");
   try {
-    if (subscriptionId) {
-      await gql("mutation($id: UUID!, $caps: [CapInput!]!) { setSubscriptionCaps(subscriptionId: $id, caps: $caps) { id } }",
-                {id: subscriptionId, caps});
-    } else {
-      await gql("mutation($id: UUID!, $caps: [CapInput!]!) { setProviderCaps(providerId: $id, caps: $caps) { id } }",
-                {id: me.provider.id, caps});
-    }
-    $("caps-form").hidden = true;
-  } catch (err) { report("subscriptions-error", err, "action"); }
-  await loadSubscriptions();
+    const d = await gql("mutation($id: UUID!, $tz: String!) { setProviderTimezone(providerId: $id, timezone: $tz) { timezone } }",
+                        {id: me.provider.id, tz: $("zone-name").value.trim()});
+    timezone = d.setProviderTimezone.timezone;
+    $("zone-name").value = timezone;
+    showTimezone();
+  } catch (err) { report("subscriptions-error", err, "action"); return; }
+  // every time shown, and the caps' current periods, are the new zone's
+  await Promise.all([loadSubscriptions(), loadLedger(true), loadReturns(), loadWebhooks()]);
+};
+
+// ---- delivery schedule ------------------------------------------------------------------------
+
+const WEEKDAYS = ["MON", "TUE", "WED", "THU", "FRI"];
+function addWindow(w = {days: WEEKDAYS, from: "08:00", to: "18:00"}) {
+  $("schedule-windows").insertAdjacentHTML("beforeend", "<tr class='window'><td>" + Controls.DAYS.map((d) =>
+    `<label><input type="checkbox" data-day="${d}"${w.days.includes(d) ? " checked" : ""}>${Controls.dayName(d)}</label>`).join(" ") +
+    `</td><td><label>from <input class="from" size="5" placeholder="HH:MM" value="${esc(w.from)}"></label> ` +
+    `<label>to <input class="to" size="5" placeholder="HH:MM" value="${esc(w.to)}"></label></td>` +
+    `<td><button type="button" class="remove">Remove</button></td></tr>`);
+}
+
+function openSchedule(subscriptionId) {
+  const s = subscriptions.find((x) => x.id === subscriptionId);
+  if (!s) return;
+  $("schedule-form").dataset.subscription = subscriptionId;
+  $("schedule-what").textContent = `Delivery schedule of ${subscriptionName(s)}, in ${timezone}`;
+  $("schedule-always").checked = !s.schedule;
+  $("schedule-fields").hidden = !s.schedule;
+  $("schedule-windows").innerHTML = "";
+  for (const w of s.schedule?.windows ?? []) addWindow(w);
+  $("schedule-blackouts").value = (s.schedule?.blackoutDates ?? []).join(", ");
+  openEditor("schedule-form");
+}
+$("schedule-always").onchange = () => {
+  const always = $("schedule-always").checked;
+  $("schedule-fields").hidden = always;
+  if (!always && !$("schedule-windows").rows.length) addWindow();
+};
+$("window-add").onclick = () => addWindow();
+$("schedule-windows").onclick = removeRow;
+$("schedule-cancel").onclick = closeEditors;
+$("schedule-form").onsubmit = async (e) => {
+  e.preventDefault();
+  const schedule = $("schedule-always").checked ? null : {
+    windows: [...$("schedule-windows").rows].map((row) => ({
+      days: [...row.querySelectorAll("input[data-day]:checked")].map((box) => box.dataset.day),
+      from: row.querySelector(".from").value.trim(), to: row.querySelector(".to").value.trim()})),
+    blackoutDates: $("schedule-blackouts").value.split(/[\s,]+/).filter(Boolean)};
+  await saveEditor("mutation($id: UUID!, $s: DeliveryScheduleInput) { setSubscriptionSchedule(subscriptionId: $id, schedule: $s) { id } }",
+                   {id: $("schedule-form").dataset.subscription, s: schedule});
+};
+
+// ---- eligibility filters ----------------------------------------------------------------------
+
+const OPS = ["eq", "neq", "in", "not_in", "prefix", "gte", "lte", "exists"];
+const valueText = (v) => (Array.isArray(v) ? v.join(", ") : String(v ?? ""));
+function filtersText(filters) {
+  if (!filters?.length) return "<span class='muted'>none: every lead</span>";
+  return filters.map((f) => `<div class="filter">${esc(f.field)} ` + (f.op === "exists"
+    ? (f.value === false ? "is absent" : "is present") : `${esc(f.op.replace("_", " "))} ${esc(valueText(f.value))}`) + "</div>").join("");
+}
+
+let filtersOpened = [];  // the conditions as the editor opened: a value left as it was is sent as it was
+function addCondition(f = {field: "", op: "eq", value: ""}, index = "") {
+  $("filter-rows").insertAdjacentHTML("beforeend", `<tr class="condition" data-index="${index}">` +
+    `<td><input class="field" placeholder="field, e.g. state" value="${esc(f.field)}"></td>` +
+    `<td><select class="op">${OPS.map((op) => `<option value="${op}"${op === f.op ? " selected" : ""}>${op.replace("_", " ")}</option>`).join("")}</select></td>` +
+    `<td><input class="value" placeholder="value" size="28" value="${esc(valueText(f.value))}"></td>` +
+    `<td><button type="button" class="remove">Remove</button></td></tr>`);
+}
+
+// new values are text (numbers for gte and lte, lists for in and not in); what the server refuses, it says
+function conditionValue(op, text, original) {
+  if (original && original.op === op && valueText(original.value) === text) return original.value;
+  if (op === "in" || op === "not_in") return text.split(",").map((v) => v.trim()).filter(Boolean);
+  if (op === "gte" || op === "lte") return text === "" || Number.isNaN(Number(text)) ? text : Number(text);
+  if (op === "exists") return {"": true, true: true, false: false}[text] ?? text;
+  return text;
+}
+
+function openFilters(subscriptionId) {
+  const s = subscriptions.find((x) => x.id === subscriptionId);
+  if (!s) return;
+  $("filters-form").dataset.subscription = subscriptionId;
+  $("filters-what").textContent = `Eligibility filters of ${subscriptionName(s)}`;
+  filtersOpened = s.filters ?? [];
+  $("filter-rows").innerHTML = "";
+  filtersOpened.forEach((f, i) => addCondition(f, i));
+  if (!filtersOpened.length) addCondition();
+  openEditor("filters-form");
+}
+$("filter-add").onclick = () => addCondition();
+$("filter-rows").onclick = removeRow;
+$("filters-cancel").onclick = closeEditors;
+$("filters-form").onsubmit = async (e) => {
+  e.preventDefault();
+  const filled = [...$("filter-rows").rows].filter((row) => row.querySelector(".field").value.trim() || row.querySelector(".value").value.trim());
+  const filters = filled.map((row) => {
+    const op = row.querySelector(".op").value;
+    return {field: row.querySelector(".field").value.trim(), op,
+            value: conditionValue(op, row.querySelector(".value").value.trim(), filtersOpened[row.dataset.index])};
+  });
+  await saveEditor("mutation($id: UUID!, $f: JSON!) { setSubscriptionFilters(subscriptionId: $id, filters: $f) { id } }",
+                   {id: $("filters-form").dataset.subscription, f: filters});
 };
 
 // ---- balance and ledger -----------------------------------------------------------------------
@@ -472,11 +609,15 @@ async function loadWebhooks() {
       `<td>${e.events.map((v) => esc(EVENT_NAMES[v] ?? v)).join(", ")}</td><td>${endpointState(e)}</td>` +
       `<td><button type="button" data-test="${esc(e.id)}">Send test event</button> ` +
       (e.enabled ? `<button type="button" data-disable="${esc(e.id)}">Disable</button>`
-                 : `<button type="button" data-enable="${esc(e.id)}">Enable</button>`) + "</td></tr>").join("")
+                 : `<button type="button" data-enable="${esc(e.id)}">Enable</button>`) +
+      ` <button type="button" data-rotate="${esc(e.id)}">Rotate secret</button>` +
+      ` <button type="button" data-delete="${esc(e.id)}">Delete</button></td></tr>`).join("")
     : "<tr><td class='muted'>No endpoints: add one to receive your leads in your own system.</td></tr>";
   document.querySelectorAll("#endpoints button[data-test]").forEach((b) => b.onclick = () => sendTest(b, b.dataset.test));
   document.querySelectorAll("#endpoints button[data-disable]").forEach((b) => b.onclick = () => setEnabled(b, b.dataset.disable, false));
   document.querySelectorAll("#endpoints button[data-enable]").forEach((b) => b.onclick = () => setEnabled(b, b.dataset.enable, true));
+  document.querySelectorAll("#endpoints button[data-rotate]").forEach((b) => b.onclick = () => rotateSecret(b, b.dataset.rotate));
+  document.querySelectorAll("#endpoints button[data-delete]").forEach((b) => b.onclick = () => deleteEndpoint(b, b.dataset.delete));
   await loadDeliveries();
 }
 
@@ -503,11 +644,13 @@ async function loadDeliveries() {
   $("deliveries").innerHTML = deliveries.length
     ? "<tr><th>created</th><th>event</th><th>endpoint</th><th>status</th><th>attempts (time, outcome, status, latency, error)</th></tr>" +
       deliveries.map((v) => `<tr data-delivery="${esc(v.id)}"><td class="time">${when(v.createdAt)}</td><td>${esc(v.eventType)}` +
-        `<div class="muted" title="webhook-id">${esc(v.webhookId)}</div></td><td>${esc(urls.get(v.endpointId) ?? v.endpointId)}</td>` +
+        `<div class="muted" title="webhook-id">${esc(v.webhookId)}</div></td><td>${esc(urls.get(v.endpointId) ?? "a deleted endpoint")}</td>` +
         `<td class="${statusClass(v.status)} status">${esc(v.status)}` +
-        (v.status === "PENDING" && v.nextAttemptAt ? `<div class="muted">next try ${when(v.nextAttemptAt)}</div>` : "") + "</td>" +
+        (v.status === "PENDING" && v.nextAttemptAt ? `<div class="muted">next try ${when(v.nextAttemptAt)}</div>` : "") +
+        (v.status === "FAILED" && urls.has(v.endpointId) ? `<div><button type="button" data-redeliver="${esc(v.id)}">Send again</button></div>` : "") + "</td>" +
         `<td>${v.attempts.length ? "<ol class='attempts'>" + v.attempts.map(attemptLine).join("") + "</ol>" : "<span class='muted'>not sent yet</span>"}</td></tr>`).join("")
     : "<tr><td class='muted'>Nothing sent yet.</td></tr>";
+  document.querySelectorAll("#deliveries button[data-redeliver]").forEach((b) => b.onclick = () => redeliver(b, b.dataset.redeliver));
   return deliveries.some((v) => v.status === "PENDING");
 }
 
@@ -549,6 +692,40 @@ async function setEnabled(button, endpointId, enabled) {
   if (enabled) pollDeliveries();  // its backlog goes out
 }
 
+// the same webhook-id and body, with a fresh set of attempts (the endpoint must be enabled)
+async function redeliver(button, deliveryId) {
+  button.disabled = true;
+  clear("webhooks-error");
+  try { await gql("mutation($id: UUID!) { redeliverWebhook(deliveryId: $id) { id status } }", {id: deliveryId}); }
+  catch (err) { report("webhooks-error", err, "action"); }
+  await loadDeliveries();
+  pollDeliveries();
+}
+
+// a new secret signs from now on; the old one too for the server's overlap, so the receiver can switch
+async function rotateSecret(button, endpointId) {
+  button.disabled = true;
+  clear("webhooks-error");
+  try {
+    const d = await gql("mutation($id: UUID!) { rotateWebhookSecret(id: $id) { secret endpoint { id url previousSecretExpiresAt } } }",
+                        {id: endpointId});
+    const {endpoint, secret} = d.rotateWebhookSecret;
+    showSecret(endpoint.url, secret, "The new signing secret", endpoint.previousSecretExpiresAt
+      ? `The previous secret signs too until ${when(endpoint.previousSecretExpiresAt)}: switch your receiver to this one before then.` : "");
+  } catch (err) { report("webhooks-error", err, "action"); }
+  await loadWebhooks();
+}
+
+async function deleteEndpoint(button, endpointId) {
+  const url = endpoints.find((x) => x.id === endpointId)?.url ?? "this endpoint";
+  if (!confirm(`Delete ${url}? It receives no more events, and what still waits for it is not sent.`)) return;
+  button.disabled = true;
+  clear("webhooks-error");
+  try { await gql("mutation($id: UUID!) { deleteWebhookEndpoint(id: $id) { id } }", {id: endpointId}); }
+  catch (err) { report("webhooks-error", err, "action"); }
+  await loadWebhooks();
+}
+
 $("endpoint-form").onsubmit = async (e) => {
   e.preventDefault();
   clear("webhooks-error");
@@ -564,14 +741,16 @@ $("endpoint-form").onsubmit = async (e) => {
   await loadWebhooks();
 };
 
-// shown once: kept only in the page until the buyer says it is stored
-function showSecret(url, secret) {
+// shown once (at creation and at rotation): kept only in the page until the buyer says it is stored
+function showSecret(url, secret, which = "The signing secret", note = "") {
+  $("secret-which").textContent = which;
   $("secret-url").textContent = url;
   $("secret").textContent = secret;
+  $("secret-note").textContent = note;
   $("secret-copied").textContent = "";
   $("secret-box").hidden = false;
 }
-function hideSecret() { $("secret").textContent = ""; $("secret-box").hidden = true; }
+function hideSecret() { $("secret").textContent = ""; $("secret-note").textContent = ""; $("secret-box").hidden = true; }
 $("secret-done").onclick = hideSecret;
 $("secret-copy").onclick = async () => {
   try {

@@ -5,16 +5,22 @@ without a reload, with the lead's attributes, its charge in the balance and ledg
 usage; adds a webhook endpoint on a real local receiver (its secret shown once, then verifying
 every request), sees the lead's delivery and two test events (one refused, one delivered) in the
 log; pauses and resumes a subscription, is told FORBIDDEN for one its operator paused, sets a cap,
-asks for a return and reads the operator's decision. The browser reports no error (a CSP
-violation would be one).
+asks for a return and reads the operator's decision. Then its own settings: its time zone, a
+delivery schedule (a window across midnight, a blackout date; a bad one refused with the server's
+message and nothing written), filters; an endpoint disabled and enabled, a failed delivery sent
+again, the secret rotated, the endpoint deleted. The browser reports no error (a CSP violation
+would be one).
 
 UPDATE_SCREENSHOTS=1 also writes the screenshot to docs/portal.png."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -172,12 +178,33 @@ async def _buyer_world(db: Database) -> dict[str, Any]:
     return {"provider": provider, "roofing": roofing, "roof": roof, "solar": solar_sub, "user": user}
 
 
-async def test_a_buyer_follows_its_leads_live_and_runs_its_subscriptions(
-    db: Database, stack: Stack, token: str, receiver: Receiver, tmp_path: Path
-) -> None:
+@asynccontextmanager
+async def _signed_in(stack: Stack, world: dict[str, Any]) -> AsyncIterator[tuple[str, Any, Watched]]:
+    """API and worker processes (which may send webhooks to a local receiver), and the world's
+    buyer signed in on /portal with its leads live: (the API's address, the page, its problems)."""
     from playwright.async_api import async_playwright
 
     executable = chromium()
+    local = {"WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true"}  # the receiver listens on 127.0.0.1
+    api = await stack.api(**local)
+    stack.worker(**local)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+            watched = Watched(page)
+            await sign_in(
+                page, f"{api}/portal", email=world["user"].email, totp_secret=world["user"].totp_secret
+            )
+            await page.wait_for_selector("#live >> text=(live)", timeout=15_000)
+            yield api, page, watched
+        finally:
+            await browser.close()
+
+
+async def test_a_buyer_follows_its_leads_live_and_runs_its_subscriptions(
+    db: Database, stack: Stack, token: str, receiver: Receiver, tmp_path: Path
+) -> None:
     world = await _buyer_world(db)
     roof, solar = world["roof"].id, world["solar"].id
     earlier = await make_lead(db, world["roofing"], {"name": "Sam Early", "state": "TX", "zip": "75002"})
@@ -193,16 +220,7 @@ async def test_a_buyer_follows_its_leads_live_and_runs_its_subscriptions(
         return Response("busy", 503) if busy else Response("ok", 200)
 
     receiver.respond = respond
-    local = {"WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true"}  # the receiver listens on 127.0.0.1
-    api = await stack.api(**local)
-    stack.worker(**local)
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
-        page = await browser.new_page(viewport={"width": 1280, "height": 1000})
-        watched = Watched(page)
-        await sign_in(page, f"{api}/portal", email=world["user"].email, totp_secret=world["user"].totp_secret)
-        await page.wait_for_selector("#live >> text=(live)", timeout=15_000)
-
+    async with _signed_in(stack, world) as (api, page, watched):
         # a webhook endpoint on the buyer's (real, local) receiver: its secret shown once
         assert "No endpoints" in str(await page.text_content("#endpoints"))
         await page.fill("#endpoint-url", receiver.url)
@@ -284,14 +302,6 @@ async def test_a_buyer_follows_its_leads_live_and_runs_its_subscriptions(
         assert received[1].webhook_id in text  # the log names the webhook-id the receiver got
         (lead_event,) = [r for r in receiver.received if r.payload["type"] == "lead.assigned"]
         assert "Jane Prospect" in lead_event.body and lead_event.verified_by == (secret,)
-        # disabled and enabled again by the buyer
-        await endpoint.locator("button[data-disable]").click()
-        await endpoint.locator(".state >> text=disabled").wait_for()
-        assert await _scalar(db, "SELECT enabled FROM webhook_endpoints") is False
-        await endpoint.locator("button[data-enable]").click()
-        await endpoint.locator(".state >> text=enabled").wait_for()
-        assert await _scalar(db, "SELECT enabled FROM webhook_endpoints") is True
-
         # pause and resume its own subscription
         await page.click(f"{roof_row} button[data-pause]")
         await page.wait_for_selector(f"{roof_row} .status >> text=PAUSED")
@@ -346,9 +356,199 @@ async def test_a_buyer_follows_its_leads_live_and_runs_its_subscriptions(
         assert await page.locator("#leads tr[data-assignment]").count() == 2
         screenshot = tmp_path / "portal.png"
         await page.screenshot(path=str(screenshot), full_page=True)
-        await browser.close()
     assert watched.problems == []
     assert screenshot.stat().st_size > 20_000
     if os.environ.get("UPDATE_SCREENSHOTS"):
         shutil.copy(screenshot, DOCS / "portal.png")
     assert uuid.UUID(str(return_id))
+
+
+async def _json(db: Database, sql: str, **params: Any) -> Any:
+    text = await _scalar(db, sql, **params)
+    return None if text is None else json.loads(text)
+
+
+async def test_a_buyer_sets_its_time_zone_schedules_and_filters_and_runs_its_endpoints(
+    db: Database, stack: Stack, receiver: Receiver
+) -> None:
+    """Time zone, a delivery schedule (a window across midnight, a blackout date; a bad one refused
+    with the server's message and nothing written; always open again), filters; an endpoint
+    disabled and enabled, a failed delivery sent again, the secret rotated (shown once, and it
+    signs), the endpoint deleted after a confirmation."""
+    world = await _buyer_world(db)
+    roof = world["roof"].id
+    roof_row = f"#subscriptions tr[data-subscription='{roof}']"
+    # the first request (a test event) is refused: a FAILED delivery to send again
+    receiver.respond = lambda n, got: Response("busy", 503) if n == 1 else Response("ok", 200)
+    async with _signed_in(stack, world) as (_, page, watched):
+        # the time zone: an unknown name is refused with the server's message, a real one taken
+        assert await page.input_value("#zone-name") == ZONE
+        await page.fill("#zone-name", "Mars/Olympus_Mons")
+        await page.click("#zone-form button")
+        await page.wait_for_selector("#subscriptions-error >> text=INVALID_INPUT")
+        assert "unknown time zone 'Mars/Olympus_Mons'" in str(await page.text_content("#subscriptions-error"))
+        provider_zone = "SELECT timezone FROM providers WHERE id = :id"
+        assert await _scalar(db, provider_zone, id=world["provider"].id) == ZONE
+        await page.fill("#zone-name", "Europe/Berlin")
+        await page.click("#zone-form button")
+        await page.wait_for_selector("#zone >> text=Times in Europe/Berlin.")
+        assert await page.text_content("#subscriptions-error") == ""
+        assert await _scalar(db, provider_zone, id=world["provider"].id) == "Europe/Berlin"
+        today = datetime.now(ZoneInfo("Europe/Berlin")).date()
+
+        # a schedule: weekdays by day, weekend nights across midnight, closed today
+        assert "no schedule: always" in str(await page.text_content(f"{roof_row} .schedule"))
+        await page.click(f"{roof_row} button[data-schedule]")
+        assert await page.is_checked("#schedule-always") and await page.is_hidden("#schedule-fields")
+        await page.uncheck("#schedule-always")
+        windows = page.locator("#schedule-windows tr")
+        assert await windows.count() == 1  # a first window to start from: weekdays 08:00–18:00
+        await page.click("#window-add")
+        night = windows.nth(1)
+        for day in ("MON", "TUE", "WED", "THU", "FRI"):
+            await night.locator(f"input[data-day='{day}']").uncheck()
+        await night.locator("input[data-day='SAT']").check()
+        await night.locator("input[data-day='SUN']").check()
+        await night.locator(".from").fill("22:00")
+        await night.locator(".to").fill("02:00")
+        await page.fill("#schedule-blackouts", today.isoformat())
+        await page.click("#schedule-form button:not([type=button])")
+        await page.wait_for_selector(f"{roof_row} .schedule-state >> text=closed now")
+        assert await page.is_hidden("#schedule-form")
+        shown = str(await page.text_content(f"{roof_row} .schedule"))
+        assert "Mon Tue Wed Thu Fri 08:00–18:00; Sat Sun 22:00–02:00" in shown
+        assert f"closed on {today.isoformat()}" in shown and "opens" in shown
+        stored = {
+            "windows": [
+                {"days": ["MON", "TUE", "WED", "THU", "FRI"], "from": "08:00", "to": "18:00"},
+                {"days": ["SAT", "SUN"], "from": "22:00", "to": "02:00"},
+            ],
+            "blackoutDates": [today.isoformat()],
+        }
+        schedule_of = "SELECT schedule::text FROM subscriptions WHERE id = :id"
+        assert await _json(db, schedule_of, id=roof) == stored
+
+        # a bad one: the server's message, the editor still open, nothing written
+        await page.click(f"{roof_row} button[data-schedule]")
+        assert (
+            await windows.count() == 2 and await page.input_value("#schedule-blackouts") == today.isoformat()
+        )
+        await windows.nth(0).locator(".to").fill("08:00")
+        await page.click("#schedule-form button:not([type=button])")
+        await page.wait_for_selector("#subscriptions-error >> text=INVALID_INPUT")
+        assert "from and to are equal" in str(await page.text_content("#subscriptions-error"))
+        assert await page.is_visible("#schedule-form")
+        assert await _json(db, schedule_of, id=roof) == stored
+        assert await page.text_content(f"{roof_row} .schedule-state") == "closed now"
+
+        # open all day every day but tomorrow: open now, closing at midnight
+        await windows.nth(1).locator(".remove").click()
+        for day in ("SAT", "SUN"):
+            await windows.nth(0).locator(f"input[data-day='{day}']").check()
+        await windows.nth(0).locator(".from").fill("00:00")
+        await windows.nth(0).locator(".to").fill("24:00")
+        tomorrow = today + timedelta(days=1)
+        await page.fill("#schedule-blackouts", tomorrow.isoformat())
+        await page.click("#schedule-form button:not([type=button])")
+        await page.wait_for_selector(f"{roof_row} .schedule-state >> text=open now")
+        closes = f"closes {tomorrow.strftime('%a')} {tomorrow.isoformat()} 00:00"
+        assert closes in str(await page.text_content(f"{roof_row} .schedule"))
+        assert await page.text_content("#subscriptions-error") == ""
+        assert (await _json(db, schedule_of, id=roof))["blackoutDates"] == [tomorrow.isoformat()]
+        # and always open again (no schedule)
+        await page.click(f"{roof_row} button[data-schedule]")
+        await page.check("#schedule-always")
+        await page.click("#schedule-form button:not([type=button])")
+        await page.wait_for_selector(f"{roof_row} .schedule >> text=no schedule: always")
+        assert await _json(db, schedule_of, id=roof) is None
+
+        # eligibility filters: a list and a number, as the API takes them
+        assert "none: every lead" in str(await page.text_content(f"{roof_row} .filters"))
+        await page.click(f"{roof_row} button[data-filters]")
+        conditions = page.locator("#filter-rows tr")
+        await conditions.nth(0).locator(".field").fill("state")
+        await conditions.nth(0).locator(".op").select_option("in")
+        await conditions.nth(0).locator(".value").fill("TX, OK")
+        await page.click("#filter-add")
+        await conditions.nth(1).locator(".field").fill("roof_age")
+        await conditions.nth(1).locator(".op").select_option("gte")
+        await conditions.nth(1).locator(".value").fill("ten")
+        await page.click("#filters-form button:not([type=button])")
+        await page.wait_for_selector("#subscriptions-error >> text=INVALID_INPUT")  # not a number
+        filters_of = "SELECT filters::text FROM subscriptions WHERE id = :id"
+        assert await _json(db, filters_of, id=roof) == []
+        await conditions.nth(1).locator(".value").fill("10")
+        await page.click("#filters-form button:not([type=button])")
+        await page.wait_for_selector(f"{roof_row} .filters >> text=state in TX, OK")
+        assert "roof_age gte 10" in str(await page.text_content(f"{roof_row} .filters"))
+        assert await _json(db, filters_of, id=roof) == [
+            {"field": "state", "op": "in", "value": ["TX", "OK"]},
+            {"field": "roof_age", "op": "gte", "value": 10},
+        ]
+
+        # an endpoint on the buyer's receiver, disabled and enabled again
+        await page.fill("#endpoint-url", receiver.url)
+        await page.click("#endpoint-form button")
+        await page.wait_for_selector("#secret-box", state="visible")
+        first_secret = str(await page.text_content("#secret"))
+        receiver.secrets.append(first_secret)
+        await page.click("#secret-done")
+        endpoint = page.locator("#endpoints tr[data-endpoint]", has_text=receiver.url)
+        await endpoint.locator("button[data-disable]").click()
+        await endpoint.locator(".state >> text=disabled").wait_for()
+        assert await _scalar(db, "SELECT enabled FROM webhook_endpoints") is False
+        await endpoint.locator("button[data-enable]").click()
+        await endpoint.locator(".state >> text=enabled").wait_for()
+        assert await _scalar(db, "SELECT enabled FROM webhook_endpoints") is True
+
+        # a test event the receiver refuses, sent again from the log: a new attempt, delivered
+        await endpoint.locator("button[data-test]").click()
+        delivery = page.locator("#deliveries tr[data-delivery]", has_text="webhook.test")
+        await delivery.locator(".status >> text=FAILED").wait_for(timeout=20_000)
+        assert await delivery.locator(".attempt").count() == 1
+        await delivery.locator("button[data-redeliver]").click()
+        await delivery.locator(".status >> text=DELIVERED").wait_for(timeout=20_000)
+        assert await delivery.locator(".attempt").count() == 2
+        assert "HTTP 503" in str(await delivery.locator(".attempt").nth(0).text_content())
+        assert "HTTP 200" in str(await delivery.locator(".attempt").nth(1).text_content())
+        assert await delivery.locator("button[data-redeliver]").count() == 0
+        assert (
+            len(receiver.received) == 2 and receiver.received[0].webhook_id == receiver.received[1].webhook_id
+        )
+
+        # a new secret, shown once; the old one signs too for the overlap
+        await endpoint.locator("button[data-rotate]").click()
+        await page.wait_for_selector("#secret-box >> text=The new signing secret")
+        new_secret = str(await page.text_content("#secret"))
+        assert new_secret.startswith("whsec_") and new_secret != first_secret
+        assert "not shown again" in str(await page.text_content("#secret-box"))
+        assert "The previous secret signs too until" in str(await page.text_content("#secret-note"))
+        await page.click("#secret-done")
+        assert await page.is_hidden("#secret-box") and await page.text_content("#secret") == ""
+        receiver.secrets.append(new_secret)
+        await endpoint.locator("button[data-test]").click()
+        await (
+            page.locator("#deliveries tr[data-delivery]", has_text="webhook.test")
+            .locator(".status >> text=DELIVERED")
+            .nth(1)
+            .wait_for(timeout=20_000)
+        )
+        assert receiver.received[-1].verified_by == (first_secret, new_secret)
+
+        # deleted once confirmed; its log stays, with nothing to send again
+        dialogs: list[str] = []
+
+        async def answer(dialog: Any) -> None:  # "Cancel" the first time, "OK" the next
+            dialogs.append(dialog.message)
+            await (dialog.accept() if len(dialogs) > 1 else dialog.dismiss())
+
+        page.on("dialog", answer)
+        await endpoint.locator("button[data-delete]").click()
+        await endpoint.locator("button[data-delete]").click()  # still there: nothing was deleted
+        await page.wait_for_selector("#endpoints >> text=No endpoints")
+        assert len(dialogs) == 2 and receiver.url in dialogs[0]
+        assert await _scalar(db, "SELECT deleted_at FROM webhook_endpoints") is not None
+        orphans = page.locator("#deliveries tr[data-delivery]", has_text="a deleted endpoint")
+        await orphans.nth(1).wait_for()  # the log is read again after the endpoints
+        assert await orphans.count() == 2 and await page.locator("button[data-redeliver]").count() == 0
+    assert watched.problems == []
