@@ -71,7 +71,6 @@ async def send_claimed(
                 headers=headers,
                 body=body.encode(),
                 within=settings.webhook_timeout_seconds,
-                pool=claimed.endpoint_id,  # its own connection, kept alive between its deliveries
             )
         metrics.WEBHOOK_ATTEMPTS.labels(answer.outcome.value).inc()
         metrics.WEBHOOK_LATENCY.observe(answer.latency_ms / 1000)
