@@ -37,10 +37,14 @@ from app.settings import Settings
 log = logging.getLogger("leadwheel.webhooks")
 
 
-def signature(secrets: Sequence[str], msg_id: str, at: datetime, body: str) -> str:
+def signature(secrets: Sequence[str | Webhook], msg_id: str, at: datetime, body: str) -> str:
     """`webhook-signature`: one `v1,<base64>` per secret that signs now (two during a rotation's
-    overlap), space-separated, as Standard Webhooks verifies them."""
-    return " ".join(Webhook(secret).sign(msg_id, at, body) for secret in secrets)
+    overlap), space-separated, as Standard Webhooks verifies them. A signer made once per claim
+    (`Webhook(secret)`, which decodes the secret) may be passed instead of its secret."""
+    return " ".join(
+        (secret if isinstance(secret, Webhook) else Webhook(secret)).sign(msg_id, at, body)
+        for secret in secrets
+    )
 
 
 async def send_claimed(
@@ -51,6 +55,7 @@ async def send_claimed(
     run = EndpointRun(claimed.endpoint_id)
     url = httpx.URL(claimed.url)  # parsed once for the endpoint's deliveries
     refused = outbound.check_scheme(url, settings.environment)
+    signers = [Webhook(secret) for secret in claimed.secrets]  # the secrets decoded once per claim
     for delivery_id, body in claimed.deliveries:
         if stop is not None and stop.is_set():
             break
@@ -63,7 +68,7 @@ async def send_claimed(
                 "content-type": "application/json",
                 "webhook-id": msg_id,
                 "webhook-timestamp": str(int(at.timestamp())),
-                "webhook-signature": signature(claimed.secrets, msg_id, at, body),
+                "webhook-signature": signature(signers, msg_id, at, body),
             }
             answer = await outbound.post(
                 client,
