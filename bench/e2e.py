@@ -64,7 +64,7 @@ from harness import (  # noqa: E402
     run_with_servers,
     wait_ready,
 )
-from webhooks import Receiver, add_endpoints, endpoints, latencies_ms, wait_delivered  # noqa: E402
+from webhooks import Receiver, add_endpoints, endpoints, latencies_ms, latency_split_ms, wait_delivered  # noqa: E402
 
 from app.db import create_database  # noqa: E402
 from app.engine.distribute import distribute_lead  # noqa: E402
@@ -663,7 +663,9 @@ async def webhook_bursts(
             cpu = run["cpu_ms"]
             if phase != "none":
                 done = await wait_delivered(pg, since, receiver.url)
-                lat = await latencies_ms(pg, since, await receiver.arrivals())
+                arrivals = await receiver.arrivals()
+                lat = await latencies_ms(pg, since, arrivals)
+                split = await latency_split_ms(pg, since, arrivals)
                 cpu = {
                     k2: (v - cpu_before.get(k2, 0.0)) * 1000 / run["completed"]
                     for k2, v in cpu_seconds(procs).items()
@@ -685,6 +687,19 @@ async def webhook_bursts(
                         round(pct(lat, 0.99), 2),
                     )
             print(line, flush=True)
+            if phase != "none":
+                print(
+                    "    of which: "
+                    + ", ".join(
+                        f"{part} p50 {statistics.median(v):.2f} ms p99 {pct(v, 0.99):.2f} ms"
+                        for part, v in (
+                            ("write -> first attempt", split["claimed"]),
+                            ("attempt -> receiver", split["sent"]),
+                        )
+                        if v
+                    ),
+                    flush=True,
+                )
             print(
                 f"    CPU ms per distribution{' (with its webhooks)' if phase != 'none' else ''}: "
                 + ", ".join(f"{k2} {v:.2f}" for k2, v in cpu.items()),

@@ -118,6 +118,25 @@ async def wait_delivered(pg: Any, since: Any, live_url: str, within: float = 120
     raise RuntimeError("webhook deliveries still waiting")
 
 
+async def latency_split_ms(pg: Any, since: Any, arrivals: dict[str, float]) -> dict[str, list[float]]:
+    """Where the engine write -> receiver time goes, per delivery received: `claimed`, engine write
+    -> the sender starts its first attempt (the commit, the wake, the sender's turn and claim);
+    `sent`, that -> the receiver has it (the request)."""
+    rows = await pg.fetch(
+        """SELECT id, extract(epoch FROM created_at) AS at,
+                  extract(epoch FROM (attempt_log -> 0 ->> 'at')::timestamptz) AS attempted
+           FROM webhook_deliveries WHERE created_at >= $1 AND attempts > 0""",
+        since,
+    )
+    out: dict[str, list[float]] = {"claimed": [], "sent": []}
+    for row in rows:
+        arrived = arrivals.get(f"msg_{uuid.UUID(str(row['id'])).hex}")
+        if arrived is not None:
+            out["claimed"].append((float(row["attempted"]) - float(row["at"])) * 1000)
+            out["sent"].append((arrived - float(row["attempted"])) * 1000)
+    return out
+
+
 async def latencies_ms(pg: Any, since: Any, arrivals: dict[str, float]) -> list[float]:
     """Engine write -> the receiver has it, for every delivery written since `since` it received."""
     rows = await pg.fetch(

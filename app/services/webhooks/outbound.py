@@ -17,7 +17,7 @@ import httpx
 from app.errors import InvalidInput
 from app.models.webhooks import AttemptOutcome
 from app.services.webhooks.guard import RefusedAddress, Unresolvable, resolve
-from app.services.webhooks.transport import POOL, RefusedUrl, WebhookTransport
+from app.services.webhooks.transport import RefusedUrl, WebhookTransport
 from app.settings import Environment, Settings
 
 MAX_READ = 64 * 1024  # of an answer, at most
@@ -112,7 +112,6 @@ async def post(
     headers: dict[str, str],
     body: bytes,
     within: float,
-    pool: object = None,
 ) -> Answer:
     """One POST: a 2xx answer within `within` seconds (for everything: connecting, sending, the answer's
     head and what is read of its body) is a success, anything else a failure saying why."""
@@ -130,7 +129,7 @@ async def post(
                 url,
                 headers={"user-agent": USER_AGENT, **headers},
                 content=body,
-                extensions={**client.request_extensions, POOL: pool} if pool else client.request_extensions,
+                extensions=client.request_extensions,
             )
             response = await client.transport.handle_async_request(request)
             status = response.status_code

@@ -3,9 +3,13 @@
 httpx's default transport (httpcore over anyio) cost about a millisecond of CPU per webhook on the
 benchmark machine, most of it in machinery a webhook does not use (a pool that checks every
 connection's socket on each request, anyio's cancel scopes, the head and the body written in two
-system calls). A sender sends one request at a time per endpoint, so this keeps at most one idle
-connection per pool key (the sender's key is its endpoint) and writes each request in one call;
-h11 does the HTTP/1.1 framing (the parsing a hand-written client would get wrong).
+system calls). Idle connections are kept per origin (scheme, host, port), the most recently used
+taken first: endpoints on one host (buyers of one CRM, an endpoint claimed by one worker's sender
+after the other's) share them instead of each paying a TLS handshake on both sides (in the burst
+benchmark, with an endpoint per buyer, a handshake for every two or three webhooks). A connection
+carries one request at a time, so sharing one never makes a slow endpoint delay another. Each
+request is written in one call; h11 does the HTTP/1.1 framing (the parsing a hand-written client
+would get wrong).
 
 Every new connection goes through the address guard (guard.resolve): the host is resolved here,
 each address checked, and the connection made to a checked address, TLS still sending and
@@ -30,8 +34,9 @@ from app.services.webhooks.guard import RefusedAddress, Unresolvable, resolve
 # connection. Each new connection to a buyer costs a TLS handshake on both sides.
 KEEPALIVE_SECONDS = 30.0
 READ_CHUNK = 65536
-# A request's `extensions[POOL]` names the connection it may reuse (the sender: its endpoint).
-POOL = "leadwheel.pool"
+# idle connections kept per origin, at most (a sender has at most WEBHOOK_MAX_CONCURRENCY requests
+# in flight, so it rarely has more)
+MAX_IDLE_PER_ORIGIN = 64
 
 Origin = tuple[bytes, bytes, int]  # scheme, host, port
 
@@ -66,20 +71,16 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         self._ssl = ssl.create_default_context(cafile=certifi.where())
         if ca_file:
             self._ssl.load_verify_locations(cafile=ca_file)
-        self._idle: dict[object, _Connection] = {}
+        self._idle: dict[Origin, list[_Connection]] = {}
         self._pruned = time.monotonic()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         origin: Origin = (url.raw_scheme, url.raw_host, url.port or (443 if url.scheme == "https" else 80))
-        key = request.extensions.get(POOL) or origin
         timeouts = request.extensions.get("timeout", {})
         body = await request.aread()
         self._prune()
-        idle = self._idle.pop(key, None)
-        if idle is not None and not idle.reusable(origin):
-            idle.close()
-            idle = None
+        idle = self._take_idle(origin)
         connection = idle or await self._connect(origin, timeouts.get("connect"), request)
         try:
             response = await self._exchange(connection, request, body)
@@ -103,7 +104,7 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             status_code=response.status_code,
             headers=response.headers,
-            stream=_Body(self, key, connection, request),
+            stream=_Body(self, connection, request),
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": response.reason},
         )
 
@@ -154,16 +155,27 @@ class WebhookTransport(httpx.AsyncBaseTransport):
             if not isinstance(event, h11.InformationalResponse):  # 1xx: the answer follows
                 raise h11.RemoteProtocolError(f"unexpected {type(event).__name__} before the answer")
 
-    def _release(self, key: object, connection: _Connection) -> None:
-        """After an answer read to its end: kept for the key's next request if both sides allow."""
+    def _take_idle(self, origin: Origin) -> _Connection | None:
+        """The origin's most recently used idle connection that is still usable (the likeliest
+        to be still open on the server's side), or None; unusable ones are closed on the way."""
+        idle = self._idle.get(origin)
+        while idle:
+            connection = idle.pop()
+            if connection.reusable(origin):
+                return connection
+            connection.close()
+        return None
+
+    def _release(self, connection: _Connection) -> None:
+        """After an answer read to its end: kept for its origin's next request if both sides allow."""
         protocol = connection.protocol
         if protocol.our_state is h11.DONE and protocol.their_state is h11.DONE:
             protocol.start_next_cycle()
             connection.idle_since = time.monotonic()
-            previous = self._idle.pop(key, None)
-            if previous is not None:
-                previous.close()
-            self._idle[key] = connection
+            idle = self._idle.setdefault(connection.origin, [])
+            if len(idle) >= MAX_IDLE_PER_ORIGIN:
+                idle.pop(0).close()  # the least recently used
+            idle.append(connection)
         else:
             connection.close()
 
@@ -172,15 +184,21 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         if now - self._pruned < KEEPALIVE_SECONDS:
             return
         self._pruned = now
-        for key, connection in list(self._idle.items()):
-            if now - connection.idle_since >= KEEPALIVE_SECONDS:
-                del self._idle[key]
-                connection.close()
+        for origin, idle in list(self._idle.items()):
+            kept = [c for c in idle if now - c.idle_since < KEEPALIVE_SECONDS]
+            for connection in idle:
+                if now - connection.idle_since >= KEEPALIVE_SECONDS:
+                    connection.close()
+            if kept:
+                self._idle[origin] = kept
+            else:
+                del self._idle[origin]
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, {}
-        for connection in idle.values():
-            connection.close()
+        for connections in idle.values():
+            for connection in connections:
+                connection.close()
 
 
 class _Disconnected(Exception):
@@ -213,10 +231,8 @@ async def _next_event(connection: _Connection) -> h11.Event:
 
 
 class _Body(httpx.AsyncByteStream):
-    def __init__(
-        self, transport: WebhookTransport, key: object, connection: _Connection, request: httpx.Request
-    ):
-        self._transport, self._key, self._connection, self._request = transport, key, connection, request
+    def __init__(self, transport: WebhookTransport, connection: _Connection, request: httpx.Request):
+        self._transport, self._connection, self._request = transport, connection, request
         self._done = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -227,7 +243,7 @@ class _Body(httpx.AsyncByteStream):
                     yield bytes(event.data)
                 elif isinstance(event, h11.EndOfMessage):
                     self._done = True
-                    self._transport._release(self._key, self._connection)  # noqa: SLF001
+                    self._transport._release(self._connection)  # noqa: SLF001
                     return
         except (OSError, h11.RemoteProtocolError, _Disconnected) as exc:
             self._connection.close()

@@ -232,10 +232,58 @@ async def test_a_kept_alive_connection_the_server_dropped_is_retried_once_on_a_n
     client = outbound.make_client(ALLOWED)
     try:
         url = f"http://127.0.0.1:{port}/hook"
-        first = await outbound.post(client, url, headers={}, body=b"{}", within=2, pool="endpoint")
-        second = await outbound.post(client, url, headers={}, body=b"{}", within=2, pool="endpoint")
+        first = await outbound.post(client, url, headers={}, body=b"{}", within=2)
+        second = await outbound.post(client, url, headers={}, body=b"{}", within=2)
     finally:
         await client.aclose()
         server.close()
     assert (first.outcome, second.outcome) == (AttemptOutcome.SUCCESS, AttemptOutcome.SUCCESS), second.error
     assert len(connections) == 2  # the kept-alive one, then a new one for the retry
+
+
+async def test_endpoints_on_one_origin_share_idle_connections_never_one_in_use() -> None:
+    """Requests to two paths of one host, one after the other, go on one kept-alive connection;
+    two at the same time each get a connection of their own (one carries one request at a time, so
+    a slow endpoint never holds another's), and both are kept for what follows."""
+    connections = []
+    release = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            length = int(
+                next(
+                    line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+                ).split(b":")[1]
+            )
+            await reader.readexactly(length)
+            if b"/slow" in head.split(b"\r\n")[0]:
+                await release.wait()
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    client = outbound.make_client(ALLOWED)
+    try:
+        one = await send(client, f"{base}/endpoint-a")
+        two = await send(client, f"{base}/endpoint-b")
+        assert len(connections) == 1
+        slow = asyncio.create_task(send(client, f"{base}/slow"))
+        await asyncio.sleep(0.05)
+        fast = await send(client, f"{base}/endpoint-c")  # not behind the slow one
+        assert not slow.done()
+        release.set()
+        answers = [one, two, fast, await slow]
+        assert len(connections) == 2
+        await send(client, f"{base}/endpoint-a")
+        await send(client, f"{base}/endpoint-b")
+    finally:
+        await client.aclose()
+        server.close()
+    assert all(a.outcome is AttemptOutcome.SUCCESS for a in answers), answers
+    assert len(connections) == 2  # both kept alive and reused
