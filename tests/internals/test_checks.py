@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy.util
 import strawberry
 from graphql import Executor
 from strawberry.asgi import GraphQL
@@ -171,6 +172,8 @@ BREAKERS: dict[str, Breaker] = {
     ),
     "AsyncBroker.id_generator, formatter": after_init(AsyncBroker, _drop("formatter")),
     "AsyncBroker.formatter.dumps(message).message": replaced(ProxyFormatter, "dumps", lambda self, m: b"{}"),
+    # sqlalchemy
+    "sqlalchemy.util.greenlet_spawn(fn, *args)": lambda mp: mp.delattr(sqlalchemy.util, "greenlet_spawn"),
     # taskiq-redis
     "RedisStreamBroker._ack_generator(self, id, queue_name)": without(RedisStreamBroker, "_ack_generator"),
     "RedisStreamBroker.kick(self, message)": replaced(
