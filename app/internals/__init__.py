@@ -20,10 +20,11 @@ __all__ = ["InternalsChanged", "check_all", "libraries"]
 
 
 def libraries() -> tuple[Library, ...]:
-    from app.internals import graphql_core, strawberry_graphql, taskiq, taskiq_redis
+    from app.internals import graphql_core, sqlalchemy, strawberry_graphql, taskiq, taskiq_redis
 
     return (
         graphql_core.LIBRARY,
+        sqlalchemy.LIBRARY,
         strawberry_graphql.LIBRARY,
         taskiq.LIBRARY,
         taskiq_redis.LIBRARY,

@@ -22,6 +22,13 @@ from app.internals.strawberry_graphql import DEFINITION_BACKREF, graphql_core_sc
 
 F = TypeVar("F", bound=Callable[..., Any])
 _MARK = "__leadwheel_direct__"
+# on the resolver of a plain attribute: its attrgetter (app/resolvers/completion.py reads it at once)
+DIRECT_ATTRIBUTE = "__leadwheel_attribute__"
+
+
+def is_direct(resolve: object) -> bool:
+    """Whether graphql-core's resolver of a field is one install_direct_resolvers put there."""
+    return getattr(resolve, _MARK, False) is True
 
 
 def direct_field(resolver: F | None = None, *, description: str | None = None) -> Any:
@@ -57,7 +64,13 @@ def _direct(type_name: str, name: str, field: StrawberryField) -> Callable[..., 
         if field.extensions:
             return None
         read = operator.attrgetter(field.python_name)
-        return lambda source, _info: read(source)
+
+        def attribute(source: Any, _info: Any) -> Any:
+            return read(source)
+
+        setattr(attribute, _MARK, True)
+        setattr(attribute, DIRECT_ATTRIBUTE, read)
+        return attribute
     fn = base.wrapped_func
     if not getattr(fn, _MARK, False):
         return None

@@ -21,7 +21,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from app.internals.strawberry_graphql import StrawberryGraphQLCoreExecutionContext
+from app.resolvers.completion import DirectCompletion
 from app.resolvers.sharing import root_field, shared_names
 
 SHARED_RESULTS_MAX = 1024  # recent (event, operation, variables) results; a laggard re-executes
@@ -71,7 +71,7 @@ class _Shared:
         return self.result
 
 
-class EventScopedExecutor(StrawberryGraphQLCoreExecutionContext):
+class EventScopedExecutor(DirectCompletion):
     def build_per_event_executor(self, payload: Any) -> EventScopedExecutor:
         if self._shareable() and (variables := self._variables_key()) is not None:
             shared = shared_result(payload, self.operation, variables)
@@ -79,6 +79,8 @@ class EventScopedExecutor(StrawberryGraphQLCoreExecutionContext):
                 return _Shared(shared.result)  # type: ignore[return-value]
         executor = super().build_per_event_executor(payload)
         executor._relevant_sub_fields = {}  # noqa: SLF001  (the copy's own; app/internals/graphql_core.py)
+        assert isinstance(executor, DirectCompletion)
+        executor.reset_plans()  # keyed on the same per-event ids (app/resolvers/completion.py)
         return executor  # type: ignore[return-value]
 
     def _shared_key(self, payload: Any) -> tuple[int, int, Hashable] | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy.util
 import strawberry
 from graphql import Executor
 from strawberry.asgi import GraphQL
@@ -126,6 +127,16 @@ BREAKERS: dict[str, Breaker] = {
     "graphql.Executor: operation, root_value, variable_values.coerced, is_awaitable": after_init(
         Executor, _plain_variables
     ),
+    "graphql.Executor.execute_fields(self, parent_type, source_value, path, grouped_field_set, "
+    "position_context)": replaced(
+        Executor, "execute_fields", lambda self, parent_type, source, path, fields: None
+    ),
+    "graphql.Executor.collect_subfields: (grouped fields, defer usages, forbidden)": replaced(
+        Executor, "collect_subfields", lambda self, return_type, field_group: ({}, [])
+    ),
+    "graphql.Executor: schema, middleware_manager.middlewares, build_resolve_info, is_awaitable": after_init(
+        Executor, lambda executor: setattr(executor, "middleware_manager", object())
+    ),
     # strawberry-graphql
     "strawberry.schema.schema.StrawberryGraphQLCoreExecutionContext": lambda mp: mp.setattr(
         app.internals.strawberry_graphql, "StrawberryGraphQLCoreExecutionContext", object
@@ -161,6 +172,8 @@ BREAKERS: dict[str, Breaker] = {
     ),
     "AsyncBroker.id_generator, formatter": after_init(AsyncBroker, _drop("formatter")),
     "AsyncBroker.formatter.dumps(message).message": replaced(ProxyFormatter, "dumps", lambda self, m: b"{}"),
+    # sqlalchemy
+    "sqlalchemy.util.greenlet_spawn(fn, *args)": lambda mp: mp.delattr(sqlalchemy.util, "greenlet_spawn"),
     # taskiq-redis
     "RedisStreamBroker._ack_generator(self, id, queue_name)": without(RedisStreamBroker, "_ack_generator"),
     "RedisStreamBroker.kick(self, message)": replaced(
