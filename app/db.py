@@ -168,3 +168,8 @@ async def driver_connection(source: AsyncEngine) -> AsyncIterator[asyncpg.Connec
         except (asyncpg.InterfaceError, OSError) as exc:
             await sa_conn.invalidate()
             raise DBAPIError(None, None, exc, connection_invalidated=True) from exc
+        finally:
+            # a cancellation during a rollback can leave the session inside a transaction, which
+            # SQLAlchemy's reset on return does not see (it rolls back only what it began)
+            if not sa_conn.invalidated and (conn.is_closed() or conn.is_in_transaction()):
+                await sa_conn.invalidate()

@@ -155,5 +155,12 @@ LIBRARY = Library(
             COMPLETION,
             _completion_attributes,
         ),
+        Use(
+            "graphql.Executor.build_resolve_info(self, field_def, field_nodes, parent_type, path)",
+            COMPLETION,
+            takes(
+                Executor, "build_resolve_info", ("self", "field_def", "field_nodes", "parent_type", "path")
+            ),
+        ),
     ),
 )

@@ -42,10 +42,8 @@ Complete = Callable[[Any], Any]
 
 
 class _GiveUp(Exception):  # noqa: N818  (control flow, not an error)
-    """Raised inside a plan: graphql-core completes the field instead."""
-
-
-_GIVE_UP = _GiveUp()
+    """Raised inside a plan: graphql-core completes the field instead. A new one each time: one
+    shared instance would keep every traceback it was raised through, and their requests with it."""
 
 
 class DirectCompletion(StrawberryGraphQLCoreExecutionContext):
@@ -132,7 +130,7 @@ class DirectCompletion(StrawberryGraphQLCoreExecutionContext):
             def attribute(source: Any) -> Any:
                 value = read(source)
                 if is_awaitable(value):
-                    raise _GIVE_UP
+                    raise _GiveUp
                 return complete(value)
 
             return attribute
@@ -146,7 +144,7 @@ class DirectCompletion(StrawberryGraphQLCoreExecutionContext):
                 close = getattr(value, "close", None)
                 if close is not None:
                     close()  # an unawaited coroutine; the loader's batch goes on regardless
-                raise _GIVE_UP
+                raise _GiveUp
             return complete(value)
 
         return resolved
@@ -160,7 +158,7 @@ class DirectCompletion(StrawberryGraphQLCoreExecutionContext):
             def non_null(value: Any) -> Any:
                 completed = inner(value)
                 if completed is None:
-                    raise _GIVE_UP
+                    raise _GiveUp
                 return completed
 
             return non_null
@@ -174,11 +172,11 @@ class DirectCompletion(StrawberryGraphQLCoreExecutionContext):
                 if value is None or value is Undefined:
                     return None
                 if type(value) is not list:
-                    raise _GIVE_UP
+                    raise _GiveUp
                 completed = []
                 for element in value:
                     if is_awaitable(element):
-                        raise _GIVE_UP
+                        raise _GiveUp
                     completed.append(item(element))
                 return completed
 
@@ -190,10 +188,10 @@ class DirectCompletion(StrawberryGraphQLCoreExecutionContext):
                 if value is None or value is Undefined:
                     return None
                 if isinstance(value, Exception):
-                    raise _GIVE_UP
+                    raise _GiveUp
                 coerced = coerce(value)
                 if coerced is None or coerced is Undefined:
-                    raise _GIVE_UP
+                    raise _GiveUp
                 return coerced
 
             return leaf
@@ -213,7 +211,7 @@ class DirectCompletion(StrawberryGraphQLCoreExecutionContext):
             if value is None or value is Undefined:
                 return None
             if isinstance(value, Exception):
-                raise _GIVE_UP
+                raise _GiveUp
             return {response_name: plan(value) for response_name, plan in fields}
 
         return obj

@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, TypeVar, cast
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError
 from strawberry.dataloader import DataLoader
 
 from app.db import Database, session_ended
@@ -115,7 +117,9 @@ def _compiled(stmt: sa.Select[Any], dialect: Any) -> _Compiled:
 
 
 def _connection_lost(exc: Exception) -> bool:
-    return isinstance(exc, OSError) or session_ended(getattr(exc, "sqlstate", None))
+    """Anything but an error the server reported on a session it keeps (a client-side or protocol
+    error, a lost socket, a session the server ended) leaves the connection unfit for reuse."""
+    return not isinstance(exc, asyncpg.PostgresError) or session_ended(exc.sqlstate)
 
 
 async def fetch_rows(db: Database, stmt: sa.Select[Any], params: dict[str, Any]) -> list[Any]:
@@ -133,9 +137,15 @@ async def fetch_rows(db: Database, stmt: sa.Select[Any], params: dict[str, Any])
         records = await driver.fetch(compiled.sql, *arguments)  # type: ignore[union-attr]
     except BaseException as exc:
         # a connection lost, or left mid-statement by a cancellation, never goes back to the pool
-        if not isinstance(exc, Exception) or driver.is_closed() or _connection_lost(exc):  # type: ignore[union-attr]
-            await greenlet_spawn(pooled.invalidate, exc if isinstance(exc, Exception) else None)
-        raise
+        if not isinstance(exc, Exception):
+            await greenlet_spawn(pooled.invalidate, None)
+            raise
+        closed = driver.is_closed() or isinstance(exc, OSError)  # type: ignore[union-attr]
+        if closed or _connection_lost(exc):
+            await greenlet_spawn(pooled.invalidate, exc)
+        # raised as SQLAlchemy raises a driver's errors everywhere else: a connection gone is
+        # UNAVAILABLE to the client, anything else a defect
+        raise DBAPIError(None, None, exc, connection_invalidated=closed) from exc
     finally:
         await greenlet_spawn(pooled.close)  # back to the pool (a no-op once invalidated)
     make = compiled.row._make

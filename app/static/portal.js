@@ -704,6 +704,8 @@ async function redeliver(button, deliveryId) {
 
 // a new secret signs from now on; the old one too for the server's overlap, so the receiver can switch
 async function rotateSecret(button, endpointId) {
+  // a secret still on show (a new endpoint's, another rotation's) is never shown again: keep it
+  if (!$("secret-box").hidden && !confirm("The secret on show will not be shown again. Rotate anyway?")) return;
   button.disabled = true;
   clear("webhooks-error");
   try {

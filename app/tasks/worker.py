@@ -1,5 +1,5 @@
 """A worker process's resources, opened when it starts and closed when it stops: one database
-engine, one Redis client, the publisher, the dispatcher and the webhook sender (with its HTTP
+engine, one Redis client, the dispatcher and the webhook sender (with its HTTP
 client), kept on taskiq's state for the tasks."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from taskiq import TaskiqEvents, TaskiqState
 from app.db import create_database
 from app.internals import check_all
 from app.logging import configure_logging
-from app.progress.publish import RedisPublisher
 from app.redis_client import connect as connect_redis
 from app.services.webhooks.outbound import make_client
 from app.services.webhooks.sender import WebhookSender
@@ -24,7 +23,6 @@ async def open_resources(state: TaskiqState) -> None:
     state.settings = settings
     state.db = create_database(str(settings.database_url), settings)
     state.redis = connect_redis(str(settings.redis_url))
-    state.publisher = RedisPublisher(state.redis)
     state.dispatcher = TaskiqDispatcher(broker)
     # one pooled HTTP client and one sender loop per process, started by its first wake; it clears
     # the wake's mark when it runs out of work

@@ -134,3 +134,24 @@ async def test_a_null_in_a_non_null_position_nulls_the_parent_as_graphql_core_do
     assert plain.data is None
     assert [e.message for e in planned.errors] == [e.message for e in plain.errors]
     assert "Cannot return null for non-nullable field Node.required" in planned.errors[0].message
+
+
+async def test_a_request_whose_plan_gave_up_is_not_kept_alive() -> None:
+    """A give-up is a fresh exception each time: one shared instance would keep every traceback it
+    was raised through, and each request's context (its principal, its loaded rows) with it."""
+    import gc
+    import weakref
+
+    class Context(dict[str, str]):  # a dict cannot be weakly referenced; a subclass can
+        pass
+
+    planned = schemas()[0]
+    gone: list[weakref.ref[Context]] = []
+    for _ in range(5):
+        context = Context(who="Ana")
+        result = await planned.execute("{ nodes { id later { name } } }", context_value=context)
+        assert result.errors is None
+        gone.append(weakref.ref(context))
+        del context, result
+    gc.collect()
+    assert [ref() for ref in gone] == [None] * 5

@@ -134,6 +134,9 @@ BREAKERS: dict[str, Breaker] = {
     "graphql.Executor.collect_subfields: (grouped fields, defer usages, forbidden)": replaced(
         Executor, "collect_subfields", lambda self, return_type, field_group: ({}, [])
     ),
+    "graphql.Executor.build_resolve_info(self, field_def, field_nodes, parent_type, path)": replaced(
+        Executor, "build_resolve_info", lambda self, field_def, field_nodes, path: None
+    ),
     "graphql.Executor: schema, middleware_manager.middlewares, build_resolve_info, is_awaitable": after_init(
         Executor, lambda executor: setattr(executor, "middleware_manager", object())
     ),

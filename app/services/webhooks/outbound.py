@@ -51,7 +51,7 @@ class WebhookClient(httpx.AsyncClient):
 
 
 def make_client(settings: Settings) -> WebhookClient:
-    """One per worker process: its transport keeps a connection per endpoint alive between sends."""
+    """One per worker process: its transport keeps idle connections per origin alive between sends."""
     return WebhookClient(settings)
 
 
