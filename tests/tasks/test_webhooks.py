@@ -78,8 +78,12 @@ async def test_a_lead_sold_to_three_buyers_reaches_each_exactly_once(
     assert [len(r.received) for r in hooks] == [1, 1, 1]
     assert all(r.received[0].verified_by == tuple(r.secrets) for r in hooks)
     assert {r.received[0].payload["data"]["lead"]["id"] for r in hooks} == {str(lead.id)}
-    rows = await one(db, "SELECT status, attempts FROM webhook_deliveries")
-    assert sorted(tuple(r) for r in rows) == [("DELIVERED", 1)] * 3
+
+    async def all_delivered() -> bool:  # received is recorded before the worker commits
+        rows = await one(db, "SELECT status, attempts FROM webhook_deliveries")
+        return sorted(tuple(r) for r in rows) == [("DELIVERED", 1)] * 3
+
+    await wait_for(all_delivered, timeout=10)
     await assert_invariants(db)
 
 
@@ -234,13 +238,11 @@ async def test_redis_restarted_empty_the_sweep_sends_what_was_pending(
     stack.worker(**HOOKS)
     stack.scheduler(**HOOKS)
 
-    async def received() -> bool:
-        return len(receiver.received) == 1
+    async def delivered() -> bool:  # the receiver records before the worker commits: wait for the row
+        return bool(await one(db, "SELECT 1 FROM webhook_deliveries WHERE status = 'DELIVERED'"))
 
-    await wait_for(received, timeout=30)
-    assert receiver.received[0].verified_by
-    rows = await one(db, "SELECT status FROM webhook_deliveries")
-    assert rows[0].status == "DELIVERED"
+    await wait_for(delivered, timeout=30)
+    assert len(receiver.received) == 1 and receiver.received[0].verified_by
 
 
 async def test_twenty_failures_disable_and_enabling_sends_the_backlog_in_order(
