@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.permission import BasePermission
@@ -16,10 +17,10 @@ from app.models.distribution import RunStatus
 from app.models.leads import LeadStatus
 from app.models.returns import ReturnStatus
 from app.resolvers.context import Info
-from app.resolvers.pagination import connection, decode_cursor
 from app.resolvers.permissions import CanRead, CanReadOwn, IsAuthenticated
 from app.resolvers.prefetch import prefetch_assignments, prefetch_for_leads, selected
 from app.resolvers.preview import to_preview
+from app.resolvers.reads import page_of
 from app.resolvers.webhook_queries import WebhookQueries
 from app.schema.accounts import Me, ProviderUser
 from app.schema.pagination import Connection
@@ -74,17 +75,19 @@ class Query(WebhookQueries):
         first: int = 20,
         after: str | None = None,
     ) -> Connection[Lead]:
-        key = decode_cursor(after)
-        page = await leads.list_leads(
-            info.context.db,
-            actor=await info.context.actor(),
+        async def prepare(items: Sequence[Any]) -> None:
+            await prefetch_for_leads(info, items, "edges", "node")
+
+        return await page_of(
+            info,
+            leads.list_leads,
+            Lead.of,
+            after=after,
+            prepare=prepare,
             niche_id=niche_id,
             status=status,
             first=first,
-            after=key,
         )
-        await prefetch_for_leads(info, page.items, "edges", "node")
-        return connection(page, Lead.of, after=key)
 
     @strawberry.field(
         permission_classes=READ_OWN,
@@ -98,19 +101,22 @@ class Query(WebhookQueries):
         first: int = 20,
         after: str | None = None,
     ) -> Connection[Assignment]:
-        key = decode_cursor(after)
-        page = await leads.list_assignments(
-            info.context.db,
-            actor=await info.context.actor(),
+        node = selected(info, "edges", "node")
+
+        async def prepare(items: Sequence[Any]) -> None:
+            if node is not None:
+                await prefetch_assignments(info, items, node)
+
+        return await page_of(
+            info,
+            leads.list_assignments,
+            Assignment.of,
+            after=after,
+            prepare=prepare,
             lead_id=lead_id,
             provider_id=provider_id,
             first=first,
-            after=key,
         )
-        node = selected(info, "edges", "node")
-        if node is not None:
-            await prefetch_assignments(info, page.items, node)
-        return connection(page, Assignment.of, after=key)
 
     @strawberry.field(permission_classes=READ)
     async def distribution_status(self, info: Info, lead_id: uuid.UUID) -> DistributionStatus:
@@ -152,11 +158,7 @@ class Query(WebhookQueries):
         description="Newest first. first: 1..100. A provider principal's list holds its own provider.",
     )
     async def providers(self, info: Info, first: int = 20, after: str | None = None) -> Connection[Provider]:
-        key = decode_cursor(after)
-        page = await billing.list_providers(
-            info.context.db, actor=await info.context.actor(), first=first, after=key
-        )
-        return connection(page, Provider.of, after=key)
+        return await page_of(info, billing.list_providers, Provider.of, after=after, first=first)
 
     @strawberry.field(
         permission_classes=READ_OWN, description="A provider principal reads its own (others: NOT_FOUND)."
@@ -168,11 +170,14 @@ class Query(WebhookQueries):
     async def provider_users(
         self, info: Info, provider_id: uuid.UUID | None = None, first: int = 20, after: str | None = None
     ) -> Connection[ProviderUser]:
-        key = decode_cursor(after)
-        page = await provider_users.list_provider_users(
-            info.context.db, actor=await info.context.actor(), provider_id=provider_id, first=first, after=key
+        return await page_of(
+            info,
+            provider_users.list_provider_users,
+            ProviderUser.of,
+            after=after,
+            provider_id=provider_id,
+            first=first,
         )
-        return connection(page, ProviderUser.of, after=key)
 
     @strawberry.field(
         permission_classes=READ_OWN,
@@ -186,16 +191,15 @@ class Query(WebhookQueries):
         first: int = 20,
         after: str | None = None,
     ) -> Connection[Return]:
-        key = decode_cursor(after)
-        page = await returns.list_returns(
-            info.context.db,
-            actor=await info.context.actor(),
+        return await page_of(
+            info,
+            returns.list_returns,
+            Return.of,
+            after=after,
             status=status,
             provider_id=provider_id,
             first=first,
-            after=key,
         )
-        return connection(page, Return.of, after=key)
 
     @strawberry.field(permission_classes=READ, description="Newest first; every filter optional.")
     async def audit_log(
@@ -210,12 +214,8 @@ class Query(WebhookQueries):
         first: int = 50,
         after: str | None = None,
     ) -> Connection[AuditEntry]:
-        key = decode_cursor(after)
         where = audit.AuditFilter(entity_type, entity_id, action, actor_id, since, until)
-        page = await audit.list_audit(
-            info.context.db, actor=await info.context.actor(), where=where, first=first, after=key
-        )
-        return connection(page, AuditEntry.of, after=key)
+        return await page_of(info, audit.list_audit, AuditEntry.of, after=after, where=where, first=first)
 
     @strawberry.field(
         permission_classes=READ,

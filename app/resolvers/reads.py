@@ -5,7 +5,7 @@ can call these without this module importing it back."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -13,18 +13,36 @@ from app.resolvers.context import Info
 from app.resolvers.pagination import connection, decode_cursor
 from app.schema.pagination import Connection
 from app.services import billing, subscriptions
+from app.services.pages import Page
 
 T = TypeVar("T")
+
+
+async def page_of(
+    info: Info,
+    read: Callable[..., Awaitable[Page[Any]]],
+    convert: Callable[[Any], T],
+    *,
+    after: str | None,
+    prepare: Callable[[Sequence[Any]], Awaitable[None]] | None = None,
+    **arguments: Any,
+) -> Connection[T]:
+    """A service's keyset page as a connection: the cursor parsed (a bad one is INVALID_INPUT before
+    any read), the page read as the request's principal, `prepare` given its items (prefetching what
+    the selection reaches), then each item converted."""
+    key = decode_cursor(after)
+    page = await read(info.context.db, actor=await info.context.actor(), after=key, **arguments)
+    if prepare is not None:
+        await prepare(page.items)
+    return connection(page, convert, after=key)
 
 
 async def ledger_page(
     info: Info, *, provider_id: uuid.UUID, first: int, after: str | None, convert: Callable[[Any], T]
 ) -> Connection[T]:
-    key = decode_cursor(after)
-    page = await billing.list_ledger(
-        info.context.db, actor=await info.context.actor(), provider_id=provider_id, first=first, after=key
+    return await page_of(
+        info, billing.list_ledger, convert, after=after, provider_id=provider_id, first=first
     )
-    return connection(page, convert, after=key)
 
 
 async def _timezone(info: Info, provider_id: uuid.UUID) -> str:

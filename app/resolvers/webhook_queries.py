@@ -9,8 +9,8 @@ from strawberry.permission import BasePermission
 
 from app.models.webhooks import DeliveryStatus
 from app.resolvers.context import Info
-from app.resolvers.pagination import connection, decode_cursor
 from app.resolvers.permissions import CanReadOwn, CanReadOwnDetails
+from app.resolvers.reads import page_of
 from app.schema.pagination import Connection
 from app.schema.webhooks import WebhookDelivery, WebhookEndpoint, WebhookOverview
 from app.services.webhooks import deliveries, endpoints
@@ -50,13 +50,10 @@ class WebhookQueries:
         first: int = 20,
         after: str | None = None,
     ) -> Connection[WebhookDelivery]:
-        c = info.context
-        key = decode_cursor(after)
         where = deliveries.DeliveryFilter(provider_id=provider_id, endpoint_id=endpoint_id, status=status)
-        page = await deliveries.list_deliveries(
-            c.db, actor=await c.actor(), where=where, first=first, after=key
+        return await page_of(
+            info, deliveries.list_deliveries, WebhookDelivery.of, after=after, where=where, first=first
         )
-        return connection(page, WebhookDelivery.of, after=key)
 
     @strawberry.field(permission_classes=DELIVERIES)
     async def webhook_delivery(self, info: Info, id: uuid.UUID) -> WebhookDelivery:
