@@ -510,20 +510,36 @@ function filtersText(filters) {
 }
 
 let filtersOpened = [];  // the conditions as the editor opened: a value left as it was is sent as it was
+// eq, neq, in and not in compare with a value of the attribute's own kind ("12" is not 12): the buyer says which
+const KINDS = {text: "text", number: "number", boolean: "yes/no"};
+const kindOf = (v) => (Array.isArray(v) ? kindOf(v[0]) : typeof v === "number" ? "number" : typeof v === "boolean" ? "boolean" : "text");
 function addCondition(f = {field: "", op: "eq", value: ""}, index = "") {
+  const kind = kindOf(f.value);
   $("filter-rows").insertAdjacentHTML("beforeend", `<tr class="condition" data-index="${index}">` +
     `<td><input class="field" placeholder="field, e.g. state" value="${esc(f.field)}"></td>` +
     `<td><select class="op">${OPS.map((op) => `<option value="${op}"${op === f.op ? " selected" : ""}>${op.replace("_", " ")}</option>`).join("")}</select></td>` +
     `<td><input class="value" placeholder="value" size="28" value="${esc(valueText(f.value))}"></td>` +
+    `<td><select class="kind" title="the kind of value the lead's attribute holds">${Object.entries(KINDS).map(([k, label]) =>
+      `<option value="${k}"${k === kind ? " selected" : ""}>${label}</option>`).join("")}</select></td>` +
     `<td><button type="button" class="remove">Remove</button></td></tr>`);
+  showKind($("filter-rows").lastElementChild);
 }
+// the kind matters only where the value is compared as it is; prefix is text, gte/lte numbers, exists yes/no
+const KINDED = new Set(["eq", "neq", "in", "not_in"]);
+function showKind(row) { row.querySelector(".kind").hidden = !KINDED.has(row.querySelector(".op").value); }
 
-// new values are text (numbers for gte and lte, lists for in and not in); what the server refuses, it says
-function conditionValue(op, text, original) {
-  if (original && original.op === op && valueText(original.value) === text) return original.value;
-  if (op === "in" || op === "not_in") return text.split(",").map((v) => v.trim()).filter(Boolean);
-  if (op === "gte" || op === "lte") return text === "" || Number.isNaN(Number(text)) ? text : Number(text);
-  if (op === "exists") return {"": true, true: true, false: false}[text] ?? text;
+// what the server refuses (a number that is not one, say), it says, and nothing is written
+function typed(kind, text) {
+  if (kind === "number") return text === "" || Number.isNaN(Number(text)) ? text : Number(text);
+  if (kind === "boolean") return {true: true, yes: true, false: false, no: false}[text.toLowerCase()] ?? text;
+  return text;
+}
+function conditionValue(op, text, kind, original) {
+  if (original && original.op === op && valueText(original.value) === text && kindOf(original.value) === kind) return original.value;
+  if (op === "in" || op === "not_in") return text.split(",").map((v) => v.trim()).filter(Boolean).map((v) => typed(kind, v));
+  if (op === "eq" || op === "neq") return typed(kind, text);
+  if (op === "gte" || op === "lte") return typed("number", text);
+  if (op === "exists") return text === "" ? true : typed("boolean", text);
   return text;
 }
 
@@ -540,6 +556,7 @@ function openFilters(subscriptionId) {
 }
 $("filter-add").onclick = () => addCondition();
 $("filter-rows").onclick = removeRow;
+$("filter-rows").onchange = (e) => { if (e.target.classList.contains("op")) showKind(e.target.closest("tr")); };
 $("filters-cancel").onclick = closeEditors;
 $("filters-form").onsubmit = async (e) => {
   e.preventDefault();
@@ -547,7 +564,8 @@ $("filters-form").onsubmit = async (e) => {
   const filters = filled.map((row) => {
     const op = row.querySelector(".op").value;
     return {field: row.querySelector(".field").value.trim(), op,
-            value: conditionValue(op, row.querySelector(".value").value.trim(), filtersOpened[row.dataset.index])};
+            value: conditionValue(op, row.querySelector(".value").value.trim(), row.querySelector(".kind").value,
+                                  filtersOpened[row.dataset.index])};
   });
   await saveEditor("mutation($id: UUID!, $f: JSON!) { setSubscriptionFilters(subscriptionId: $id, filters: $f) { id } }",
                    {id: $("filters-form").dataset.subscription, f: filters});

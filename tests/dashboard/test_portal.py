@@ -473,6 +473,14 @@ async def test_a_buyer_sets_its_time_zone_schedules_and_filters_and_runs_its_end
         await conditions.nth(1).locator(".field").fill("roof_age")
         await conditions.nth(1).locator(".op").select_option("gte")
         await conditions.nth(1).locator(".value").fill("ten")
+        assert await conditions.nth(1).locator(".kind").is_hidden()  # gte compares numbers only
+        await page.click("#filter-add")  # eq compares as the attribute is: a number, and text that looks like one
+        await conditions.nth(2).locator(".field").fill("units")
+        await conditions.nth(2).locator(".value").fill("3")
+        await conditions.nth(2).locator(".kind").select_option("number")
+        await page.click("#filter-add")
+        await conditions.nth(3).locator(".field").fill("zip")
+        await conditions.nth(3).locator(".value").fill("02139")
         await page.click("#filters-form button:not([type=button])")
         await page.wait_for_selector("#subscriptions-error >> text=INVALID_INPUT")  # not a number
         filters_of = "SELECT filters::text FROM subscriptions WHERE id = :id"
@@ -484,6 +492,8 @@ async def test_a_buyer_sets_its_time_zone_schedules_and_filters_and_runs_its_end
         assert await _json(db, filters_of, id=roof) == [
             {"field": "state", "op": "in", "value": ["TX", "OK"]},
             {"field": "roof_age", "op": "gte", "value": 10},
+            {"field": "units", "op": "eq", "value": 3},
+            {"field": "zip", "op": "eq", "value": "02139"},
         ]
 
         # an endpoint on the buyer's receiver, disabled and enabled again
