@@ -466,21 +466,22 @@ async def test_a_buyer_sets_its_time_zone_schedules_and_filters_and_runs_its_end
         assert "none: every lead" in str(await page.text_content(f"{roof_row} .filters"))
         await page.click(f"{roof_row} button[data-filters]")
         conditions = page.locator("#filter-rows tr")
-        await conditions.nth(0).locator(".field").fill("state")
-        await conditions.nth(0).locator(".op").select_option("in")
-        await conditions.nth(0).locator(".value").fill("TX, OK")
-        await page.click("#filter-add")
-        await conditions.nth(1).locator(".field").fill("roof_age")
-        await conditions.nth(1).locator(".op").select_option("gte")
-        await conditions.nth(1).locator(".value").fill("ten")
+
+        async def condition(n: int, field: str, op: str, value: str, kind: str | None = None) -> None:
+            if n:
+                await page.click("#filter-add")
+            await conditions.nth(n).locator(".field").fill(field)
+            await conditions.nth(n).locator(".op").select_option(op)
+            await conditions.nth(n).locator(".value").fill(value)
+            if kind is not None:
+                await conditions.nth(n).locator(".kind").select_option(kind)
+
+        await condition(0, "state", "in", "TX, OK")
+        await condition(1, "roof_age", "gte", "ten")
         assert await conditions.nth(1).locator(".kind").is_hidden()  # gte compares numbers only
-        await page.click("#filter-add")  # eq compares as the attribute is: a number, and text that looks like one
-        await conditions.nth(2).locator(".field").fill("units")
-        await conditions.nth(2).locator(".value").fill("3")
-        await conditions.nth(2).locator(".kind").select_option("number")
-        await page.click("#filter-add")
-        await conditions.nth(3).locator(".field").fill("zip")
-        await conditions.nth(3).locator(".value").fill("02139")
+        # eq compares as the attribute is: a number, and text that looks like one
+        await condition(2, "units", "eq", "3", "number")
+        await condition(3, "zip", "eq", "02139")
         await page.click("#filters-form button:not([type=button])")
         await page.wait_for_selector("#subscriptions-error >> text=INVALID_INPUT")  # not a number
         filters_of = "SELECT filters::text FROM subscriptions WHERE id = :id"
