@@ -41,6 +41,7 @@ from app.models.niches import CompetitionLevel, Niche
 from app.models.webhooks import WebhookEndpoint
 from app.services import caps
 from app.services.caps import CapUsage
+from app.services.principals import visible_to_provider
 
 T = TypeVar("T")
 Load = Callable[[list[uuid.UUID]], Coroutine[Any, Any, list[Any]]]
@@ -52,31 +53,6 @@ KEYS = sa.bindparam("keys", type_=ARRAY(sa.Uuid()))
 
 
 OWN = sa.bindparam("own", type_=sa.Uuid())
-_subscriptions = Subscription.__table__  # type: ignore[attr-defined]
-_assignments = Assignment.__table__  # type: ignore[attr-defined]
-_levels = CompetitionLevel.__table__  # type: ignore[attr-defined]
-
-
-def _own_rows(table: sa.Table) -> sa.ColumnElement[bool]:
-    """The rows of `table` a provider principal (:own) may see through nested fields."""
-    name = table.name
-    if name == "providers":
-        return table.c.id == OWN
-    if name in ("assignments", "subscriptions", "ledger_entries", "webhook_endpoints"):
-        return table.c.provider_id == OWN
-    if name == "leads":
-        return sa.exists().where(_assignments.c.lead_id == table.c.id, _assignments.c.provider_id == OWN)
-    if name == "competition_levels":
-        return sa.exists().where(
-            _subscriptions.c.competition_level_id == table.c.id, _subscriptions.c.provider_id == OWN
-        )
-    if name == "niches":
-        return sa.exists().where(
-            _levels.c.niche_id == table.c.id,
-            _subscriptions.c.competition_level_id == _levels.c.id,
-            _subscriptions.c.provider_id == OWN,
-        )
-    return sa.false()  # anything else (runs): operators only
 
 
 @cache  # built once per process, not per request
@@ -85,7 +61,7 @@ def _select(
 ) -> sa.Select[Any]:
     stmt = sa.select(table).where(table.c[column] == sa.any_(KEYS))
     if scoped:
-        stmt = stmt.where(_own_rows(table))
+        stmt = stmt.where(visible_to_provider(table, OWN))
     return stmt.order_by(*(table.c[o] for o in order))
 
 

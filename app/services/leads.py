@@ -20,7 +20,7 @@ from app.models.niches import Niche
 from app.services import _guards
 from app.services.audit import Actor, record
 from app.services.pages import Page, PageKey, keyset_page
-from app.services.principals import own_provider_id, require_operator
+from app.services.principals import own_provider_id, require_operator, visible_to_provider
 
 MAX_ATTRIBUTES = 100
 MAX_ATTRIBUTES_BYTES = 16_384
@@ -108,18 +108,11 @@ async def reject_lead(db: Database, *, actor: Actor, lead_id: uuid.UUID, reason:
     return lead
 
 
-def assigned_to(provider_id: uuid.UUID) -> sa.ColumnElement[bool]:
-    """The lead was assigned to the provider: what lets a provider principal see a lead at all."""
-    return sa.exists().where(
-        col(Assignment.lead_id) == col(Lead.id), col(Assignment.provider_id) == provider_id
-    )
-
-
 async def get_lead(db: Database, lead_id: uuid.UUID, *, actor: Actor) -> Lead:
     """A provider principal reads only leads assigned to it; another answers as a missing one."""
     stmt = select(Lead).where(Lead.id == lead_id)
     if actor.provider_id is not None:
-        stmt = stmt.where(assigned_to(actor.provider_id))
+        stmt = stmt.where(visible_to_provider(Lead.__table__, actor.provider_id))  # type: ignore[attr-defined]
     async with db.read() as session:
         lead = (await session.execute(stmt)).scalar_one_or_none()
     if lead is None:

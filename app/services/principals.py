@@ -2,16 +2,22 @@
 
 An operator principal (an admin user, an admin API key, the system) reaches everything its scopes
 allow. A provider principal (`actor.provider_id` set) reaches only its own provider's data, and the
-services enforce it in their SQL: reads filter `WHERE provider_id = :own` (`scope_to_own`), and an id
-of another provider's row answers NOT_FOUND exactly as a missing one does (`check_own`), so nothing
-leaks, not even existence. Operations reserved to operators answer FORBIDDEN (`require_operator`)."""
+services enforce it in their SQL: reads filter `WHERE provider_id = :own` (`scope_to_own`, and
+`visible_to_provider` for every table a nested read reaches), and an id of another provider's row
+answers NOT_FOUND exactly as a missing one does (`check_own`), so nothing leaks, not even existence.
+Operations reserved to operators answer FORBIDDEN (`require_operator`)."""
 
 from __future__ import annotations
 
 import uuid
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import sqlalchemy as sa
+
 from app.errors import Forbidden, NotFound
+from app.models.billing import Subscription
+from app.models.leads import Assignment
+from app.models.niches import CompetitionLevel
 
 if TYPE_CHECKING:  # app.services.audit applies these rules too
     from app.services.audit import Actor
@@ -47,3 +53,36 @@ def scope_to_own(stmt: S, column: Any, actor: Actor) -> S:
     if actor.provider_id is None:
         return stmt
     return stmt.where(column == actor.provider_id)  # type: ignore[attr-defined,no-any-return]
+
+
+_subscriptions: sa.Table = Subscription.__table__  # type: ignore[attr-defined]
+_assignments: sa.Table = Assignment.__table__  # type: ignore[attr-defined]
+_levels: sa.Table = CompetitionLevel.__table__  # type: ignore[attr-defined]
+
+
+def visible_to_provider(
+    table: sa.Table, provider_id: uuid.UUID | sa.BindParameter[Any]
+) -> sa.ColumnElement[bool]:
+    """The rows of `table` a provider principal sees (`provider_id`: its id, or a bound parameter):
+    its provider; the rows that carry its provider id; the leads assigned to it; the levels it
+    subscribes to and their niches. Any other table (runs): operators only, nothing."""
+    name = table.name
+    if name == "providers":
+        return table.c.id == provider_id
+    if name in ("assignments", "subscriptions", "ledger_entries", "webhook_endpoints"):
+        return table.c.provider_id == provider_id
+    if name == "leads":
+        return sa.exists().where(
+            _assignments.c.lead_id == table.c.id, _assignments.c.provider_id == provider_id
+        )
+    if name == "competition_levels":
+        return sa.exists().where(
+            _subscriptions.c.competition_level_id == table.c.id, _subscriptions.c.provider_id == provider_id
+        )
+    if name == "niches":
+        return sa.exists().where(
+            _levels.c.niche_id == table.c.id,
+            _subscriptions.c.competition_level_id == _levels.c.id,
+            _subscriptions.c.provider_id == provider_id,
+        )
+    return sa.false()
