@@ -7,9 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import asyncpg
-
-from app.db import Database
+from app.db import Database, driver_connection
 from app.engine.plan import Candidate, NicheState, Plan, plan_distribution
 from app.engine.snapshot import LOCK_LEAD, lock_lead_row, read_full_levels, read_niche_state
 from app.engine.usage import LOCAL_PERIODS
@@ -36,8 +34,7 @@ class Preview:
 
 
 async def preview_distribution(db: Database, *, lead_id: uuid.UUID) -> Preview:
-    async with db.engine.connect() as sa_conn:
-        conn: asyncpg.Connection = (await sa_conn.get_raw_connection()).driver_connection
+    async with driver_connection(db.engine) as conn:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             row = await conn.fetchrow(READ_LEAD, lead_id)
             if row is None:

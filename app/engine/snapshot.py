@@ -53,7 +53,10 @@ FOR NO KEY UPDATE OF l, n FOR UPDATE OF r
 # $3 of them (or only those in $4, when given) a window of subscriptions, least recently served
 # first (provider id breaks ties): what a walk needs in the common case. A level read only in part
 # (a full window, or not read at all) is read in full if a walk runs off it. Filters travel as
-# text and are parsed only when non-empty.
+# text and are parsed only when non-empty. The window is cut from the subscriptions alone and only
+# its providers are read, one index probe each: joined before the cut, the planner hashed a scan of
+# every provider (wide rows, with the usage counters) on every distribution. LIMIT 1 keeps that
+# lookup a parameterised probe (a provider's id is its key; a plain join would be planned freely).
 READ_CANDIDATES = f"""
 WITH lv AS (
     SELECT id, name, order_position, price_cents, max_recipients,
@@ -63,23 +66,29 @@ WITH lv AS (
 )
 SELECT lv.id AS level_id, lv.name AS level_name, lv.order_position, lv.price_cents, lv.max_recipients,
        lv.turn <= $3 OR lv.id = ANY($4::uuid[]) AS read,
-       c.subscription_id, c.provider_id, c.subscription_status, c.provider_status, c.balance_cents,
-       c.filters, c.revision, c.timezone, c.schedule, c.caps::text AS caps,
-       c.provider_caps::text AS provider_caps,
-       CASE WHEN c.caps IS NOT NULL OR c.provider_caps IS NOT NULL
-            THEN {usage_text("c.s_", "c.p_", "cur")} END AS usage
+       c.subscription_id, c.provider_id, c.subscription_status, pr.provider_status, pr.balance_cents,
+       c.filters, pr.revision, pr.timezone, c.schedule, c.caps::text AS caps,
+       pr.provider_caps::text AS provider_caps,
+       CASE WHEN c.caps IS NOT NULL OR pr.provider_caps IS NOT NULL
+            THEN {usage_text("c.s_", "pr.p_", "cur")} END AS usage
 FROM lv
 LEFT JOIN LATERAL (
     SELECT s.id AS subscription_id, s.provider_id, s.status AS subscription_status,
-           p.status AS provider_status, p.balance_cents, s.filters::text AS filters, s.last_received_at,
-           p.revision, p.timezone, s.schedule::text AS schedule, s.caps, p.caps AS provider_caps,
-           {counter_columns("s", "s_")}, {counter_columns("p", "p_")}
-    FROM subscriptions s JOIN providers p ON p.id = s.provider_id
+           s.filters::text AS filters, s.last_received_at, s.schedule::text AS schedule, s.caps,
+           {counter_columns("s", "s_")}
+    FROM subscriptions s
     WHERE s.competition_level_id = lv.id AND (lv.turn <= $3 OR lv.id = ANY($4::uuid[]))
     ORDER BY s.last_received_at ASC NULLS FIRST, s.provider_id
     LIMIT CASE WHEN cardinality($4::uuid[]) > 0 THEN NULL ELSE lv.max_recipients * 2 + 8 END
 ) c ON true
-LEFT JOIN {period_starts("c.timezone", "c.caps IS NOT NULL OR c.provider_caps IS NOT NULL")} ON true
+LEFT JOIN LATERAL (
+    SELECT p.status AS provider_status, p.balance_cents, p.revision, p.timezone, p.caps AS provider_caps,
+           {counter_columns("p", "p_")}
+    FROM providers p
+    WHERE p.id = c.provider_id
+    LIMIT 1
+) pr ON true
+LEFT JOIN {period_starts("pr.timezone", "c.caps IS NOT NULL OR pr.provider_caps IS NOT NULL")} ON true
 -- the full key again: an outer sort does not keep the lateral's order (sorts are not stable)
 ORDER BY lv.order_position, c.last_received_at ASC NULLS FIRST, c.provider_id
 """
@@ -245,9 +254,19 @@ def niche_state_from_rows(
     )
 
 
+# PostgreSQL costs the cached generic plan of `id = ANY($1)` for an array of 10; with fewer ids a
+# custom plan looks cheaper and the statement was planned again on every call (~60 us of server CPU,
+# measured). Padded to that length with the nil UUID, which no provider has (ids are uuid4), the
+# generic plan is never dearer and is kept.
+_GENERIC_ARRAY_LENGTH = 10
+_NO_PROVIDER = uuid.UUID(int=0)
+
+
 async def lock_providers(conn: asyncpg.Connection, provider_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
     """Locks the providers in id order; returns each one's revision."""
-    rows = await conn.fetch(LOCK_PROVIDERS, list(provider_ids))
+    ids = list(provider_ids)
+    ids += [_NO_PROVIDER] * (_GENERIC_ARRAY_LENGTH - len(ids))
+    rows = await conn.fetch(LOCK_PROVIDERS, ids)
     return {r["id"]: r["revision"] for r in rows}
 
 
