@@ -17,7 +17,7 @@ from datetime import datetime
 
 import asyncpg
 
-from app.db import Database
+from app.db import Database, driver_connection
 from app.engine.sql import compile_named
 from app.models.audit import ActorType, AuditAction
 from app.models.webhooks import TEST_EVENT, AttemptOutcome, DeliveryStatus, DisabledReason
@@ -290,6 +290,5 @@ async def flag(conn: asyncpg.Connection, flagged: Sequence[Flagged]) -> None:
 
 
 async def sender_needed(db: Database, *, stale_after: float) -> bool:
-    async with db.engine.connect() as sa_conn:
-        conn: asyncpg.Connection = (await sa_conn.get_raw_connection()).driver_connection
+    async with driver_connection(db.autocommit) as conn:
         return bool(await conn.fetchval(NEEDED.text, *NEEDED.args({"stale_after": stale_after})))

@@ -36,6 +36,7 @@ class WebhookClient(httpx.AsyncClient):
     def __init__(self, settings: Settings) -> None:
         self.transport = WebhookTransport(
             allow_private=settings.webhook_allow_private_networks,
+            max_idle_per_origin=settings.webhook_max_concurrency,
             ca_file=str(settings.webhook_ca_file) if settings.webhook_ca_file else None,
         )
         super().__init__(

@@ -34,9 +34,6 @@ from app.services.webhooks.guard import RefusedAddress, Unresolvable, resolve
 # connection. Each new connection to a buyer costs a TLS handshake on both sides.
 KEEPALIVE_SECONDS = 30.0
 READ_CHUNK = 65536
-# idle connections kept per origin, at most (a sender has at most WEBHOOK_MAX_CONCURRENCY requests
-# in flight, so it rarely has more)
-MAX_IDLE_PER_ORIGIN = 64
 
 Origin = tuple[bytes, bytes, int]  # scheme, host, port
 
@@ -66,8 +63,12 @@ class _Connection:
 
 
 class WebhookTransport(httpx.AsyncBaseTransport):
-    def __init__(self, *, allow_private: bool, ca_file: str | None = None) -> None:
+    """`max_idle_per_origin`: idle connections kept per origin, at most; the sender's
+    WEBHOOK_MAX_CONCURRENCY (it never has more requests in flight, so never needs more)."""
+
+    def __init__(self, *, allow_private: bool, max_idle_per_origin: int, ca_file: str | None = None) -> None:
         self.allow_private = allow_private
+        self.max_idle_per_origin = max_idle_per_origin
         self._ssl = ssl.create_default_context(cafile=certifi.where())
         if ca_file:
             self._ssl.load_verify_locations(cafile=ca_file)
@@ -173,7 +174,7 @@ class WebhookTransport(httpx.AsyncBaseTransport):
             protocol.start_next_cycle()
             connection.idle_since = time.monotonic()
             idle = self._idle.setdefault(connection.origin, [])
-            if len(idle) >= MAX_IDLE_PER_ORIGIN:
+            if len(idle) >= self.max_idle_per_origin:
                 idle.pop(0).close()  # the least recently used
             idle.append(connection)
         else:
