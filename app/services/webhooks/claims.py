@@ -51,7 +51,9 @@ DUE_SCAN = 2000
 #
 # Rows: the claimed ('claim'), the endpoints it disabled ('flag') and released ('release').
 TURN = compile_named(f"""
-WITH r AS (
+-- materialized: inlined, the unnest of the seven arrays was run again for every delivery row the
+-- update joined it to (a plan made on a young table's statistics: quadratic in the turn's size)
+WITH r AS MATERIALIZED (
     SELECT * FROM unnest(:delivery_ids::uuid[], :attempted_at::timestamptz[], :outcomes::text[],
                          :status_codes::int[], :latencies::float8[], :errors::text[], :bodies::text[])
         AS r (delivery_id, at, outcome, status_code, latency_ms, error, body)
