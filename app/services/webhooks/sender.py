@@ -110,6 +110,9 @@ async def sender_connection(db: Database) -> asyncpg.Connection:
             # (bitmap scans do not): otherwise each turn re-reads all that was sent since the last
             # vacuum (measured: 20,000 such entries, 0.48 ms a scan; index scans 0.06 ms)
             "enable_bitmapscan": "off",
+            # and never a sequential scan: a turn touches a few rows of tables that grow, and a
+            # plan made on a young table's statistics scanned every endpoint for each due one
+            "enable_seqscan": "off",
             "application_name": "leadwheel-webhook-sender",
         },
     )
