@@ -630,6 +630,21 @@ def report_webhooks(result: dict[str, Any], webhooks: dict[str, Any]) -> None:
     report(result, "webhook_p99_over_complete_p50", webhooks["p99_ms"] / result["complete_p50_ms"], "<= 5")
 
 
+async def postgres_cpu(pg: Any) -> dict[int, tuple[str, float]]:
+    """CPU seconds of each PostgreSQL process so far (pid -> its kind, seconds): the webhook
+    senders' connections apart from the rest, to tell a turn's cost from the engine's writes."""
+    rows = await pg.fetch("SELECT pid, application_name FROM pg_stat_activity")
+    out = {}
+    for row in rows:
+        kind = "webhook senders" if row["application_name"] == "leadwheel-webhook-sender" else "the rest"
+        try:
+            t = psutil.Process(row["pid"]).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        out[row["pid"]] = (kind, t.user + t.system)
+    return out
+
+
 async def webhook_bursts(
     database_url: str,
     procs: list[subprocess.Popen[bytes]],
@@ -655,6 +670,7 @@ async def webhook_bursts(
             since = await pg.fetchval("SELECT now()")
             await receiver.arrivals()  # forget earlier ones
             receiver_cpu = sum(psutil.Process(receiver.proc.pid).cpu_times()[:2])
+            pg_before = await postgres_cpu(pg)
             cpu_before = cpu_seconds(procs)
             started = time.time()
             run = await run_burst(database_url, procs, distribute, burst)
@@ -692,6 +708,14 @@ async def webhook_bursts(
                         round(pct(lat, 0.99), 2),
                     )
             print(line, flush=True)
+            postgres: dict[str, float] = {"webhook senders": 0.0, "the rest": 0.0}
+            for pid, (kind, seconds) in (await postgres_cpu(pg)).items():
+                postgres[kind] += (seconds - pg_before.get(pid, (kind, 0.0))[1]) * 1000 / run["completed"]
+            print(
+                "    PostgreSQL CPU ms per distribution by connection (processes alive at the end): "
+                + ", ".join(f"{k} {v:.2f}" for k, v in postgres.items()),
+                flush=True,
+            )
             if phase != "none":
                 print(
                     "    of which: "
