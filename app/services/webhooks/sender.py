@@ -129,10 +129,12 @@ TURN_SPACING_SECONDS = 0.01
 
 
 class WebhookSender:
-    """The per-process loop. A wake (the `send_webhooks` job) starts it; it keeps turning while it
-    has requests in flight or claims something, and when it finds nothing it calls `on_idle`
-    (which clears the wake's mark, so the next commit queues a job again) and looks once more, so
-    a commit between its last look and the clearing is not left to the sweep. `close()` on worker
+    """The per-process loop. A wake starts it; it keeps turning while it has requests in flight or
+    claims something. When it finds nothing after a wake by the `send_webhooks` job, it calls
+    `on_idle` (which clears that job's mark, so the next commit queues a job again) and looks once
+    more, so a commit between its last look and the clearing is not left to the sweep. Woken only
+    by its own process's distributions (which set no mark), it just waits: in a burst that was a
+    Redis round trip and a second turn each time it ran out of work. `close()` on worker
     shutdown."""
 
     def __init__(
@@ -151,13 +153,17 @@ class WebhookSender:
         self._loop: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection | None = None
         self._last_turn = 0.0
+        self._woken_by_job = False  # since the mark was last cleared
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
             self._conn = await sender_connection(self.db)
         return self._conn
 
-    def wake(self) -> None:
+    def wake(self, *, by_job: bool = False) -> None:
+        """`by_job`: from the `send_webhooks` job, whose wake mark this sender clears when idle."""
+        if by_job:
+            self._woken_by_job = True
         if self._loop is None or self._loop.done():
             self._loop = asyncio.create_task(self._run(), name="webhook-sender")
         self._wake.set()
@@ -177,7 +183,9 @@ class WebhookSender:
             self._wake.clear()
             self._last_turn = time.monotonic()
             try:
-                if not await self._turn() and not self._busy and not self._finished:
+                idle = not await self._turn() and not self._busy and not self._finished
+                if idle and self._woken_by_job:
+                    self._woken_by_job = False
                     if self.on_idle is not None:
                         await self.on_idle()
                     await self._turn()
