@@ -133,9 +133,8 @@ class WebhookSender:
     claims something. When it finds nothing after a wake by the `send_webhooks` job, it calls
     `on_idle` (which clears that job's mark, so the next commit queues a job again) and looks once
     more, so a commit between its last look and the clearing is not left to the sweep. Woken only
-    by its own process's distributions (which set no mark), it just waits: in a burst that was a
-    Redis round trip and a second turn each time it ran out of work. `close()` on worker
-    shutdown."""
+    by its own process's distributions (which set no mark), it skips the clearing (in a burst, a
+    Redis round trip each time it ran out of work). `close()` on worker shutdown."""
 
     def __init__(
         self,
@@ -183,11 +182,15 @@ class WebhookSender:
             self._wake.clear()
             self._last_turn = time.monotonic()
             try:
-                idle = not await self._turn() and not self._busy and not self._finished
-                if idle and self._woken_by_job:
-                    self._woken_by_job = False
-                    if self.on_idle is not None:
-                        await self.on_idle()
+                claimed, recorded = await self._turn()
+                idle = not claimed and not self._busy and not self._finished
+                # once more: endpoints the turn released could not be claimed in it (their other
+                # deliveries come back next turn), and a job's mark is cleared before the look
+                if idle and (recorded or self._woken_by_job):
+                    if self._woken_by_job:
+                        self._woken_by_job = False
+                        if self.on_idle is not None:
+                            await self.on_idle()
                     await self._turn()
             except Exception:  # noqa: BLE001  (PostgreSQL away: try again shortly)
                 log.warning("webhooks.sender_turn_failed", exc_info=True)
@@ -195,15 +198,15 @@ class WebhookSender:
                 self._wake.set()
         await self._turn(claiming=False)
 
-    async def _turn(self, *, claiming: bool = True) -> int:
+    async def _turn(self, *, claiming: bool = True) -> tuple[int, int]:
         """Records what finished and claims for the free places: one statement. Returns how many
-        endpoints it claimed."""
+        endpoints it claimed and how many it recorded (and released)."""
         finished, self._finished = self._finished, []
         slots = self.settings.webhook_max_concurrency - len(self._busy)
         if not claiming or self._stop.is_set():
             slots = 0
         if not finished and slots <= 0:
-            return 0
+            return 0, 0
         try:
             conn = await self._connection()
             claimed, flagged = await claims.turn(
@@ -219,7 +222,7 @@ class WebhookSender:
             raise
         for one in claimed:
             self._busy[one.endpoint_id] = asyncio.create_task(self._send(one))
-        return len(claimed)
+        return len(claimed), len(finished)
 
     async def _send(self, claimed: Claimed) -> None:
         try:
