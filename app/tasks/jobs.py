@@ -81,7 +81,7 @@ async def send_webhooks(context: Context = TaskiqDepends()) -> None:
     """Wakes this process's webhook sender and returns: the sender's requests run beside the job
     slots (app/services/webhooks/sender.py), so a slow endpoint never holds one. The sender clears
     the wake's mark when it runs out of work, so while it works commits queue no more jobs."""
-    context.state.webhook_sender.wake()
+    context.state.webhook_sender.wake(by_job=True)
 
 
 @broker.task(task_name=NOTIFY)

@@ -17,7 +17,7 @@ from datetime import datetime
 
 import asyncpg
 
-from app.db import Database
+from app.db import Database, driver_connection
 from app.engine.sql import compile_named
 from app.models.audit import ActorType, AuditAction
 from app.models.webhooks import TEST_EVENT, AttemptOutcome, DeliveryStatus, DisabledReason
@@ -51,7 +51,9 @@ DUE_SCAN = 2000
 #
 # Rows: the claimed ('claim'), the endpoints it disabled ('flag') and released ('release').
 TURN = compile_named(f"""
-WITH r AS (
+-- materialized: inlined, the unnest of the seven arrays was run again for every delivery row the
+-- update joined it to (a plan made on a young table's statistics: quadratic in the turn's size)
+WITH r AS MATERIALIZED (
     SELECT * FROM unnest(:delivery_ids::uuid[], :attempted_at::timestamptz[], :outcomes::text[],
                          :status_codes::int[], :latencies::float8[], :errors::text[], :bodies::text[])
         AS r (delivery_id, at, outcome, status_code, latency_ms, error, body)
@@ -77,9 +79,11 @@ deliveries AS (
             ELSE now() + (:delays::float8[])[d.attempts + 1]
                          * (1 + :jitter::float8 * (2 * random() - 1)) * interval '1 second' END
     FROM r, webhook_endpoints e
-    -- = ANY: the primary key, whatever the plan makes of the arrays' sizes (a turn's plan is generic)
+    -- = ANY: the primary key, whatever the plan makes of the arrays' sizes (a turn's plan is generic).
+    -- The status as a parameter: a generic plan cannot read the partial indexes of PENDING rows
+    -- for it, so it never scans every waiting delivery (a failing endpoint's can be thousands).
     WHERE d.id = ANY(:delivery_ids::uuid[]) AND d.id = r.delivery_id AND e.id = d.endpoint_id
-      AND d.status = '{PENDING}'
+      AND d.status = :pending::text
     RETURNING d.id
 ),
 counted AS MATERIALIZED (
@@ -89,7 +93,8 @@ counted AS MATERIALIZED (
                          >= :disable_after::int AS disable,
            pg_advisory_unlock({LOCK_CLASS}, hashtext(e.id::text)) AS released
     FROM unnest(:endpoint_ids::uuid[], :resets::bool[], :failures::int[]) AS u (id, reset, failures)
-    JOIN webhook_endpoints e ON e.id = u.id
+    -- a primary-key probe each, never a scan of the endpoints (as in candidates)
+    CROSS JOIN LATERAL (SELECT * FROM webhook_endpoints e WHERE e.id = u.id LIMIT 1) e
     -- after the deliveries' update, not before (an unreferenced one runs last): another sender
     -- that takes the endpoint the moment it is released must find them changed, or locked
     CROSS JOIN (SELECT count(*) FROM deliveries) AS updated_first
@@ -118,8 +123,14 @@ due AS (
 ),
 candidates AS (
     SELECT e.id, e.url, e.enabled, e.secret, e.previous_secret, e.previous_secret_expires_at
-    FROM webhook_endpoints e JOIN due ON due.endpoint_id = e.id
-    WHERE e.deleted_at IS NULL AND e.id <> ALL(:held::uuid[])
+    FROM due
+    -- one primary-key probe per endpoint with due deliveries (LIMIT keeps the planner from making
+    -- it a join: one made on a young table's statistics rescanned `due` for every endpoint)
+    CROSS JOIN LATERAL (
+        SELECT * FROM webhook_endpoints e
+        WHERE e.id = due.endpoint_id AND e.deleted_at IS NULL AND e.id <> ALL(:held::uuid[])
+        LIMIT 1
+    ) e
     ORDER BY due.oldest
     OFFSET 0  -- kept apart: the lock below is taken only on the rows it returns
 ),
@@ -256,6 +267,7 @@ async def turn(
                 "disable_after": settings.webhook_disable_after_failures,
                 "slots": slots,
                 "per_endpoint": settings.webhook_batch_size,
+                "pending": PENDING,
             }
         ),
     )
@@ -290,6 +302,5 @@ async def flag(conn: asyncpg.Connection, flagged: Sequence[Flagged]) -> None:
 
 
 async def sender_needed(db: Database, *, stale_after: float) -> bool:
-    async with db.engine.connect() as sa_conn:
-        conn: asyncpg.Connection = (await sa_conn.get_raw_connection()).driver_connection
+    async with driver_connection(db.autocommit) as conn:
         return bool(await conn.fetchval(NEEDED.text, *NEEDED.args({"stale_after": stale_after})))

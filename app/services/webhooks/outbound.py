@@ -17,7 +17,7 @@ import httpx
 from app.errors import InvalidInput
 from app.models.webhooks import AttemptOutcome
 from app.services.webhooks.guard import RefusedAddress, Unresolvable, resolve
-from app.services.webhooks.transport import RefusedUrl, WebhookTransport
+from app.services.webhooks.transport import Answered, RefusedUrl, WebhookTransport
 from app.settings import Environment, Settings
 
 MAX_READ = 64 * 1024  # of an answer, at most
@@ -26,6 +26,7 @@ MAX_URL_LENGTH = 2000
 
 
 USER_AGENT = "LeadWheel-Webhooks/1"
+USER_AGENT_RAW = USER_AGENT.encode()
 
 
 class WebhookClient(httpx.AsyncClient):
@@ -36,6 +37,7 @@ class WebhookClient(httpx.AsyncClient):
     def __init__(self, settings: Settings) -> None:
         self.transport = WebhookTransport(
             allow_private=settings.webhook_allow_private_networks,
+            max_idle_per_origin=settings.webhook_max_concurrency,
             ca_file=str(settings.webhook_ca_file) if settings.webhook_ca_file else None,
         )
         super().__init__(
@@ -47,7 +49,6 @@ class WebhookClient(httpx.AsyncClient):
             trust_env=False,
             headers={"user-agent": USER_AGENT},
         )
-        self.request_extensions = {"timeout": self.timeout.as_dict()}
 
 
 def make_client(settings: Settings) -> WebhookClient:
@@ -120,44 +121,45 @@ async def post(
     def elapsed() -> float:
         return round((time.perf_counter() - started) * 1000, 2)
 
-    status: int | None = None
-    read = bytearray()
+    def status() -> int | None:
+        return answered.head.status_code if answered.head is not None else None
+
+    def text() -> str | None:
+        return _text(answered.body)
+
+    head = [(b"user-agent", USER_AGENT_RAW)]
+    head += [(name.encode(), value.encode()) for name, value in headers.items()]
+    answered = Answered()
     try:
         async with asyncio.timeout(within):
-            request = httpx.Request(
-                "POST",
-                url,
-                headers={"user-agent": USER_AGENT, **headers},
-                content=body,
-                extensions=client.request_extensions,
+            await client.transport.post(
+                url if isinstance(url, httpx.URL) else httpx.URL(url),
+                head,
+                body,
+                connect_within=client.timeout.connect,
+                max_read=MAX_READ,
+                into=answered,
             )
-            response = await client.transport.handle_async_request(request)
-            status = response.status_code
-            try:
-                async for chunk in response.aiter_raw():
-                    read += chunk
-                    if len(read) >= MAX_READ:
-                        break  # the rest is never read: the connection is closed, not reused
-            finally:
-                await response.aclose()
     except TimeoutError:
         return Answer(
-            AttemptOutcome.TIMEOUT, elapsed(), status, f"no complete answer within {within:g} s", _text(read)
+            AttemptOutcome.TIMEOUT, elapsed(), status(), f"no complete answer within {within:g} s", text()
         )
     except RefusedUrl as exc:
         return Answer(AttemptOutcome.REFUSED, elapsed(), None, f"refused: {exc}")
     except httpx.TimeoutException as exc:
-        return Answer(AttemptOutcome.TIMEOUT, elapsed(), status, f"{type(exc).__name__}: {exc}", _text(read))
+        return Answer(AttemptOutcome.TIMEOUT, elapsed(), status(), f"{type(exc).__name__}: {exc}", text())
     except (httpx.HTTPError, OSError) as exc:
         return Answer(
-            AttemptOutcome.CONNECTION_ERROR, elapsed(), status, f"{type(exc).__name__}: {exc}", _text(read)
+            AttemptOutcome.CONNECTION_ERROR, elapsed(), status(), f"{type(exc).__name__}: {exc}", text()
         )
-    if 200 <= status < 300:
-        return Answer(AttemptOutcome.SUCCESS, elapsed(), status, None, _text(read))
-    error = f"HTTP {status}"
-    if 300 <= status < 400:
-        error += f": redirect to {response.headers.get('location', '?')!r} not followed"
-    return Answer(AttemptOutcome.HTTP_ERROR, elapsed(), status, error, _text(read))
+    code = answered.head.status_code if answered.head is not None else 0
+    if 200 <= code < 300:
+        return Answer(AttemptOutcome.SUCCESS, elapsed(), code, None, text())
+    error = f"HTTP {code}"
+    if 300 <= code < 400:
+        location = (answered.header(b"location") or b"?").decode("latin-1")
+        error += f": redirect to {location!r} not followed"
+    return Answer(AttemptOutcome.HTTP_ERROR, elapsed(), code, error, text())
 
 
 def _text(data: bytes | bytearray) -> str | None:

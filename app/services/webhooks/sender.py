@@ -110,6 +110,9 @@ async def sender_connection(db: Database) -> asyncpg.Connection:
             # (bitmap scans do not): otherwise each turn re-reads all that was sent since the last
             # vacuum (measured: 20,000 such entries, 0.48 ms a scan; index scans 0.06 ms)
             "enable_bitmapscan": "off",
+            # and never a sequential scan: a turn touches a few rows of tables that grow, and a
+            # plan made on a young table's statistics scanned every endpoint for each due one
+            "enable_seqscan": "off",
             "application_name": "leadwheel-webhook-sender",
         },
     )
@@ -126,11 +129,12 @@ TURN_SPACING_SECONDS = 0.01
 
 
 class WebhookSender:
-    """The per-process loop. A wake (the `send_webhooks` job) starts it; it keeps turning while it
-    has requests in flight or claims something, and when it finds nothing it calls `on_idle`
-    (which clears the wake's mark, so the next commit queues a job again) and looks once more, so
-    a commit between its last look and the clearing is not left to the sweep. `close()` on worker
-    shutdown."""
+    """The per-process loop. A wake starts it; it keeps turning while it has requests in flight or
+    claims something. When it finds nothing after a wake by the `send_webhooks` job, it calls
+    `on_idle` (which clears that job's mark, so the next commit queues a job again) and looks once
+    more, so a commit between its last look and the clearing is not left to the sweep. Woken only
+    by its own process's distributions (which set no mark), it skips the clearing (in a burst, a
+    Redis round trip each time it ran out of work). `close()` on worker shutdown."""
 
     def __init__(
         self,
@@ -148,13 +152,17 @@ class WebhookSender:
         self._loop: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection | None = None
         self._last_turn = 0.0
+        self._woken_by_job = False  # since the mark was last cleared
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
             self._conn = await sender_connection(self.db)
         return self._conn
 
-    def wake(self) -> None:
+    def wake(self, *, by_job: bool = False) -> None:
+        """`by_job`: from the `send_webhooks` job, whose wake mark this sender clears when idle."""
+        if by_job:
+            self._woken_by_job = True
         if self._loop is None or self._loop.done():
             self._loop = asyncio.create_task(self._run(), name="webhook-sender")
         self._wake.set()
@@ -174,9 +182,15 @@ class WebhookSender:
             self._wake.clear()
             self._last_turn = time.monotonic()
             try:
-                if not await self._turn() and not self._busy and not self._finished:
-                    if self.on_idle is not None:
-                        await self.on_idle()
+                claimed, recorded = await self._turn()
+                idle = not claimed and not self._busy and not self._finished
+                # once more: endpoints the turn released could not be claimed in it (their other
+                # deliveries come back next turn), and a job's mark is cleared before the look
+                if idle and (recorded or self._woken_by_job):
+                    if self._woken_by_job:
+                        self._woken_by_job = False
+                        if self.on_idle is not None:
+                            await self.on_idle()
                     await self._turn()
             except Exception:  # noqa: BLE001  (PostgreSQL away: try again shortly)
                 log.warning("webhooks.sender_turn_failed", exc_info=True)
@@ -184,15 +198,15 @@ class WebhookSender:
                 self._wake.set()
         await self._turn(claiming=False)
 
-    async def _turn(self, *, claiming: bool = True) -> int:
+    async def _turn(self, *, claiming: bool = True) -> tuple[int, int]:
         """Records what finished and claims for the free places: one statement. Returns how many
-        endpoints it claimed."""
+        endpoints it claimed and how many it recorded (and released)."""
         finished, self._finished = self._finished, []
         slots = self.settings.webhook_max_concurrency - len(self._busy)
         if not claiming or self._stop.is_set():
             slots = 0
         if not finished and slots <= 0:
-            return 0
+            return 0, 0
         try:
             conn = await self._connection()
             claimed, flagged = await claims.turn(
@@ -208,7 +222,7 @@ class WebhookSender:
             raise
         for one in claimed:
             self._busy[one.endpoint_id] = asyncio.create_task(self._send(one))
-        return len(claimed)
+        return len(claimed), len(finished)
 
     async def _send(self, claimed: Claimed) -> None:
         try:
