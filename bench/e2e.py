@@ -28,6 +28,7 @@ same servers, and the figures with targets are ratios to them:
   same 1,000 clients, measured the same way right after (c).
 
     python bench/e2e.py [--database-url URL --redis-url URL] [--burst 2000] [--subscribers 1000]
+    python bench/e2e.py --only-fanout      # (c) and its floor alone
 
 Last line: one JSON object."""
 
@@ -457,90 +458,100 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
                 data = await client.execute(DISTRIBUTE, {"id": lead_id})
                 return str(data["distributeLead"]["id"])
 
-            # (a) one at a time
-            feed = Feed(ws_url, token, niche_ids[0])
-            (feed_task,) = await start_feeds([feed])
-            await asyncio.sleep(0.3)
-            pool = leads[niche_ids[0]]
-            for lead_id in pool[:10]:  # warm-up
-                await distribute(lead_id)
-            await asyncio.sleep(1)
-            latencies = []
-            for lead_id in pool[10 : 10 + args.single]:
-                start = time.time()
-                run_id = await distribute(lead_id)
-                while run_id not in feed.completed:
-                    await asyncio.sleep(0.0005)
-                latencies.append((feed.completed[run_id] - start) * 1000)
-            feed_task.cancel()
-            result["complete_p50_ms"] = round(statistics.median(latencies), 2)
-            result["complete_p99_ms"] = round(pct(latencies, 0.99), 2)
-            print(
-                f"(a) distributeLead -> COMPLETED, one at a time, n={len(latencies)}: "
-                f"p50 {result['complete_p50_ms']} ms, p99 {result['complete_p99_ms']} ms",
-                flush=True,
-            )
+            if not args.only_fanout:  # (a), (b) and (d)
+                # (a) one at a time
+                feed = Feed(ws_url, token, niche_ids[0])
+                (feed_task,) = await start_feeds([feed])
+                await asyncio.sleep(0.3)
+                pool = leads[niche_ids[0]]
+                for lead_id in pool[:10]:  # warm-up
+                    await distribute(lead_id)
+                await asyncio.sleep(1)
+                latencies = []
+                for lead_id in pool[10 : 10 + args.single]:
+                    start = time.time()
+                    run_id = await distribute(lead_id)
+                    while run_id not in feed.completed:
+                        await asyncio.sleep(0.0005)
+                    latencies.append((feed.completed[run_id] - start) * 1000)
+                feed_task.cancel()
+                result["complete_p50_ms"] = round(statistics.median(latencies), 2)
+                result["complete_p99_ms"] = round(pct(latencies, 0.99), 2)
+                print(
+                    f"(a) distributeLead -> COMPLETED, one at a time, n={len(latencies)}: "
+                    f"p50 {result['complete_p50_ms']} ms, p99 {result['complete_p99_ms']} ms",
+                    flush=True,
+                )
 
-            # (b) bursts over 20 niches: as traffic from many niches arrives (interleaved), and each
-            # niche's leads in a row (grouped: the workers' runs mostly wait on one niche's lock).
-            # The interleaved one between two runs of its floor, the engine alone on the same
-            # servers and database with the workers' concurrency (2 processes x WORKER_CONCURRENCY):
-            # the ratio is to their mean, so load from elsewhere that drifts during the run hits
-            # both alike.
-            concurrency = 2 * Settings().worker_concurrency
-            per_niche = args.burst // len(niche_ids)
-            interleaved = [leads[n][-per_niche + i] for i in range(per_niche) for n in niche_ids]
-            grouped = [lid for n in niche_ids for lid in leads[n][-2 * per_niche : -per_niche]]
-            floors: list[float] = []
-            steps: list[tuple[str, list[str]]] = [
-                ("alone", []),
-                ("interleaved", interleaved),
-                ("alone", []),
-                ("grouped by niche", grouped),
-            ]
-            for name, burst in steps:
-                if name == "alone":
-                    alone = await engine_alone(
-                        database_url, procs, niches=len(niche_ids), count=args.burst, concurrency=concurrency
-                    )
-                    floors.append(alone["dist_per_s"])
+                # (b) bursts over 20 niches: as traffic from many niches arrives (interleaved), and each
+                # niche's leads in a row (grouped: the workers' runs mostly wait on one niche's lock).
+                # The interleaved one between two runs of its floor, the engine alone on the same
+                # servers and database with the workers' concurrency (2 processes x WORKER_CONCURRENCY):
+                # the ratio is to their mean, so load from elsewhere that drifts during the run hits
+                # both alike.
+                concurrency = 2 * Settings().worker_concurrency
+                per_niche = args.burst // len(niche_ids)
+                interleaved = [leads[n][-per_niche + i] for i in range(per_niche) for n in niche_ids]
+                grouped = [lid for n in niche_ids for lid in leads[n][-2 * per_niche : -per_niche]]
+                floors: list[float] = []
+                steps: list[tuple[str, list[str]]] = [
+                    ("alone", []),
+                    ("interleaved", interleaved),
+                    ("alone", []),
+                    ("grouped by niche", grouped),
+                ]
+                for name, burst in steps:
+                    if name == "alone":
+                        alone = await engine_alone(
+                            database_url,
+                            procs,
+                            niches=len(niche_ids),
+                            count=args.burst,
+                            concurrency=concurrency,
+                        )
+                        floors.append(alone["dist_per_s"])
+                        print(
+                            f"(b) floor: the engine alone, {args.burst} leads over {len(niche_ids)} niches "
+                            f"interleaved, distribute_lead() {concurrency} at a time from one process: "
+                            f"{alone['dist_per_s']:.1f} distributions/s",
+                            flush=True,
+                        )
+                        print(
+                            "    CPU ms per distribution: "
+                            + ", ".join(f"{k} {v:.2f}" for k, v in alone["cpu_ms"].items()),
+                            flush=True,
+                        )
+                        continue
+                    figures = await run_burst(database_url, procs, distribute, burst)
+                    key = "burst" if name == "interleaved" else "burst_grouped"
+                    result[f"{key}_dist_per_s"] = figures["dist_per_s"]
+                    result[f"{key}_requests_per_s"] = figures["requests_per_s"]
                     print(
-                        f"(b) floor: the engine alone, {args.burst} leads over {len(niche_ids)} niches "
-                        f"interleaved, distribute_lead() {concurrency} at a time from one process: "
-                        f"{alone['dist_per_s']:.1f} distributions/s",
+                        f"(b) burst of {len(burst)} over {len(niche_ids)} niches, {name}, 2 workers: "
+                        f"{figures['completed']} completed, {figures['dist_per_s']} distributions/s end to end "
+                        f"(requests accepted at {figures['requests_per_s']}/s; last notification sent after "
+                        f"{figures['mailed_s']:.1f} s)",
                         flush=True,
                     )
                     print(
-                        "    CPU ms per distribution: "
-                        + ", ".join(f"{k} {v:.2f}" for k, v in alone["cpu_ms"].items()),
+                        "    CPU ms per distribution (with its notifications): "
+                        + ", ".join(f"{k} {v:.2f}" for k, v in figures["cpu_ms"].items()),
                         flush=True,
                     )
-                    continue
-                figures = await run_burst(database_url, procs, distribute, burst)
-                key = "burst" if name == "interleaved" else "burst_grouped"
-                result[f"{key}_dist_per_s"] = figures["dist_per_s"]
-                result[f"{key}_requests_per_s"] = figures["requests_per_s"]
-                print(
-                    f"(b) burst of {len(burst)} over {len(niche_ids)} niches, {name}, 2 workers: "
-                    f"{figures['completed']} completed, {figures['dist_per_s']} distributions/s end to end "
-                    f"(requests accepted at {figures['requests_per_s']}/s; last notification sent after "
-                    f"{figures['mailed_s']:.1f} s)",
-                    flush=True,
-                )
-                print(
-                    "    CPU ms per distribution (with its notifications): "
-                    + ", ".join(f"{k} {v:.2f}" for k, v in figures["cpu_ms"].items()),
-                    flush=True,
-                )
-            engine_floor = floor_drift(result, "engine_alone_dist_per_s", *floors)
-            result["engine_alone_dist_per_s"] = round(engine_floor, 1)
+                engine_floor = floor_drift(result, "engine_alone_dist_per_s", *floors)
+                result["engine_alone_dist_per_s"] = round(engine_floor, 1)
 
-            # (d) webhooks, on the leads before (b)'s
-            webhooks = await webhook_bursts(
-                database_url, procs, distribute, [leads[n] for n in niche_ids], per_niche, receiver
-            )
-            for key, value in webhooks.pop("summary").items():
-                result[key] = result.get(key, []) + value if key == "unsteady" else value
+                # (d) webhooks, on the leads before (b)'s
+                webhooks = await webhook_bursts(
+                    database_url, procs, distribute, [leads[n] for n in niche_ids], per_niche, receiver
+                )
+                for key, value in webhooks.pop("summary").items():
+                    result[key] = result.get(key, []) + value if key == "unsteady" else value
+
+            else:  # the warm-up of (a)
+                for lead_id in leads[niche_ids[0]][:10]:
+                    await distribute(lead_id)
+                await asyncio.sleep(1)
 
             # (c) fan-out
             target = niche_ids[1]
@@ -594,16 +605,17 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
             )
 
             print("ratios to the floors measured above:", flush=True)
-            report(result, "pipeline_ratio", result["burst_dist_per_s"] / engine_floor, ">= 0.5")
-            result["webhook_p50_ms"], result["webhook_p99_ms"] = webhooks["p50_ms"], webhooks["p99_ms"]
-            report(result, "burst_with_webhooks_ratio", webhooks["with_ratio"], ">= 0.85")
-            report(result, "burst_dead_endpoint_ratio", webhooks["dead_ratio"], ">= 0.85")
-            report(
-                result,
-                "webhook_p99_over_complete_p50",
-                webhooks["p99_ms"] / result["complete_p50_ms"],
-                "<= 5",
-            )
+            if not args.only_fanout:
+                report(result, "pipeline_ratio", result["burst_dist_per_s"] / engine_floor, ">= 0.5")
+                result["webhook_p50_ms"], result["webhook_p99_ms"] = webhooks["p50_ms"], webhooks["p99_ms"]
+                report(result, "burst_with_webhooks_ratio", webhooks["with_ratio"], ">= 0.85")
+                report(result, "burst_dead_endpoint_ratio", webhooks["dead_ratio"], ">= 0.85")
+                report(
+                    result,
+                    "webhook_p99_over_complete_p50",
+                    webhooks["p99_ms"] / result["complete_p50_ms"],
+                    "<= 5",
+                )
             if min(cpu["api"], bare["cpu_s"]) >= 0.2:  # CPU time is counted in 10 ms ticks
                 report(result, "fanout_floor_ratio", api_us / bare["cpu_us_per_frame"], "<= 1.5")
             else:
@@ -727,6 +739,11 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=2000)
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--fanout-leads", type=int, default=10)
+    parser.add_argument(
+        "--only-fanout",
+        action="store_true",
+        help="(c) and its floor alone, after (a)'s warm-up: no (a), (b), (d)",
+    )
     args = parser.parse_args()
     summary = run_with_servers(
         "lw-e2e-", args.database_url, args.redis_url, lambda db, r: main_async(args, db, r)
