@@ -1,10 +1,13 @@
 """Relaying a shared subscription event straight to the socket. When many subscribers watch the
 same feed with the same document and variables, the first one's event goes the whole way through
 graphql-core and Strawberry (executed once, app/resolvers/executor.py); the message payload
-Strawberry sent for it is kept, encoded. Every other subscriber of that event sends the kept
-payload under its own operation id, from its resolver, without the per-result machinery (the
-event mapping, execution lookup, extension hooks, result conversion, encoding). In a 1,000-subscriber
-fan-out (bench/e2e.py (c)) the API's CPU per event delivered went from ~31 to ~11 µs.
+Strawberry sent for it is kept, encoded. Every other subscriber of that event writes the kept
+payload inside its own frame head (`{"id":…,"type":"next","payload":`, encoded once per
+subscription) to its socket, from its resolver, without the per-result machinery (the event
+mapping, execution lookup, extension hooks, result conversion, message dict, encoding, the
+handler's and the adapter's send). In a 1,000-subscriber fan-out (bench/e2e.py (c)) the API's CPU
+per event delivered went from ~31 to ~11 µs with the kept payload, and lower again with the frame
+written as text (see the README's Measured table).
 
 Only payloads of data alone are kept (no errors, no extensions), so what a subscriber receives is
 byte for byte what the full path would have sent. Only graphql-transport-ws operations relay this
@@ -17,10 +20,16 @@ from contextvars import ContextVar
 from typing import Any
 
 import orjson
+from starlette.websockets import WebSocketDisconnect
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
 
-from app.internals.strawberry_graphql import BaseGraphQLTransportWSHandler, Operation, graphql_core_schema
+from app.internals.strawberry_graphql import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+    graphql_core_schema,
+    starlette_socket,
+)
 from app.metrics import RELAYED_EVENTS
 from app.resolvers.executor import shared_result, variables_key
 from app.resolvers.sharing import shared_names
@@ -30,8 +39,9 @@ _relay: ContextVar[Relay | None] = ContextVar("ws_relay", default=None)
 
 
 class RelayingHandler(BaseGraphQLTransportWSHandler[Any, Any]):
-    """Strawberry's graphql-transport-ws handler. It marks the operation each task runs, and
-    keeps the payload of an event result its subscription's Relay is waiting for, encoded."""
+    """Strawberry's graphql-transport-ws handler. It marks the operation each task runs, keeps
+    the payload of an event result its subscription's Relay is waiting for, encoded, and writes
+    frames encoded already."""
 
     async def run_operation(self, operation: Operation[Any, Any]) -> None:
         _operation.set(operation)  # in this task's context: seen by the operation's resolver
@@ -43,6 +53,14 @@ class RelayingHandler(BaseGraphQLTransportWSHandler[Any, Any]):
             relay.keep(message["payload"])
         await super().send_message(message)
 
+    async def send_text(self, frame: str) -> None:
+        """A message encoded already, written as send_message writes one (a text frame; a gone
+        socket raises WebSocketDisconnected)."""
+        try:
+            await starlette_socket(self.websocket).send_text(frame)
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
+
 
 class Relay:
     """A subscription's direct path. `send(progress)` sends the kept payload of an event another
@@ -50,10 +68,13 @@ class Relay:
     resolver must yield it (the first subscriber, an event with errors); the payload that then
     goes out is kept for the others."""
 
-    __slots__ = ("_node", "_operation", "_variables", "waiting")
+    __slots__ = ("_handler", "_head", "_node", "_operation", "_variables", "waiting")
 
     def __init__(self, operation: Operation[Any, Any], node: object, variables: Any) -> None:
         self._operation, self._node, self._variables = operation, node, variables
+        self._handler: RelayingHandler = operation.handler  # type: ignore[assignment]
+        # what orjson writes before the payload of {"id": id, "type": "next", "payload": …}
+        self._head = '{"id":' + orjson.dumps(operation.id).decode() + ',"type":"next","payload":'
         self.waiting: object | None = None
 
     @classmethod
@@ -62,7 +83,7 @@ class Relay:
         subscription the schema does not let share (app/resolvers/sharing.py)."""
         operation = _operation.get()
         variables = variables_key(info.variable_values)
-        if operation is None or variables is None:
+        if operation is None or variables is None or not isinstance(operation.handler, RelayingHandler):
             return None
         if info.field_name not in shared_names(graphql_core_schema(info.schema)):
             return None
@@ -76,11 +97,10 @@ class Relay:
         if shared is None or shared.encoded is None:
             self.waiting = progress
             return False
-        op = self._operation
-        # the payload is JSON already: orjson embeds a Fragment as it is (GraphQLView.encode_json)
-        message: Any = {"id": op.id, "type": "next", "payload": orjson.Fragment(shared.encoded)}
+        if self._operation.completed:  # as Operation.send_operation_message: nothing after complete
+            return True
         try:
-            await op.send_operation_message(message)
+            await self._handler.send_text(self._head + shared.encoded + "}")
         except WebSocketDisconnected:
             # the socket is gone: the handler ends the operation when it reads the close (raised
             # here, inside the resolver, Strawberry would log it as a GraphQL error of the event)
@@ -96,4 +116,4 @@ class Relay:
         if shared is None or shared.encoded is not None or not isinstance(payload, dict) or len(payload) != 1:
             return
         if payload.get("data") is shared.result.data:  # what this very execution produced
-            shared.encoded = orjson.dumps(payload)
+            shared.encoded = orjson.dumps(payload).decode()

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy.util
 import strawberry
 from graphql import Executor
-from strawberry.asgi import GraphQL
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.dataloader import DataLoader
 from strawberry.extensions import MaskErrors
 from strawberry.schema.schema_converter import GraphQLCoreConverter
@@ -153,8 +153,10 @@ BREAKERS: dict[str, Breaker] = {
     "BaseGraphQLTransportWSHandler.send_message(self, message)": replaced(
         BaseGraphQLTransportWSHandler, "send_message", lambda self, message, binary: None
     ),
-    "Operation.send_operation_message(self, message)": without(Operation, "send_operation_message"),
-    "Operation.id": after_init(Operation, _drop("id")),
+    "Operation.id, handler, completed": after_init(Operation, _drop("completed")),
+    "BaseGraphQLTransportWSHandler.websocket, ASGIWebSocketAdapter.ws": after_init(
+        ASGIWebSocketAdapter, _drop("ws")
+    ),
     "strawberry.asgi.GraphQL.graphql_transport_ws_handler_class": without(
         GraphQL, "graphql_transport_ws_handler_class"
     ),
