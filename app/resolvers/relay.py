@@ -16,6 +16,7 @@ way (the handler below marks the operation its task runs); any other transport t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -53,20 +54,20 @@ class RelayingHandler(BaseGraphQLTransportWSHandler[Any, Any]):
             relay.keep(message["payload"])
         await super().send_message(message)
 
-    async def send_text(self, frame: str) -> None:
-        """A message encoded already, written as send_message writes one (a text frame; a gone
-        socket raises WebSocketDisconnected)."""
+    async def send_texts(self, frames: Sequence[str]) -> None:
+        """Messages encoded already, written in order as send_message writes each (a text frame;
+        a gone socket raises WebSocketDisconnected)."""
+        socket = starlette_socket(self.websocket)
         try:
-            await starlette_socket(self.websocket).send_text(frame)
+            for frame in frames:
+                await socket.send_text(frame)
         except WebSocketDisconnect as exc:
             raise WebSocketDisconnected from exc
 
 
 class Relay:
-    """A subscription's direct path. `send(progress)` sends the kept payload of an event another
-    subscriber with the same operation and variables has already received. False means the
-    resolver must yield it (the first subscriber, an event with errors); the payload that then
-    goes out is kept for the others."""
+    """A subscription's direct path. `send_from(progresses, start)` sends the kept payloads of
+    events another subscriber with the same operation and variables has already received."""
 
     __slots__ = ("_handler", "_head", "_node", "_operation", "_variables", "waiting")
 
@@ -78,35 +79,43 @@ class Relay:
         self.waiting: object | None = None
 
     @classmethod
-    def of(cls, info: Any) -> Relay | None:
-        """None outside graphql-transport-ws, for variables that cannot be shared, or for a
+    def of(cls, info: Any) -> Relay | FullPath:
+        """FullPath outside graphql-transport-ws, for variables that cannot be shared, or for a
         subscription the schema does not let share (app/resolvers/sharing.py)."""
         operation = _operation.get()
         variables = variables_key(info.variable_values)
         if operation is None or variables is None or not isinstance(operation.handler, RelayingHandler):
-            return None
+            return FullPath()
         if info.field_name not in shared_names(graphql_core_schema(info.schema)):
-            return None
+            return FullPath()
         relay = cls(operation, info.operation, variables)
         _relay.set(relay)  # the resolver runs in the operation's task: so does send_message
         return relay
 
-    async def send(self, progress: object) -> bool:
+    async def send_from(self, progresses: Sequence[object], start: int) -> int:
+        """Sends progresses[start:] up to the first whose payload is not kept (the first
+        subscriber's, an event with errors), in one write; returns where it stopped. The resolver
+        yields the one there, and the payload that then goes out is kept for the others."""
         self.waiting = None
-        shared = shared_result(progress, self._node, self._variables)
-        if shared is None or shared.encoded is None:
-            self.waiting = progress
-            return False
-        if self._operation.completed:  # as Operation.send_operation_message: nothing after complete
-            return True
+        frames: list[str] = []
+        end = start
+        while end < len(progresses):
+            shared = shared_result(progresses[end], self._node, self._variables)
+            if shared is None or shared.encoded is None:
+                self.waiting = progresses[end]
+                break
+            frames.append(self._head + shared.encoded + "}")
+            end += 1
+        if not frames or self._operation.completed:  # as send_operation_message: nothing after complete
+            return end
         try:
-            await self._handler.send_text(self._head + shared.encoded + "}")
+            await self._handler.send_texts(frames)
         except WebSocketDisconnected:
             # the socket is gone: the handler ends the operation when it reads the close (raised
             # here, inside the resolver, Strawberry would log it as a GraphQL error of the event)
-            return True
-        RELAYED_EVENTS[0] += 1
-        return True
+            return end
+        RELAYED_EVENTS[0] += len(frames)
+        return end
 
     def keep(self, payload: Any) -> None:
         """The payload Strawberry sends for the event this subscription yielded: kept if it is data
@@ -117,3 +126,10 @@ class Relay:
             return
         if payload.get("data") is shared.result.data:  # what this very execution produced
             shared.encoded = orjson.dumps(payload).decode()
+
+
+class FullPath:
+    """No direct path: the resolver yields every event."""
+
+    async def send_from(self, progresses: Sequence[object], start: int) -> int:
+        return start
