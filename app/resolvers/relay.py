@@ -21,7 +21,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import orjson
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
 
@@ -31,6 +31,7 @@ from app.internals.strawberry_graphql import (
     graphql_core_schema,
     starlette_socket,
 )
+from app.internals.uvicorn import SERVER_SEND, frames_writer, write_texts
 from app.metrics import RELAYED_EVENTS
 from app.resolvers.executor import shared_result, variables_key
 from app.resolvers.sharing import shared_names
@@ -44,6 +45,8 @@ class RelayingHandler(BaseGraphQLTransportWSHandler[Any, Any]):
     the payload of an event result its subscription's Relay is waiting for, encoded, and writes
     frames encoded already."""
 
+    _writer: Any  # app/internals/uvicorn.py's frames_writer for this connection, once looked up
+
     async def run_operation(self, operation: Operation[Any, Any]) -> None:
         _operation.set(operation)  # in this task's context: seen by the operation's resolver
         await super().run_operation(operation)
@@ -55,13 +58,27 @@ class RelayingHandler(BaseGraphQLTransportWSHandler[Any, Any]):
         await super().send_message(message)
 
     async def send_texts(self, frames: Sequence[str]) -> None:
-        """Messages encoded already, written in order as send_message writes each (a text frame;
-        a gone socket raises WebSocketDisconnected)."""
+        """Messages encoded already, in order, as text frames as send_message writes each; with
+        one write under uvicorn's sans-I/O WebSockets (a write per frame was most of a fan-out's
+        CPU), else one Starlette send each. A gone socket raises WebSocketDisconnected."""
         socket = starlette_socket(self.websocket)
         try:
-            for frame in frames:
-                await socket.send_text(frame)
-        except WebSocketDisconnect as exc:
+            writer = self._writer
+        except AttributeError:
+            writer = self._writer = frames_writer(socket.scope.get(SERVER_SEND))
+        if writer is None:
+            try:
+                for frame in frames:
+                    await socket.send_text(frame)
+            except WebSocketDisconnect as exc:
+                raise WebSocketDisconnected from exc
+            return
+        if socket.application_state is not WebSocketState.CONNECTED:  # closed by this side
+            raise WebSocketDisconnected
+        try:
+            await write_texts(writer, frames)
+        except OSError as exc:  # as Starlette's send: the socket is gone
+            socket.application_state = WebSocketState.DISCONNECTED
             raise WebSocketDisconnected from exc
 
 

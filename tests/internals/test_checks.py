@@ -30,6 +30,7 @@ from taskiq.formatters.proxy_formatter import ProxyFormatter
 from taskiq.kicker import AsyncKicker
 from taskiq_redis import RedisStreamBroker
 from typer.testing import CliRunner
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 import app.internals
 from app.internals import InternalsChanged, check_all, libraries
@@ -188,6 +189,14 @@ BREAKERS: dict[str, Breaker] = {
         RedisStreamBroker, _drop("approximate")
     ),
     "the stream entry: one field, data": replaced(RedisStreamBroker, "listen", _listen_elsewhere),
+    # uvicorn
+    "WebSocketsSansIOProtocol.send(self, message)": replaced(
+        WebSocketsSansIOProtocol, "send", lambda self, message, binary: None
+    ),
+    "WebSocketsSansIOProtocol: writable, disconnected, close_sent, handshake_complete, "
+    "initial_response, conn.send_text, conn.data_to_send, transport": after_init(
+        WebSocketsSansIOProtocol, _drop("writable")
+    ),
 }
 
 USES: list[tuple[Library, Use]] = [(library, use) for library in libraries() for use in library.uses]
