@@ -37,7 +37,7 @@ try:
 except ImportError as error:
     raise import_failure(DISTRIBUTION, WRITTEN_AGAINST, MODULE, error) from error
 
-__all__ = ["LIBRARY", "SERVER_SEND", "frames_writer", "write_texts"]
+__all__ = ["LIBRARY", "SERVER_SEND", "RecordingTransport", "frames_writer", "probe_protocol", "write_texts"]
 
 SERVER_SEND = "leadwheel.server_send"  # the scope key app/main.py's KeepServerSend sets
 
@@ -76,7 +76,9 @@ async def write_texts(protocol: Any, frames: Sequence[str]) -> None:
 # --- checks -------------------------------------------------------------------------------------
 
 
-class _Transport:
+class RecordingTransport:
+    """Keeps what is written: the probe protocol's transport (these checks, and tests)."""
+
     def __init__(self) -> None:
         self.written: list[bytes] = []
 
@@ -86,9 +88,24 @@ class _Transport:
     def is_closing(self) -> bool:
         return False
 
+    def close(self) -> None:
+        return None
+
 
 async def _probe_app(scope: Any, receive: Any, send: Any) -> None:
     return None
+
+
+def probe_protocol(loop: asyncio.AbstractEventLoop | None = None) -> Any:
+    """A sans-I/O WebSocket protocol as after its accept, writing to a RecordingTransport."""
+    config = Config(app=_probe_app, ws="websockets-sansio", log_config=None, lifespan="off")
+    config.load()
+    protocol: Any = WebSocketsSansIOProtocol(config, ServerState(), {}, _loop=loop)
+    protocol.transport = RecordingTransport()
+    protocol.connections.add(protocol)  # as connection_made
+    protocol.handshake_complete = True
+    protocol.conn.state = State.OPEN
+    return protocol
 
 
 def _run_now(coroutine: Coroutine[Any, Any, None]) -> None:
@@ -106,15 +123,10 @@ def _same_bytes() -> str | None:
     """Frames written by write_texts are byte for byte those send writes, one by one."""
     loop = asyncio.new_event_loop()
     try:
-        config = Config(app=_probe_app, ws="websockets-sansio", log_config=None, lifespan="off")
-        config.load()
         frames = ['{"id":"1","type":"next","payload":{}}', "é" * 200]
         written = []
         for batched in (False, True):
-            protocol: Any = WebSocketsSansIOProtocol(config, ServerState(), {}, _loop=loop)
-            protocol.transport = _Transport()
-            protocol.handshake_complete = True  # as after its accept
-            protocol.conn.state = State.OPEN
+            protocol = probe_protocol(loop)
             writer = frames_writer(protocol.send)
             if writer is None:
                 return "frames_writer does not find the protocol of its send"

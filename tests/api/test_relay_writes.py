@@ -13,27 +13,9 @@ from typing import Any
 import pytest
 from starlette.websockets import WebSocketState
 from strawberry.http.exceptions import WebSocketDisconnected
-from uvicorn.config import Config
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from uvicorn.server import ServerState
-from websockets.protocol import State
 
-from app.internals.uvicorn import SERVER_SEND
+from app.internals.uvicorn import SERVER_SEND, probe_protocol
 from app.resolvers.relay import RelayingHandler
-
-
-class Transport:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
 
 
 class Socket:
@@ -48,21 +30,6 @@ class Socket:
         self.sent.append(text)
 
 
-async def _app(scope: Any, receive: Any, send: Any) -> None:
-    return None
-
-
-def accepted_protocol() -> Any:
-    config = Config(app=_app, ws="websockets-sansio", log_config=None, lifespan="off")
-    config.load()
-    protocol: Any = WebSocketsSansIOProtocol(config, ServerState(), {})
-    protocol.transport = Transport()
-    protocol.connections.add(protocol)  # as connection_made
-    protocol.handshake_complete = True
-    protocol.conn.state = State.OPEN
-    return protocol
-
-
 def handler_on(socket: Socket) -> RelayingHandler:
     return RelayingHandler(
         view=None,  # type: ignore[arg-type]
@@ -75,35 +42,35 @@ def handler_on(socket: Socket) -> RelayingHandler:
 
 
 async def test_due_frames_go_out_in_one_write_as_uvicorn_frames_each() -> None:
-    batched, one_by_one = accepted_protocol(), accepted_protocol()
+    batched, one_by_one = probe_protocol(), probe_protocol()
     frames = ['{"id":"1","type":"next","payload":{"data":{}}}', '{"id":"1","type":"complete"}']
     await handler_on(Socket({SERVER_SEND: batched.send})).send_texts(frames)
     for frame in frames:
         await one_by_one.send({"type": "websocket.send", "text": frame})
-    assert len(batched.transport.writes) == 1
-    assert batched.transport.writes[0] == b"".join(one_by_one.transport.writes)
+    assert len(batched.transport.written) == 1
+    assert batched.transport.written[0] == b"".join(one_by_one.transport.written)
 
 
 async def test_a_full_buffer_makes_the_writer_wait() -> None:
-    protocol = accepted_protocol()
+    protocol = probe_protocol()
     protocol.pause_writing()  # the transport's buffer is over its high-water mark
     writing = asyncio.create_task(handler_on(Socket({SERVER_SEND: protocol.send})).send_texts(["a", "b"]))
     await asyncio.sleep(0.05)
     assert not writing.done()
-    assert protocol.transport.writes == []
+    assert protocol.transport.written == []
     protocol.resume_writing()
     await asyncio.wait_for(writing, 1)
-    assert len(protocol.transport.writes) == 1
+    assert len(protocol.transport.written) == 1
 
 
 async def test_a_closed_connection_is_websocket_disconnected() -> None:
-    protocol = accepted_protocol()
+    protocol = probe_protocol()
     protocol.connection_lost(None)  # the client went away
     socket = Socket({SERVER_SEND: protocol.send})
     with pytest.raises(WebSocketDisconnected):
         await handler_on(socket).send_texts(["a"])
     assert socket.application_state is WebSocketState.DISCONNECTED
-    assert protocol.transport.writes == []
+    assert protocol.transport.written == []
 
 
 async def test_another_server_gets_the_frames_one_by_one_through_starlette() -> None:
