@@ -5,9 +5,10 @@ Strawberry sent for it is kept, encoded. Every other subscriber of that event wr
 payload inside its own frame head (`{"id":…,"type":"next","payload":`, encoded once per
 subscription) to its socket, from its resolver, without the per-result machinery (the event
 mapping, execution lookup, extension hooks, result conversion, message dict, encoding, the
-handler's and the adapter's send). In a 1,000-subscriber fan-out (bench/e2e.py (c)) the API's CPU
-per event delivered went from ~31 to ~11 µs with the kept payload, and lower again with the frame
-written as text (see the README's Measured table).
+handler's and the adapter's send), the frames due together in one write (app/internals/uvicorn.py).
+In a 1,000-subscriber fan-out (bench/e2e.py (c)) the API's CPU per event delivered went from ~31
+to ~11 µs with the kept payload (2026-11-27), and from 25–28 to 13–14 µs (2026-12-03, a slower
+machine) with the frame written as text and a subscriber's due frames in one write.
 
 Only payloads of data alone are kept (no errors, no extensions), so what a subscriber receives is
 byte for byte what the full path would have sent. Only graphql-transport-ws operations relay this
