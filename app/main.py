@@ -29,6 +29,7 @@ from app import metrics
 from app.db import Database, create_database
 from app.errors import DomainError, Forbidden, InvalidInput, Unauthenticated, Unavailable
 from app.internals import check_all
+from app.internals.uvicorn import SERVER_SEND
 from app.logging import configure_logging
 from app.pages import page_routes
 from app.progress.hub import ProgressHub
@@ -164,6 +165,20 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+class KeepServerSend:
+    """Puts the server's own `send` of a WebSocket into its scope (the endpoint sees Starlette's
+    wrapper of it): app/resolvers/relay.py writes a subscriber's due frames with one write through
+    it (app/internals/uvicorn.py)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope[SERVER_SEND] = send
+        await self.app(scope, receive, send)
 
 
 async def export_assignments(request: Request) -> Response:
@@ -358,4 +373,5 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(KeepServerSend)
     return app

@@ -28,7 +28,8 @@ same servers, and the figures with targets are ratios to them:
   same 1,000 clients, measured the same way right after (c).
 
     python bench/e2e.py [--database-url URL --redis-url URL] [--burst 2000] [--subscribers 1000]
-                        [--webhooks-only]
+                        [--webhooks-only]      # (a) and (d) alone
+    python bench/e2e.py --only-fanout      # (c) and its floor alone
 
 Last line: one JSON object."""
 
@@ -458,95 +459,96 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
                 data = await client.execute(DISTRIBUTE, {"id": lead_id})
                 return str(data["distributeLead"]["id"])
 
-            # (a) one at a time
-            feed = Feed(ws_url, token, niche_ids[0])
-            (feed_task,) = await start_feeds([feed])
-            await asyncio.sleep(0.3)
-            pool = leads[niche_ids[0]]
-            for lead_id in pool[:10]:  # warm-up
-                await distribute(lead_id)
-            await asyncio.sleep(1)
-            latencies = []
-            for lead_id in pool[10 : 10 + args.single]:
-                start = time.time()
-                run_id = await distribute(lead_id)
-                while run_id not in feed.completed:
-                    await asyncio.sleep(0.0005)
-                latencies.append((feed.completed[run_id] - start) * 1000)
-            feed_task.cancel()
-            result["complete_p50_ms"] = round(statistics.median(latencies), 2)
-            result["complete_p99_ms"] = round(pct(latencies, 0.99), 2)
-            print(
-                f"(a) distributeLead -> COMPLETED, one at a time, n={len(latencies)}: "
-                f"p50 {result['complete_p50_ms']} ms, p99 {result['complete_p99_ms']} ms",
-                flush=True,
-            )
-
-            # (b) bursts over 20 niches: as traffic from many niches arrives (interleaved), and each
-            # niche's leads in a row (grouped: the workers' runs mostly wait on one niche's lock).
-            # The interleaved one between two runs of its floor, the engine alone on the same
-            # servers and database with the workers' concurrency (2 processes x WORKER_CONCURRENCY):
-            # the ratio is to their mean, so load from elsewhere that drifts during the run hits
-            # both alike.
-            concurrency = 2 * Settings().worker_concurrency
-            per_niche = args.burst // len(niche_ids)
-            interleaved = [leads[n][-per_niche + i] for i in range(per_niche) for n in niche_ids]
-            grouped = [lid for n in niche_ids for lid in leads[n][-2 * per_niche : -per_niche]]
-            floors: list[float] = []
-            steps: list[tuple[str, list[str]]] = [
-                ("alone", []),
-                ("interleaved", interleaved),
-                ("alone", []),
-                ("grouped by niche", grouped),
-            ]
-            for name, burst in steps if not args.webhooks_only else []:
-                if name == "alone":
-                    alone = await engine_alone(
-                        database_url, procs, niches=len(niche_ids), count=args.burst, concurrency=concurrency
-                    )
-                    floors.append(alone["dist_per_s"])
-                    print(
-                        f"(b) floor: the engine alone, {args.burst} leads over {len(niche_ids)} niches "
-                        f"interleaved, distribute_lead() {concurrency} at a time from one process: "
-                        f"{alone['dist_per_s']:.1f} distributions/s",
-                        flush=True,
-                    )
-                    print(
-                        "    CPU ms per distribution: "
-                        + ", ".join(f"{k} {v:.2f}" for k, v in alone["cpu_ms"].items()),
-                        flush=True,
-                    )
-                    continue
-                figures = await run_burst(database_url, procs, distribute, burst)
-                key = "burst" if name == "interleaved" else "burst_grouped"
-                result[f"{key}_dist_per_s"] = figures["dist_per_s"]
-                result[f"{key}_requests_per_s"] = figures["requests_per_s"]
+            if not args.only_fanout:  # (a), (b) and (d)
+                # (a) one at a time
+                feed = Feed(ws_url, token, niche_ids[0])
+                (feed_task,) = await start_feeds([feed])
+                await asyncio.sleep(0.3)
+                pool = leads[niche_ids[0]]
+                for lead_id in pool[:10]:  # warm-up
+                    await distribute(lead_id)
+                await asyncio.sleep(1)
+                latencies = []
+                for lead_id in pool[10 : 10 + args.single]:
+                    start = time.time()
+                    run_id = await distribute(lead_id)
+                    while run_id not in feed.completed:
+                        await asyncio.sleep(0.0005)
+                    latencies.append((feed.completed[run_id] - start) * 1000)
+                feed_task.cancel()
+                result["complete_p50_ms"] = round(statistics.median(latencies), 2)
+                result["complete_p99_ms"] = round(pct(latencies, 0.99), 2)
                 print(
-                    f"(b) burst of {len(burst)} over {len(niche_ids)} niches, {name}, 2 workers: "
-                    f"{figures['completed']} completed, {figures['dist_per_s']} distributions/s end to end "
-                    f"(requests accepted at {figures['requests_per_s']}/s; last notification sent after "
-                    f"{figures['mailed_s']:.1f} s)",
+                    f"(a) distributeLead -> COMPLETED, one at a time, n={len(latencies)}: "
+                    f"p50 {result['complete_p50_ms']} ms, p99 {result['complete_p99_ms']} ms",
                     flush=True,
                 )
-                print(
-                    "    CPU ms per distribution (with its notifications): "
-                    + ", ".join(f"{k} {v:.2f}" for k, v in figures["cpu_ms"].items()),
-                    flush=True,
+
+                # (b) bursts over 20 niches: as traffic from many niches arrives (interleaved), and each
+                # niche's leads in a row (grouped: the workers' runs mostly wait on one niche's lock).
+                # The interleaved one between two runs of its floor, the engine alone on the same
+                # servers and database with the workers' concurrency (2 processes x WORKER_CONCURRENCY):
+                # the ratio is to their mean, so load from elsewhere that drifts during the run hits
+                # both alike.
+                concurrency = 2 * Settings().worker_concurrency
+                per_niche = args.burst // len(niche_ids)
+                interleaved = [leads[n][-per_niche + i] for i in range(per_niche) for n in niche_ids]
+                grouped = [lid for n in niche_ids for lid in leads[n][-2 * per_niche : -per_niche]]
+                floors: list[float] = []
+                steps: list[tuple[str, list[str]]] = [
+                    ("alone", []),
+                    ("interleaved", interleaved),
+                    ("alone", []),
+                    ("grouped by niche", grouped),
+                ]
+                for name, burst in steps if not args.webhooks_only else []:
+                    if name == "alone":
+                        alone = await engine_alone(
+                            database_url,
+                            procs,
+                            niches=len(niche_ids),
+                            count=args.burst,
+                            concurrency=concurrency,
+                        )
+                        floors.append(alone["dist_per_s"])
+                        print(
+                            f"(b) floor: the engine alone, {args.burst} leads over {len(niche_ids)} niches "
+                            f"interleaved, distribute_lead() {concurrency} at a time from one process: "
+                            f"{alone['dist_per_s']:.1f} distributions/s",
+                            flush=True,
+                        )
+                        print_ms("CPU ms per distribution", alone["cpu_ms"])
+                        continue
+                    figures = await run_burst(database_url, procs, distribute, burst)
+                    key = "burst" if name == "interleaved" else "burst_grouped"
+                    result[f"{key}_dist_per_s"] = figures["dist_per_s"]
+                    result[f"{key}_requests_per_s"] = figures["requests_per_s"]
+                    print(
+                        f"(b) burst of {len(burst)} over {len(niche_ids)} niches, {name}, 2 workers: "
+                        f"{figures['completed']} completed, {figures['dist_per_s']} distributions/s end to end "
+                        f"(requests accepted at {figures['requests_per_s']}/s; last notification sent after "
+                        f"{figures['mailed_s']:.1f} s)",
+                        flush=True,
+                    )
+                    print_ms("CPU ms per distribution (with its notifications)", figures["cpu_ms"])
+                engine_floor = floor_drift(result, "engine_alone_dist_per_s", *floors) if floors else 0.0
+                result["engine_alone_dist_per_s"] = round(engine_floor, 1)
+
+                # (d) webhooks, on the leads before (b)'s
+                webhooks = await webhook_bursts(
+                    database_url, procs, distribute, [leads[n] for n in niche_ids], per_niche, receiver
                 )
-            engine_floor = floor_drift(result, "engine_alone_dist_per_s", *floors) if floors else 0.0
-            result["engine_alone_dist_per_s"] = round(engine_floor, 1)
+                for key, value in webhooks.pop("summary").items():
+                    result[key] = result.get(key, []) + value if key == "unsteady" else value
+                if args.webhooks_only:
+                    print("ratios to the floors measured above:", flush=True)
+                    report_webhooks(result, webhooks)
+                    return result
 
-            # (d) webhooks, on the leads before (b)'s
-            webhooks = await webhook_bursts(
-                database_url, procs, distribute, [leads[n] for n in niche_ids], per_niche, receiver
-            )
-            for key, value in webhooks.pop("summary").items():
-                result[key] = result.get(key, []) + value if key == "unsteady" else value
-
-            if args.webhooks_only:
-                print("ratios to the floors measured above:", flush=True)
-                report_webhooks(result, webhooks)
-                return result
+            else:  # the warm-up of (a)
+                for lead_id in leads[niche_ids[0]][:10]:
+                    await distribute(lead_id)
+                await asyncio.sleep(1)
 
             # (c) fan-out
             target = niche_ids[1]
@@ -600,8 +602,9 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
             )
 
             print("ratios to the floors measured above:", flush=True)
-            report(result, "pipeline_ratio", result["burst_dist_per_s"] / engine_floor, ">= 0.5")
-            report_webhooks(result, webhooks)
+            if not args.only_fanout:
+                report(result, "pipeline_ratio", result["burst_dist_per_s"] / engine_floor, ">= 0.5")
+                report_webhooks(result, webhooks)
             if min(cpu["api"], bare["cpu_s"]) >= 0.2:  # CPU time is counted in 10 ms ticks
                 report(result, "fanout_floor_ratio", api_us / bare["cpu_us_per_frame"], "<= 1.5")
             else:
@@ -621,6 +624,10 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
     return result
+
+
+def print_ms(label: str, figures: dict[str, float]) -> None:
+    print(f"    {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in figures.items()), flush=True)
 
 
 def report_webhooks(result: dict[str, Any], webhooks: dict[str, Any]) -> None:
@@ -711,10 +718,8 @@ async def webhook_bursts(
             postgres: dict[str, float] = {"webhook senders": 0.0, "the rest": 0.0}
             for pid, (kind, seconds) in (await postgres_cpu(pg)).items():
                 postgres[kind] += (seconds - pg_before.get(pid, (kind, 0.0))[1]) * 1000 / run["completed"]
-            print(
-                "    PostgreSQL CPU ms per distribution by connection (processes alive at the end): "
-                + ", ".join(f"{k} {v:.2f}" for k, v in postgres.items()),
-                flush=True,
+            print_ms(
+                "PostgreSQL CPU ms per distribution by connection (processes alive at the end)", postgres
             )
             if phase != "none":
                 print(
@@ -758,6 +763,11 @@ def main() -> None:
     parser.add_argument("--fanout-leads", type=int, default=10)
     parser.add_argument(
         "--webhooks-only", action="store_true", help="(a) and (d) only: skips (b), (c) and their floors"
+    )
+    parser.add_argument(
+        "--only-fanout",
+        action="store_true",
+        help="(c) and its floor alone, after (a)'s warm-up: no (a), (b), (d)",
     )
     args = parser.parse_args()
     summary = run_with_servers(

@@ -20,7 +20,7 @@ __all__ = ["InternalsChanged", "check_all", "libraries"]
 
 
 def libraries() -> tuple[Library, ...]:
-    from app.internals import graphql_core, sqlalchemy, strawberry_graphql, taskiq, taskiq_redis
+    from app.internals import graphql_core, sqlalchemy, strawberry_graphql, taskiq, taskiq_redis, uvicorn
 
     return (
         graphql_core.LIBRARY,
@@ -28,6 +28,7 @@ def libraries() -> tuple[Library, ...]:
         strawberry_graphql.LIBRARY,
         taskiq.LIBRARY,
         taskiq_redis.LIBRARY,
+        uvicorn.LIBRARY,
     )
 
 

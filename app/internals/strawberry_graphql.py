@@ -5,8 +5,10 @@ this module's message:
   graphql-core executor; the schema takes the subclass as `execution_context_class`).
 - app/resolvers/relay.py and app/main.py: graphql-transport-ws. `RelayingHandler` overrides
   `BaseGraphQLTransportWSHandler.run_operation(operation)` (the task of each operation) and
-  `send_message(message)` (every frame); `Relay` sends through `Operation.send_operation_message`
-  with `Operation.id`; the view installs the handler as `graphql_transport_ws_handler_class`.
+  `send_message(message)` (every frame), and writes encoded frames to the Starlette WebSocket
+  behind its `websocket` adapter (`ASGIWebSocketAdapter.ws`, read through `starlette_socket`);
+  `Relay` reads `Operation.id`, `handler` and `completed`; the view installs the handler as
+  `graphql_transport_ws_handler_class`.
 - app/resolvers/direct.py hands resolvers to graphql-core: the graphql-core schema behind a Strawberry
   schema (`Schema._schema`, read through `graphql_core_schema`), the field back-reference
   (`GraphQLCoreConverter.DEFINITION_BACKREF`), `StrawberryField.base_resolver`, `arguments`,
@@ -27,7 +29,8 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLSchema
-from strawberry.asgi import GraphQL
+from starlette.websockets import WebSocket
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.dataloader import DataLoader
 from strawberry.extensions import MaskErrors
 from strawberry.types.execution import ExecutionContext
@@ -66,6 +69,11 @@ DEFINITION_BACKREF: str = getattr(GraphQLCoreConverter, "DEFINITION_BACKREF", "s
 def graphql_core_schema(schema: strawberry.Schema) -> GraphQLSchema:
     """The graphql-core schema Strawberry built and executes (Strawberry has no public accessor)."""
     return schema._schema  # noqa: SLF001
+
+
+def starlette_socket(adapter: object) -> WebSocket:
+    """The Starlette WebSocket a graphql-transport-ws handler's adapter writes to."""
+    return adapter.ws  # type: ignore[attr-defined,no-any-return]
 
 
 # --- checks -------------------------------------------------------------------------------------
@@ -147,9 +155,37 @@ def _execution_context_fields() -> str | None:
     return f"ExecutionContext has no {', '.join(sorted(missing))}" if missing else None
 
 
-def _operation_id() -> str | None:
-    operation: Any = Operation(None, "probe", "subscription { a }", None, None)  # type: ignore[arg-type]
-    return None if getattr(operation, "id", None) == "probe" else "an Operation has no id"
+def _operation_attributes() -> str | None:
+    handler = object()
+    operation: Any = Operation(handler, "probe", "subscription { a }", None, None)  # type: ignore[arg-type]
+    if getattr(operation, "id", None) != "probe":
+        return "an Operation has no id"
+    if getattr(operation, "handler", None) is not handler:
+        return "an Operation's handler is not the one it was made with"
+    if getattr(operation, "completed", None) is not False:
+        return "a new Operation's completed is not False"
+    return None
+
+
+def _handler_socket() -> str | None:
+    adapter: Any = object()
+    try:
+        handler: Any = BaseGraphQLTransportWSHandler(
+            view=None,  # type: ignore[arg-type]
+            websocket=adapter,
+            context=None,
+            root_value=None,
+            schema=None,  # type: ignore[arg-type]
+            connection_init_wait_timeout=None,  # type: ignore[arg-type]
+        )
+    except TypeError as error:
+        return f"BaseGraphQLTransportWSHandler(view, websocket, context, …) fails: {error}"
+    if getattr(handler, "websocket", None) is not adapter:
+        return "BaseGraphQLTransportWSHandler.websocket is not its adapter"
+    socket: Any = object()
+    if getattr(ASGIWebSocketAdapter(None, socket, socket), "ws", None) is not socket:  # type: ignore[arg-type]
+        return "ASGIWebSocketAdapter.ws is not the WebSocket it writes to"
+    return None
 
 
 def _dataloader_future() -> str | None:
@@ -199,12 +235,8 @@ LIBRARY = Library(
             RELAY,
             takes(BaseGraphQLTransportWSHandler, "send_message", ("self", "message")),
         ),
-        Use(
-            "Operation.send_operation_message(self, message)",
-            RELAY,
-            takes(Operation, "send_operation_message", ("self", "message")),
-        ),
-        Use("Operation.id", RELAY, _operation_id),
+        Use("Operation.id, handler, completed", RELAY, _operation_attributes),
+        Use("BaseGraphQLTransportWSHandler.websocket, ASGIWebSocketAdapter.ws", RELAY, _handler_socket),
         Use(
             "strawberry.asgi.GraphQL.graphql_transport_ws_handler_class",
             "app/main.py",

@@ -33,7 +33,7 @@ class SharedResult:
     payload: object
     operation: object
     result: Any  # graphql-core's ExecutionResult
-    encoded: bytes | None = None  # the payload Strawberry then sent, if data alone (app/resolvers/relay.py)
+    encoded: str | None = None  # the payload Strawberry then sent, if data alone (app/resolvers/relay.py)
 
 
 _shared: dict[tuple[int, int, Hashable], SharedResult] = {}

@@ -149,9 +149,8 @@ class Subscription:
                     yield RunProgress.waiting(lead_id=lead_id, niche_id=niche_id, at=datetime.now(UTC))
                 while run_id is None:
                     item = await _next(niche_queue)
-                    if isinstance(item, ProgressEvent):
-                        if item.lead_id == lead_id:
-                            run_id = item.run_id
+                    if isinstance(item, tuple):
+                        run_id = next((e.run_id for e in item if e.lead_id == lead_id), None)
                     else:  # overflow, silence or a lost Redis subscription: PostgreSQL says
                         run_id = await runs.latest_run_id(db, lead_id, actor=actor)
             finally:
@@ -165,13 +164,17 @@ class Subscription:
             seq, done = state.seq, state.terminal
             while not done:
                 item = await _next(queue)
-                if isinstance(item, ProgressEvent):
-                    if item.seq <= seq:
-                        continue
-                    progress = RunProgress.of_event(item)
-                    seq, done = progress.seq, progress.terminal
-                    if relay is None or not await relay.send(progress):
-                        yield progress
+                if isinstance(item, tuple):
+                    fresh = []
+                    for event in item:
+                        if event.seq > seq and not done:
+                            progress = RunProgress.of_event(event)
+                            seq, done = progress.seq, progress.terminal
+                            fresh.append(progress)
+                    position = 0
+                    while (position := await relay.send_from(fresh, position)) < len(fresh):
+                        yield fresh[position]  # the full path: the first subscriber, or errors
+                        position += 1
                     continue
                 progress = RunProgress.of_run(*await runs.run_snapshot(db, run_id, actor=actor))
                 if progress.seq <= seq:
@@ -194,10 +197,13 @@ class Subscription:
         try:
             while True:
                 item = await queue.get()
-                if isinstance(item, ProgressEvent):
-                    progress = RunProgress.of_event(item)
-                    if relay is None or not await relay.send(progress):
-                        yield progress
+                if not isinstance(item, tuple):
+                    continue  # RESYNC: a niche's feed has no state to read again
+                fresh = [RunProgress.of_event(event) for event in item]
+                position = 0
+                while (position := await relay.send_from(fresh, position)) < len(fresh):
+                    yield fresh[position]  # the full path: the first subscriber, or errors
+                    position += 1
         finally:
             info.context.hub.unregister(channel, queue)
 
@@ -258,14 +264,15 @@ class Subscription:
             yield AssignmentFeed(snapshot=True, assignments=[Assignment.of(r) for r in rows])
             while True:
                 item = await queue.get()
-                if isinstance(item, ProgressEvent):
-                    if item.type is not EventType.ASSIGNED or item.provider_id != provider:
-                        continue
-                    feed = await _assigned.feed_of(db, actor, item)
-                    if not seen.new(feed.assignments):
-                        continue
-                    context.fresh_loaders()
-                    yield feed
+                if isinstance(item, tuple):
+                    for event in item:
+                        if event.type is not EventType.ASSIGNED or event.provider_id != provider:
+                            continue
+                        feed = await _assigned.feed_of(db, actor, event)
+                        if not seen.new(feed.assignments):
+                            continue
+                        context.fresh_loaders()
+                        yield feed
                     continue
                 # announcements may have been missed: what committed since, less a margin
                 since = seen.newest - FEED_CATCH_UP_MARGIN

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import uuid
 from datetime import datetime
 
@@ -135,8 +134,21 @@ class DistributionBatch:
     created_at: datetime
 
 
-@functools.lru_cache(maxsize=2048)
+SHARED_PROGRESS_MAX = 2048
+# id(event) -> (event, its RunProgress): the entry holds the event, so its id cannot be reused
+_converted: dict[int, tuple[ProgressEvent, RunProgress]] = {}
+
+
 def _shared_progress(event: ProgressEvent) -> RunProgress:
-    """One RunProgress per event for all of a process's subscribers (events are frozen and hashable,
-    and subscribers only read it): the fan-out converts once, not once per subscriber."""
-    return RunProgress._convert(event)
+    """One RunProgress per event for all of a process's subscribers (the hub hands each the same
+    event object, and subscribers only read it): the fan-out converts once, not once per
+    subscriber. Found by identity: hashing the event (its four UUIDs) for every subscriber was
+    more than the lookup is worth."""
+    found = _converted.get(id(event))
+    if found is not None and found[0] is event:
+        return found[1]
+    progress = RunProgress._convert(event)
+    if len(_converted) >= SHARED_PROGRESS_MAX:
+        del _converted[next(iter(_converted))]
+    _converted[id(event)] = (event, progress)
+    return progress

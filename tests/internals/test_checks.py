@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy.util
 import strawberry
 from graphql import Executor
-from strawberry.asgi import GraphQL
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.dataloader import DataLoader
 from strawberry.extensions import MaskErrors
 from strawberry.schema.schema_converter import GraphQLCoreConverter
@@ -30,6 +30,7 @@ from taskiq.formatters.proxy_formatter import ProxyFormatter
 from taskiq.kicker import AsyncKicker
 from taskiq_redis import RedisStreamBroker
 from typer.testing import CliRunner
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 import app.internals
 from app.internals import InternalsChanged, check_all, libraries
@@ -153,8 +154,10 @@ BREAKERS: dict[str, Breaker] = {
     "BaseGraphQLTransportWSHandler.send_message(self, message)": replaced(
         BaseGraphQLTransportWSHandler, "send_message", lambda self, message, binary: None
     ),
-    "Operation.send_operation_message(self, message)": without(Operation, "send_operation_message"),
-    "Operation.id": after_init(Operation, _drop("id")),
+    "Operation.id, handler, completed": after_init(Operation, _drop("completed")),
+    "BaseGraphQLTransportWSHandler.websocket, ASGIWebSocketAdapter.ws": after_init(
+        ASGIWebSocketAdapter, _drop("ws")
+    ),
     "strawberry.asgi.GraphQL.graphql_transport_ws_handler_class": without(
         GraphQL, "graphql_transport_ws_handler_class"
     ),
@@ -186,6 +189,14 @@ BREAKERS: dict[str, Breaker] = {
         RedisStreamBroker, _drop("approximate")
     ),
     "the stream entry: one field, data": replaced(RedisStreamBroker, "listen", _listen_elsewhere),
+    # uvicorn
+    "WebSocketsSansIOProtocol.send(self, message)": replaced(
+        WebSocketsSansIOProtocol, "send", lambda self, message, binary: None
+    ),
+    "WebSocketsSansIOProtocol: writable, disconnected, close_sent, handshake_complete, "
+    "initial_response, conn.send_text, conn.data_to_send, transport": after_init(
+        WebSocketsSansIOProtocol, _drop("writable")
+    ),
 }
 
 USES: list[tuple[Library, Use]] = [(library, use) for library in libraries() for use in library.uses]

@@ -59,7 +59,7 @@ def test_a_single_event_object_still_decodes() -> None:
     assert decode_events(orjson.dumps([orjson.loads(event.to_json())])) == [event]
 
 
-async def test_the_hub_delivers_each_event_of_a_message_in_order(redis: Redis) -> None:
+async def test_the_hub_delivers_the_events_of_a_message_together_in_order(redis: Redis) -> None:
     hub = ProgressHub(redis)
     await hub.start()
     try:
@@ -69,7 +69,8 @@ async def test_the_hub_delivers_each_event_of_a_message_in_order(redis: Redis) -
         events = _events(uuid.uuid4(), niche_id)
         await RedisPublisher(redis).publish(events)
         async with asyncio.timeout(5):
-            got = [await queue.get() for _ in events]
-        assert got == events
+            got = await queue.get()
+        assert got == tuple(events)
+        assert queue.empty()
     finally:
         await hub.stop()
