@@ -45,6 +45,9 @@ WEBHOOK_ENDPOINTS_DISABLED = Counter(
 # subscription events this API process relayed (app/resolvers/relay.py): a plain int, bumped on the
 # fan-out's hot path where a Counter's lock would cost more than the increment
 RELAYED_EVENTS = [0]
+# relayed frames written with one write per subscriber and message (app/internals/uvicorn.py); the
+# rest went one Starlette send each (another server, or uvicorn's internals moved: it says which)
+BATCHED_FRAMES = [0]
 
 
 class _ScrapeTime:
@@ -113,6 +116,10 @@ async def render(db: Database, hub: ProgressHub) -> bytes:
             "Subscription events this API process sent as the payload another subscriber of the same "
             "document received (since it started)",
             float(RELAYED_EVENTS[0]),
+        ),
+        "lw_relayed_frames_batched": (
+            "Relayed frames written with one write per subscriber and message (since it started)",
+            float(BATCHED_FRAMES[0]),
         ),
     }
     return generate_latest(registry())

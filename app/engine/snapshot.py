@@ -256,16 +256,15 @@ def niche_state_from_rows(
 
 # PostgreSQL costs the cached generic plan of `id = ANY($1)` for an array of 10; with fewer ids a
 # custom plan looks cheaper and the statement was planned again on every call (~60 us of server CPU,
-# measured). Padded to that length with the nil UUID, which no provider has (ids are uuid4), the
-# generic plan is never dearer and is kept.
+# measured). Padded to that length by repeating the last id (a repeat locks nothing more), the
+# generic plan is never dearer and is kept (tests/engine/test_lock_plan.py).
 _GENERIC_ARRAY_LENGTH = 10
-_NO_PROVIDER = uuid.UUID(int=0)
 
 
 async def lock_providers(conn: asyncpg.Connection, provider_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
     """Locks the providers in id order; returns each one's revision."""
     ids = list(provider_ids)
-    ids += [_NO_PROVIDER] * (_GENERIC_ARRAY_LENGTH - len(ids))
+    ids += ids[-1:] * (_GENERIC_ARRAY_LENGTH - len(ids))
     rows = await conn.fetch(LOCK_PROVIDERS, ids)
     return {r["id"]: r["revision"] for r in rows}
 

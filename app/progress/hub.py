@@ -23,6 +23,8 @@ from app.progress.events import ProgressEvent, decode_events
 
 log = logging.getLogger("leadwheel.progress")
 RESYNC: Final = "RESYNC"
+# per subscriber, in messages (a message holds a run's events, usually from STARTED to COMPLETED):
+# a subscriber this far behind gets RESYNC and reads the state again rather than growing memory
 QUEUE_SIZE = 256
 
 Events = tuple[ProgressEvent, ...]

@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any
 
 import strawberry
@@ -80,13 +81,10 @@ class Query(WebhookQueries):
 
         return await page_of(
             info,
-            leads.list_leads,
+            partial(leads.list_leads, niche_id=niche_id, status=status, first=first),
             Lead.of,
             after=after,
             prepare=prepare,
-            niche_id=niche_id,
-            status=status,
-            first=first,
         )
 
     @strawberry.field(
@@ -109,13 +107,10 @@ class Query(WebhookQueries):
 
         return await page_of(
             info,
-            leads.list_assignments,
+            partial(leads.list_assignments, lead_id=lead_id, provider_id=provider_id, first=first),
             Assignment.of,
             after=after,
             prepare=prepare,
-            lead_id=lead_id,
-            provider_id=provider_id,
-            first=first,
         )
 
     @strawberry.field(permission_classes=READ)
@@ -158,7 +153,7 @@ class Query(WebhookQueries):
         description="Newest first. first: 1..100. A provider principal's list holds its own provider.",
     )
     async def providers(self, info: Info, first: int = 20, after: str | None = None) -> Connection[Provider]:
-        return await page_of(info, billing.list_providers, Provider.of, after=after, first=first)
+        return await page_of(info, partial(billing.list_providers, first=first), Provider.of, after=after)
 
     @strawberry.field(
         permission_classes=READ_OWN, description="A provider principal reads its own (others: NOT_FOUND)."
@@ -172,11 +167,9 @@ class Query(WebhookQueries):
     ) -> Connection[ProviderUser]:
         return await page_of(
             info,
-            provider_users.list_provider_users,
+            partial(provider_users.list_provider_users, provider_id=provider_id, first=first),
             ProviderUser.of,
             after=after,
-            provider_id=provider_id,
-            first=first,
         )
 
     @strawberry.field(
@@ -193,12 +186,9 @@ class Query(WebhookQueries):
     ) -> Connection[Return]:
         return await page_of(
             info,
-            returns.list_returns,
+            partial(returns.list_returns, status=status, provider_id=provider_id, first=first),
             Return.of,
             after=after,
-            status=status,
-            provider_id=provider_id,
-            first=first,
         )
 
     @strawberry.field(permission_classes=READ, description="Newest first; every filter optional.")
@@ -215,7 +205,9 @@ class Query(WebhookQueries):
         after: str | None = None,
     ) -> Connection[AuditEntry]:
         where = audit.AuditFilter(entity_type, entity_id, action, actor_id, since, until)
-        return await page_of(info, audit.list_audit, AuditEntry.of, after=after, where=where, first=first)
+        return await page_of(
+            info, partial(audit.list_audit, where=where, first=first), AuditEntry.of, after=after
+        )
 
     @strawberry.field(
         permission_classes=READ,

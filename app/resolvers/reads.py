@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from app.resolvers.context import Info
@@ -25,13 +26,13 @@ async def page_of(
     *,
     after: str | None,
     prepare: Callable[[Sequence[Any]], Awaitable[None]] | None = None,
-    **arguments: Any,
 ) -> Connection[T]:
     """A service's keyset page as a connection: the cursor parsed (a bad one is INVALID_INPUT before
-    any read), the page read as the request's principal, `prepare` given its items (prefetching what
-    the selection reaches), then each item converted."""
+    any read), the page read as the request's principal (`read(db, actor=…, after=…)`: a service's
+    list function with its filters bound by functools.partial, which mypy checks), `prepare` given
+    its items (prefetching what the selection reaches), then each item converted."""
     key = decode_cursor(after)
-    page = await read(info.context.db, actor=await info.context.actor(), after=key, **arguments)
+    page = await read(info.context.db, actor=await info.context.actor(), after=key)
     if prepare is not None:
         await prepare(page.items)
     return connection(page, convert, after=key)
@@ -41,7 +42,7 @@ async def ledger_page(
     info: Info, *, provider_id: uuid.UUID, first: int, after: str | None, convert: Callable[[Any], T]
 ) -> Connection[T]:
     return await page_of(
-        info, billing.list_ledger, convert, after=after, provider_id=provider_id, first=first
+        info, partial(billing.list_ledger, provider_id=provider_id, first=first), convert, after=after
     )
 
 

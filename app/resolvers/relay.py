@@ -17,6 +17,7 @@ way (the handler below marks the operation its task runs); any other transport t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -33,9 +34,11 @@ from app.internals.strawberry_graphql import (
     starlette_socket,
 )
 from app.internals.uvicorn import SERVER_SEND, frames_writer, write_texts
-from app.metrics import RELAYED_EVENTS
+from app.metrics import BATCHED_FRAMES, RELAYED_EVENTS
 from app.resolvers.executor import shared_result, variables_key
 from app.resolvers.sharing import shared_names
+
+log = logging.getLogger("leadwheel.relay")
 
 _operation: ContextVar[Operation[Any, Any] | None] = ContextVar("ws_operation", default=None)
 _relay: ContextVar[Relay | None] = ContextVar("ws_relay", default=None)
@@ -67,6 +70,8 @@ class RelayingHandler(BaseGraphQLTransportWSHandler[Any, Any]):
             writer = self._writer
         except AttributeError:
             writer = self._writer = frames_writer(socket.scope.get(SERVER_SEND))
+            if writer is None and not _told_per_frame:
+                _tell_per_frame(socket.scope.get(SERVER_SEND))
         if writer is None:
             try:
                 for frame in frames:
@@ -81,6 +86,17 @@ class RelayingHandler(BaseGraphQLTransportWSHandler[Any, Any]):
         except OSError as exc:  # as Starlette's send: the socket is gone
             socket.application_state = WebSocketState.DISCONNECTED
             raise WebSocketDisconnected from exc
+        BATCHED_FRAMES[0] += len(frames)
+
+
+_told_per_frame = False
+
+
+def _tell_per_frame(send: object) -> None:
+    """Once per process: relayed frames go one Starlette send each (correct, slower)."""
+    global _told_per_frame  # noqa: PLW0603
+    _told_per_frame = True
+    log.info("relay.frames_sent_one_by_one server_send=%s", type(send).__qualname__)
 
 
 class Relay:

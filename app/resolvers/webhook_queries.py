@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from functools import partial
 
 import strawberry
 from strawberry.permission import BasePermission
@@ -52,7 +53,10 @@ class WebhookQueries:
     ) -> Connection[WebhookDelivery]:
         where = deliveries.DeliveryFilter(provider_id=provider_id, endpoint_id=endpoint_id, status=status)
         return await page_of(
-            info, deliveries.list_deliveries, WebhookDelivery.of, after=after, where=where, first=first
+            info,
+            partial(deliveries.list_deliveries, where=where, first=first),
+            WebhookDelivery.of,
+            after=after,
         )
 
     @strawberry.field(permission_classes=DELIVERIES)

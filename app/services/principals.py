@@ -65,24 +65,38 @@ def visible_to_provider(
 ) -> sa.ColumnElement[bool]:
     """The rows of `table` a provider principal sees (`provider_id`: its id, or a bound parameter):
     its provider; the rows that carry its provider id; the leads assigned to it; the levels it
-    subscribes to and their niches. Any other table (runs): operators only, nothing."""
+    subscribes to and their niches; no runs (operators only). Another table is refused rather than
+    guessed at. The subqueries correlate to `table` alone, whatever else the query reads."""
     name = table.name
     if name == "providers":
         return table.c.id == provider_id
     if name in ("assignments", "subscriptions", "ledger_entries", "webhook_endpoints"):
         return table.c.provider_id == provider_id
     if name == "leads":
-        return sa.exists().where(
-            _assignments.c.lead_id == table.c.id, _assignments.c.provider_id == provider_id
+        return (
+            sa.exists()
+            .where(_assignments.c.lead_id == table.c.id, _assignments.c.provider_id == provider_id)
+            .correlate(table)
         )
     if name == "competition_levels":
-        return sa.exists().where(
-            _subscriptions.c.competition_level_id == table.c.id, _subscriptions.c.provider_id == provider_id
+        return (
+            sa.exists()
+            .where(
+                _subscriptions.c.competition_level_id == table.c.id,
+                _subscriptions.c.provider_id == provider_id,
+            )
+            .correlate(table)
         )
     if name == "niches":
-        return sa.exists().where(
-            _levels.c.niche_id == table.c.id,
-            _subscriptions.c.competition_level_id == _levels.c.id,
-            _subscriptions.c.provider_id == provider_id,
+        return (
+            sa.exists()
+            .where(
+                _levels.c.niche_id == table.c.id,
+                _subscriptions.c.competition_level_id == _levels.c.id,
+                _subscriptions.c.provider_id == provider_id,
+            )
+            .correlate(table)
         )
-    return sa.false()
+    if name == "distribution_runs":
+        return sa.false()
+    raise ValueError(f"no visibility rule for a provider principal on {name!r}: add one here")

@@ -528,10 +528,18 @@ function addCondition(f = {field: "", op: "eq", value: ""}, index = "") {
 const KINDED = new Set(["eq", "neq", "in", "not_in"]);
 function showKind(row) { row.querySelector(".kind").hidden = !KINDED.has(row.querySelector(".op").value); }
 
-// what the server refuses (a number that is not one, say), it says, and nothing is written
+// a value that is not of its kind is refused here (sent as text, it would be a filter that never matches)
+class NotOfKind extends Error {}
 function typed(kind, text) {
-  if (kind === "number") return text === "" || Number.isNaN(Number(text)) ? text : Number(text);
-  if (kind === "boolean") return {true: true, yes: true, false: false, no: false}[text.toLowerCase()] ?? text;
+  if (kind === "number") {
+    if (text === "" || Number.isNaN(Number(text))) throw new NotOfKind(`“${text}” is not a number`);
+    return Number(text);
+  }
+  if (kind === "boolean") {
+    const value = {true: true, yes: true, false: false, no: false}[text.toLowerCase()];
+    if (value === undefined) throw new NotOfKind(`“${text}” is not yes or no`);
+    return value;
+  }
   return text;
 }
 function conditionValue(op, text, kind, original) {
@@ -561,12 +569,22 @@ $("filters-cancel").onclick = closeEditors;
 $("filters-form").onsubmit = async (e) => {
   e.preventDefault();
   const filled = [...$("filter-rows").rows].filter((row) => row.querySelector(".field").value.trim() || row.querySelector(".value").value.trim());
-  const filters = filled.map((row) => {
-    const op = row.querySelector(".op").value;
-    return {field: row.querySelector(".field").value.trim(), op,
-            value: conditionValue(op, row.querySelector(".value").value.trim(), row.querySelector(".kind").value,
-                                  filtersOpened[row.dataset.index])};
-  });
+  let filters;
+  try {
+    filters = filled.map((row, i) => {
+      const op = row.querySelector(".op").value, field = row.querySelector(".field").value.trim();
+      try {
+        return {field, op, value: conditionValue(op, row.querySelector(".value").value.trim(),
+                                                 row.querySelector(".kind").value, filtersOpened[row.dataset.index])};
+      } catch (err) {
+        throw err instanceof NotOfKind ? new NotOfKind(`INVALID_INPUT: condition ${i + 1} (${field}): ${err.message}`) : err;
+      }
+    });
+  } catch (err) {
+    if (!(err instanceof NotOfKind)) throw err;
+    report("subscriptions-error", err, "action");  // nothing sent, nothing written
+    return;
+  }
   await saveEditor("mutation($id: UUID!, $f: JSON!) { setSubscriptionFilters(subscriptionId: $id, filters: $f) { id } }",
                    {id: $("filters-form").dataset.subscription, f: filters});
 };

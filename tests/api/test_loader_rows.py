@@ -41,6 +41,23 @@ async def test_every_loader_statement_reads_as_sqlalchemy_does(
     await subscribe(db, provider, levels[0])
     await make_assignment(db, niche, provider)
     await make_endpoint(db, provider, "http://127.0.0.1:9/hook")
+    # another buyer in another niche: nothing of it may load for the first one's principal
+    other_niche, other_levels = await make_niche(db)
+    other = await make_provider(db, balance_cents=100_000)
+    await subscribe(db, other, other_levels[0])
+    await make_assignment(db, other_niche, other)
+    await make_endpoint(db, other, "http://127.0.0.1:9/other")
+    foreign = {other.id, other_niche.id, *(level.id for level in other_levels)}
+    async with db.connect() as conn:
+        for owned in ("assignments", "subscriptions", "ledger_entries", "webhook_endpoints"):
+            rows = await conn.execute(
+                sa.text(f"SELECT id FROM {owned} WHERE provider_id = :p"), {"p": other.id}
+            )
+            foreign |= {r[0] for r in rows}
+        rows = await conn.execute(
+            sa.text("SELECT lead_id FROM assignments WHERE provider_id = :p"), {"p": other.id}
+        )
+        foreign |= {r[0] for r in rows}
     statements = _statements(db, monkeypatch)
     loads = [f for f in loaders.Loaders.__dataclass_fields__ if f != "caps_by_provider"]  # a service's read
     assert len(statements) == 2 * len(loads)  # one per loader, scoped and not: none missed
@@ -58,6 +75,11 @@ async def test_every_loader_statement_reads_as_sqlalchemy_does(
         assert bool(expected) != (scoped and table.name == "distribution_runs"), (table.name, column, scoped)
         assert [tuple(r) for r in got] == [tuple(r) for r in expected], (table.name, column, scoped)
         assert [r._asdict() for r in got] == [dict(r._mapping) for r in expected]
+        loaded = {r.id for r in got}
+        if scoped:
+            assert not loaded & foreign, (table.name, column)  # nothing of the other buyer
+        elif table.name != "distribution_runs":
+            assert loaded & foreign, (table.name, column)  # an operator's loaders see it
         checked += 1
     assert checked == len(statements)
 

@@ -484,6 +484,8 @@ async def test_a_buyer_sets_its_time_zone_schedules_and_filters_and_runs_its_end
         await condition(3, "zip", "eq", "02139")
         await page.click("#filters-form button:not([type=button])")
         await page.wait_for_selector("#subscriptions-error >> text=INVALID_INPUT")  # not a number
+        refused = str(await page.text_content("#subscriptions-error"))
+        assert "condition 2 (roof_age)" in refused and "is not a number" in refused
         filters_of = "SELECT filters::text FROM subscriptions WHERE id = :id"
         assert await _json(db, filters_of, id=roof) == []
         await conditions.nth(1).locator(".value").fill("10")

@@ -92,6 +92,7 @@ async def test_relayed_events_are_what_the_full_path_sends(
     quiet = RawFeed(api, token, FEED, {"n": str(elsewhere.id)})
     await wait_for(lambda: _subscribed(api, 6))
     relayed_before = await _metric(api, "lw_relayed_events")
+    batched_before = await _metric(api, "lw_relayed_frames_batched")
     runs = [_run_events(niche.id) for _ in range(2)]
     for events in runs:
         await RedisPublisher(redis).publish(events)
@@ -110,6 +111,8 @@ async def test_relayed_events_are_what_the_full_path_sends(
         # one of the four executed each event; at least one other had it relayed
         relayed = await _metric(api, "lw_relayed_events") - relayed_before
         assert 10 <= relayed <= 30
+        # served by uvicorn as in production: written through its protocol, one write per message
+        assert await _metric(api, "lw_relayed_frames_batched") - batched_before == relayed
     finally:
         for feed in [*same, other, quiet]:
             feed.task.cancel()

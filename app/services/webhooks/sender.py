@@ -111,7 +111,9 @@ async def sender_connection(db: Database) -> asyncpg.Connection:
             # vacuum (measured: 20,000 such entries, 0.48 ms a scan; index scans 0.06 ms)
             "enable_bitmapscan": "off",
             # and never a sequential scan: a turn touches a few rows of tables that grow, and a
-            # plan made on a young table's statistics scanned every endpoint for each due one
+            # plan made on a young table's statistics scanned every endpoint for each due one. Both
+            # hold for every statement of this connection (turns, flags, their audit, send_due):
+            # each reads a few rows by key
             "enable_seqscan": "off",
             "application_name": "leadwheel-webhook-sender",
         },
@@ -188,9 +190,9 @@ class WebhookSender:
                 # deliveries come back next turn), and a job's mark is cleared before the look
                 if idle and (recorded or self._woken_by_job):
                     if self._woken_by_job:
-                        self._woken_by_job = False
                         if self.on_idle is not None:
                             await self.on_idle()
+                        self._woken_by_job = False  # after: a failed clear is tried again next turn
                     await self._turn()
             except Exception:  # noqa: BLE001  (PostgreSQL away: try again shortly)
                 log.warning("webhooks.sender_turn_failed", exc_info=True)
