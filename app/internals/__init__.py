@@ -20,11 +20,20 @@ __all__ = ["InternalsChanged", "check_all", "libraries"]
 
 
 def libraries() -> tuple[Library, ...]:
-    from app.internals import graphql_core, sqlalchemy, strawberry_graphql, taskiq, taskiq_redis, uvicorn
+    from app.internals import (
+        graphql_core,
+        sqlalchemy,
+        starlette,
+        strawberry_graphql,
+        taskiq,
+        taskiq_redis,
+        uvicorn,
+    )
 
     return (
         graphql_core.LIBRARY,
         sqlalchemy.LIBRARY,
+        starlette.LIBRARY,
         strawberry_graphql.LIBRARY,
         taskiq.LIBRARY,
         taskiq_redis.LIBRARY,

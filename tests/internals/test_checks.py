@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy.util
 import strawberry
 from graphql import Executor
+from starlette.websockets import WebSocket
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.dataloader import DataLoader
 from strawberry.extensions import MaskErrors
@@ -189,6 +190,12 @@ BREAKERS: dict[str, Breaker] = {
         RedisStreamBroker, _drop("approximate")
     ),
     "the stream entry: one field, data": replaced(RedisStreamBroker, "listen", _listen_elsewhere),
+    # starlette
+    "the scope a middleware set reaches the WebSocket endpoint": after_init(
+        WebSocket,
+        lambda socket: setattr(socket, "scope", {k: v for k, v in socket.scope.items() if "." not in k}),
+    ),
+    "WebSocket.application_state, WebSocketState": after_init(WebSocket, _drop("application_state")),
     # uvicorn
     "WebSocketsSansIOProtocol.send(self, message)": replaced(
         WebSocketsSansIOProtocol, "send", lambda self, message, binary: None
