@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated
 
 import strawberry
 from strawberry.permission import BasePermission
@@ -76,15 +75,12 @@ class Query(WebhookQueries):
         first: int = 20,
         after: str | None = None,
     ) -> Connection[Lead]:
-        async def prepare(items: Sequence[Any]) -> None:
-            await prefetch_for_leads(info, items, "edges", "node")
-
         return await page_of(
             info,
             partial(leads.list_leads, niche_id=niche_id, status=status, first=first),
             Lead.of,
             after=after,
-            prepare=prepare,
+            prepare=lambda items: prefetch_for_leads(info, items, "edges", "node"),
         )
 
     @strawberry.field(
@@ -100,17 +96,12 @@ class Query(WebhookQueries):
         after: str | None = None,
     ) -> Connection[Assignment]:
         node = selected(info, "edges", "node")
-
-        async def prepare(items: Sequence[Any]) -> None:
-            if node is not None:
-                await prefetch_assignments(info, items, node)
-
         return await page_of(
             info,
             partial(leads.list_assignments, lead_id=lead_id, provider_id=provider_id, first=first),
             Assignment.of,
             after=after,
-            prepare=prepare,
+            prepare=None if node is None else lambda items: prefetch_assignments(info, items, node),
         )
 
     @strawberry.field(permission_classes=READ)

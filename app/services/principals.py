@@ -73,30 +73,25 @@ def visible_to_provider(
     if name in ("assignments", "subscriptions", "ledger_entries", "webhook_endpoints"):
         return table.c.provider_id == provider_id
     if name == "leads":
-        return (
-            sa.exists()
-            .where(_assignments.c.lead_id == table.c.id, _assignments.c.provider_id == provider_id)
-            .correlate(table)
-        )
+        return _exists(table, _assignments.c.lead_id == table.c.id, _assignments.c.provider_id == provider_id)
     if name == "competition_levels":
-        return (
-            sa.exists()
-            .where(
-                _subscriptions.c.competition_level_id == table.c.id,
-                _subscriptions.c.provider_id == provider_id,
-            )
-            .correlate(table)
+        return _exists(
+            table,
+            _subscriptions.c.competition_level_id == table.c.id,
+            _subscriptions.c.provider_id == provider_id,
         )
     if name == "niches":
-        return (
-            sa.exists()
-            .where(
-                _levels.c.niche_id == table.c.id,
-                _subscriptions.c.competition_level_id == _levels.c.id,
-                _subscriptions.c.provider_id == provider_id,
-            )
-            .correlate(table)
+        return _exists(
+            table,
+            _levels.c.niche_id == table.c.id,
+            _subscriptions.c.competition_level_id == _levels.c.id,
+            _subscriptions.c.provider_id == provider_id,
         )
     if name == "distribution_runs":
         return sa.false()
     raise ValueError(f"no visibility rule for a provider principal on {name!r}: add one here")
+
+
+def _exists(table: sa.Table, *conditions: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+    """EXISTS (… WHERE conditions), correlated to `table` alone, whatever else the query reads."""
+    return sa.exists().where(*conditions).correlate(table)
