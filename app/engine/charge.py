@@ -1,6 +1,9 @@
-"""The write of the engine's transaction, as one statement. Assignments are inserted first and only
-the rows the INSERT returns are debited: a conflicting (lead, provider) is never charged. The
-providers are already locked in id order, and CHECK (balance_cents >= 0) is the backstop."""
+"""The write of the engine's transaction, as one statement. It first locks the picked providers in
+id order and writes only if each one's revision is still the one the plan was made on; otherwise
+it writes nothing and returns the revisions it found (the caller reads those providers again and
+plans again: their rows are final now, the locks are held). Assignments are inserted first and
+only the rows the INSERT returns are debited: a conflicting (lead, provider) is never charged.
+CHECK (balance_cents >= 0) is the backstop."""
 
 from __future__ import annotations
 
@@ -28,11 +31,25 @@ WITH
 ts AS MATERIALIZED (
     SELECT greatest(clock_timestamp(), :last_served_at::timestamptz + interval '1 microsecond') AS at
 ),
+-- Lock order everywhere: lead -> niche -> providers by ascending id (the lead and niche are locked
+-- by the transaction's first statement). A row locked here is its latest version whatever this
+-- statement's snapshot, so its revision says whether the plan's read of it still holds: when every
+-- one does, nothing changed since, and the snapshot sees the rows as they are.
+locked AS MATERIALIZED (
+    SELECT id, revision FROM providers WHERE id = ANY(:pick_provider_ids::uuid[])
+    ORDER BY id FOR NO KEY UPDATE
+),
+fresh AS MATERIALIZED (
+    SELECT coalesce(bool_and(l.revision = e.revision), true) AS ok
+    FROM locked l JOIN unnest(:pick_provider_ids::uuid[], :pick_revisions::bigint[]) AS e (id, revision)
+        ON e.id = l.id
+),
 picked AS (
     SELECT * FROM unnest(:pick_subscription_ids::uuid[], :pick_provider_ids::uuid[], :pick_level_ids::uuid[],
                          :pick_prices::bigint[], :pick_level_names::text[], :pick_price_texts::text[])
         WITH ORDINALITY AS t (subscription_id, provider_id, competition_level_id, price_cents,
                               level_name, price_text, pick_no)
+    WHERE (SELECT ok FROM fresh)
 ),
 ins AS (
     INSERT INTO assignments (lead_id, provider_id, subscription_id, competition_level_id,
@@ -48,7 +65,9 @@ debit AS (
     UPDATE providers p
     SET balance_cents = p.balance_cents - ins.price_charged_cents, revision = p.revision + 1,
     {count_assignment("p", at="(SELECT at FROM ts)", timezone="p.timezone", price="ins.price_charged_cents")}
-    FROM ins WHERE p.id = ins.provider_id
+    -- the ids again, as an index condition: joined to `ins` alone, a generic plan on a table of
+    -- hundreds of rows hashed a scan of all of them (and of every subscription, below)
+    FROM ins WHERE p.id = ins.provider_id AND p.id = ANY(:pick_provider_ids::uuid[])
     RETURNING p.id, p.balance_cents, p.name, p.email, p.timezone
 ),
 ledger AS (
@@ -76,7 +95,8 @@ subs AS (
     FROM (SELECT s2.id, pk.pick_no, pk.price_cents AS price, debit.timezone,
                  s2.status = '{SubscriptionStatus.ACTIVE}' AND lv.price_cents > debit.balance_cents AS broke
           FROM debit
-          JOIN subscriptions s2 ON s2.provider_id = debit.id
+          JOIN subscriptions s2
+            ON s2.provider_id = debit.id AND s2.provider_id = ANY(:pick_provider_ids::uuid[])
           JOIN competition_levels lv ON lv.id = s2.competition_level_id
           LEFT JOIN picked pk ON pk.subscription_id = s2.id) x
     WHERE s.id = x.id AND (x.pick_no IS NOT NULL OR x.broke)
@@ -129,6 +149,7 @@ audit AS (
     INSERT INTO audit_log (action, actor_type, entity_type, entity_id, details, created_at)
     SELECT '{AuditAction.DISTRIBUTION_STARTED}', '{ActorType.SYSTEM}', 'lead', :lead_id,
            :started_details::jsonb, (SELECT at FROM ts)
+    WHERE (SELECT ok FROM fresh)
     UNION ALL
     SELECT '{AuditAction.ASSIGNMENT_CREATED}', '{ActorType.SYSTEM}', 'lead', :lead_id,
            jsonb_build_object('run_id', :run_id::uuid, 'assignment_id', ins.id,
@@ -141,10 +162,12 @@ audit AS (
     SELECT '{AuditAction.DISTRIBUTION_SKIPPED_PROVIDER}', '{ActorType.SYSTEM}', 'lead', :lead_id, d,
            (SELECT at FROM ts)
     FROM unnest(:skip_details::jsonb[]) AS d
+    WHERE (SELECT ok FROM fresh)
     UNION ALL
     SELECT '{AuditAction.DISTRIBUTION_COMPLETED}', '{ActorType.SYSTEM}', 'lead', :lead_id,
            :completed_details::jsonb,
            (SELECT at FROM ts)
+    WHERE (SELECT ok FROM fresh)
 ),
 lead AS (
     UPDATE leads
@@ -153,7 +176,7 @@ lead AS (
         distributed_at = CASE WHEN EXISTS (SELECT 1 FROM ins) THEN (SELECT at FROM ts)
                               ELSE distributed_at END,
         distribution_attempts = distribution_attempts + 1
-    WHERE id = :lead_id
+    WHERE id = :lead_id AND (SELECT ok FROM fresh)
 ),
 rotate AS (
     UPDATE niches
@@ -161,13 +184,14 @@ rotate AS (
         last_served_at = CASE WHEN cardinality(:pick_subscription_ids::uuid[]) = 0 THEN last_served_at
                               ELSE (SELECT at FROM ts) + cardinality(:pick_subscription_ids::uuid[])
                                                          * interval '1 microsecond' END
-    WHERE id = :niche_id AND :next_start_position::int IS NOT NULL
+    WHERE id = :niche_id AND :next_start_position::int IS NOT NULL AND (SELECT ok FROM fresh)
 ),
 run AS (
     INSERT INTO distribution_runs (id, lead_id, status, requested_by, attempts, seq, started_at,
                                    finished_at, duration_ms, outcome, created_at, updated_at)
-    VALUES (:run_id, :lead_id, :status, :requested_by, 1, :seq_after, :started_at, (SELECT at FROM ts),
-            :duration_ms, :outcome::jsonb, :started_at, (SELECT at FROM ts))
+    SELECT :run_id, :lead_id, :status, :requested_by, 1, :seq_after, :started_at, (SELECT at FROM ts),
+           :duration_ms, :outcome::jsonb, :started_at, (SELECT at FROM ts)
+    WHERE (SELECT ok FROM fresh)
     ON CONFLICT (id) DO UPDATE
     SET status = EXCLUDED.status, attempts = distribution_runs.attempts + 1, seq = EXCLUDED.seq,
         started_at = coalesce(distribution_runs.started_at, EXCLUDED.started_at),
@@ -175,8 +199,10 @@ run AS (
         outcome = EXCLUDED.outcome, error = NULL, updated_at = EXCLUDED.updated_at
 )
 SELECT ins.id AS assignment_id, ins.provider_id, debit.balance_cents, (SELECT at FROM ts) AS at,
-       (SELECT count(*) FROM webhooks) AS webhooks
+       (SELECT count(*) FROM webhooks) AS webhooks, NULL::bigint AS revision
 FROM ins JOIN debit ON debit.id = ins.provider_id
+UNION ALL
+SELECT NULL, id, NULL, NULL, NULL, revision FROM locked WHERE NOT (SELECT ok FROM fresh)
 """)
 
 
@@ -186,6 +212,8 @@ class Written:
     balances_after: dict[uuid.UUID, int]
     at: datetime | None
     webhooks: int = 0  # webhook deliveries written
+    # nothing was written: a picked provider's revision moved; each locked provider's revision
+    moved: dict[uuid.UUID, int] | None = None
 
 
 def format_money(cents: int) -> str:
@@ -249,6 +277,7 @@ async def write_distribution(
                 "dashboard_url": dashboard_url,
                 "pick_subscription_ids": [p.candidate.subscription_id for p in picks],
                 "pick_provider_ids": [p.candidate.provider_id for p in picks],
+                "pick_revisions": [p.candidate.revision for p in picks],
                 "pick_level_ids": [p.level.id for p in picks],
                 "pick_prices": [p.level.price_cents for p in picks],
                 "pick_level_names": [p.level.name for p in picks],
@@ -260,6 +289,8 @@ async def write_distribution(
             }
         ),
     )
+    if any(r["revision"] is not None for r in rows):
+        return Written({}, {}, None, moved={r["provider_id"]: r["revision"] for r in rows})
     return Written(
         assignment_ids={r["provider_id"]: r["assignment_id"] for r in rows},
         balances_after={r["provider_id"]: r["balance_cents"] for r in rows},

@@ -1,7 +1,9 @@
-"""distribute_lead: SPEC §2 as one READ COMMITTED transaction in five round trips:
+"""distribute_lead: SPEC §2 as one READ COMMITTED transaction in five round trips (BEGIN and COMMIT
+included):
 
-    lock lead (+ run) and niche -> read every level's candidates -> plan (pure Python)
-    -> lock the chosen providers in id order (re-plan if a locked row differs) -> one write.
+    lock lead (+ run) and niche -> read the candidates -> plan (pure Python)
+    -> one write, which locks the chosen providers in id order first (and writes nothing, to
+       re-plan, if one of them moved since the read).
 
 Deadlocks and serialization failures re-run the whole transaction (retry_on_conflict)."""
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +24,6 @@ from app.engine.result import AssignedProvider, DistributionResult, SkippedProvi
 from app.engine.snapshot import (
     LockedLead,
     lock_lead,
-    lock_providers,
     read_full_levels,
     read_niche_state,
     read_providers,
@@ -108,22 +109,25 @@ async def _run_transaction(
         )
 
     state = await read_niche_state(conn, lead=lead, niche_id=lead.niche_id, at=started_at)
-    plan, extra_statements = await _plan_under_locks(conn, state, lead.attributes)
-    written = await write_distribution(
-        conn,
-        lead_id=lead_id,
-        run_id=run_id,
-        niche_id=lead.niche_id,
-        niche_name=lead.niche_name,
-        plan=plan,
-        requested_by=lead.requested_by if given_run_id and lead.requested_by else requested_by,
-        started_at=started_at,
-        duration_ms=(time.perf_counter() - clock) * 1000,
-        outcome=_outcome_json(plan),
-        seq_after=lead.run_seq + _event_count(plan),
-        dashboard_url=dashboard_url,
-        last_served_at=lead.last_served_at,
-    )
+
+    async def write(plan: Plan) -> Written:
+        return await write_distribution(
+            conn,
+            lead_id=lead_id,
+            run_id=run_id,
+            niche_id=lead.niche_id,
+            niche_name=lead.niche_name,
+            plan=plan,
+            requested_by=lead.requested_by if given_run_id and lead.requested_by else requested_by,
+            started_at=started_at,
+            duration_ms=(time.perf_counter() - clock) * 1000,
+            outcome=_outcome_json(plan),
+            seq_after=lead.run_seq + _event_count(plan),
+            dashboard_url=dashboard_url,
+            last_served_at=lead.last_served_at,
+        )
+
+    plan, written, statements = await _plan_and_write(conn, state, lead.attributes, write)
     if set(written.assignment_ids) != set(plan.picked_provider_ids):
         raise EngineInvariantError(
             f"lead {lead_id}: planned {len(plan.picks)} assignments, wrote {len(written.assignment_ids)}"
@@ -138,22 +142,24 @@ async def _run_transaction(
         assigned=_assigned(plan, written),
         skipped=[_skipped(s) for s in plan.skips],
         events=events,
-        statements=3 + extra_statements,
+        statements=2 + statements,
         webhooks=written.webhooks,
     )
 
 
-async def _plan_under_locks(
-    conn: asyncpg.Connection, state: NicheState, attributes: Mapping[str, Any]
-) -> tuple[Plan, int]:
-    """Plans on the unlocked read, then locks the chosen providers in id order. A provider whose
-    revision moved between the read and its lock (another niche charged it, a top-up, a
-    suspension, a change of its caps, schedule or subscriptions) is read again under the lock and
-    the walk is planned again, so a skipped pick is backfilled; locked rows are final, which is
-    what keeps caps exact under concurrency. A walk that reaches a level read only in part reads
-    it in full first (after any lock, so it is fresh too). Returns the plan and the number of
-    statements it took."""
-    locked: dict[uuid.UUID, int] = {}  # provider -> revision under its lock
+async def _plan_and_write(
+    conn: asyncpg.Connection,
+    state: NicheState,
+    attributes: Mapping[str, Any],
+    write: Callable[[Plan], Awaitable[Written]],
+) -> tuple[Plan, Written, int]:
+    """Plans on the unlocked read and writes: the write locks the chosen providers in id order
+    and writes only if none of them moved since the read. A provider whose revision moved
+    (another niche charged it, a top-up, a suspension, a change of its caps, schedule or
+    subscriptions) is read again (it is locked now, so the read is final) and the walk is planned
+    again, so a skipped pick is backfilled; locked rows being final is what keeps caps exact under
+    concurrency. A walk that reaches a level read only in part reads it in full first. Returns the
+    plan, what was written and the number of statements it took."""
     statements = 0
     while True:
         plan = plan_distribution(state, attributes)
@@ -161,26 +167,25 @@ async def _plan_under_locks(
             state = await read_full_levels(conn, state, sorted(plan.needs_full_levels))
             statements += 1
             continue
-        pending = sorted(set(plan.picked_provider_ids) - locked.keys())
-        if not pending:
-            return plan, statements
-        revisions = await lock_providers(conn, pending)
+        written = await write(plan)
         statements += 1
-        locked.update(revisions)
-        stale = sorted(
-            {
-                c.provider_id
-                for candidates in state.candidates.values()
+        if written.moved is None:
+            return plan, written, statements
+        moved = written.moved
+        stale = {
+            c.provider_id
+            for candidates in state.candidates.values()
+            for c in candidates
+            if c.revision != moved.get(c.provider_id, c.revision)
+        }
+        fresh = await read_providers(conn, sorted(stale), [level.id for level in state.levels])
+        statements += 1
+        for candidates in state.candidates.values():  # a subscription gone meanwhile is no candidate
+            candidates[:] = [
+                fresh.get(c.subscription_id, c)
                 for c in candidates
-                if c.revision != revisions.get(c.provider_id, c.revision)
-            }
-        )
-        if not stale:
-            return plan, statements
-        fresh = await read_providers(conn, stale, [level.id for level in state.levels])
-        statements += 1
-        for candidates in state.candidates.values():
-            candidates[:] = [fresh.get(c.subscription_id, c) for c in candidates]
+                if c.subscription_id in fresh or c.provider_id not in stale
+            ]
 
 
 def _event_count(plan: Plan) -> int:

@@ -93,11 +93,6 @@ LEFT JOIN {period_starts("pr.timezone", "c.caps IS NOT NULL OR pr.provider_caps 
 ORDER BY lv.order_position, c.last_received_at ASC NULLS FIRST, c.provider_id
 """
 
-LOCK_PROVIDERS = """
-SELECT id, revision FROM providers
-WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE
-"""
-
 # What a candidate is made of, for the subscriptions of providers whose revision moved between the
 # unlocked read and their lock: read again after the lock (a new statement, a new snapshot).
 READ_PROVIDERS = f"""
@@ -252,21 +247,6 @@ def niche_state_from_rows(
         partial_levels=frozenset(partial),
         at=at,
     )
-
-
-# PostgreSQL costs the cached generic plan of `id = ANY($1)` for an array of 10; with fewer ids a
-# custom plan looks cheaper and the statement was planned again on every call (~60 us of server CPU,
-# measured). Padded to that length by repeating the last id (a repeat locks nothing more), the
-# generic plan is never dearer and is kept (tests/engine/test_lock_plan.py).
-_GENERIC_ARRAY_LENGTH = 10
-
-
-async def lock_providers(conn: asyncpg.Connection, provider_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
-    """Locks the providers in id order; returns each one's revision."""
-    ids = list(provider_ids)
-    ids += ids[-1:] * (_GENERIC_ARRAY_LENGTH - len(ids))
-    rows = await conn.fetch(LOCK_PROVIDERS, ids)
-    return {r["id"]: r["revision"] for r in rows}
 
 
 async def read_providers(

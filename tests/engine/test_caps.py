@@ -276,6 +276,22 @@ async def test_a_provider_whose_caps_move_while_the_engine_waits_for_its_lock_is
         await holder.close()
     assert [a.provider_id for a in result.assigned] == [backup.id]
     assert [(s.provider_id, s.reason) for s in result.skipped] == [(buyer.id, SkipReason.CAP_REACHED)]
+    # the write that found the buyer moved wrote nothing: one run attempt, one of each audit row
+    assert result.statements == 5  # lock, read, write (nothing), the buyer again, write
+    assert await _one(db, "SELECT attempts FROM distribution_runs WHERE lead_id = :l", l=lead.id) == 1
+    assert await _one(db, "SELECT distribution_attempts FROM leads WHERE id = :l", l=lead.id) == 1
+    audit = await _one(
+        db,
+        "SELECT array_agg(action ORDER BY action) FROM audit_log WHERE entity_type = 'lead'"
+        " AND entity_id = :l AND (action LIKE 'DISTRIBUTION%' OR action = 'ASSIGNMENT_CREATED')",
+        l=lead.id,
+    )
+    assert audit == [
+        "ASSIGNMENT_CREATED",
+        "DISTRIBUTION_COMPLETED",
+        "DISTRIBUTION_SKIPPED_PROVIDER",
+        "DISTRIBUTION_STARTED",
+    ]
 
 
 async def test_caps_are_validated_and_bad_input_writes_nothing(db: Database) -> None:
