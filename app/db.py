@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from app.internals.sqlalchemy import greenlet_spawn
 from app.settings import Settings
 
 P = ParamSpec("P")
@@ -153,23 +154,29 @@ def retry_on_disconnect(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[
 @asynccontextmanager
 async def driver_connection(source: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
     """asyncpg's own connection from `source`'s pool, for a hot path's statements sent without
-    SQLAlchemy's execution machinery. Errors are raised as SQLAlchemy raises them everywhere else
-    (DBAPIError, whose `orig` is asyncpg's: retry_on_conflict, sqlstate_of and the error mapping
-    read it), and a connection the server ended or that broke is never reused."""
-    async with source.connect() as sa_conn:
-        conn: asyncpg.Connection = (await sa_conn.get_raw_connection()).driver_connection
-        try:
-            yield conn
-        except asyncpg.PostgresError as exc:
-            lost = session_ended(exc.sqlstate)
-            if lost:
-                await sa_conn.invalidate()
-            raise DBAPIError(None, None, exc, connection_invalidated=lost) from exc
-        except (asyncpg.InterfaceError, OSError) as exc:
-            await sa_conn.invalidate()
-            raise DBAPIError(None, None, exc, connection_invalidated=True) from exc
-        finally:
-            # a cancellation during a rollback can leave the session inside a transaction, which
-            # SQLAlchemy's reset on return does not see (it rolls back only what it began)
-            if not sa_conn.invalidated and (conn.is_closed() or conn.is_in_transaction()):
-                await sa_conn.invalidate()
+    SQLAlchemy's execution machinery (nor its Connection around the pooled one). Errors are raised
+    as SQLAlchemy raises them everywhere else (DBAPIError, whose `orig` is asyncpg's:
+    retry_on_conflict, sqlstate_of and the error mapping read it), and a connection the server
+    ended, that broke, or that a cancellation left mid-statement is never reused."""
+    pooled = await source.raw_connection()
+    conn: asyncpg.Connection = pooled.driver_connection
+    unfit: BaseException | None = None
+    try:
+        yield conn
+    except asyncpg.PostgresError as exc:
+        lost = session_ended(exc.sqlstate)
+        unfit = exc if lost else None
+        raise DBAPIError(None, None, exc, connection_invalidated=lost) from exc
+    except (asyncpg.InterfaceError, OSError) as exc:  # a client-side or protocol error, a lost socket
+        unfit = exc
+        raise DBAPIError(None, None, exc, connection_invalidated=True) from exc
+    except BaseException as exc:
+        if not isinstance(exc, Exception):  # cancelled: the protocol may be mid-statement
+            unfit = exc
+        raise
+    finally:
+        # a cancellation during a rollback can leave the session inside a transaction, which the
+        # pool's reset on return does not see (it rolls back only what SQLAlchemy began)
+        if unfit is not None or conn.is_closed() or conn.is_in_transaction():
+            await greenlet_spawn(pooled.invalidate, unfit if isinstance(unfit, Exception) else None)
+        await greenlet_spawn(pooled.close)  # back to the pool (a no-op once invalidated)

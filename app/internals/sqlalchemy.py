@@ -1,5 +1,5 @@
-"""SQLAlchemy internals, for app/resolvers/loaders.py (`fetch_rows`: a loader's statement on a pooled
-connection's asyncpg driver).
+"""SQLAlchemy internals, for app/db.py (`driver_connection`: a hot path's statements on a pooled
+connection's asyncpg driver: the engine, the loaders, the run's insert, the webhook outbox).
 
 - `sqlalchemy.util.greenlet_spawn(fn, *args)`: SQLAlchemy's own bridge (AsyncEngine.raw_connection
   and AsyncConnection.close use it) for the pool's synchronous calls that may await the driver:
@@ -18,7 +18,7 @@ from app.internals.checks import Library, Use, import_failure
 DISTRIBUTION = "sqlalchemy"
 WRITTEN_AGAINST = "2.1.9"
 MODULE = "app/internals/sqlalchemy.py"
-LOADERS = "app/resolvers/loaders.py"
+DRIVER = "app/db.py"
 
 try:
     from sqlalchemy import util as _util
@@ -53,5 +53,5 @@ LIBRARY = Library(
     DISTRIBUTION,
     WRITTEN_AGAINST,
     MODULE,
-    (Use("sqlalchemy.util.greenlet_spawn(fn, *args)", LOADERS, _spawns),),
+    (Use("sqlalchemy.util.greenlet_spawn(fn, *args)", DRIVER, _spawns),),
 )
