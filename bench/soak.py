@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from e2e import DISTRIBUTE, Feed, pct, seed, start_feeds  # noqa: E402
+from e2e_parts import DISTRIBUTE, Feed, pct, seed, start_feeds  # noqa: E402
 from harness import free_port, run_with_servers, wait_ready  # noqa: E402
 
 from app.main import api_argv  # noqa: E402

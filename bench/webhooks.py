@@ -1,4 +1,4 @@
-"""What bench/e2e.py needs for its webhook runs: a local https receiver process (bench/webhook_receiver.py)
+"""bench/e2e.py's webhook runs, (d): a local https receiver process (bench/webhook_receiver.py)
 under a throwaway certificate authority, an endpoint for every buyer, dead endpoints, and the
 latency from the engine's write (a delivery's created_at, in the distribution's statement) to the
 receiver having the request."""
@@ -6,16 +6,20 @@ receiver having the request."""
 from __future__ import annotations
 
 import asyncio
+import statistics
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import trustme
-from harness import free_port
+from e2e_parts import cpu_seconds, pct, print_ms, run_burst
+from harness import floor_drift, free_port, libpq, report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -149,3 +153,126 @@ async def latencies_ms(pg: Any, since: Any, arrivals: dict[str, float]) -> list[
         if arrived is not None:
             found.append((arrived - float(row["at"])) * 1000)
     return found
+
+
+def report_webhooks(result: dict[str, Any], webhooks: dict[str, Any]) -> None:
+    result["webhook_p50_ms"], result["webhook_p99_ms"] = webhooks["p50_ms"], webhooks["p99_ms"]
+    report(result, "burst_with_webhooks_ratio", webhooks["with_ratio"], ">= 0.85")
+    report(result, "burst_dead_endpoint_ratio", webhooks["dead_ratio"], ">= 0.85")
+    report(result, "webhook_p99_over_complete_p50", webhooks["p99_ms"] / result["complete_p50_ms"], "<= 5")
+
+
+async def postgres_cpu(pg: Any) -> dict[int, tuple[str, float]]:
+    """CPU seconds of each PostgreSQL process so far (pid -> its kind, seconds): the webhook
+    senders' connections apart from the rest, to tell a turn's cost from the engine's writes."""
+    rows = await pg.fetch("SELECT pid, application_name FROM pg_stat_activity")
+    out = {}
+    for row in rows:
+        kind = "webhook senders" if row["application_name"] == "leadwheel-webhook-sender" else "the rest"
+        try:
+            t = psutil.Process(row["pid"]).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        out[row["pid"]] = (kind, t.user + t.system)
+    return out
+
+
+async def webhook_bursts(
+    database_url: str,
+    procs: list[subprocess.Popen[bytes]],
+    distribute: Callable[[str], Awaitable[str]],
+    pools: list[list[str]],
+    per_niche: int,
+    receiver: Receiver,
+) -> dict[str, Any]:
+    """(d): the interleaved burst with an endpoint for every buyer, and with one dead endpoint per
+    niche, each between two bursts without endpoints (the floor: load from elsewhere that drifts
+    during the run hits both alike). The webhooks' figures count until the last live delivery has
+    arrived."""
+    import asyncpg
+
+    pg = await asyncpg.connect(libpq(database_url))
+    out: dict[str, Any] = {}
+    try:
+        await add_endpoints(pg, receiver.url)
+        rates: list[float] = []
+        for k, phase in enumerate(("none", "live", "none", "dead", "none")):
+            await endpoints(pg, receiver, phase)
+            burst = [pool[-(3 + k) * per_niche + i] for i in range(per_niche) for pool in pools]
+            since = await pg.fetchval("SELECT now()")
+            await receiver.arrivals()  # forget earlier ones
+            receiver_cpu = sum(psutil.Process(receiver.proc.pid).cpu_times()[:2])
+            pg_before = await postgres_cpu(pg)
+            cpu_before = cpu_seconds(procs)
+            started = time.time()
+            run = await run_burst(database_url, procs, distribute, burst)
+            rates.append(run["dist_per_s"])
+            label = {
+                "none": "no endpoints",
+                "live": "an endpoint per buyer",
+                "dead": "a dead endpoint per niche",
+            }
+            line = f"(d) burst of {len(burst)}, {label[phase]}: {run['dist_per_s']} distributions/s"
+            cpu = run["cpu_ms"]
+            if phase != "none":
+                done = await wait_delivered(pg, since, receiver.url)
+                arrivals = await receiver.arrivals()
+                lat = await latencies_ms(pg, since, arrivals)
+                split = await latency_split_ms(pg, since, arrivals)
+                cpu = {
+                    k2: (v - cpu_before.get(k2, 0.0)) * 1000 / run["completed"]
+                    for k2, v in cpu_seconds(procs).items()
+                }
+                cpu["receiver"] = (
+                    (sum(psutil.Process(receiver.proc.pid).cpu_times()[:2]) - receiver_cpu)
+                    * 1000
+                    / run["completed"]
+                )
+                line += (
+                    f"; {len(lat)} webhooks received, engine write -> receiver p50 {statistics.median(lat):.2f} ms, "
+                    f"p99 {pct(lat, 0.99):.2f} ms, the last {done - started:.1f} s after the first request"
+                )
+                if phase == "live":
+                    out["p50_ms"], out["p99_ms"] = round(statistics.median(lat), 2), round(pct(lat, 0.99), 2)
+                else:
+                    out["dead_p50_ms"], out["dead_p99_ms"] = (
+                        round(statistics.median(lat), 2),
+                        round(pct(lat, 0.99), 2),
+                    )
+            print(line, flush=True)
+            postgres: dict[str, float] = {"webhook senders": 0.0, "the rest": 0.0}
+            for pid, (kind, seconds) in (await postgres_cpu(pg)).items():
+                postgres[kind] += (seconds - pg_before.get(pid, (kind, 0.0))[1]) * 1000 / run["completed"]
+            print_ms(
+                "PostgreSQL CPU ms per distribution by connection (processes alive at the end)", postgres
+            )
+            if phase != "none":
+                print(
+                    "    of which: "
+                    + ", ".join(
+                        f"{part} p50 {statistics.median(v):.2f} ms p99 {pct(v, 0.99):.2f} ms"
+                        for part, v in (
+                            ("write -> first attempt", split["claimed"]),
+                            ("attempt -> receiver", split["sent"]),
+                        )
+                        if v
+                    ),
+                    flush=True,
+                )
+            print(
+                f"    CPU ms per distribution{' (with its webhooks)' if phase != 'none' else ''}: "
+                + ", ".join(f"{k2} {v:.2f}" for k2, v in cpu.items()),
+                flush=True,
+            )
+        summary: dict[str, Any] = {}
+        out["with_ratio"] = rates[1] / floor_drift(
+            summary, "burst_without_webhooks_dist_per_s", rates[0], rates[2]
+        )
+        out["dead_ratio"] = rates[3] / floor_drift(
+            summary, "burst_without_webhooks_later_dist_per_s", rates[2], rates[4]
+        )
+        out["rates"] = rates
+        out["summary"] = summary  # the floors before and after, and any unsteady warning
+    finally:
+        await pg.close()
+    return out
