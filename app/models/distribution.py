@@ -92,6 +92,8 @@ class DistributionRun(SQLModel, table=True):
             "updated_at",
             postgresql_where=sa.text("status IN ('QUEUED', 'RUNNING', 'FAILED')"),
         ),
+        # what a niche's feed missed (services/runs.niche_runs_since): the runs changed since a time
+        sa.Index("ix_distribution_runs_updated", "updated_at"),
         {"postgresql_with": {"fillfactor": 80}},
     )
 

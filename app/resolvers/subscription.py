@@ -119,6 +119,31 @@ class _Seen:
         return fresh
 
 
+class _RunSeqs:
+    """The newest seq a niche feed has sent of each run (bounded: the runs it first heard of
+    longest ago are dropped first), and the newest event's time: what a catch-up needs to send
+    only what is news."""
+
+    def __init__(self) -> None:
+        self.seqs: OrderedDict[uuid.UUID, int] = OrderedDict()
+        self.newest = utcnow()
+
+    def new(self, items: list[RunProgress]) -> list[RunProgress]:
+        fresh = []
+        for item in items:
+            run = item.run_id
+            if run is not None and item.seq <= self.seqs.get(run, 0):
+                continue  # sent already, or older than a catch-up's snapshot of its run
+            fresh.append(item)
+            if run is not None:
+                self.seqs[run] = item.seq
+        if fresh:
+            self.newest = max(self.newest, fresh[-1].at)  # a message's steps are in order
+        while len(self.seqs) > FEED_SEEN_MAX:
+            self.seqs.popitem(last=False)
+        return fresh
+
+
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
@@ -185,21 +210,28 @@ class Subscription:
             hub.unregister(channel, queue)
 
     @strawberry.subscription(
-        permission_classes=READ, description="Every committed step of every run of a niche. Operators only."
+        permission_classes=READ,
+        description="Every committed step of every run of a niche. A subscriber that fell behind, or "
+        "whose API lost its event stream for a while, then gets each run of the niche that changed "
+        "meanwhile as it is now (snapshot: true), and no step older than that. Operators only.",
     )
     @shared_subscription
     async def niche_activity(self, info: Info, niche_id: uuid.UUID) -> AsyncGenerator[RunProgress, None]:
-        actor = await info.context.actor()
-        await niches.get_niche(info.context.db, niche_id, actor=actor)  # NOT_FOUND before streaming
+        db, actor = info.context.db, await info.context.actor()
+        await niches.get_niche(db, niche_id, actor=actor)  # NOT_FOUND before streaming
         channel = niche_channel(niche_id)
         relay = Relay.of(info)
         queue = info.context.hub.register(channel)
+        sent = _RunSeqs()
         try:
             while True:
                 item = await queue.get()
-                if not isinstance(item, tuple):
-                    continue  # RESYNC: a niche's feed has no state to read again
-                fresh = [RunProgress.of_event(event) for event in item]
+                if isinstance(item, tuple):
+                    fresh = sent.new([RunProgress.of_event(event) for event in item])
+                else:  # RESYNC: steps were missed; what changed since, less a margin, as it is now
+                    since = sent.newest - FEED_CATCH_UP_MARGIN
+                    changed = await runs.niche_runs_since(db, niche_id, since, actor=actor)
+                    fresh = sent.new([RunProgress.of_run(run, niche_id) for run in changed])
                 position = 0
                 while (position := await relay.send_from(fresh, position)) < len(fresh):
                     yield fresh[position]  # the full path: the first subscriber, or errors

@@ -5,6 +5,7 @@ attempts, retries and dead letters app/services/retries.py; batches and the swee
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
@@ -206,3 +207,22 @@ async def run_snapshot(db: Database, run_id: uuid.UUID, *, actor: Actor) -> tupl
     if row is None:
         raise NotFound("distribution run", run_id)
     return row[0], row[1]
+
+
+@retry_on_disconnect
+async def niche_runs_since(
+    db: Database, niche_id: uuid.UUID, since: datetime, *, actor: Actor, limit: int = 500
+) -> list[DistributionRun]:
+    """The runs of a niche's leads that changed at or after `since`, as committed now, oldest change
+    first (the newest `limit` of them): what a niche's feed missed while its subscriber fell behind
+    or the API lost Redis. Operators only, as the feed."""
+    require_operator(actor, "watching distribution runs")
+    async with db.read() as session:
+        rows = await session.execute(
+            select(DistributionRun)
+            .join(Lead, col(Lead.id) == col(DistributionRun.lead_id))
+            .where(col(Lead.niche_id) == niche_id, col(DistributionRun.updated_at) >= since)
+            .order_by(col(DistributionRun.updated_at).desc())
+            .limit(limit)
+        )
+        return list(reversed(rows.scalars().all()))

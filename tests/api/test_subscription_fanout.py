@@ -19,6 +19,7 @@ from starlette.requests import Request
 from strawberry.types import ExecutionResult
 
 from app.db import Database
+from app.engine.distribute import distribute_lead
 from app.models.niches import Niche
 from app.progress.events import EventType, ProgressEvent
 from app.progress.hub import ProgressHub
@@ -30,7 +31,7 @@ from app.services import auth
 from app.services.audit import SYSTEM
 from app.tasks.dispatch import InlineDispatcher
 from tests.api.conftest import api_settings
-from tests.factories import make_niche
+from tests.factories import make_lead, make_niche
 
 FEED = "subscription($n: UUID!) { nicheActivity(nicheId: $n) { runId seq type levelName priceCents } }"
 CHUNK = 100  # below the hub's per-subscriber queue size: nothing is dropped
@@ -178,3 +179,34 @@ async def test_shared_executions_never_mix_different_subscriptions(feeds: Feeds)
     finally:
         for sub in (same_a, same_b, different, other):
             await sub.close()
+
+
+async def test_a_niche_feed_that_missed_steps_gets_the_runs_as_they_are_now(feeds: Feeds) -> None:
+    """Steps published while the API's event stream is down are missed. Once it is back, the feed
+    sends each run of the niche that changed meanwhile as committed (a snapshot), then only what
+    is news: the missed steps arriving late are not."""
+    sub = await feeds.open()
+    try:
+        # a run that commits while the feed hears nothing of it (the engine alone publishes nothing)
+        missed = await distribute_lead(feeds.db, lead_id=(await make_lead(feeds.db, feeds.niche)).id)
+        # the API's pub/sub connection is cut: the hub subscribes again and tells each feed so
+        await feeds.redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        caught_up = await asyncio.wait_for(sub.next(), 10)
+        assert caught_up.errors is None, caught_up.errors
+        assert caught_up.data == {
+            "nicheActivity": {
+                "runId": str(missed.run_id),
+                "seq": missed.events[-1].seq,
+                "type": "COMPLETED",
+                "levelName": None,
+                "priceCents": None,
+            }
+        }
+        await feeds.hub.ready.wait()
+        await feeds.publisher.publish(missed.events)  # late: older than the snapshot
+        (live,) = feeds.events(1)
+        await feeds.publisher.publish([live])
+        news = await asyncio.wait_for(sub.next(), 10)
+        assert news.data is not None and news.data["nicheActivity"]["runId"] == str(live.run_id)
+    finally:
+        await sub.close()
