@@ -25,7 +25,7 @@ from app.errors import InvalidInput
 from app.models.base import utcnow
 from app.models.leads import Assignment as AssignmentRow
 from app.progress.events import EventType, ProgressEvent
-from app.progress.hub import RESYNC, Item
+from app.progress.hub import QUEUE_SIZE, RESYNC, Item
 from app.progress.publish import batch_channel, niche_channel, provider_channel, run_channel
 from app.resolvers.context import Info
 from app.resolvers.permissions import CanRead, CanReadOwn
@@ -119,31 +119,6 @@ class _Seen:
         return fresh
 
 
-class _RunSeqs:
-    """The newest seq a niche feed has sent of each run (bounded: the runs it first heard of
-    longest ago are dropped first), and the newest event's time: what a catch-up needs to send
-    only what is news."""
-
-    def __init__(self) -> None:
-        self.seqs: OrderedDict[uuid.UUID, int] = OrderedDict()
-        self.newest = utcnow()
-
-    def new(self, items: list[RunProgress]) -> list[RunProgress]:
-        fresh = []
-        for item in items:
-            run = item.run_id
-            if run is not None and item.seq <= self.seqs.get(run, 0):
-                continue  # sent already, or older than a catch-up's snapshot of its run
-            fresh.append(item)
-            if run is not None:
-                self.seqs[run] = item.seq
-        if fresh:
-            self.newest = max(self.newest, fresh[-1].at)  # a message's steps are in order
-        while len(self.seqs) > FEED_SEEN_MAX:
-            self.seqs.popitem(last=False)
-        return fresh
-
-
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
@@ -213,7 +188,8 @@ class Subscription:
         permission_classes=READ,
         description="Every committed step of every run of a niche. A subscriber that fell behind, or "
         "whose API lost its event stream for a while, then gets each run of the niche that changed "
-        "meanwhile as it is now (snapshot: true), and no step older than that. Operators only.",
+        "since a few minutes before its last step as it is now (snapshot: true, at most 500), and no "
+        "step older than that. Operators only.",
     )
     @shared_subscription
     async def niche_activity(self, info: Info, niche_id: uuid.UUID) -> AsyncGenerator[RunProgress, None]:
@@ -222,16 +198,27 @@ class Subscription:
         channel = niche_channel(niche_id)
         relay = Relay.of(info)
         queue = info.context.hub.register(channel)
-        sent = _RunSeqs()
+        newest = utcnow()  # the newest step sent: a catch-up reads what changed since
+        caught: dict[uuid.UUID, int] = {}  # the runs a catch-up sent, as read: older steps are not news
+        left = 0  # messages until those steps can no longer arrive (at most a full queue was queued)
         try:
             while True:
                 item = await queue.get()
                 if isinstance(item, tuple):
-                    fresh = sent.new([RunProgress.of_event(event) for event in item])
-                else:  # RESYNC: steps were missed; what changed since, less a margin, as it is now
-                    since = sent.newest - FEED_CATCH_UP_MARGIN
-                    changed = await runs.niche_runs_since(db, niche_id, since, actor=actor)
-                    fresh = sent.new([RunProgress.of_run(run, niche_id) for run in changed])
+                    newest = max(newest, item[-1].at)  # a message's steps are in order
+                    events = item
+                    if caught:
+                        events = tuple(e for e in item if e.seq > caught.get(e.run_id, 0))
+                        left -= 1
+                        if not left:
+                            caught = {}
+                    fresh = [RunProgress.of_event(event) for event in events]
+                else:  # RESYNC: steps were missed; the runs that changed meanwhile, as they are now
+                    changed = await runs.niche_runs_since(
+                        db, niche_id, newest - FEED_CATCH_UP_MARGIN, actor=actor
+                    )
+                    fresh = [RunProgress.of_run(run, niche_id) for run in changed]
+                    caught, left = {run.id: run.seq for run in changed}, QUEUE_SIZE
                 position = 0
                 while (position := await relay.send_from(fresh, position)) < len(fresh):
                     yield fresh[position]  # the full path: the first subscriber, or errors
