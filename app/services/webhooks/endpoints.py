@@ -139,11 +139,17 @@ async def create_endpoint(
 
 
 async def _lock_provider(session: AsyncSession, provider_id: uuid.UUID) -> bool:
-    """The provider's row lock: the engine holds it from its pick to its commit, which writes the
-    deliveries for the provider's endpoints; taken first (the engine's lock order), a change to an
-    endpoint waits for a distribution in flight and then sees its deliveries."""
+    """The provider's row lock, its revision bumped: the engine holds the lock from its write's
+    start to its commit, which writes the deliveries for the provider's endpoints; taken first (the
+    engine's lock order), a change to an endpoint waits for a distribution in flight and then sees
+    its deliveries. The revision tells an engine that planned before this change and locks after
+    it that its statement's view of the endpoints is older than the change: it writes nothing and
+    plans again (app/engine/charge.py), as after any change to the provider."""
     locked = await session.execute(
-        select(col(Provider.id)).where(Provider.id == provider_id).with_for_update(key_share=True)
+        sa.update(Provider)
+        .where(col(Provider.id) == provider_id)
+        .values(revision=Provider.revision + 1)
+        .returning(col(Provider.id))
     )
     return locked.scalar_one_or_none() is not None
 

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.db import Database
+from app.engine.distribute import distribute_lead
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models.audit import ActorType
 from app.models.webhooks import DeliveryStatus, WebhookEvent
@@ -19,7 +20,7 @@ from app.services.audit import SYSTEM, Actor
 from app.services.webhooks import deliveries, endpoints
 from app.services.webhooks.endpoints import MAX_ENDPOINTS_PER_PROVIDER, EndpointChanges
 from app.services.webhooks.sender import send_due
-from tests.factories import make_provider
+from tests.factories import make_lead, make_niche, make_provider, subscribe
 from tests.factories.webhooks import SETTINGS, make_endpoint
 from tests.receiver import Receiver
 from tests.services.webhooks.test_deliveries import Woken
@@ -269,3 +270,38 @@ async def test_a_provider_reaches_only_its_own(db: Database) -> None:
     overview = await deliveries.overview(db, actor=me)
     assert overview.pending == 1
     assert (await deliveries.overview(db, actor=SYSTEM)).pending == 2
+
+
+async def test_an_endpoint_deleted_while_a_distribution_waits_for_its_buyer_gets_nothing(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine plans, then its write waits for the buyer's row lock, which the deletion holds;
+    the deletion commits. The write's view of the endpoints predates it, but the buyer's revision
+    moved: it writes nothing and plans again, and the endpoint gets no new event."""
+    niche, (level,) = await make_niche(db, levels=[(100, 1)])
+    buyer = await make_provider(db, balance_cents=10_000)
+    await subscribe(db, buyer, level)
+    created = await make_endpoint(db, buyer, "http://127.0.0.1:9/hook")
+    endpoint_id = created.endpoint.id
+    lead = await make_lead(db, niche)
+    locked, release = asyncio.Event(), asyncio.Event()
+    lock_endpoint = endpoints._lock_endpoint  # noqa: SLF001
+
+    async def held(*args: Any) -> Any:  # the deletion, paused with the buyer's lock held
+        found = await lock_endpoint(*args)
+        locked.set()
+        await release.wait()
+        return found
+
+    monkeypatch.setattr(endpoints, "_lock_endpoint", held)
+    deleting = asyncio.create_task(endpoints.delete_endpoint(db, actor=SYSTEM, endpoint_id=endpoint_id))
+    await asyncio.wait_for(locked.wait(), 10)
+    engine = asyncio.create_task(distribute_lead(db, lead_id=lead.id))
+    await asyncio.sleep(0.5)  # the engine has planned, and its write waits for the buyer's lock
+    assert not engine.done()
+    release.set()
+    await asyncio.wait_for(deleting, 10)
+    result = await asyncio.wait_for(engine, 10)
+    assert [a.provider_id for a in result.assigned] == [buyer.id]
+    assert result.webhooks == 0
+    assert await count(db, "webhook_deliveries") == 0
