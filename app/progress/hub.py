@@ -90,6 +90,7 @@ class ProgressHub:
         meanwhile were missed), whether it surfaces as an error (then this reconnects) or redis-py
         reconnected by itself (it retries, app/redis_client.py): then the pattern is confirmed
         again, which is how this notices."""
+        lost = False  # since the last confirmation: subscribers re-read once it is confirmed again
         while True:
             try:
                 self._pubsub = self.redis.pubsub()
@@ -97,9 +98,10 @@ class ProgressHub:
                 async for message in self._pubsub.listen():
                     kind = message.get("type")
                     if kind == "psubscribe":  # confirmed: from here on nothing published is missed
-                        if self.ready.is_set():
+                        if self.ready.is_set() or lost:
                             log.warning("progress.hub_resubscribed")
-                            self._lost()
+                            self._lost()  # what was published before this confirmation was missed
+                        lost = False
                         self.ready.set()
                     if kind != "pmessage":
                         continue
@@ -120,7 +122,8 @@ class ProgressHub:
             except Exception:  # noqa: BLE001  (Redis went away: retry, never die)
                 log.warning("progress.hub_reconnect", exc_info=True)
                 self.ready.clear()
-                self._lost()
+                self._lost()  # now, so subscribers read the state as it is; and again once back
+                lost = True
                 await asyncio.sleep(0.5)
 
     def _lost(self) -> None:

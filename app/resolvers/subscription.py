@@ -197,7 +197,8 @@ class Subscription:
         await niches.get_niche(db, niche_id, actor=actor)  # NOT_FOUND before streaming
         channel = niche_channel(niche_id)
         relay = Relay.of(info)
-        queue = info.context.hub.register(channel)
+        hub = info.context.hub
+        queue = hub.register(channel)
         newest = utcnow()  # the newest step sent: a catch-up reads what changed since
         caught: dict[uuid.UUID, int] = {}  # the runs a catch-up sent, as read: older steps are not news
         left = 0  # messages until those steps can no longer arrive (at most a full queue was queued)
@@ -213,12 +214,15 @@ class Subscription:
                         if not left:
                             caught = {}
                     fresh = [RunProgress.of_event(event) for event in events]
+                elif not hub.ready.is_set():
+                    continue  # Redis is away: the hub says so again once it is subscribed again
                 else:  # RESYNC: steps were missed; the runs that changed meanwhile, as they are now
                     changed = await runs.niche_runs_since(
                         db, niche_id, newest - FEED_CATCH_UP_MARGIN, actor=actor
                     )
                     fresh = [RunProgress.of_run(run, niche_id) for run in changed]
                     caught, left = {run.id: run.seq for run in changed}, QUEUE_SIZE
+                    newest = max([newest, *(run.updated_at for run in changed)])
                 position = 0
                 while (position := await relay.send_from(fresh, position)) < len(fresh):
                     yield fresh[position]  # the full path: the first subscriber, or errors

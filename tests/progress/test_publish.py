@@ -4,12 +4,15 @@ and the hub hands them to its subscribers one by one."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 from redis.asyncio import Redis
 
+from app.embedded import EmbeddedRedis
 from app.progress.events import EventType, ProgressEvent, decode_events
 from app.progress.hub import ProgressHub
 from app.progress.publish import RedisPublisher, batch_channel, niche_channel, run_channel
@@ -72,5 +75,30 @@ async def test_the_hub_delivers_the_events_of_a_message_together_in_order(redis:
             got = await queue.get()
         assert got == tuple(events)
         assert queue.empty()
+    finally:
+        await hub.stop()
+
+
+async def test_after_redis_comes_back_the_hub_tells_subscribers_once_it_is_subscribed_again(
+    redis: Redis, embedded_redis: EmbeddedRedis | None
+) -> None:
+    """While Redis is away (longer than the client's retries) the hub tells its subscribers at once
+    (they read the state as it is), and again when its subscription is confirmed: what was
+    published between a subscriber's read and that confirmation was missed too."""
+    if embedded_redis is None:
+        pytest.skip("stops and starts the test's own Redis: not a server given by REDIS_URL")
+    hub = ProgressHub(redis)
+    told: list[float] = []
+    hub.watch("x", lambda data: told.append(time.monotonic()) if data is None else None)
+    await hub.start()
+    try:
+        await asyncio.wait_for(hub.ready.wait(), 10)
+        await asyncio.to_thread(embedded_redis.down)
+        await asyncio.sleep(2)  # past redis-py's retries: the hub's reader fails and reconnects
+        assert not hub.ready.is_set() and told
+        await asyncio.to_thread(embedded_redis.up)
+        back = time.monotonic()
+        await asyncio.wait_for(hub.ready.wait(), 15)
+        assert told[-1] > back, "no word to subscribers once the hub subscribed again"
     finally:
         await hub.stop()
