@@ -168,8 +168,9 @@ async def driver_connection(source: AsyncEngine) -> AsyncIterator[asyncpg.Connec
         unfit = exc if lost else None
         raise DBAPIError(None, None, exc, connection_invalidated=lost) from exc
     except (asyncpg.InterfaceError, OSError) as exc:  # a client-side or protocol error, a lost socket
-        unfit = exc
-        raise DBAPIError(None, None, exc, connection_invalidated=True) from exc
+        unfit = exc  # not reused either way; but only a lost one is UNAVAILABLE and retried
+        lost = isinstance(exc, OSError) or conn.is_closed()
+        raise DBAPIError(None, None, exc, connection_invalidated=lost) from exc
     except BaseException as exc:
         if not isinstance(exc, Exception):  # cancelled: the protocol may be mid-statement
             unfit = exc
