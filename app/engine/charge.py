@@ -26,15 +26,12 @@ from app.models.webhooks import DeliveryStatus, DisabledReason, WebhookEvent
 
 WRITE_DISTRIBUTION = compile_named(f"""
 WITH
--- clock_timestamp(), not now() (the transaction start can predate the previous lock holder's
--- write), and after the niche's last_served_at (read under the niche lock) whatever the clock does.
-ts AS MATERIALIZED (
-    SELECT greatest(clock_timestamp(), :last_served_at::timestamptz + interval '1 microsecond') AS at
-),
 -- Lock order everywhere: lead -> niche -> providers by ascending id (the lead and niche are locked
 -- by the transaction's first statement). A row locked here is its latest version whatever this
 -- statement's snapshot, so its revision says whether the plan's read of it still holds: when every
--- one does, nothing changed since, and the snapshot sees the rows as they are.
+-- one does, nothing changed since, and the snapshot sees the rows as they are. That holds because
+-- every change this statement reads of a provider (balance, status, subscriptions, caps, schedule,
+-- webhook endpoints) bumps its revision under this lock (services/billing.lock_provider).
 locked AS MATERIALIZED (
     SELECT id, revision FROM providers WHERE id = ANY(:pick_provider_ids::uuid[])
     ORDER BY id FOR NO KEY UPDATE
@@ -43,6 +40,13 @@ fresh AS MATERIALIZED (
     SELECT coalesce(bool_and(l.revision = e.revision), true) AS ok
     FROM locked l JOIN unnest(:pick_provider_ids::uuid[], :pick_revisions::bigint[]) AS e (id, revision)
         ON e.id = l.id
+),
+-- clock_timestamp(), not now(), and read from `fresh`, so taken once the providers are locked (the
+-- transaction's start can predate their previous holder's write); after the niche's last_served_at
+-- (read under the niche lock) whatever the clock does.
+ts AS MATERIALIZED (
+    SELECT greatest(clock_timestamp(), :last_served_at::timestamptz + interval '1 microsecond') AS at
+    FROM fresh
 ),
 picked AS (
     SELECT * FROM unnest(:pick_subscription_ids::uuid[], :pick_provider_ids::uuid[], :pick_level_ids::uuid[],

@@ -178,6 +178,8 @@ async def _plan_and_write(
             for c in candidates
             if c.revision != moved.get(c.provider_id, c.revision)
         }
+        if not stale:  # a write refused with nothing moved would be refused again, forever
+            raise EngineInvariantError(f"the write found providers moved, the plan none: {moved}")
         fresh = await read_providers(conn, sorted(stale), [level.id for level in state.levels])
         statements += 1
         for candidates in state.candidates.values():  # a subscription gone meanwhile is no candidate

@@ -15,9 +15,23 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# CONCURRENTLY, outside the migration's transaction: the engine writes distribution_runs all the
+# time, and a plain build would block those writes for as long as it takes on a large table
 def upgrade() -> None:
-    op.create_index('ix_distribution_runs_updated', 'distribution_runs', ['updated_at'], unique=False)
+    with op.get_context().autocommit_block():
+        op.create_index(
+            'ix_distribution_runs_updated',
+            'distribution_runs',
+            ['updated_at'],
+            unique=False,
+            postgresql_concurrently=True,
+        )
 
 
 def downgrade() -> None:
-    op.drop_index('ix_distribution_runs_updated', table_name='distribution_runs')
+    with op.get_context().autocommit_block():
+        op.drop_index(
+            'ix_distribution_runs_updated',
+            table_name='distribution_runs',
+            postgresql_concurrently=True,
+        )

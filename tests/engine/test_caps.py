@@ -280,6 +280,9 @@ async def test_a_provider_whose_caps_move_while_the_engine_waits_for_its_lock_is
     assert result.statements == 5  # lock, read, write (nothing), the buyer again, write
     assert await _one(db, "SELECT attempts FROM distribution_runs WHERE lead_id = :l", l=lead.id) == 1
     assert await _one(db, "SELECT distribution_attempts FROM leads WHERE id = :l", l=lead.id) == 1
+    charged = "SELECT count(*) FROM ledger_entries WHERE kind = 'CHARGE' AND reference = :r"
+    assert await _one(db, charged, r=f"lead:{lead.id}") == 1
+    assert await _one(db, "SELECT count(*) FROM notifications WHERE template = 'lead_assigned'") == 1
     audit = await _one(
         db,
         "SELECT array_agg(action ORDER BY action) FROM audit_log WHERE entity_type = 'lead'"
