@@ -155,11 +155,11 @@ async def _plan_and_write(
 ) -> tuple[Plan, Written, int]:
     """Plans on the unlocked read and writes: the write locks the chosen providers in id order
     and writes only if none of them moved since the read. A provider whose revision moved
-    (another niche charged it, a top-up, a suspension, a change of its caps, schedule or
-    subscriptions) is read again (it is locked now, so the read is final) and the walk is planned
-    again, so a skipped pick is backfilled; locked rows being final is what keeps caps exact under
-    concurrency. A walk that reaches a level read only in part reads it in full first. Returns the
-    plan, what was written and the number of statements it took."""
+    (another niche charged it, a top-up, a suspension, a change of its caps, schedule,
+    subscriptions or webhook endpoints) is read again (it is locked now, so the read is final)
+    and the walk is planned again, so a skipped pick is backfilled; locked rows being final is
+    what keeps caps exact under concurrency. A walk that reaches a level read only in part reads
+    it in full first. Returns the plan, what was written and the number of statements it took."""
     statements = 0
     while True:
         plan = plan_distribution(state, attributes)
