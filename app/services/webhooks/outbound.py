@@ -152,7 +152,7 @@ async def post(
         return Answer(
             AttemptOutcome.CONNECTION_ERROR, elapsed(), status(), f"{type(exc).__name__}: {exc}", text()
         )
-    code = answered.head.status_code if answered.head is not None else 0
+    code = status() or 0
     if 200 <= code < 300:
         return Answer(AttemptOutcome.SUCCESS, elapsed(), code, None, text())
     error = f"HTTP {code}"
