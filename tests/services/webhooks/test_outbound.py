@@ -287,3 +287,17 @@ async def test_endpoints_on_one_origin_share_idle_connections_never_one_in_use()
         server.close()
     assert all(a.outcome is AttemptOutcome.SUCCESS for a in answers), answers
     assert len(connections) == 2  # both kept alive and reused
+
+
+async def test_the_client_answers_as_an_httpx_client_on_the_same_transport(
+    client: outbound.WebhookClient, receiver: Receiver
+) -> None:
+    """The sender posts through the transport directly (outbound.post); the client stays a plain
+    httpx client on that transport (handle_async_request), with the same answers."""
+    receiver.respond = statuses(200, 500)
+    first = await client.post(receiver.url, content=b'{"a": 1}', headers={"webhook-id": "msg_1"})
+    second = await client.post(receiver.url, content=b"{}")
+    assert (first.status_code, first.text) == (200, "answer")
+    assert second.status_code == 500
+    assert [r.webhook_id for r in receiver.received] == ["msg_1", ""]
+    assert receiver.received[0].body == '{"a": 1}'
