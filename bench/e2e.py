@@ -29,6 +29,7 @@ same servers, and the figures with targets are ratios to them:
 
     python bench/e2e.py [--database-url URL --redis-url URL] [--burst 2000] [--subscribers 1000]
                         [--webhooks-only]      # (a) and (d) alone
+    python bench/e2e.py --pipeline-only    # (b) and its floor alone, after (a)'s warm-up
     python bench/e2e.py --only-fanout      # (c) and its floor alone
 
 Last line: one JSON object."""
@@ -45,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,68 @@ from webhooks import Receiver, report_webhooks, webhook_bursts  # noqa: E402
 from app.main import api_argv  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.tasks.broker import worker_argv  # noqa: E402
+
+
+async def pipeline_bursts(
+    args: argparse.Namespace,
+    database_url: str,
+    procs: list[subprocess.Popen[bytes]],
+    distribute: Callable[[str], Awaitable[str]],
+    leads: dict[str, list[str]],
+    result: dict[str, Any],
+) -> float:
+    """(b), into `result`; returns the engine's floor (distributions/s)."""
+    niche_ids = list(leads)
+    # (b) bursts over 20 niches: as traffic from many niches arrives (interleaved), and each
+    # niche's leads in a row (grouped: the workers' runs mostly wait on one niche's lock).
+    # The interleaved one between two runs of its floor, the engine alone on the same
+    # servers and database with the workers' concurrency (2 processes x WORKER_CONCURRENCY):
+    # the ratio is to their mean, so load from elsewhere that drifts during the run hits
+    # both alike.
+    concurrency = 2 * Settings().worker_concurrency
+    per_niche = args.burst // len(niche_ids)
+    interleaved = [leads[n][-per_niche + i] for i in range(per_niche) for n in niche_ids]
+    grouped = [lid for n in niche_ids for lid in leads[n][-2 * per_niche : -per_niche]]
+    floors: list[float] = []
+    steps: list[tuple[str, list[str]]] = [
+        ("alone", []),
+        ("interleaved", interleaved),
+        ("alone", []),
+        ("grouped by niche", grouped),
+    ]
+    for name, burst in steps:
+        if name == "alone":
+            alone = await engine_alone(
+                database_url,
+                procs,
+                niches=len(niche_ids),
+                count=args.burst,
+                concurrency=concurrency,
+            )
+            floors.append(alone["dist_per_s"])
+            print(
+                f"(b) floor: the engine alone, {args.burst} leads over {len(niche_ids)} niches "
+                f"interleaved, distribute_lead() {concurrency} at a time from one process: "
+                f"{alone['dist_per_s']:.1f} distributions/s",
+                flush=True,
+            )
+            print_ms("CPU ms per distribution", alone["cpu_ms"])
+            continue
+        figures = await run_burst(database_url, procs, distribute, burst)
+        key = "burst" if name == "interleaved" else "burst_grouped"
+        result[f"{key}_dist_per_s"] = figures["dist_per_s"]
+        result[f"{key}_requests_per_s"] = figures["requests_per_s"]
+        print(
+            f"(b) burst of {len(burst)} over {len(niche_ids)} niches, {name}, 2 workers: "
+            f"{figures['completed']} completed, {figures['dist_per_s']} distributions/s end to end "
+            f"(requests accepted at {figures['requests_per_s']}/s; last notification sent after "
+            f"{figures['mailed_s']:.1f} s)",
+            flush=True,
+        )
+        print_ms("CPU ms per distribution (with its notifications)", figures["cpu_ms"])
+    engine_floor = floor_drift(result, "engine_alone_dist_per_s", *floors) if floors else 0.0
+    result["engine_alone_dist_per_s"] = round(engine_floor, 1)
+    return engine_floor
 
 
 async def main_async(args: argparse.Namespace, database_url: str, redis_url: str) -> dict[str, Any]:
@@ -138,74 +202,40 @@ async def main_async(args: argparse.Namespace, database_url: str, redis_url: str
                     await distribute(lead_id)
                 await asyncio.sleep(1)
                 latencies = []
-                for lead_id in pool[10 : 10 + args.single]:
+                for lead_id in pool[10 : 10 + args.single] if not args.pipeline_only else []:
                     start = time.time()
                     run_id = await distribute(lead_id)
                     while run_id not in feed.completed:
                         await asyncio.sleep(0.0005)
                     latencies.append((feed.completed[run_id] - start) * 1000)
                 feed_task.cancel()
-                result["complete_p50_ms"] = round(statistics.median(latencies), 2)
-                result["complete_p99_ms"] = round(pct(latencies, 0.99), 2)
-                print(
-                    f"(a) distributeLead -> COMPLETED, one at a time, n={len(latencies)}: "
-                    f"p50 {result['complete_p50_ms']} ms, p99 {result['complete_p99_ms']} ms",
-                    flush=True,
-                )
-
-                # (b) bursts over 20 niches: as traffic from many niches arrives (interleaved), and each
-                # niche's leads in a row (grouped: the workers' runs mostly wait on one niche's lock).
-                # The interleaved one between two runs of its floor, the engine alone on the same
-                # servers and database with the workers' concurrency (2 processes x WORKER_CONCURRENCY):
-                # the ratio is to their mean, so load from elsewhere that drifts during the run hits
-                # both alike.
-                concurrency = 2 * Settings().worker_concurrency
-                per_niche = args.burst // len(niche_ids)
-                interleaved = [leads[n][-per_niche + i] for i in range(per_niche) for n in niche_ids]
-                grouped = [lid for n in niche_ids for lid in leads[n][-2 * per_niche : -per_niche]]
-                floors: list[float] = []
-                steps: list[tuple[str, list[str]]] = [
-                    ("alone", []),
-                    ("interleaved", interleaved),
-                    ("alone", []),
-                    ("grouped by niche", grouped),
-                ]
-                for name, burst in steps if not args.webhooks_only else []:
-                    if name == "alone":
-                        alone = await engine_alone(
-                            database_url,
-                            procs,
-                            niches=len(niche_ids),
-                            count=args.burst,
-                            concurrency=concurrency,
-                        )
-                        floors.append(alone["dist_per_s"])
-                        print(
-                            f"(b) floor: the engine alone, {args.burst} leads over {len(niche_ids)} niches "
-                            f"interleaved, distribute_lead() {concurrency} at a time from one process: "
-                            f"{alone['dist_per_s']:.1f} distributions/s",
-                            flush=True,
-                        )
-                        print_ms("CPU ms per distribution", alone["cpu_ms"])
-                        continue
-                    figures = await run_burst(database_url, procs, distribute, burst)
-                    key = "burst" if name == "interleaved" else "burst_grouped"
-                    result[f"{key}_dist_per_s"] = figures["dist_per_s"]
-                    result[f"{key}_requests_per_s"] = figures["requests_per_s"]
+                if latencies:
+                    result["complete_p50_ms"] = round(statistics.median(latencies), 2)
+                    result["complete_p99_ms"] = round(pct(latencies, 0.99), 2)
                     print(
-                        f"(b) burst of {len(burst)} over {len(niche_ids)} niches, {name}, 2 workers: "
-                        f"{figures['completed']} completed, {figures['dist_per_s']} distributions/s end to end "
-                        f"(requests accepted at {figures['requests_per_s']}/s; last notification sent after "
-                        f"{figures['mailed_s']:.1f} s)",
+                        f"(a) distributeLead -> COMPLETED, one at a time, n={len(latencies)}: "
+                        f"p50 {result['complete_p50_ms']} ms, p99 {result['complete_p99_ms']} ms",
                         flush=True,
                     )
-                    print_ms("CPU ms per distribution (with its notifications)", figures["cpu_ms"])
-                engine_floor = floor_drift(result, "engine_alone_dist_per_s", *floors) if floors else 0.0
-                result["engine_alone_dist_per_s"] = round(engine_floor, 1)
+
+                engine_floor = (
+                    await pipeline_bursts(args, database_url, procs, distribute, leads, result)
+                    if not args.webhooks_only
+                    else 0.0
+                )
+                if args.pipeline_only:
+                    print("ratios to the floors measured above:", flush=True)
+                    report(result, "pipeline_ratio", result["burst_dist_per_s"] / engine_floor, ">= 0.5")
+                    return result
 
                 # (d) webhooks, on the leads before (b)'s
                 webhooks = await webhook_bursts(
-                    database_url, procs, distribute, [leads[n] for n in niche_ids], per_niche, receiver
+                    database_url,
+                    procs,
+                    distribute,
+                    [leads[n] for n in niche_ids],
+                    args.burst // len(niche_ids),
+                    receiver,
                 )
                 for key, value in webhooks.pop("summary").items():
                     result[key] = result.get(key, []) + value if key == "unsteady" else value
@@ -305,6 +335,9 @@ def main() -> None:
     parser.add_argument("--fanout-leads", type=int, default=10)
     parser.add_argument(
         "--webhooks-only", action="store_true", help="(a) and (d) only: skips (b), (c) and their floors"
+    )
+    parser.add_argument(
+        "--pipeline-only", action="store_true", help="(b) and its floor only, after (a)'s warm-up"
     )
     parser.add_argument(
         "--only-fanout",
