@@ -6,14 +6,12 @@ const OUTCOMES = [  // stacking order and colours of the hourly chart
   ["SUCCESS", "#137333"], ["PARTIAL", "#e0a100"], ["NO_ELIGIBLE", "#9aa0a6"], ["FAILED", "#b3261e"],
   ["QUEUED", "#8ab4f8"], ["RUNNING", "#1a73e8"],
 ];
-// Return rate (SPEC §8) comes with NicheStats.returnRate / refundedCents from the returns work: at
-// merge, set this to "returnRate refundedCents" and the return-rate chart draws itself.
-const RETURN_FIELDS = "returnRate refundedCents";
 const STATS = `query($n: UUID, $from: DateTime!, $to: DateTime!) {
   distributionStats(nicheId: $n, from: $from, to: $to) {
     nicheId nicheName successRate revenueCents assignments
     runsByOutcome { status count } runsByHour { hour status count }
-    levels { levelName spread } RETURN_FIELDS } }`;
+    levels { levelName spread }
+    returnRate returnsRequested returnsApproved refundedCents } }`;
 const HOUR = 3600 * 1000;
 const charts = {};
 let analyticsReady = false;
@@ -62,8 +60,7 @@ async function loadAnalytics() {
   const range = chosenRange();
   let stats;
   try {
-    const query = STATS.replace("RETURN_FIELDS", RETURN_FIELDS);
-    stats = (await gql(query, {...range, n: $("niche").value || null})).distributionStats;
+    stats = (await gql(STATS, {...range, n: $("niche").value || null})).distributionStats;
   } catch (err) { if (load === loads) $("analytics-error").textContent = err.message; return; }
   if (load !== loads) return;
 
@@ -84,13 +81,12 @@ async function loadAnalytics() {
   bars("chart-revenue", names, stats.map((s) => s.revenueCents / 100), "#1a73e8");
   const levels = stats.flatMap((s) => s.levels.map((l) => ({label: `${s.nicheName} · ${l.levelName}`, spread: l.spread})));
   bars("chart-fairness", levels.map((l) => l.label), levels.map((l) => l.spread), "#a15c00");
-  if (stats.length && stats[0].returnRate !== undefined) {
-    bars("chart-returns", names, stats.map((s) => s.returnRate === null ? null : Math.round(s.returnRate * 1000) / 10), "#b3261e");
-    $("returns-note").textContent = "";
-  } else {
-    bars("chart-returns", [], [], "#b3261e");
-    $("returns-note").textContent = "Waiting for NicheStats.returnRate (returns, SPEC §8): not in this build yet.";
-  }
+  // approved returns of the range's assignments (SPEC §8), whenever they were asked or decided
+  bars("chart-returns", names, stats.map((s) => s.returnRate === null ? null : Math.round(s.returnRate * 1000) / 10), "#b3261e");
+  const requested = stats.reduce((n, s) => n + s.returnsRequested, 0);
+  const approved = stats.reduce((n, s) => n + s.returnsApproved, 0);
+  const refunded = stats.reduce((n, s) => n + s.refundedCents, 0);
+  $("returns-note").textContent = `${approved} approved of ${requested} returns asked, ${money(refunded)} refunded`;
 
   const runs = stats.reduce((n, s) => n + s.runsByOutcome.reduce((m, o) => m + o.count, 0), 0);
   const revenue = stats.reduce((n, s) => n + s.revenueCents, 0);

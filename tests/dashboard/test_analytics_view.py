@@ -1,7 +1,8 @@
 """The dashboard's analytics view in headless Chromium: a known set of distributions, moved to known
-hours, is drawn by the charts of a chosen date range (read back from Chart.js on the page, not just
-a canvas), nothing outside the range shows, the niche filter narrows it, the CSV button downloads
-the range's assignments, and the browser reports no error (a CSP violation would be one).
+hours, with returns their buyers asked for and the operator decided, is drawn by the charts of a
+chosen date range (read back from Chart.js on the page, not just a canvas), nothing outside the
+range shows, the niche filter narrows it, the CSV button downloads the range's assignments, and the
+browser reports no error (a CSP violation would be one).
 
 UPDATE_SCREENSHOTS=1 also writes the screenshot to docs/analytics.png."""
 
@@ -11,6 +12,7 @@ import os
 import shutil
 import uuid
 from collections import Counter, defaultdict
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,12 @@ import sqlalchemy as sa
 from app.db import Database
 from app.engine.distribute import distribute_lead
 from app.engine.result import DistributionResult
+from app.models.audit import ActorType
 from app.models.niches import CompetitionLevel, Niche
-from app.services import auth
+from app.models.returns import ReturnReason
+from app.services import auth, returns
+from app.services.audit import Actor
+from app.services.tokens import PROVIDER_SCOPES, SCOPES
 from tests.api.conftest import PASSWORD, api_settings
 from tests.dashboard.browser import CHROMIUM_FLAGS, chromium, sign_in
 from tests.factories import backdate_assignments, make_lead, make_niche, make_provider, subscribe
@@ -32,9 +38,45 @@ DAY = datetime(2026, 3, 2, tzinfo=UTC)  # the range chosen on the page: 2 and 3 
 TERMINAL = ("SUCCESS", "PARTIAL", "NO_ELIGIBLE", "FAILED")
 
 
-async def _distribute_at(db: Database, niche: Niche, at: datetime) -> DistributionResult:
-    """One lead of `niche` distributed, its run and assignments then moved to `at`."""
+@dataclass(frozen=True)
+class Asked:
+    """A return the buyer of an assignment asked for, and what the operator is to decide."""
+
+    niche: str
+    return_id: uuid.UUID
+    price_cents: int
+    inside: bool  # the assignment is in the chosen range
+    approve: bool | None  # None: left undecided
+
+
+async def _ask_return(db: Database, niche: Niche, result: DistributionResult, asked: list[Asked]) -> None:
+    """The first buyer of the run asks to return its lead, while the window (by the database's
+    clock, from the assignment's real time) is open: before the assignment is moved back."""
+    bought = result.assigned[0]
+    buyer = Actor(ActorType.USER, uuid.uuid4(), scopes=PROVIDER_SCOPES, provider_id=bought.provider_id)
+    made = await returns.request_return(
+        db, actor=buyer, assignment_id=bought.assignment_id, reason=ReturnReason.INVALID_CONTACT
+    )
+    decision = (True, False, True)[len(asked) % 3]  # approve two of three
+    asked.append(Asked(niche.name, made.id, bought.price_cents, inside=True, approve=decision))
+
+
+async def _decide(db: Database, ops: Actor, asked: list[Asked]) -> None:
+    for one in asked:
+        if one.approve:
+            await returns.approve_return(db, actor=ops, return_id=one.return_id)
+        elif one.approve is False:
+            await returns.reject_return(db, actor=ops, return_id=one.return_id, note="the phone answers")
+
+
+async def _distribute_at(
+    db: Database, niche: Niche, at: datetime, *, asked: list[Asked] | None = None
+) -> DistributionResult:
+    """One lead of `niche` distributed (its return asked for into `asked`, if given and someone
+    bought it), its run and assignments then moved to `at`."""
     result = await distribute_lead(db, lead_id=(await make_lead(db, niche)).id)
+    if asked is not None and result.assigned:
+        await _ask_return(db, niche, result, asked)
     async with db.engine.begin() as conn:
         await conn.execute(
             sa.text("UPDATE distribution_runs SET created_at = :at WHERE lead_id = :l"),
@@ -46,10 +88,12 @@ async def _distribute_at(db: Database, niche: Niche, at: datetime) -> Distributi
 
 async def _known_distributions(
     db: Database,
-) -> tuple[list[tuple[datetime, str, DistributionResult]], dict[uuid.UUID, list[uuid.UUID]]]:
+) -> tuple[list[tuple[datetime, str, DistributionResult]], dict[uuid.UUID, list[uuid.UUID]], list[Asked]]:
     """Three niches: one with two levels and a provider whose money runs out (PARTIAL runs), one
     with a single level, one nobody subscribes to (NO_ELIGIBLE). Returns (when, niche name, result)
-    of the runs inside the range, and each level's subscribed providers."""
+    of the runs inside the range, each level's subscribed providers, and the returns asked for: of
+    every third run that sold its lead, two of three to approve, one to reject, the last one left
+    undecided, and one approved outside the range."""
     roofing, roofing_levels = await make_niche(db, levels=[(4500, 1), (3000, 2)], name="Roofing / Texas")
     solar, (solar_level,) = await make_niche(db, levels=[(2500, 1)], name="Solar / Ohio")
     pools, _ = await make_niche(db, levels=[(1200, 1)], name="Pools / Florida")
@@ -68,6 +112,8 @@ async def _known_distributions(
         await join(1_000_000, f"Solar {i + 1}", [solar_level])
 
     inside: list[tuple[datetime, str, DistributionResult]] = []
+    asked: list[Asked] = []
+    sold = 0
     schedule = {  # hour of the range -> leads of each niche
         8: (2, 1, 0), 9: (4, 2, 1), 10: (3, 0, 0), 13: (1, 3, 1), 17: (2, 1, 0),
         26: (1, 1, 0), 31: (3, 2, 2), 33: (2, 0, 0), 40: (1, 1, 1), 47: (0, 2, 0),
@@ -76,12 +122,23 @@ async def _known_distributions(
         for niche, count in zip((roofing, solar, pools), per_niche, strict=True):
             for k in range(count):
                 at = DAY + timedelta(hours=hour, minutes=7 * k)
-                inside.append((at, niche.name, await _distribute_at(db, niche, at)))
-    # outside the range: just before, at its (exclusive) end, and now
-    await _distribute_at(db, roofing, DAY - timedelta(seconds=1))
+                ask = niche is not pools and sold % 3 == 0  # pools sells nothing
+                sold += niche is not pools
+                result = await _distribute_at(db, niche, at, asked=asked if ask else None)
+                inside.append((at, niche.name, result))
+    asked[-1] = replace(asked[-1], approve=None)
+    # outside the range: just before (with an approved return), at its (exclusive) end, and now
+    outside: list[Asked] = []
+    await _distribute_at(db, roofing, DAY - timedelta(seconds=1), asked=outside)
+    asked.append(replace(outside[0], inside=False, approve=True))
     await _distribute_at(db, solar, DAY + timedelta(days=2))
     await distribute_lead(db, lead_id=(await make_lead(db, solar)).id)
-    return inside, subscribers
+    return inside, subscribers, asked
+
+
+def _percent(rate: float) -> float:
+    """As the page shows a rate: the API's 4 places, then % to one place (JavaScript's Math.round)."""
+    return math.floor(round(rate, 4) * 1000 + 0.5) / 10
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
@@ -102,7 +159,7 @@ async def test_the_analytics_view_charts_a_chosen_range(db: Database, stack: Sta
     from playwright.async_api import async_playwright
 
     executable = chromium()
-    inside, subscribers = await _known_distributions(db)
+    inside, subscribers, asked = await _known_distributions(db)
     outcomes = Counter(r.status.value for _, _, r in inside)
     assert outcomes["SUCCESS"] and outcomes["PARTIAL"] and outcomes["NO_ELIGIBLE"], outcomes  # a varied set
 
@@ -115,7 +172,7 @@ async def test_the_analytics_view_charts_a_chosen_range(db: Database, stack: Sta
     rates = [
         sum(r.status.value in ("SUCCESS", "PARTIAL") for r in finished[n]) / len(finished[n]) for n in names
     ]
-    success = [math.floor(round(rate, 4) * 1000 + 0.5) / 10 for rate in rates]  # the API's 4 places, then %
+    success = [_percent(rate) for rate in rates]
     revenue = [
         sum(a.price_cents for _, name, r in inside if name == n for a in r.assigned) / 100 for n in names
     ]
@@ -131,10 +188,22 @@ async def test_the_analytics_view_charts_a_chosen_range(db: Database, stack: Sta
         for lid, (niche, level) in level_names.items()
     }
     assignment_ids = {str(a.assignment_id) for _, _, r in inside for a in r.assigned}
+    # return rate: approved returns of the range's assignments / those assignments, per niche
+    sold = Counter(name for _, name, r in inside for _ in r.assigned)
+    approved = Counter(a.niche for a in asked if a.inside and a.approve)
+    return_rates = [_percent(approved[n] / sold[n]) if sold[n] else None for n in names]
+    assert [bool(rate) for rate in return_rates] == [False, True, True], return_rates  # pools sells none
+    in_range = [a for a in asked if a.inside]
+    refunded = sum(a.price_cents for a in in_range if a.approve)
+    returns_note = (
+        f"{sum(approved.values())} approved of {len(in_range)} returns asked, ${refunded / 100:.2f} refunded"
+    )
 
     created = await auth.create_admin(
         db, email="ops@example.test", password=PASSWORD, settings=api_settings()
     )
+    ops = Actor(ActorType.USER, created.admin.id, label=created.admin.email, scopes=SCOPES)
+    await _decide(db, ops, asked)
     api = await stack.api()
     problems: list[str] = []
     async with async_playwright() as pw:
@@ -170,6 +239,11 @@ async def test_the_analytics_view_charts_a_chosen_range(db: Database, stack: Sta
         fairness = await _chart(page, "chart-fairness")
         assert dict(zip(fairness["labels"], fairness["datasets"][0]["data"], strict=True)) == spreads
         assert max(spreads.values()) > 0  # the provider out of money fell behind: a spread to see
+        assert await _chart(page, "chart-returns") == {
+            "labels": names,
+            "datasets": [{"label": None, "data": return_rates}],
+        }
+        assert await page.text_content("#returns-note") == returns_note
         summary = await page.text_content("#summary")
         assert f"{len(inside)} runs, {len(assignment_ids)} assignments" in str(summary)
 
@@ -192,6 +266,9 @@ async def test_the_analytics_view_charts_a_chosen_range(db: Database, stack: Sta
         solar = await _chart(page, "chart-hourly")
         expected = Counter(r.status.value for _, name, r in inside if name == "Solar / Ohio")
         assert {d["label"]: sum(d["data"]) for d in solar["datasets"]} == dict(expected)
+        assert (await _chart(page, "chart-returns"))["datasets"][0]["data"] == [
+            return_rates[names.index("Solar / Ohio")]
+        ]
         async with page.expect_download() as download_info:
             await page.click("#csv")
         assert {r["niche"] for r in _csv_rows(await (await download_info.value).path())} == {"Solar / Ohio"}
