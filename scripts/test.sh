@@ -9,5 +9,6 @@ UV_PYTHON_DOWNLOADS=never .venv/bin/uv lock --check --quiet
 .venv/bin/ruff check app tests bench
 .venv/bin/ruff format --check app tests bench
 .venv/bin/mypy
+# page tests: no chromium fails them as root or with LW_REQUIRE_BROWSER=1 (tests/dashboard/browser.py)
 # the slowest tests are listed at the end, to keep the suite well under its 15 minutes
 exec .venv/bin/pytest -q --durations=25 "$@"
