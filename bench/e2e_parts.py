@@ -217,9 +217,14 @@ async def run_burst(
     pg = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
     sem = asyncio.Semaphore(32)
 
+    waits: list[float] = []
+
     async def limited(lead_id: str) -> str:
         async with sem:
-            return await distribute(lead_id)
+            start = time.perf_counter()
+            run_id = await distribute(lead_id)
+            waits.append((time.perf_counter() - start) * 1000)
+            return run_id
 
     try:
         cpu_before = cpu_seconds(procs)
@@ -249,6 +254,8 @@ async def run_burst(
         "dist_per_s": round(done / (finished - started), 1),
         "requests_per_s": round(len(burst) / (sent - started), 1),
         "mailed_s": mailed,
+        "request_p50_ms": statistics.median(waits),
+        "request_p99_ms": pct(waits, 0.99),
         "cpu_ms": {k: v * 1000 / max(done, 1) for k, v in cpu.items()},
     }
 
