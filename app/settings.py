@@ -33,10 +33,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".leadwheel")
     db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
-    dashboard_url: str = "http://127.0.0.1:8000/dashboard"
     # DEBUG adds the routine lines: every task sent and run (the sweep's, once a second)
     log_level: LogLevel = LogLevel.INFO
-    # the buyers' page: invite links are PORTAL_URL#invite=<token> (a fragment: never sent to a server)
+    # the buyers' page: invite links are PORTAL_URL#invite=<token> (a fragment: never sent to a
+    # server), and lead_assigned emails link it
     portal_url: str = "http://127.0.0.1:8000/portal"
 
     # jobs

@@ -40,7 +40,7 @@ async def test_assignments_are_mailed(db: Database, stack: Stack, token: str, sm
     subjects = {m["Subject"] for m in inbox.messages}
     assert subjects == {"New lead in Roofing / Texas"}
     bodies = [m.get_payload() for m in inbox.messages]
-    assert all("$45.00" in b and "L1" in b and "/dashboard" in b for b in bodies)
+    assert all("$45.00" in b and "L1" in b and "/portal" in b for b in bodies)
     assert {b.split(",")[0] for b in bodies} == {"Hello Acme Roofing", "Hello Bolt Roofs"}
 
 
