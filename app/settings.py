@@ -37,10 +37,10 @@ class Settings(BaseSettings):
     # machine (bench/e2e.py (b), perf). So the pool is the cap, and overflow is off by default.
     db_pool_size: int = Field(default=30, ge=1)
     db_max_overflow: int = Field(default=0, ge=0)
-    dashboard_url: str = "http://127.0.0.1:8000/dashboard"
     # DEBUG adds the routine lines: every task sent and run (the sweep's, once a second)
     log_level: LogLevel = LogLevel.INFO
-    # the buyers' page: invite links are PORTAL_URL#invite=<token> (a fragment: never sent to a server)
+    # the buyers' page: invite links are PORTAL_URL#invite=<token> (a fragment: never sent to a
+    # server), and lead_assigned emails link it
     portal_url: str = "http://127.0.0.1:8000/portal"
 
     # jobs

@@ -46,3 +46,17 @@ async def test_the_cli_invites_by_provider_email_and_prints_the_link(
     assert enrollment.provisioning_uri.startswith("otpauth://totp/")
     unknown = _leadwheel(database_url, redis_url, "invite-provider-user", "nobody@x.test", "b@x.test")
     assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stdout
+
+
+async def test_the_cli_finds_the_provider_by_id_or_by_exact_name(
+    db: Database, database_url: str, redis_url: str
+) -> None:
+    provider = await make_provider(db, name="Acme Roofing")
+    await make_provider(db, name="Acme Roofing Two")  # a name that starts the same is not it
+    for ref, email in ((str(provider.id), "by-id@acme.test"), ("Acme Roofing", "by-name@acme.test")):
+        done = _leadwheel(database_url, redis_url, "invite-provider-user", ref, email)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"invited {email}" in done.stdout and f"for provider {provider.id}" in done.stdout
+    await make_provider(db, name="Acme Roofing")
+    twice = _leadwheel(database_url, redis_url, "invite-provider-user", "Acme Roofing", "c@acme.test")
+    assert twice.returncode == 1 and "CONFLICT" in twice.stdout and "give its id" in twice.stdout

@@ -5,15 +5,20 @@ resumes its subscription (not one an operator paused); the admin lists and disab
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 from typing import Any
 
 import pyotp
 import pytest
+from redis.asyncio import Redis
 
 from app.db import Database
-from tests.api.conftest import Api, error_code
+from app.errors import Unauthenticated
+from app.services import provider_users
+from tests.api.conftest import Api, api_settings, error_code
 from tests.factories import make_niche, make_provider, subscribe
 
 INVITE = "mutation($p: UUID!, $e: String!) { inviteProviderUser(providerId: $p, email: $e) { id status } }"
@@ -111,3 +116,32 @@ async def test_tampered_and_expired_secrets_over_the_api(admin_api: Api, db: Dat
     assert error_code(bad_enrollment) == "UNAUTHENTICATED"
     not_a_code = await admin_api.gql(CONFIRM, {"t": "lwe_x", "c": "12ab"}, token="")
     assert error_code(not_a_code) == "INVALID_INPUT"
+
+
+async def test_accept_invite_and_confirm_enrollment_are_rate_limited_per_client_address(
+    api: Api, db: Database, redis: Redis
+) -> None:
+    """Guessed invite and enrollment tokens: no account to lock, so only the Redis limit (10 a
+    minute per client address, each mutation its own) can refuse. As in tests/api/test_auth.py, the
+    attempts are made within one calendar minute (the limit's window)."""
+    left = 60 - time.time() % 60
+    if left < 10:
+        await asyncio.sleep(left + 0.05)
+    attempts = [
+        (ACCEPT, {"t": "lwi_" + "x" * 43, "p": PASSWORD}),
+        (CONFIRM, {"t": "lwe_" + "x" * 43, "c": "123456"}),
+    ]
+    for query, variables in attempts:
+        bodies = [await api.gql(query, variables, token="") for _ in range(11)]
+        assert [error_code(b) for b in bodies[:10]] == ["UNAUTHENTICATED"] * 10
+        assert error_code(bodies[10]) == "RATE_LIMITED"
+        assert "too many attempts" in bodies[10]["errors"][0]["message"]
+    settings = api_settings()  # another address is not limited
+    with pytest.raises(Unauthenticated):
+        await provider_users.accept_invite(
+            db, redis, token="lwi_x", password=PASSWORD, client="192.0.2.7", settings=settings
+        )
+    with pytest.raises(Unauthenticated):
+        await provider_users.confirm_enrollment(
+            db, redis, token="lwe_x", code="123456", client="192.0.2.7", settings=settings
+        )

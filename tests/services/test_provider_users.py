@@ -103,6 +103,38 @@ async def test_expired_reused_and_tampered_invites_are_refused(db: Database, red
         )
 
 
+async def test_by_default_an_invite_expires_72_hours_after_it_is_made(db: Database, redis: Redis) -> None:
+    assert Settings.model_fields["invite_ttl_hours"].default == 72
+    provider = await make_provider(db)
+    invited = await provider_users.invite(
+        db, actor=SYSTEM, provider_id=provider.id, email="a@acme.test", settings=SETTINGS
+    )
+    async with db.engine.connect() as conn:
+        created, expires = (
+            await conn.execute(sa.text("SELECT created_at, expires_at FROM provider_invites"))
+        ).one()
+    assert expires == invited.expires_at
+    assert timedelta(hours=72) - timedelta(seconds=5) < expires - created <= timedelta(hours=72)
+    email = await _scalar(db, "SELECT variables->>'expires_at' FROM notifications")
+    assert email == f"{invited.expires_at:%Y-%m-%d %H:%M} UTC"  # the email tells the same time
+    later = await invite(db, provider.id, "b@acme.test")
+    async with db.engine.begin() as conn:  # as if made 71 h 59 min ago, and 72 h ago
+        await conn.execute(
+            sa.text(
+                "UPDATE provider_invites SET expires_at = expires_at - CASE WHEN token_hash = :h"
+                " THEN interval '72 hours' ELSE interval '71 hours 59 minutes' END"
+            ),
+            {"h": digest(later)},
+        )
+    await provider_users.accept_invite(
+        db, redis, token=token_of(invited.invite_url), password=PASSWORD, client="t", settings=SETTINGS
+    )
+    with pytest.raises(Unauthenticated, match="expired"):
+        await provider_users.accept_invite(
+            db, redis, token=later, password=PASSWORD, client="t", settings=SETTINGS
+        )
+
+
 async def test_a_new_invite_replaces_the_unused_one(db: Database, redis: Redis) -> None:
     provider = await make_provider(db)
     first = await invite(db, provider.id)
@@ -203,6 +235,32 @@ async def test_then_the_same_sign_in_as_admins(db: Database, redis: Redis) -> No
             )
     with pytest.raises(RateLimited, match="locked"):
         await auth.login(db, redis, email="buyer@acme.test", password=PASSWORD, client="v", settings=SETTINGS)
+
+
+async def test_a_totp_code_is_accepted_once(db: Database, redis: Redis) -> None:
+    """As for admins: the code that finished the enrollment does not sign in again, nor does a
+    sign-in's code a second time."""
+    provider = await make_provider(db)
+    _, secret = await enroll(db, redis, await invite(db, provider.id))
+    used = await _scalar(db, "SELECT last_totp_step FROM provider_users")
+    assert isinstance(used, int)
+    totp = pyotp.TOTP(secret)
+
+    async def verify(code: str) -> str:
+        challenge = await auth.login(
+            db, redis, email="buyer@acme.test", password=PASSWORD, client="t", settings=SETTINGS
+        )
+        issued = await auth.verify_mfa(
+            db, redis, challenge=challenge.token, code=code, client="t", settings=SETTINGS
+        )
+        return issued.token
+
+    with pytest.raises(Unauthenticated, match="already used"):
+        await verify(totp.at(used * 30))  # the enrollment's code
+    following = totp.at((used + 1) * 30)
+    assert (await auth.authenticate(db, await verify(following))).provider_id == provider.id
+    with pytest.raises(Unauthenticated, match="already used"):
+        await verify(following)
 
 
 async def test_one_email_one_account(db: Database) -> None:

@@ -4,12 +4,9 @@ wake that queues one sender for many distributions."""
 
 import asyncio
 import json
-from email import message_from_bytes
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
-from aiosmtpd.controller import Controller
 from redis.asyncio import Redis
 
 from app.db import Database
@@ -22,24 +19,6 @@ from tests.factories import make_lead, make_niche, make_provider, subscribe
 from tests.tasks.conftest import Stack, free_port, gql, wait_for
 
 DISTRIBUTE = """mutation($id: UUID!) { distributeLead(leadId: $id) { id } }"""
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd API)
-        self.messages.append(message_from_bytes(envelope.content))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp() -> Any:
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())  # port=0 fails: pick one
-    controller.start()
-    yield controller, inbox
-    controller.stop()
 
 
 async def _statuses(db: Database) -> list[str]:
@@ -61,7 +40,7 @@ async def test_assignments_are_mailed(db: Database, stack: Stack, token: str, sm
     subjects = {m["Subject"] for m in inbox.messages}
     assert subjects == {"New lead in Roofing / Texas"}
     bodies = [m.get_payload() for m in inbox.messages]
-    assert all("$45.00" in b and "L1" in b and "/dashboard" in b for b in bodies)
+    assert all("$45.00" in b and "L1" in b and "/portal" in b for b in bodies)
     assert {b.split(",")[0] for b in bodies} == {"Hello Acme Roofing", "Hello Bolt Roofs"}
 
 
