@@ -112,7 +112,7 @@ notify AS (
            jsonb_build_object('provider_name', debit.name, 'niche_name', :niche_name::text,
                               'level_name', picked.level_name, 'price_charged', picked.price_text,
                               'price_charged_cents', ins.price_charged_cents,
-                              'portal_url', :portal_url::text, 'lead_id', :lead_id::text),
+                              'dashboard_url', :dashboard_url::text, 'lead_id', :lead_id::text),
            (SELECT at FROM ts)
     FROM ins
     JOIN debit ON debit.id = ins.provider_id
@@ -237,7 +237,7 @@ async def write_distribution(
     duration_ms: float,
     outcome: dict[str, Any],
     seq_after: int,
-    portal_url: str,
+    dashboard_url: str,
     last_served_at: datetime | None,
 ) -> Written:
     picks = plan.picks
@@ -278,7 +278,7 @@ async def write_distribution(
                 "outcome": json.dumps(outcome),
                 "seq_after": seq_after,
                 "niche_name": niche_name,
-                "portal_url": portal_url,
+                "dashboard_url": dashboard_url,
                 "pick_subscription_ids": [p.candidate.subscription_id for p in picks],
                 "pick_provider_ids": [p.candidate.provider_id for p in picks],
                 "pick_revisions": [p.candidate.revision for p in picks],

@@ -44,7 +44,7 @@ async def distribute_lead(
     lead_id: uuid.UUID,
     run_id: uuid.UUID | None = None,
     requested_by: str = "system",
-    portal_url: str = "",
+    dashboard_url: str = "",
 ) -> DistributionResult:
     """Distributes one lead. With `run_id`, executes that (QUEUED or RUNNING) run; without, records
     a new run. Safe to call twice: the lead's row lock serialises calls and the second one finds
@@ -55,7 +55,7 @@ async def distribute_lead(
         given_run_id=run_id,
         new_run_id=uuid.uuid4(),
         requested_by=requested_by,
-        portal_url=portal_url,
+        dashboard_url=dashboard_url,
     )
 
 
@@ -67,7 +67,7 @@ async def _distribute(
     given_run_id: uuid.UUID | None,
     new_run_id: uuid.UUID,
     requested_by: str,
-    portal_url: str,
+    dashboard_url: str,
 ) -> DistributionResult:
     # the raw driver (no SQLAlchemy execution machinery), its errors raised as DBAPIError as
     # everywhere else, so retry_on_conflict sees them; a session the server ended is never reused
@@ -78,7 +78,7 @@ async def _distribute(
             given_run_id=given_run_id,
             run_id=given_run_id or new_run_id,
             requested_by=requested_by,
-            portal_url=portal_url,
+            dashboard_url=dashboard_url,
         )
 
 
@@ -89,7 +89,7 @@ async def _run_transaction(
     given_run_id: uuid.UUID | None,
     run_id: uuid.UUID,
     requested_by: str,
-    portal_url: str,
+    dashboard_url: str,
 ) -> DistributionResult:
     started_at = datetime.now(UTC)
     clock = time.perf_counter()
@@ -123,7 +123,7 @@ async def _run_transaction(
             duration_ms=(time.perf_counter() - clock) * 1000,
             outcome=_outcome_json(plan),
             seq_after=lead.run_seq + _event_count(plan),
-            portal_url=portal_url,
+            dashboard_url=dashboard_url,
             last_served_at=lead.last_served_at,
         )
 

@@ -50,7 +50,10 @@ async def run_distribution(
     execution = Execution(batch_id=batch_id)
     try:
         with metrics.ENGINE_SECONDS.time():
-            result = await distribute_lead(db, lead_id=lead_id, run_id=run_id, portal_url=settings.portal_url)
+            # SPEC §4's dashboard_url: the buyer's own dashboard, its portal
+            result = await distribute_lead(
+                db, lead_id=lead_id, run_id=run_id, dashboard_url=settings.portal_url
+            )
         execution.result, execution.events = result, result.events
         if not result.replayed:
             metrics.DISTRIBUTIONS.labels(result.status.value).inc()

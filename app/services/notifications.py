@@ -33,7 +33,7 @@ TEMPLATES = {
         "New lead in {niche_name}",
         "Hello {provider_name},\n\n"
         "A new lead in {niche_name} ({level_name}) is yours. {price_charged} was charged to your balance.\n"
-        "See it in your portal: {portal_url}\n\n— LeadWheel\n",
+        "See it in your portal: {dashboard_url}\n\n— LeadWheel\n",
     ),
     "provider_invite": (
         "Your LeadWheel account for {provider_name}",
@@ -45,17 +45,11 @@ TEMPLATES = {
 }
 # variables holding a secret, blanked once the message is out (or has failed for good)
 SECRET_VARIABLES = {"provider_invite": ("invite_url",)}
-# a variable's earlier name: rows written before the rename still render (lead_assigned rows
-# held the operators' `dashboard_url` until the link became the buyer's portal)
-RENAMED_VARIABLES = {"portal_url": "dashboard_url"}
 
 
 def render(template: str, variables: dict[str, Any]) -> tuple[str, str]:
     subject, body = TEMPLATES[template]
     values = {k: ("" if v is None else v) for k, v in variables.items()}
-    for name, earlier in RENAMED_VARIABLES.items():
-        if name not in values and earlier in values:
-            values[name] = values[earlier]
     return subject.format_map(values), body.format_map(values)
 
 

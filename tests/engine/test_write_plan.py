@@ -57,7 +57,7 @@ async def test_the_write_is_planned_once_and_reaches_its_rows_by_key(db: Databas
                     given_run_id=None,
                     run_id=uuid.uuid4(),
                     requested_by="test",
-                    portal_url="",
+                    dashboard_url="",
                 )
                 assert len(result.assigned) == 3
                 scanned = await conn.fetchval(SCANS) - before

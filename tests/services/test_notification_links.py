@@ -1,12 +1,11 @@
-"""A buyer's `lead_assigned` email links its portal (PORTAL_URL), not the operators' dashboard; rows
-written before the link's variable was renamed (`dashboard_url`) still render."""
+"""A buyer's `lead_assigned` email links its portal (PORTAL_URL): SPEC §4's `dashboard_url`, the
+provider's dashboard, not the operators' /dashboard."""
 
 from __future__ import annotations
 
 import logging
 
 import pytest
-import sqlalchemy as sa
 
 from app.db import Database
 from app.models.distribution import NotificationStatus
@@ -53,18 +52,3 @@ async def test_a_buyers_lead_assigned_email_links_its_portal(
     assert "Hello Acme Roofing" in body
     assert "See it in your portal: https://leads.example.test/portal\n" in body
     assert "/dashboard" not in body
-
-
-async def test_a_row_stored_before_the_rename_still_renders(
-    db: Database, caplog: pytest.LogCaptureFixture
-) -> None:
-    await _assign_one(db)
-    async with db.connect() as conn:  # as the engine wrote it before
-        await conn.execute(
-            sa.text(
-                "UPDATE notifications SET variables = variables - 'portal_url'"
-                " || jsonb_build_object('dashboard_url', 'http://127.0.0.1:8000/dashboard')"
-            )
-        )
-    body = await _send(db, caplog)  # no KeyError from format_map
-    assert "See it in your portal: http://127.0.0.1:8000/dashboard\n" in body  # the link it holds
