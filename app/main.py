@@ -37,7 +37,6 @@ from app.progress.publish import RedisPublisher
 from app.redis_client import connect as connect_redis
 from app.resolvers.context import Context, SignedInSockets, credential_from_headers
 from app.resolvers.errors import brief, unavailable
-from app.resolvers.loaders import make_loaders
 from app.resolvers.relay import RelayingHandler
 from app.resolvers.schema import build_schema
 from app.services import auth, stats
@@ -85,7 +84,6 @@ class GraphQLView(GraphQL[Context, None]):
             db=state.db,
             redis=state.redis,
             settings=state.settings,
-            loaders=make_loaders(state.db),
             dispatcher=state.dispatcher,
             publisher=state.publisher,
             hub=state.hub,
