@@ -212,7 +212,9 @@ async def export_assignments(request: Request) -> Response:
                 niche_id = uuid.UUID(raw_niche)
             except ValueError:
                 raise InvalidInput("nicheId must be a niche's id (a UUID)", field="nicheId") from None
-        rows = stats.assignments_csv(state.db, since=bounds["from"], until=bounds["to"], niche_id=niche_id)
+        rows = stats.assignments_csv(
+            state.db, actor=actor, since=bounds["from"], until=bounds["to"], niche_id=niche_id
+        )
         first = await anext(rows)  # validation errors surface here, before the 200
     except Exception as exc:
         error = exc if isinstance(exc, DomainError) else unavailable(exc)
