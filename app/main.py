@@ -37,7 +37,6 @@ from app.progress.publish import RedisPublisher
 from app.redis_client import connect as connect_redis
 from app.resolvers.context import Context, SignedInSockets, credential_from_headers
 from app.resolvers.errors import brief, unavailable
-from app.resolvers.loaders import make_loaders
 from app.resolvers.relay import RelayingHandler
 from app.resolvers.schema import build_schema
 from app.services import auth, stats
@@ -85,7 +84,6 @@ class GraphQLView(GraphQL[Context, None]):
             db=state.db,
             redis=state.redis,
             settings=state.settings,
-            loaders=make_loaders(state.db),
             dispatcher=state.dispatcher,
             publisher=state.publisher,
             hub=state.hub,
@@ -214,7 +212,9 @@ async def export_assignments(request: Request) -> Response:
                 niche_id = uuid.UUID(raw_niche)
             except ValueError:
                 raise InvalidInput("nicheId must be a niche's id (a UUID)", field="nicheId") from None
-        rows = stats.assignments_csv(state.db, since=bounds["from"], until=bounds["to"], niche_id=niche_id)
+        rows = stats.assignments_csv(
+            state.db, actor=actor, since=bounds["from"], until=bounds["to"], niche_id=niche_id
+        )
         first = await anext(rows)  # validation errors surface here, before the 200
     except Exception as exc:
         error = exc if isinstance(exc, DomainError) else unavailable(exc)

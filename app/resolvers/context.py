@@ -8,6 +8,7 @@ import logging
 import uuid
 import weakref
 from dataclasses import dataclass, field
+from typing import NoReturn, cast
 
 from redis.asyncio import Redis
 from starlette.requests import Request
@@ -64,6 +65,20 @@ async def _close(socket: WebSocket) -> None:
     log.info("auth.socket_closed_after_revocation")
 
 
+class _BeforeThePrincipal:
+    """Context.loaders until the principal is known. Loaders are scoped to the principal (a
+    provider's see only its own rows), so using them earlier is a programming error, not a read."""
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise RuntimeError(
+            f"context.loaders.{name} used before the principal is known: await info.context.actor() "
+            "first (every permission class does)"
+        )
+
+
+_BEFORE_THE_PRINCIPAL = cast(Loaders, _BeforeThePrincipal())
+
+
 @dataclass
 class Context:
     request: Request | WebSocket
@@ -71,7 +86,6 @@ class Context:
     db: Database
     redis: Redis
     settings: Settings
-    loaders: Loaders
     dispatcher: Dispatcher
     publisher: Publisher
     hub: ProgressHub
@@ -81,17 +95,18 @@ class Context:
     credentials: CredentialCache | None = None  # this process's verified credentials
     sockets: SignedInSockets | None = None  # this process's signed-in WebSockets
     _actor: Actor | None = None
+    # built by actor() from the principal, never passed in: no unscoped loaders to forget to narrow
+    loaders: Loaders = field(default=_BEFORE_THE_PRINCIPAL, init=False)
 
     async def actor(self) -> Actor:
         """Authenticated lazily, once: public operations (login) need no credentials. Every
-        operation that reads data authenticates first (its permission class), and a provider
-        principal's loaders are replaced then by ones scoped to its provider."""
+        operation that reads data authenticates first (its permission class), and its loaders
+        are made then, scoped to the principal (a provider principal's to its provider)."""
         if self._actor is None:
             if not self.credential:
                 raise Unauthenticated("sign in: send 'Authorization: Bearer <access token or API key>'")
             actor = await auth.authenticate(self.db, self.credential, self.credentials)
-            if actor.provider_id is not None:
-                self.loaders = make_loaders(self.db, provider_id=actor.provider_id)
+            self.loaders = make_loaders(self.db, provider_id=actor.provider_id)
             self._actor = actor
         return self._actor
 
@@ -99,8 +114,9 @@ class Context:
         """New loaders (same scope): a WebSocket's context lives as long as the connection, and a
         subscription whose messages resolve nested fields must neither serve old rows nor keep
         every row it ever loaded."""
-        own = self._actor.provider_id if self._actor is not None else None
-        self.loaders = make_loaders(self.db, provider_id=own)
+        if self._actor is None:
+            raise RuntimeError("fresh_loaders before the principal is known: await context.actor() first")
+        self.loaders = make_loaders(self.db, provider_id=self._actor.provider_id)
 
     async def revoked(self, *token_hashes: str) -> None:
         """After a revocation committed: forgotten here at once, announced to every process

@@ -7,11 +7,15 @@ INVALID_INPUT before any resolver runs.
 
 The estimate counts objects (fields of an object, interface or union type; scalars are free):
 
-- a field with a `first` argument that returns a list yields `first` objects per parent; one that
-  returns a connection yields one, and the list inside it (`edges`) `first` per connection;
-  `first` comes from the literal, else the variable's value, else the default of the variable or
+- a field with a page size argument (`first`, or the Int argument its resolver declares with
+  `page_size`: `myAssignments(recent:)`, `webhookOverview(failures:)`) that returns a list yields
+  that many objects per parent; one that returns an object yields one, and the list inside it that
+  the argument bounds (a connection's `edges`; the one `page_size` names) that many per object;
+  the size comes from the literal, else the variable's value, else the default of the variable or
   of the argument;
-- any other list yields LIST_ESTIMATE per parent (a lead's assignments, a niche's levels);
+- any other list yields LIST_ESTIMATE per parent (a lead's assignments, a niche's levels): a list
+  field whose size an Int argument sets must declare it (tests/api/test_query_cost.py checks every
+  field of the schema);
 - nested fields multiply: `leads(first: 100) { edges { node { assignments { provider } } } }` is
   1 + 100 + 100 + 100 × 10 + 100 × 10 = 2,201.
 
@@ -19,15 +23,15 @@ Introspection (`__schema`, `__type`) is not counted: it is bounded by the schema
 production. @skip / @include are ignored (the estimate assumes the worst).
 
 Scripts and dashboards send the same few documents: the estimate is compiled once per (document
-text, operation) into a small tree whose only request-dependent parts are the `first` variables; a
-document with none of them is a constant. Per request the check is a dict lookup, and a walk of
-that tree only when `first` comes from a variable."""
+text, operation) into a small tree whose only request-dependent parts are the page size variables;
+a document with none of them is a constant. Per request the check is a dict lookup, and a walk of
+that tree only when a page size comes from a variable."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from graphql import (
     DocumentNode,
@@ -39,6 +43,7 @@ from graphql import (
     GraphQLList,
     GraphQLNamedType,
     GraphQLNonNull,
+    GraphQLObjectType,
     GraphQLOutputType,
     GraphQLSchema,
     InlineFragmentNode,
@@ -46,19 +51,79 @@ from graphql import (
     OperationDefinitionNode,
     SelectionSetNode,
     VariableNode,
+    get_named_type,
     is_composite_type,
 )
+from strawberry import Schema
 from strawberry.extensions import ValidationCache
+from strawberry.types.field import StrawberryField
 
-from app.internals.strawberry_graphql import graphql_core_schema
+from app.internals.strawberry_graphql import DEFINITION_BACKREF, graphql_core_schema
 
-LIST_ESTIMATE = 10  # objects assumed in a list that takes no `first`
+LIST_ESTIMATE = 10  # objects assumed in a list without a page size argument
 PLANS_MAX = 512  # (document, operation) pairs kept; the oldest goes first
+FIRST = "first"  # the page size of every field that declares it, without a declaration
+
+F = TypeVar("F", bound=Callable[..., Any])
+_PAGE_SIZE = "__leadwheel_page_size__"
+
+
+@dataclass(frozen=True, slots=True)
+class PageArgument:
+    """The Int argument that sets how many objects a field's list holds: the field's own list, or
+    (`of`, a field name in the schema) that list of the object it returns; `of` None on an object
+    (a connection): every list directly inside it."""
+
+    argument: str
+    of: str | None = None
+
+
+def page_size(argument: str, *, of: str) -> Callable[[F], F]:
+    """Declares that the resolver's Int `argument` bounds the list `of` of the object it returns,
+    for the cost estimate; put it under `@strawberry.field` / `@strawberry.subscription`."""
+
+    def mark(resolver: F) -> F:
+        setattr(resolver, _PAGE_SIZE, PageArgument(argument, of))
+        return resolver
+
+    return mark
+
+
+def page_argument(definition: GraphQLField) -> PageArgument | None:
+    """The field's page size argument: its resolver's `page_size`, else `first` if it takes one."""
+    field = (definition.extensions or {}).get(DEFINITION_BACKREF)
+    if isinstance(field, StrawberryField) and field.base_resolver is not None:
+        declared = getattr(field.base_resolver.wrapped_func, _PAGE_SIZE, None)
+        if isinstance(declared, PageArgument):
+            return declared
+    return PageArgument(FIRST) if FIRST in definition.args else None
+
+
+def check_page_sizes(schema: Schema) -> None:
+    """At schema build: every `page_size` names an Int argument of its field and a list field of
+    the object the field returns (TypeError otherwise), so a renamed one cannot go unnoticed."""
+    graphql_schema = graphql_core_schema(schema)
+    for type_ in graphql_schema.type_map.values():
+        if not isinstance(type_, GraphQLObjectType) or type_.name.startswith("__"):
+            continue
+        for name, definition in type_.fields.items():
+            declared = page_argument(definition)
+            if declared is None or (declared.argument == FIRST and declared.of is None):
+                continue
+            where = f"{type_.name}.{name}"
+            argument = definition.args.get(declared.argument)
+            if argument is None or get_named_type(argument.type).name != "Int":
+                raise TypeError(f"{where}: page_size({declared.argument!r}) is not an Int argument of it")
+            returned, is_list = unwrap(definition.type)
+            inner = getattr(returned, "fields", {}).get(declared.of)
+            if is_list or inner is None or not unwrap(inner.type)[1]:
+                raise TypeError(f"{where}: page_size(of={declared.of!r}) is not a list of what it returns")
 
 
 @dataclass(frozen=True, slots=True)
 class PageSize:
-    """`first: $variable`: its value at request time, else `fallback` (the declared default)."""
+    """`first: $variable` (or another page size argument): its value at request time, else
+    `fallback` (the declared default)."""
 
     variable: str
     fallback: int
@@ -101,6 +166,17 @@ def _has_variables(nodes: tuple[Node, ...]) -> bool:
     return any(isinstance(n.size, PageSize) or _has_variables(n.children) for n in nodes)
 
 
+@dataclass(frozen=True, slots=True)
+class _Page:
+    """Inside an object whose field took a page size: the size of its list `of` (None: every list)."""
+
+    size: Size
+    of: str | None
+
+    def of_list(self, name: str) -> Size | None:
+        return self.size if self.of is None or self.of == name else None
+
+
 class _Compiler:
     def __init__(self, schema: GraphQLSchema, document: DocumentNode) -> None:
         self.schema = schema
@@ -118,9 +194,9 @@ class _Compiler:
         return tuple(self._selections(operation.selection_set, root, page=None)) if root else ()
 
     def _selections(
-        self, selection_set: SelectionSetNode, parent: GraphQLNamedType, page: Size | None
+        self, selection_set: SelectionSetNode, parent: GraphQLNamedType, page: _Page | None
     ) -> Iterator[Node]:
-        """`page`: set inside a connection, the page size its lists have."""
+        """`page`: set inside an object whose field took a page size (a connection, a feed)."""
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
                 node = self._field(selection, parent, page)
@@ -136,35 +212,34 @@ class _Compiler:
                     target = self.schema.get_type(fragment.type_condition.name.value)
                     yield from self._selections(fragment.selection_set, target or parent, page)
 
-    def _field(self, node: FieldNode, parent: GraphQLNamedType, page: Size | None) -> Node | None:
+    def _field(self, node: FieldNode, parent: GraphQLNamedType, page: _Page | None) -> Node | None:
         name = node.name.value
         if name.startswith("__"):
             return None
         definition: GraphQLField | None = getattr(parent, "fields", {}).get(name)
         if definition is None:
             return None
-        returned, is_list = _unwrap(definition.type)
+        returned, is_list = unwrap(definition.type)
         if not is_composite_type(returned) or node.selection_set is None:
             return None
-        first = self._first(node, definition)
-        if first is not None and not is_list:  # a connection: the lists inside it are the page
-            return Node(1, tuple(self._selections(node.selection_set, returned, page=first)))
-        if first is not None:
-            size: Size = first
+        declared = page_argument(definition)
+        if declared is not None:
+            size = self._page_size(node, definition, declared.argument)
+            if not is_list:  # a connection or a feed: the list(s) inside it are the page
+                inner = _Page(size, declared.of)
+                return Node(1, tuple(self._selections(node.selection_set, returned, page=inner)))
         elif is_list:
-            size = page if page is not None else LIST_ESTIMATE
+            paged = page.of_list(name) if page is not None else None
+            size = paged if paged is not None else LIST_ESTIMATE
         else:
             size = 1
         return Node(size, tuple(self._selections(node.selection_set, returned, page=None)))
 
-    def _first(self, node: FieldNode, definition: GraphQLField) -> Size | None:
-        declared = definition.args.get("first")
-        if declared is None:
-            return None
-        default = declared.default_value  # Undefined when the argument has none
+    def _page_size(self, node: FieldNode, definition: GraphQLField, name: str) -> Size:
+        default = definition.args[name].default_value  # Undefined when the argument has none
         fallback = default if isinstance(default, int) else LIST_ESTIMATE
         for argument in node.arguments or ():
-            if argument.name.value != "first":
+            if argument.name.value != name:
                 continue
             if isinstance(argument.value, IntValueNode):
                 return max(0, int(argument.value.value))
@@ -175,7 +250,8 @@ class _Compiler:
         return fallback
 
 
-def _unwrap(type_: GraphQLOutputType) -> tuple[GraphQLNamedType, bool]:
+def unwrap(type_: GraphQLOutputType) -> tuple[GraphQLNamedType, bool]:
+    """The named type under a field's type, and whether a list wraps it."""
     is_list = False
     while isinstance(type_, GraphQLNonNull | GraphQLList):
         is_list = is_list or isinstance(type_, GraphQLList)

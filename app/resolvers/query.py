@@ -225,6 +225,7 @@ class Query(WebhookQueries):
     ) -> list[NicheStats]:
         found = await stats.distribution_stats(
             info.context.db,
+            actor=await info.context.actor(),
             niche_id=niche_id,
             since=from_,
             until=to,

@@ -20,7 +20,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from app.resolvers.caching import DocumentCache
-from app.resolvers.cost import ValidationWithCostLimit
+from app.resolvers.cost import ValidationWithCostLimit, check_page_sizes
 from app.resolvers.direct import install_direct_resolvers
 from app.resolvers.errors import ClientErrors
 from app.resolvers.executor import EventScopedExecutor
@@ -69,6 +69,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     )
     install_direct_resolvers(built)
     check_sharing(built)  # a shared subscription must not reach a field that depends on who asks
+    check_page_sizes(built)  # each declared page size names a real argument and list
     return built
 
 

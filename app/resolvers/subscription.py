@@ -28,6 +28,7 @@ from app.progress.events import EventType, ProgressEvent
 from app.progress.hub import QUEUE_SIZE, RESYNC, Item
 from app.progress.publish import batch_channel, niche_channel, provider_channel, run_channel
 from app.resolvers.context import Info
+from app.resolvers.cost import page_size
 from app.resolvers.permissions import CanRead, CanReadOwn
 from app.resolvers.relay import Relay
 from app.resolvers.sharing import shared_subscription
@@ -260,6 +261,7 @@ class Subscription:
         "its `recent` newest (snapshot), then each new one. A provider principal watches its own "
         "(providerId optional; another's is NOT_FOUND); an operator gives providerId.",
     )
+    @page_size("recent", of="assignments")  # the snapshot; each later message is one commit's
     async def my_assignments(
         self, info: Info, provider_id: uuid.UUID | None = None, recent: int = 20
     ) -> AsyncGenerator[AssignmentFeed, None]:

@@ -10,6 +10,7 @@ from strawberry.permission import BasePermission
 
 from app.models.webhooks import DeliveryStatus
 from app.resolvers.context import Info
+from app.resolvers.cost import page_size
 from app.resolvers.permissions import CanReadOwn, CanReadOwnDetails
 from app.resolvers.reads import page_of
 from app.schema.pagination import Connection
@@ -69,6 +70,7 @@ class WebhookQueries:
         description="For the dashboards: flagged endpoints, the latest `failures` (1 to 100) failed "
         "deliveries (a provider: its own).",
     )
+    @page_size("failures", of="recentFailures")
     async def webhook_overview(self, info: Info, failures: int = 20) -> WebhookOverview:
         c = info.context
         found = await deliveries.overview(c.db, actor=await c.actor(), failed_limit=failures)

@@ -31,6 +31,16 @@ class CreatedApiKey:
     secret: str  # shown once
 
 
+def _require_person(actor: Actor, what: str) -> None:
+    """Keys are made and revoked by people (a signed-in user) or the system (the CLI); an API key,
+    an operator's or a provider's, cannot make or revoke another: a leaked key must not mint
+    fresh ones that outlive its revocation."""
+    person = actor.type is ActorType.USER
+    the_system = actor.type is ActorType.SYSTEM and actor.provider_id is None
+    if not (person or the_system):
+        raise Forbidden(f"only a signed-in user may {what}; a key cannot make or revoke another")
+
+
 def _check_scopes(scopes: Sequence[str], allowed: frozenset[str]) -> list[str]:
     wanted = sorted(set(scopes))
     unknown = [s for s in wanted if s not in allowed]
@@ -47,8 +57,7 @@ async def create_api_key(
     db: Database, *, actor: Actor, name: str, scopes: list[str], provider_id: uuid.UUID | None = None
 ) -> CreatedApiKey:
     """`provider_id` given (or the caller a provider user): a provider's key, provider scopes only."""
-    if actor.provider_id is not None and actor.type is not ActorType.USER:
-        raise Forbidden("only a signed-in user may make API keys; a key cannot make another")
+    _require_person(actor, "make API keys")
     bound = own_provider_id(actor, provider_id)  # a provider user: its own (a foreign id NOT_FOUND)
     clean_name = _guards.text(name, field="name", max_length=100)
     wanted = _check_scopes(scopes, PROVIDER_SCOPES if bound is not None else SCOPES)
@@ -83,8 +92,7 @@ async def create_api_key(
 
 async def revoke_api_key(db: Database, *, actor: Actor, key_id: uuid.UUID) -> ApiKey:
     """A provider principal revokes only its provider's keys; another's answers NOT_FOUND."""
-    if actor.provider_id is not None and actor.type is not ActorType.USER:
-        raise Forbidden("only a signed-in user may revoke API keys")
+    _require_person(actor, "revoke API keys")
     async with db.begin() as session:
         stmt = sa.select(ApiKey).where(col(ApiKey.id) == key_id).with_for_update()
         if actor.provider_id is not None:

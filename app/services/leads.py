@@ -148,8 +148,9 @@ async def list_assignments(
     first: int,
     after: PageKey | None,
 ) -> Page[Assignment]:
-    """A provider principal lists its own assignments only: a lead it did not get lists nothing,
-    as a lead that does not exist; another provider's id is NOT_FOUND."""
+    """A provider principal lists its own assignments only: a lead it did not get is NOT_FOUND,
+    exactly as a lead that does not exist, and so is another provider's id. For an operator a lead
+    lists its assignments, none for a lead without any (or without a row)."""
     provider_id = own_provider_id(actor, provider_id)
     stmt = select(Assignment)
     if lead_id is not None:
@@ -157,7 +158,12 @@ async def list_assignments(
     if provider_id is not None:
         stmt = stmt.where(Assignment.provider_id == provider_id)
     async with db.read() as session:
-        return await keyset_page(session, stmt, Assignment, first=first, after=after)
+        page = await keyset_page(session, stmt, Assignment, first=first, after=after)
+        if actor.provider_id is not None and lead_id is not None and not page.items:
+            # an empty first page says it all; past a cursor, ask whether any row is its own
+            if after is None or not await session.scalar(sa.select(stmt.exists())):
+                raise NotFound("lead", lead_id)
+    return page
 
 
 async def recent_assignments(

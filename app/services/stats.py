@@ -1,6 +1,6 @@
 """Analytics (SPEC §5, §8): runs by outcome (in all and per hour), success rate, revenue, returns
 and fairness per level, and the CSV export of assignments. Set-based SQL; the export streams in
-keyset chunks, never all in memory."""
+keyset chunks, never all in memory. Both span every provider: operators only."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import sqlalchemy as sa
 from app.db import Database
 from app.errors import InvalidInput
 from app.models.returns import ReturnStatus
+from app.services.audit import Actor
+from app.services.principals import require_operator
 
 TERMINAL = ("SUCCESS", "PARTIAL", "NO_ELIGIBLE", "FAILED")
 # the hourly series is at most this long: 744 hours × 6 statuses per niche at worst
@@ -89,12 +91,14 @@ def _hourly_range(since: datetime | None, until: datetime | None) -> tuple[datet
 async def distribution_stats(
     db: Database,
     *,
+    actor: Actor,
     niche_id: uuid.UUID | None,
     since: datetime | None,
     until: datetime | None,
     hourly: bool = False,
 ) -> list[NicheStats]:
     """hourly: also the runs per UTC hour and status (runs_by_hour), which needs a bounded range."""
+    require_operator(actor, "reading distribution statistics (they name every provider)")
     _check_range(since, until)
     hourly_range = _hourly_range(since, until) if hourly else None
     params = {"niche": niche_id, "since": since, "until": until}
@@ -192,16 +196,25 @@ EXPORT_COLUMNS = [
 ]
 
 
-async def assignments_csv(
+def assignments_csv(
     db: Database,
     *,
+    actor: Actor,
     since: datetime | None,
     until: datetime | None,
     niche_id: uuid.UUID | None = None,
     chunk: int = 1000,
 ) -> AsyncIterator[str]:
-    """Lines of CSV (header first), oldest first, read in keyset chunks."""
+    """Lines of CSV (header first), oldest first, read in keyset chunks. The principal and the
+    range are checked here, when called, not when the first line is read."""
+    require_operator(actor, "exporting assignments (every provider's)")
     _check_range(since, until)
+    return _csv_chunks(db, since=since, until=until, niche_id=niche_id, chunk=chunk)
+
+
+async def _csv_chunks(
+    db: Database, *, since: datetime | None, until: datetime | None, niche_id: uuid.UUID | None, chunk: int
+) -> AsyncIterator[str]:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(EXPORT_COLUMNS)

@@ -5,6 +5,7 @@ them. In queries, nested fields, and the live feed (myAssignments, snapshot and 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 from redis.asyncio import Redis
@@ -37,13 +38,29 @@ async def test_in_queries(api: Api, db: Database, redis: Redis) -> None:
         seen = (await lead(token, a.lead))["data"]["lead"]
         assert seen == {"attributes": full_a, "assignments": [{"providerId": str(a.provider)}]}
         assert error_code(await lead(token, b.lead)) == "NOT_FOUND"  # not its lead: absent
-        listed = await api.gql(ASSIGNMENTS, {"l": str(b.lead)}, token=token)
-        assert listed["data"]["assignments"]["edges"] == []
+        # not its lead: NOT_FOUND, as for a lead that does not exist (SPEC §10)
+        assert error_code(await api.gql(ASSIGNMENTS, {"l": str(b.lead)}, token=token)) == "NOT_FOUND"
+        mine = (await api.gql(ASSIGNMENTS, {"l": str(a.lead)}, token=token))["data"]["assignments"]["edges"]
+        assert mine == [{"node": {"providerId": str(a.provider), "lead": {"attributes": full_a}}}]
         shared = (await lead(token, w.shared_lead))["data"]["lead"]
         assert shared["attributes"] == {**w.shared_contact, "state": "OK"}  # both bought it
         assert shared["assignments"] == [{"providerId": str(a.provider)}]  # not the other buyer's
     via_assignment = await api.gql(ASSIGNMENTS, {"l": str(a.lead)}, token=b.user_token)
-    assert via_assignment["data"]["assignments"]["edges"] == []
+    assert error_code(via_assignment) == "NOT_FOUND"
+    assert via_assignment.get("data") is None
+    missing_id = uuid.uuid4()
+    missing = await api.gql(ASSIGNMENTS, {"l": str(missing_id)}, token=b.user_token)
+    # the same answer for a lead that exists as for one that does not: nothing tells them apart
+    assert _message(via_assignment, a.lead) == _message(missing, missing_id) == "lead <id> does not exist"
+    # an operator: a lead's assignments, none for a lead that does not exist
+    admin_listed = await api.ok(ASSIGNMENTS, {"l": str(a.lead)}, token=w.admin_token)
+    assert [e["node"]["providerId"] for e in admin_listed["assignments"]["edges"]] == [str(a.provider)]
+    admin_missing = await api.ok(ASSIGNMENTS, {"l": str(missing_id)}, token=w.admin_token)
+    assert admin_missing["assignments"]["edges"] == []
+
+
+def _message(body: dict[str, Any], asked: Any) -> str:
+    return str(body["errors"][0]["message"]).replace(str(asked), "<id>")
 
 
 async def _first(stream: Any) -> Any:

@@ -12,14 +12,32 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from graphql import parse
+import strawberry
+from graphql import (
+    GraphQLField,
+    GraphQLObjectType,
+    get_named_type,
+    is_composite_type,
+    parse,
+)
+from redis.asyncio import Redis
 
 from app.db import Database
-from app.resolvers.cost import LIST_ESTIMATE, compile_cost
+from app.resolvers.cost import (
+    LIST_ESTIMATE,
+    check_page_sizes,
+    compile_cost,
+    page_argument,
+    page_size,
+    unwrap,
+)
 from app.resolvers.schema import build_schema, schema
+from app.services import auth
+from app.services.audit import SYSTEM
 from app.settings import Settings
 from tests.api.conftest import Api, api_settings, error_code
-from tests.factories import make_niche
+from tests.api.world import InProcess
+from tests.factories import make_niche, make_provider
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = Settings().graphql_max_cost
@@ -142,3 +160,108 @@ async def test_the_limit_is_a_setting(query: str, refused: bool) -> None:
     else:
         assert result.errors is None
         assert result.data == {"__typename": "Query"}
+
+
+def test_a_declared_page_size_bounds_its_list() -> None:
+    """Not only `first`: myAssignments(recent:) sizes its snapshot, webhookOverview(failures:) its
+    recentFailures (not its flaggedEndpoints); literal, variable or the argument's default."""
+    feed = "subscription($r: Int!) { myAssignments(recent: $r) { snapshot assignments { id lead { id } } } }"
+    assert cost(feed, {"r": 1}) == 1 + 1 * (1 + 1)
+    assert cost(feed, {"r": 100}) == 1 + 100 * (1 + 1)
+    assert cost("subscription { myAssignments { assignments { id } } }") == 1 + 20
+    overview = "{ webhookOverview(failures: %d) { flaggedEndpoints { id } recentFailures { id } } }"
+    assert cost(overview % 1) == 1 + LIST_ESTIMATE + 1
+    assert cost(overview % 100) == 1 + LIST_ESTIMATE + 100
+
+
+# Int arguments of fields whose result is or holds a list that are not the size of that list
+NOT_PAGE_SIZES = {"Mutation.createNiche(returnWindowHours)", "Mutation.updateNiche(returnWindowHours)"}
+
+
+def _holds_a_list(field: GraphQLField) -> bool:
+    """Is a list of objects, or an object with one (a connection, a feed, an overview)."""
+    returned, is_list = unwrap(field.type)
+    if not is_composite_type(returned):
+        return False
+    inner = [unwrap(f.type) for f in getattr(returned, "fields", {}).values()]
+    return is_list or any(is_composite_type(named) and listed for named, listed in inner)
+
+
+def test_every_list_an_argument_sizes_declares_it() -> None:
+    """Every Int argument of a field whose result is (or holds) a list of objects is its page size,
+    known to the estimate (`first`, or declared with `page_size`), or listed in NOT_PAGE_SIZES: a new
+    field with `limit: Int` fails here until the estimate counts its list by it, not LIST_ESTIMATE."""
+    undeclared = []
+    for type_ in SCHEMA.type_map.values():
+        if not isinstance(type_, GraphQLObjectType) or type_.name.startswith("__"):
+            continue
+        for name, field in type_.fields.items():
+            if not _holds_a_list(field):
+                continue
+            declared = page_argument(field)
+            for argument, definition in field.args.items():
+                where = f"{type_.name}.{name}({argument})"
+                if get_named_type(definition.type).name != "Int" or where in NOT_PAGE_SIZES:
+                    continue
+                if declared is None or declared.argument != argument:
+                    undeclared.append(where)
+    assert undeclared == []
+
+
+@strawberry.type
+class _Item:
+    id: int
+
+
+@strawberry.type
+class _Box:
+    items: list[_Item]
+    count: int
+
+
+def _schema_with(declaration: Any) -> strawberry.Schema:
+    @strawberry.type
+    class Query:
+        @strawberry.field
+        @declaration
+        def box(self, size: int = 5, name: str = "") -> _Box:
+            return _Box(items=[], count=0)
+
+    return strawberry.Schema(query=Query)
+
+
+def test_a_wrong_page_size_declaration_stops_the_schema_build() -> None:
+    check_page_sizes(_schema_with(page_size("size", of="items")))
+    with pytest.raises(TypeError, match="not an Int argument"):
+        check_page_sizes(_schema_with(page_size("name", of="items")))
+    with pytest.raises(TypeError, match="not an Int argument"):
+        check_page_sizes(_schema_with(page_size("limit", of="items")))
+    with pytest.raises(TypeError, match="not a list"):
+        check_page_sizes(_schema_with(page_size("size", of="count")))
+
+
+# per assignment: itself, its lead, 10 × (an assignment, its lead, 10 assignments): 1 + 1 + 120 = 122
+DEEP_FEED = """subscription($p: UUID, $r: Int!) { myAssignments(providerId: $p, recent: $r) {
+  assignments { lead { assignments { lead { assignments { id } } } } } } }"""
+
+
+async def test_a_subscription_over_the_limit_is_refused_before_it_runs(db: Database, redis: Redis) -> None:
+    provider = await make_provider(db)
+    reader = (await auth.create_api_key(db, actor=SYSTEM, name="r", scopes=["read"])).secret
+    variables = {"p": str(provider.id)}
+    assert cost(DEEP_FEED, {**variables, "r": 100}) == 1 + 100 * 122 > LIMIT
+    async with InProcess(db, redis) as live:
+        with _statements(db) as statements:
+            refused = await anext(await live.subscribe(DEEP_FEED, {**variables, "r": 100}, reader))
+        assert refused.errors is not None
+        assert refused.errors[0].extensions == {"code": "INVALID_INPUT"}
+        assert f"over the limit of {LIMIT:,}" in refused.errors[0].message
+        assert statements == []  # not even the credential was read
+        assert live.hub.subscribers == 0
+        stream = await live.subscribe(DEEP_FEED, {**variables, "r": 1}, reader)
+        try:
+            first = await anext(stream)
+            assert first.errors is None, first.errors
+            assert first.data == {"myAssignments": {"assignments": []}}
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]

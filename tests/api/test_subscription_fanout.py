@@ -25,7 +25,6 @@ from app.progress.events import EventType, ProgressEvent
 from app.progress.hub import ProgressHub
 from app.progress.publish import RedisPublisher
 from app.resolvers.context import Context
-from app.resolvers.loaders import make_loaders
 from app.resolvers.schema import build_schema
 from app.services import auth
 from app.services.audit import SYSTEM
@@ -69,7 +68,6 @@ class Feeds:
             db=self.db,
             redis=self.redis,
             settings=self.settings,
-            loaders=make_loaders(self.db),
             dispatcher=InlineDispatcher(self.db, self.settings, self.publisher),
             publisher=self.publisher,
             hub=self.hub,

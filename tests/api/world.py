@@ -19,7 +19,6 @@ from app.models.returns import ReturnReason
 from app.progress.hub import ProgressHub
 from app.progress.publish import RedisPublisher
 from app.resolvers.context import Context
-from app.resolvers.loaders import make_loaders
 from app.services import api_keys, auth, batches, returns
 from app.services.audit import SYSTEM
 from app.services.webhooks import deliveries
@@ -230,7 +229,6 @@ class InProcess:
             db=self.db,
             redis=self.redis,
             settings=self.settings,
-            loaders=make_loaders(self.db),
             dispatcher=InlineDispatcher(self.db, self.settings, self.publisher),
             publisher=self.publisher,
             hub=self.hub,

@@ -14,8 +14,9 @@ from app.errors import Forbidden, NotFound
 from app.models.audit import ActorType
 from app.models.billing import LedgerKind, Provider, ProviderStatus
 from app.progress.publish import NullPublisher
-from app.services import audit, batches, billing, leads, niches, preview, retries, runs
+from app.services import api_keys, audit, batches, billing, leads, niches, preview, retries, runs, stats
 from app.services.audit import SYSTEM, Actor
+from app.services.pages import PageKey
 from app.services.principals import check_own, own_provider_id, require_operator, scope_to_own
 from app.settings import Settings
 from app.tasks.dispatch import InlineDispatcher
@@ -104,6 +105,8 @@ async def test_the_services_refuse_a_provider_principal_what_is_not_its_own(db: 
         leads.get_lead(db, lead.id, actor=buyer),  # assigned to the other provider
         leads.list_assignments(db, actor=buyer, lead_id=None, provider_id=theirs.id, first=10, after=None),
         leads.recent_assignments(db, actor=buyer, provider_id=theirs.id, limit=5),
+        # a lead assigned to the other provider only: absent, as a lead that does not exist
+        leads.list_assignments(db, actor=buyer, lead_id=lead.id, provider_id=None, first=10, after=None),
     ]
     for call in foreign:
         with pytest.raises(NotFound):
@@ -111,8 +114,96 @@ async def test_the_services_refuse_a_provider_principal_what_is_not_its_own(db: 
     own = await billing.list_providers(db, actor=buyer, first=10, after=None)
     assert [p.id for p in own.items] == [mine.id]
     assert (
-        await leads.list_assignments(db, actor=buyer, lead_id=lead.id, provider_id=None, first=10, after=None)
-    ).items == []
-    assert (
         await billing.get_provider(db, theirs.id, actor=SYSTEM)
     ).balance_cents == 4000  # charged once, nothing else
+
+
+OPERATOR_KEY = Actor(ActorType.API_KEY, uuid.uuid4(), scopes=frozenset({"admin", "read"}))
+
+
+async def test_statistics_and_the_export_are_for_operators(db: Database) -> None:
+    """They span every provider: a provider principal is refused in the service itself (FORBIDDEN,
+    at the call, before any row is read), an operator, person or key, gets them."""
+    niche, (level,) = await make_niche(db, levels=[(1000, 1)])
+    provider = await make_provider(db, balance_cents=5000)
+    await subscribe(db, provider, level)
+    await distribute_lead(db, lead_id=(await make_lead(db, niche)).id)
+    buyer = Actor(ActorType.USER, uuid.uuid4(), scopes=frozenset({"provider:read"}), provider_id=provider.id)
+    with pytest.raises(Forbidden, match="operators"):
+        await stats.distribution_stats(db, actor=buyer, niche_id=niche.id, since=None, until=None)
+    with pytest.raises(Forbidden, match="operators"):
+        stats.assignments_csv(db, actor=buyer, since=None, until=None, niche_id=niche.id)
+    for operator in (SYSTEM, OPERATOR_KEY):
+        (found,) = await stats.distribution_stats(
+            db, actor=operator, niche_id=niche.id, since=None, until=None
+        )
+        assert (found.assignments, found.revenue_cents) == (1, 1000)
+        lines = [chunk async for chunk in stats.assignments_csv(db, actor=operator, since=None, until=None)]
+        assert "".join(lines).count("\n") == 2  # the header and the one assignment
+
+
+async def _keys(db: Database) -> int:
+    async with db.engine.connect() as conn:
+        return int((await conn.execute(sa.text("SELECT count(*) FROM api_keys"))).scalar_one())
+
+
+async def test_a_key_cannot_make_or_revoke_a_key_not_even_an_operators(db: Database) -> None:
+    """In the service, not only in the resolver's permission class: an operator's API key (admin
+    scope) is FORBIDDEN to make a key, and to revoke one, and nothing is written."""
+    made = await api_keys.create_api_key(db, actor=SYSTEM, name="ops", scopes=["admin"])
+    with pytest.raises(Forbidden, match="a key cannot"):
+        await api_keys.create_api_key(db, actor=OPERATOR_KEY, name="minted", scopes=["admin"])
+    with pytest.raises(Forbidden, match="a key cannot"):
+        await api_keys.revoke_api_key(db, actor=OPERATOR_KEY, key_id=made.key.id)
+    assert await _keys(db) == 1
+    async with db.engine.connect() as conn:
+        revoked = await conn.scalar(
+            sa.text("SELECT revoked_at FROM api_keys WHERE id = :id"), {"id": made.key.id}
+        )
+    assert revoked is None
+    person = Actor(ActorType.USER, uuid.uuid4(), scopes=frozenset({"admin"}))
+    await api_keys.create_api_key(db, actor=person, name="by a person", scopes=["read"])
+    assert await _keys(db) == 2
+
+
+async def test_a_leads_assignments_a_provider_did_not_get_are_not_found(db: Database) -> None:
+    """SPEC §10: for a provider principal, a lead none of whose assignments is its own answers
+    NOT_FOUND with the same message as a lead that does not exist (no existence leak); its own lead
+    lists its assignment, also past the end of its pages. An operator lists a lead's assignments,
+    none for a lead without any and for one that does not exist."""
+    niche, (level,) = await make_niche(db, levels=[(1000, 2)])
+    mine, theirs = await make_provider(db, balance_cents=5000), await make_provider(db, balance_cents=5000)
+    await subscribe(db, theirs, level)
+    theirs_only = await make_lead(db, niche)
+    await distribute_lead(db, lead_id=theirs_only.id)
+    await subscribe(db, mine, level)
+    shared = await make_lead(db, niche)
+    await distribute_lead(db, lead_id=shared.id)
+    unassigned, missing = await make_lead(db, niche), uuid.uuid4()
+    buyer = Actor(ActorType.USER, uuid.uuid4(), scopes=frozenset({"provider:read"}), provider_id=mine.id)
+
+    async def listed(actor: Actor, lead_id: uuid.UUID, after: PageKey | None = None) -> list[uuid.UUID]:
+        page = await leads.list_assignments(
+            db, actor=actor, lead_id=lead_id, provider_id=None, first=10, after=after
+        )
+        return [a.provider_id for a in page.items]
+
+    messages = []
+    for lead_id in (theirs_only.id, unassigned.id, missing):
+        with pytest.raises(NotFound) as absent:
+            await listed(buyer, lead_id)
+        messages.append(str(absent.value).replace(str(lead_id), "<id>"))
+    assert messages == ["lead <id> does not exist"] * 3
+    assert await listed(buyer, shared.id) == [mine.id]
+    (own,) = (
+        await leads.list_assignments(
+            db, actor=buyer, lead_id=shared.id, provider_id=None, first=1, after=None
+        )
+    ).items
+    assert await listed(buyer, shared.id, after=PageKey(own.created_at, own.id)) == []  # past the end
+    with pytest.raises(NotFound):  # a cursor does not open a foreign lead either
+        await listed(buyer, theirs_only.id, after=PageKey(own.created_at, uuid.UUID(int=2**128 - 1)))
+    assert sorted(map(str, await listed(SYSTEM, shared.id))) == sorted([str(mine.id), str(theirs.id)])
+    assert await listed(SYSTEM, theirs_only.id) == [theirs.id]
+    assert await listed(SYSTEM, unassigned.id) == []
+    assert await listed(SYSTEM, missing) == []

@@ -424,18 +424,18 @@ async def test_stats_count_the_returns_of_the_ranges_assignments(db: Database) -
     ]
     await returns.approve_return(db, actor=OPERATOR, return_id=made[0].id)
     await returns.reject_return(db, actor=OPERATOR, return_id=made[1].id, note="no")
-    (found,) = await stats.distribution_stats(db, niche_id=niche.id, since=None, until=None)
+    (found,) = await stats.distribution_stats(db, actor=OPERATOR, niche_id=niche.id, since=None, until=None)
     assert (found.assignments, found.revenue_cents) == (4, 1600)  # revenue is what was charged
     assert (found.returns_requested, found.returns_approved, found.refunded_cents) == (3, 1, 400)
     assert found.return_rate == 0.25
     # the range selects assignments: an older one's return counts in its own range, not a later one
     await _age(db, bought[0].assignment_id, 3600)
     since = await _scalar(db, "SELECT now() - interval '30 minutes'")
-    (recent,) = await stats.distribution_stats(db, niche_id=niche.id, since=since, until=None)
+    (recent,) = await stats.distribution_stats(db, actor=OPERATOR, niche_id=niche.id, since=since, until=None)
     assert (recent.assignments, recent.returns_approved, recent.refunded_cents) == (3, 0, 0)
     assert recent.return_rate == 0.0
     (empty,) = await stats.distribution_stats(
-        db, niche_id=niche.id, since=since + timedelta(days=1), until=None
+        db, actor=OPERATOR, niche_id=niche.id, since=since + timedelta(days=1), until=None
     )
     assert (empty.assignments, empty.return_rate, empty.refunded_cents) == (0, None, 0)
 
