@@ -275,8 +275,9 @@ async def engine_alone(
     try:
         rows = await pg.fetch(NEW_LEADS, niches, count + 3 * concurrency)
         lead_ids = [r["id"] for r in rows]
-        for lead_id in lead_ids[: 3 * concurrency]:
-            await distribute_lead(db, lead_id=lead_id)
+        for i in range(3):  # at the run's concurrency: every connection it will use is open and warm
+            warm = lead_ids[i * concurrency : (i + 1) * concurrency]
+            await asyncio.gather(*(distribute_lead(db, lead_id=lead_id) for lead_id in warm))
         queue = iter(lead_ids[3 * concurrency :])
 
         async def distributor() -> None:
@@ -298,6 +299,26 @@ async def engine_alone(
         await db.dispose()
         await pg.close()
     return {"dist_per_s": count / elapsed, "cpu_ms": {k: v * 1000 / count for k, v in cpu.items()}}
+
+
+async def warm_pipeline(
+    database_url: str,
+    procs: list[subprocess.Popen[bytes]],
+    distribute: Callable[[str], Awaitable[str]],
+    niches: int,
+    count: int = 192,
+) -> None:
+    """Before the bursts: `count` new leads through the service, as a burst sends them (32 at a
+    time), so the API's and the workers' connections are open and their statements prepared, as
+    engine_alone's warm-up does for its own (a new PostgreSQL backend costs tens of ms of CPU)."""
+    import asyncpg
+
+    pg = await asyncpg.connect(libpq(database_url))
+    try:
+        rows = await pg.fetch(NEW_LEADS, niches, count)
+    finally:
+        await pg.close()
+    await run_burst(database_url, procs, distribute, [str(r["id"]) for r in rows])
 
 
 def feed_groups(log: list[tuple[str, str, float]]) -> tuple[list[dict[str, Any]], float]:

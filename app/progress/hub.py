@@ -1,6 +1,11 @@
-"""ProgressHub: one Redis pub/sub connection per API process (PSUBSCRIBE lw:*), fanning out to
-bounded in-process queues by channel. Never a connection per subscriber. A subscriber that falls
-behind gets RESYNC instead of blocking the others, and re-reads its state from PostgreSQL.
+"""ProgressHub: one Redis pub/sub connection per API process, subscribed to the channels this
+process's subscribers watch (SUBSCRIBE per channel, on demand), fanning out to bounded in-process
+queues by channel. Never a connection per subscriber. A subscriber that falls behind gets RESYNC
+instead of blocking the others, and re-reads its state from PostgreSQL.
+
+Only watched channels: with PSUBSCRIBE lw:* every API process received every run's messages
+(about seven per distribution, whether anyone watched or not), which cost it as much CPU as the
+distributeLead requests themselves in a burst.
 
 A queue's item is a message's events together (a tuple, in seq order), not one event at a time: a
 run's steps travel in one message, so a subscriber wakes once for them and can write them at once
@@ -13,8 +18,8 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Coroutine
+from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -31,6 +36,14 @@ Events = tuple[ProgressEvent, ...]
 Item = Events | str  # a message's events, or RESYNC
 
 
+# Subscribed on every connection (nobody publishes on it): its confirmation says the connection
+# is subscribed, which is what `ready` means.
+HUB_CHANNEL = "lw:hub"
+# How long register() waits for Redis to confirm a new channel; past it the subscriber reads its
+# state anyway and gets RESYNC once the confirmation comes.
+CONFIRM_SECONDS = 5.0
+
+
 class ProgressHub:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
@@ -39,6 +52,12 @@ class ProgressHub:
         self._reader: asyncio.Task[None] | None = None
         self._watchers: dict[str, list[Callable[[bytes | None], None]]] = defaultdict(list)
         self.ready = asyncio.Event()  # set while subscribed
+        self._confirmed: set[str] = set()  # on the current connection
+        self._asked: dict[str, asyncio.Future[None]] = {}  # SUBSCRIBE sent, confirmation awaited
+        self._resync: set[str] = set()  # told RESYNC once confirmed: messages may have been missed
+        self._commands = asyncio.Lock()  # one SUBSCRIBE / UNSUBSCRIBE decision at a time
+        self._live = False  # the connection's first SUBSCRIBE is sent: later ones follow it
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Does not wait for Redis: the API starts (and /readyz says so) while Redis is down."""
@@ -46,10 +65,10 @@ class ProgressHub:
 
     async def stop(self) -> None:
         self.ready.clear()
-        if self._reader is not None:
-            self._reader.cancel()
+        for task in [*self._tasks, *([self._reader] if self._reader else [])]:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+                await task
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -58,9 +77,16 @@ class ProgressHub:
     def subscribers(self) -> int:
         return sum(len(q) for q in self._queues.values())
 
-    def register(self, channel: str) -> asyncio.Queue[Item]:
+    async def register(self, channel: str) -> asyncio.Queue[Item]:
+        """A queue of the channel's messages, once Redis has confirmed the channel: what is
+        published after this returns reaches it (or, with Redis away, RESYNC once it is back)."""
         queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=QUEUE_SIZE)
         self._queues[channel].add(queue)
+        try:
+            await self._subscribe(channel)
+        except BaseException:
+            self.unregister(channel, queue)
+            raise
         return queue
 
     def unregister(self, channel: str, queue: asyncio.Queue[Item]) -> None:
@@ -69,11 +95,77 @@ class ProgressHub:
             queues.discard(queue)
             if not queues:
                 del self._queues[channel]
+                self._spawn(self._unsubscribe(channel))
 
     def watch(self, channel: str, handler: Callable[[bytes | None], None]) -> None:
         """`handler(data)` for each message on `channel` (under lw:), in the reader; and
-        `handler(None)` whenever the subscription was lost, as messages may have been missed."""
+        `handler(None)` whenever the subscription was lost, as messages may have been missed.
+        Call before start()."""
         self._watchers[channel].append(handler)
+
+    def _wanted(self) -> list[str]:
+        return [*self._watchers, *self._queues, HUB_CHANNEL]  # ready: the rest is confirmed too
+
+    async def _subscribe(self, channel: str) -> None:
+        if channel in self._confirmed:
+            return
+        async with self._commands:
+            pubsub = self._pubsub
+            if channel in self._confirmed:
+                return
+            if not self._live or pubsub is None:
+                # subscribed with the rest when the reader (re)connects, and told to re-read then
+                self._resync.add(channel)
+                return
+            asked = self._asked.get(channel)
+            if asked is None:
+                asked = self._asked[channel] = asyncio.get_running_loop().create_future()
+                try:
+                    await pubsub.subscribe(channel)
+                except Exception:  # noqa: BLE001  (the reader sees the connection fail and resyncs)
+                    self._resync.add(channel)
+                    self._asked.pop(channel, None)
+                    return
+        try:
+            await asyncio.wait_for(asyncio.shield(asked), CONFIRM_SECONDS)
+        except TimeoutError:
+            self._resync.add(channel)
+
+    async def _unsubscribe(self, channel: str) -> None:
+        async with self._commands:
+            if channel in self._queues or channel in self._watchers or channel not in self._confirmed:
+                return  # wanted again meanwhile, or not subscribed on this connection
+            self._confirmed.discard(channel)
+            if self._pubsub is not None:
+                with contextlib.suppress(Exception):  # a lost connection forgets it anyway
+                    await self._pubsub.unsubscribe(channel)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a generator finalised outside the loop: the process is ending
+            work.close()
+            return
+        task = loop.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _confirm(self, channel: str) -> None:
+        """Redis confirmed `channel`: from here on nothing published on it is missed."""
+        again = channel in self._confirmed  # redis-py reconnected and subscribed again by itself
+        self._confirmed.add(channel)
+        asked = self._asked.pop(channel, None)
+        if asked is not None and not asked.done():
+            asked.set_result(None)
+        if channel == HUB_CHANNEL:
+            if again:
+                log.warning("progress.hub_resubscribed")
+            self.ready.set()
+        if again or channel in self._resync:
+            self._resync.discard(channel)
+            self._lost(channel)
+        if channel not in self._queues and channel not in self._watchers and channel != HUB_CHANNEL:
+            self._spawn(self._unsubscribe(channel))  # its subscriber left before the confirmation
 
     def _deliver(self, channel: str, item: Item) -> None:
         for queue in list(self._queues.get(channel, ())):
@@ -87,29 +179,29 @@ class ProgressHub:
 
     async def _run(self) -> None:
         """Reads forever. A lost connection tells every subscriber to resync (events published
-        meanwhile were missed), whether it surfaces as an error (then this reconnects) or redis-py
-        reconnected by itself (it retries, app/redis_client.py): then the pattern is confirmed
-        again, which is how this notices."""
-        lost = False  # since the last confirmation: subscribers re-read once it is confirmed again
+        meanwhile were missed), whether it surfaces as an error (then this reconnects and
+        subscribes again) or redis-py reconnected by itself (it retries, app/redis_client.py, and
+        subscribes again): then a channel is confirmed again, which is how this notices."""
         while True:
             try:
                 self._pubsub = self.redis.pubsub()
-                await self._pubsub.psubscribe("lw:*")
+                async with self._commands:
+                    await self._pubsub.subscribe(*self._wanted())
+                    self._live = True
                 async for message in self._pubsub.listen():
                     kind = message.get("type")
-                    if kind == "psubscribe":  # confirmed: from here on nothing published is missed
-                        if self.ready.is_set() or lost:
-                            log.warning("progress.hub_resubscribed")
-                            self._lost()  # what was published before this confirmation was missed
-                        lost = False
-                        self.ready.set()
-                    if kind != "pmessage":
+                    if kind == "subscribe":
+                        self._confirm(message["channel"].decode())
+                        continue
+                    if kind != "message":
                         continue
                     channel = message["channel"].decode()
                     for handler in self._watchers.get(channel, ()):
                         handler(message["data"])
                     if channel not in self._queues:
-                        continue  # nobody here watches it: not worth decoding (most events)
+                        if channel not in self._watchers:
+                            self._spawn(self._unsubscribe(channel))  # if not done already
+                        continue
                     try:
                         events = tuple(decode_events(message["data"]))
                     except (ValueError, KeyError, TypeError):
@@ -122,13 +214,22 @@ class ProgressHub:
             except Exception:  # noqa: BLE001  (Redis went away: retry, never die)
                 log.warning("progress.hub_reconnect", exc_info=True)
                 self.ready.clear()
-                self._lost()  # now, so subscribers read the state as it is; and again once back
-                lost = True
+                self._live = False
+                wanted = self._wanted()
+                self._confirmed.clear()
+                for asked in self._asked.values():  # their subscribers read now, and re-read later
+                    if not asked.done():
+                        asked.set_result(None)
+                self._asked.clear()
+                self._resync.update(wanted)
+                for channel in wanted:  # now, so subscribers read the state as it is; and again
+                    self._lost(channel)  # once subscribed again
+                if self._pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
                 await asyncio.sleep(0.5)
 
-    def _lost(self) -> None:
-        for handlers in self._watchers.values():
-            for handler in handlers:
-                handler(None)
-        for channel in list(self._queues):
-            self._deliver(channel, RESYNC)
+    def _lost(self, channel: str) -> None:
+        for handler in self._watchers.get(channel, ()):
+            handler(None)
+        self._deliver(channel, RESYNC)

@@ -143,7 +143,7 @@ class Subscription:
             niche_id = await runs.lead_niche_id(db, lead_id, actor=actor)  # NOT_FOUND before streaming
             # registered before the read: a run created after it announces itself on the niche's
             # channel (its QUEUED event), so waiting cannot miss it
-            niche_queue = hub.register(niche_channel(niche_id))
+            niche_queue = await hub.register(niche_channel(niche_id))
             try:
                 run_id = await runs.latest_run_id(db, lead_id, actor=actor)
                 if run_id is None:
@@ -158,7 +158,7 @@ class Subscription:
                 hub.unregister(niche_channel(niche_id), niche_queue)
         channel = run_channel(run_id)
         relay = Relay.of(info)
-        queue = hub.register(channel)  # before the snapshot: nothing published after it is missed
+        queue = await hub.register(channel)  # before the snapshot: nothing published after it is missed
         try:
             state = RunProgress.of_run(*await runs.run_snapshot(db, run_id, actor=actor))
             yield state
@@ -199,7 +199,7 @@ class Subscription:
         channel = niche_channel(niche_id)
         relay = Relay.of(info)
         hub = info.context.hub
-        queue = hub.register(channel)
+        queue = await hub.register(channel)
         newest = utcnow()  # the newest step sent: a catch-up reads what changed since
         caught: dict[uuid.UUID, int] = {}  # the runs a catch-up sent, as read: older steps are not news
         left = 0  # messages until those steps can no longer arrive (at most a full queue was queued)
@@ -240,7 +240,7 @@ class Subscription:
         db, hub = info.context.db, info.context.hub
         actor = await info.context.actor()
         channel = batch_channel(batch_id)
-        queue = hub.register(channel)
+        queue = await hub.register(channel)
         try:
             state = await batches.batch_state(db, batch_id, actor=actor)
             yield to_batch_progress(state)
@@ -273,7 +273,9 @@ class Subscription:
         _guards.bounded_int(recent, field="recent", minimum=0, maximum=100)
         await billing.get_provider(db, provider, actor=actor)  # NOT_FOUND before streaming
         channel = provider_channel(provider)
-        queue = context.hub.register(channel)  # before the snapshot: nothing committed after it is missed
+        queue = await context.hub.register(
+            channel
+        )  # before the snapshot: nothing committed after it is missed
         try:
             rows = await leads.recent_assignments(db, actor=actor, provider_id=provider, limit=recent)
             # what had committed by now is not news, sent in the snapshot or not: a catch-up skips it

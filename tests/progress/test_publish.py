@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.embedded import EmbeddedRedis
-from app.progress.events import EventType, ProgressEvent, decode_events
+from app.progress.events import EventType, ProgressEvent, decode_events, encode_events
 from app.progress.hub import ProgressHub
 from app.progress.publish import RedisPublisher, batch_channel, niche_channel, run_channel
 
@@ -68,7 +68,7 @@ async def test_the_hub_delivers_the_events_of_a_message_together_in_order(redis:
     try:
         await asyncio.wait_for(hub.ready.wait(), 5)
         niche_id = uuid.uuid4()
-        queue = hub.register(niche_channel(niche_id))
+        queue = await hub.register(niche_channel(niche_id))
         events = _events(uuid.uuid4(), niche_id)
         await RedisPublisher(redis).publish(events)
         async with asyncio.timeout(5):
@@ -100,5 +100,38 @@ async def test_after_redis_comes_back_the_hub_tells_subscribers_once_it_is_subsc
         back = time.monotonic()
         await asyncio.wait_for(hub.ready.wait(), 15)
         assert told[-1] > back, "no word to subscribers once the hub subscribed again"
+    finally:
+        await hub.stop()
+
+
+async def test_the_hub_subscribes_to_the_channels_watched_here_and_only_while_watched(redis: Redis) -> None:
+    """Messages of channels nobody in this process watches never reach it (PUBLISH counts no
+    receiver); a registration is confirmed before register() returns, so what is published right
+    after reaches it; the channel is dropped once its last subscriber leaves."""
+    hub = ProgressHub(redis)
+    await hub.start()
+    try:
+        await asyncio.wait_for(hub.ready.wait(), 5)
+        watched, unwatched = niche_channel(uuid.uuid4()), niche_channel(uuid.uuid4())
+        assert await redis.publish(watched, b"[]") == 0
+        first = await hub.register(watched)
+        second = await hub.register(watched)
+        assert await redis.publish(unwatched, b"[]") == 0
+        events = _events(uuid.uuid4(), uuid.uuid4())
+        await RedisPublisher(redis).publish(events)  # on its niche's channel, not watched here
+        assert await redis.publish(watched, encode_events([e.to_json() for e in events])) == 1
+        async with asyncio.timeout(5):
+            assert await first.get() == tuple(events)
+            assert await second.get() == tuple(events)
+        hub.unregister(watched, first)
+        assert await redis.publish(watched, b"[]") == 1  # the other subscriber still watches
+        hub.unregister(watched, second)
+        async with asyncio.timeout(5):
+            while await redis.publish(watched, b"[]"):  # noqa: ASYNC110  (Redis says, no event to wait on)
+                await asyncio.sleep(0.01)
+        again = await hub.register(watched)  # subscribed again
+        assert await redis.publish(watched, encode_events([e.to_json() for e in events])) == 1
+        async with asyncio.timeout(5):
+            assert await again.get() == tuple(events)
     finally:
         await hub.stop()
