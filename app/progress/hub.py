@@ -58,6 +58,7 @@ class ProgressHub:
         self._commands = asyncio.Lock()  # one SUBSCRIBE / UNSUBSCRIBE decision at a time
         self._live = False  # the connection's first SUBSCRIBE is sent: later ones follow it
         self._tasks: set[asyncio.Task[None]] = set()
+        self._leaving: set[str] = set()  # an UNSUBSCRIBE task is on its way
 
     async def start(self) -> None:
         """Does not wait for Redis: the API starts (and /readyz says so) while Redis is down."""
@@ -95,7 +96,7 @@ class ProgressHub:
             queues.discard(queue)
             if not queues:
                 del self._queues[channel]
-                self._spawn(self._unsubscribe(channel))
+                self._leave(channel)
 
     def watch(self, channel: str, handler: Callable[[bytes | None], None]) -> None:
         """`handler(data)` for each message on `channel` (under lw:), in the reader; and
@@ -107,38 +108,69 @@ class ProgressHub:
         return [*self._watchers, *self._queues, HUB_CHANNEL]  # ready: the rest is confirmed too
 
     async def _subscribe(self, channel: str) -> None:
+        """SUBSCRIBE `channel` and wait for Redis to confirm it, CONFIRM_SECONDS at most in all;
+        otherwise (Redis away, slow, or the connection being remade) the channel is subscribed when
+        the connection is, and its subscribers get RESYNC then."""
         if channel in self._confirmed:
             return
-        async with self._commands:
-            pubsub = self._pubsub
-            if channel in self._confirmed:
-                return
-            if not self._live or pubsub is None:
-                # subscribed with the rest when the reader (re)connects, and told to re-read then
-                self._resync.add(channel)
-                return
-            asked = self._asked.get(channel)
-            if asked is None:
-                asked = self._asked[channel] = asyncio.get_running_loop().create_future()
-                try:
-                    await pubsub.subscribe(channel)
-                except Exception:  # noqa: BLE001  (the reader sees the connection fail and resyncs)
-                    self._resync.add(channel)
-                    self._asked.pop(channel, None)
-                    return
         try:
-            await asyncio.wait_for(asyncio.shield(asked), CONFIRM_SECONDS)
+            async with asyncio.timeout(CONFIRM_SECONDS):
+                async with self._commands:
+                    if channel in self._confirmed:
+                        return
+                    asked = self._asked.get(channel)
+                    if asked is None:
+                        asked = await self._ask(channel)
+                        if asked is None:
+                            self._resync.add(channel)
+                            return
+                await asyncio.shield(asked)
         except TimeoutError:
             self._resync.add(channel)
+            stale = self._asked.get(channel)
+            if stale is not None and not stale.done():  # the next registrant asks again
+                del self._asked[channel]
+
+    async def _ask(self, channel: str) -> asyncio.Future[None] | None:
+        """Sends SUBSCRIBE (under `_commands`) on a connected pub/sub, never one being connected:
+        redis-py's connect() is not for two tasks at once, and the reader's reconnection
+        subscribes every wanted channel. None when not sent."""
+        pubsub = self._pubsub
+        connection = pubsub.connection if pubsub is not None else None
+        if not self._live or pubsub is None or connection is None or not connection.is_connected:
+            return None
+        asked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._asked[channel] = asked
+        try:
+            await pubsub.subscribe(channel)
+        except BaseException as exc:
+            # not known to be sent (a failure, or this registrant cancelled): nobody waits on it
+            self._asked.pop(channel, None)
+            if not asked.done():
+                asked.set_result(None)
+            if not isinstance(exc, Exception):
+                raise  # cancelled, or _subscribe's time is up (it marks the channel for RESYNC)
+            return None
+        return asked
+
+    def _leave(self, channel: str) -> None:
+        if channel not in self._leaving:  # one UNSUBSCRIBE on its way is enough
+            self._leaving.add(channel)
+            self._spawn(self._unsubscribe(channel))
 
     async def _unsubscribe(self, channel: str) -> None:
-        async with self._commands:
-            if channel in self._queues or channel in self._watchers or channel not in self._confirmed:
-                return  # wanted again meanwhile, or not subscribed on this connection
-            self._confirmed.discard(channel)
-            if self._pubsub is not None:
-                with contextlib.suppress(Exception):  # a lost connection forgets it anyway
-                    await self._pubsub.unsubscribe(channel)
+        try:
+            async with self._commands:
+                if channel in self._queues or channel in self._watchers or channel not in self._confirmed:
+                    return  # wanted again meanwhile, or not subscribed on this connection
+                self._confirmed.discard(channel)
+                pubsub = self._pubsub
+                connection = pubsub.connection if pubsub is not None else None
+                if pubsub is not None and connection is not None and connection.is_connected:
+                    with contextlib.suppress(Exception):  # a lost connection forgets it anyway
+                        await pubsub.unsubscribe(channel)
+        finally:
+            self._leaving.discard(channel)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         try:
@@ -157,15 +189,29 @@ class ProgressHub:
         asked = self._asked.pop(channel, None)
         if asked is not None and not asked.done():
             asked.set_result(None)
-        if channel == HUB_CHANNEL:
+        if channel == HUB_CHANNEL:  # confirmed after the channels wanted when the connection was made
             if again:
                 log.warning("progress.hub_resubscribed")
             self.ready.set()
+            wanted = set(self._wanted())
+            due = {c for c in self._resync if c in self._confirmed}
+            self._resync = {c for c in self._resync if c in wanted and c not in due}
+            for lost in due:  # now that `ready` is set, which subscribers check when told
+                self._lost(lost)
+            if self._resync:  # wanted while redis-py remade the connection: never sent
+                self._spawn(self._subscribe_all(list(self._resync)))
+            return
         if again or channel in self._resync:
-            self._resync.discard(channel)
-            self._lost(channel)
-        if channel not in self._queues and channel not in self._watchers and channel != HUB_CHANNEL:
-            self._spawn(self._unsubscribe(channel))  # its subscriber left before the confirmation
+            if self.ready.is_set():
+                self._resync.discard(channel)
+                self._lost(channel)
+            else:
+                self._resync.add(channel)  # told once the connection is ready
+        if channel not in self._queues and channel not in self._watchers:
+            self._leave(channel)  # its subscriber left before the confirmation
+
+    async def _subscribe_all(self, channels: list[str]) -> None:
+        await asyncio.gather(*(self._subscribe(c) for c in channels))
 
     def _deliver(self, channel: str, item: Item) -> None:
         for queue in list(self._queues.get(channel, ())):
@@ -200,7 +246,7 @@ class ProgressHub:
                         handler(message["data"])
                     if channel not in self._queues:
                         if channel not in self._watchers:
-                            self._spawn(self._unsubscribe(channel))  # if not done already
+                            self._leave(channel)  # its last subscriber left
                         continue
                     try:
                         events = tuple(decode_events(message["data"]))
@@ -221,7 +267,7 @@ class ProgressHub:
                     if not asked.done():
                         asked.set_result(None)
                 self._asked.clear()
-                self._resync.update(wanted)
+                self._resync = set(wanted)  # and none that is no longer wanted
                 for channel in wanted:  # now, so subscribers read the state as it is; and again
                     self._lost(channel)  # once subscribed again
                 if self._pubsub is not None:

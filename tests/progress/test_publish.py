@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from app.embedded import EmbeddedRedis
 from app.progress.events import EventType, ProgressEvent, decode_events, encode_events
-from app.progress.hub import ProgressHub
+from app.progress.hub import HUB_CHANNEL, RESYNC, ProgressHub
 from app.progress.publish import RedisPublisher, batch_channel, niche_channel, run_channel
 
 
@@ -135,3 +135,19 @@ async def test_the_hub_subscribes_to_the_channels_watched_here_and_only_while_wa
             assert await again.get() == tuple(events)
     finally:
         await hub.stop()
+
+
+async def test_after_a_reconnection_subscribers_are_told_once_the_hub_is_ready(redis: Redis) -> None:
+    """The reader's order after a reconnection, replayed without Redis: the channels' confirmations
+    come before the hub's own channel's (which sets `ready`). A subscriber told RESYNC while `ready`
+    is clear waits for the next word (nicheActivity does), so nobody is told before it is set."""
+    hub = ProgressHub(redis)  # not started: registrations wait for the reader's connection
+    channels = [niche_channel(uuid.uuid4()) for _ in range(3)]
+    queues = [await hub.register(c) for c in channels]
+    for channel in channels:
+        hub._confirm(channel)
+        assert all(q.empty() for q in queues), "told before the hub is ready"
+    hub._confirm(HUB_CHANNEL)
+    assert hub.ready.is_set()
+    assert [q.get_nowait() for q in queues] == [RESYNC] * len(queues)
+    assert all(q.empty() for q in queues)
