@@ -93,7 +93,8 @@ WHERE status = '{_PENDING}' AND id = ANY(CAST(:ids AS uuid[]))
 FOR UPDATE SKIP LOCKED""")
 RECORD = compile_named("""
 UPDATE notifications n
-SET status = u.status, attempts = u.attempts, sent_at = u.sent_at, last_error = u.last_error,
+SET status = u.status, attempts = u.attempts, sent_at = u.sent_at,
+    last_error = COALESCE(u.last_error, n.last_error),  -- a success keeps the last failure's text
     next_attempt_at = u.next_attempt_at, variables = COALESCE(CAST(u.variables AS jsonb), n.variables)
 FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:attempts AS int[]),
             CAST(:sent_at AS timestamptz[]), CAST(:errors AS text[]),
