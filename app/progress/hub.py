@@ -126,10 +126,8 @@ class ProgressHub:
                             return
                 await asyncio.shield(asked)
         except TimeoutError:
+            # its confirmation (or the next reconnection) resolves the future others may share
             self._resync.add(channel)
-            stale = self._asked.get(channel)
-            if stale is not None and not stale.done():  # the next registrant asks again
-                del self._asked[channel]
 
     async def _ask(self, channel: str) -> asyncio.Future[None] | None:
         """Sends SUBSCRIBE (under `_commands`) on a connected pub/sub, never one being connected:
@@ -154,6 +152,8 @@ class ProgressHub:
         return asked
 
     def _leave(self, channel: str) -> None:
+        if channel == HUB_CHANNEL:  # always subscribed: its confirmation is what `ready` means
+            return
         if channel not in self._leaving:  # one UNSUBSCRIBE on its way is enough
             self._leaving.add(channel)
             self._spawn(self._unsubscribe(channel))
