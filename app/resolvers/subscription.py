@@ -273,9 +273,8 @@ class Subscription:
         _guards.bounded_int(recent, field="recent", minimum=0, maximum=100)
         await billing.get_provider(db, provider, actor=actor)  # NOT_FOUND before streaming
         channel = provider_channel(provider)
-        queue = await context.hub.register(
-            channel
-        )  # before the snapshot: nothing committed after it is missed
+        # before the snapshot: nothing committed after it is missed
+        queue = await context.hub.register(channel)
         try:
             rows = await leads.recent_assignments(db, actor=actor, provider_id=provider, limit=recent)
             # what had committed by now is not news, sent in the snapshot or not: a catch-up skips it
