@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -64,6 +65,7 @@ class Inbox:
 def smtp() -> Iterator[tuple[Controller, Inbox]]:
     """A real SMTP server in this process (aiosmtpd): (its controller, for the port; its inbox)."""
     inbox = Inbox()
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # its per-connection lines, in the test output
     controller = Controller(inbox, hostname="127.0.0.1", port=free_port())  # port=0 fails: pick one
     controller.start()
     yield controller, inbox
