@@ -133,9 +133,8 @@ class ProgressHub:
         """Sends SUBSCRIBE (under `_commands`) on a connected pub/sub, never one being connected:
         redis-py's connect() is not for two tasks at once, and the reader's reconnection
         subscribes every wanted channel. None when not sent."""
-        pubsub = self._pubsub
-        connection = pubsub.connection if pubsub is not None else None
-        if not self._live or pubsub is None or connection is None or not connection.is_connected:
+        pubsub = self._connected()
+        if pubsub is None:
             return None
         asked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._asked[channel] = asked
@@ -151,6 +150,14 @@ class ProgressHub:
             return None
         return asked
 
+    def _connected(self) -> PubSub | None:
+        """The pub/sub to send a command on: live and connected, never one being (re)connected."""
+        pubsub = self._pubsub
+        connection = pubsub.connection if pubsub is not None else None
+        if not self._live or connection is None or not connection.is_connected:
+            return None
+        return pubsub
+
     def _leave(self, channel: str) -> None:
         if channel == HUB_CHANNEL:  # always subscribed: its confirmation is what `ready` means
             return
@@ -164,9 +171,8 @@ class ProgressHub:
                 if channel in self._queues or channel in self._watchers or channel not in self._confirmed:
                     return  # wanted again meanwhile, or not subscribed on this connection
                 self._confirmed.discard(channel)
-                pubsub = self._pubsub
-                connection = pubsub.connection if pubsub is not None else None
-                if pubsub is not None and connection is not None and connection.is_connected:
+                pubsub = self._connected()
+                if pubsub is not None:
                     with contextlib.suppress(Exception):  # a lost connection forgets it anyway
                         await pubsub.unsubscribe(channel)
         finally:
