@@ -125,12 +125,11 @@ candidates AS (
     SELECT e.id, e.url, e.enabled, e.secret, e.previous_secret, e.previous_secret_expires_at
     FROM due
     -- one primary-key probe per endpoint with due deliveries (LIMIT keeps the planner from making
-    -- it a join: one made on a young table's statistics rescanned `due` for every endpoint)
-    CROSS JOIN LATERAL (
-        SELECT * FROM webhook_endpoints e
-        WHERE e.id = due.endpoint_id AND e.deleted_at IS NULL AND e.id <> ALL(:held::uuid[])
-        LIMIT 1
-    ) e
+    -- it a join: one made on a young table's statistics rescanned `due` for every endpoint). The
+    -- probe has the key alone: given `deleted_at IS NULL` too, PostgreSQL 18 took the partial index
+    -- of live endpoints by provider on a young table, and read every live endpoint for each probe
+    CROSS JOIN LATERAL (SELECT * FROM webhook_endpoints e WHERE e.id = due.endpoint_id LIMIT 1) e
+    WHERE e.deleted_at IS NULL AND e.id <> ALL(:held::uuid[])
     ORDER BY due.oldest
     OFFSET 0  -- kept apart: the lock below is taken only on the rows it returns
 ),
