@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -120,6 +121,36 @@ class DistributionRun(SQLModel, table=True):
     batch_id: uuid.UUID | None = Field(default=None, foreign_key="distribution_batches.id", index=True)
     created_at: datetime = now_column()
     updated_at: datetime = now_column()
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRun:
+    """A run just requested, as its request statement returned it: what distributeLead answers
+    with, made without the ORM (building a DistributionRun, with SQLModel's validation and
+    SQLAlchemy's instrumentation, was a twentieth of the API's CPU per distributeLead). Reads as a
+    DistributionRun does."""
+
+    id: uuid.UUID
+    lead_id: uuid.UUID
+    idempotency_key: str | None
+    requested_by: str
+    created_at: datetime
+    status: RunStatus = RunStatus.QUEUED
+    attempts: int = 0
+    seq: int = 1
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: float | None = None
+    outcome: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def updated_at(self) -> datetime:
+        return self.created_at
+
+    @property
+    def enqueued_at(self) -> datetime:
+        return self.created_at
 
 
 class Notification(SQLModel, table=True):

@@ -316,7 +316,7 @@ class DistributionRun:
         return [cls.of(r) for r in rows]
 
     @classmethod
-    def of(cls, m: run_models.DistributionRun) -> DistributionRun:
+    def of(cls, m: run_models.DistributionRun | run_models.QueuedRun) -> DistributionRun:
         return from_row(cls, m)
 
     @strawberry.field(description="Providers the run passed over, with the reason.")

@@ -15,7 +15,7 @@ from app.db import Database, driver_connection, retry_on_disconnect, sqlstate_of
 from app.engine.sql import compile_named
 from app.errors import Conflict, LeadNotDistributable, NotFound
 from app.models.audit import AuditAction
-from app.models.distribution import DistributionRun, RunStatus
+from app.models.distribution import DistributionRun, QueuedRun, RunStatus
 from app.models.leads import DISTRIBUTABLE, Assignment, Lead
 from app.progress.events import EventType, ProgressEvent
 from app.services import _guards
@@ -27,7 +27,7 @@ UNIQUE_VIOLATION = "23505"
 
 
 def run_event(
-    run: DistributionRun, niche_id: uuid.UUID, kind: EventType, detail: str | None = None
+    run: DistributionRun | QueuedRun, niche_id: uuid.UUID, kind: EventType, detail: str | None = None
 ) -> ProgressEvent:
     """A run's change of state (queued, retried, failed) as the progress event its subscribers get."""
     return ProgressEvent(
@@ -48,7 +48,7 @@ async def request_distribution(
     lead_id: uuid.UUID,
     idempotency_key: str | None,
     dispatcher: Dispatcher,
-) -> DistributionRun:
+) -> DistributionRun | QueuedRun:
     """The same key for the same lead returns the same run (and sends nothing); the same key for
     another lead is a CONFLICT."""
     require_operator(actor, "distributing leads")
@@ -105,7 +105,7 @@ SELECT (SELECT id FROM existing) AS existing_id, (SELECT lead_id FROM existing) 
 
 async def _insert_run(
     db: Database, *, actor: Actor, lead_id: uuid.UUID, key: str | None
-) -> tuple[DistributionRun, uuid.UUID, bool]:
+) -> tuple[DistributionRun | QueuedRun, uuid.UUID, bool]:
     args = REQUEST_RUN.args(
         {
             "key": key,
@@ -134,17 +134,8 @@ async def _insert_run(
         raise LeadNotDistributable(
             f"lead {lead_id} is {row['lead_status']}: only APPROVED or NO_ELIGIBLE leads can be distributed"
         )
-    at = row["at"]
-    run = DistributionRun(
-        id=row["run_id"],
-        lead_id=lead_id,
-        idempotency_key=key,
-        requested_by=str(actor),
-        status=RunStatus.QUEUED,
-        seq=1,
-        enqueued_at=at,
-        created_at=at,
-        updated_at=at,
+    run = QueuedRun(
+        id=row["run_id"], lead_id=lead_id, idempotency_key=key, requested_by=str(actor), created_at=row["at"]
     )
     return run, row["niche_id"], True
 
