@@ -1,7 +1,8 @@
 """Buyers' endpoints for bench/e2e.py: one lean HTTPS server process (asyncio protocol, keep-alive)
 answering 200 to every POST and keeping when each webhook-id first arrived. `GET /arrivals` returns
-them as JSON and forgets them. It does not verify signatures (tests do): the figures should measure
-the service, not this receiver.
+them as JSON and forgets them. It does not verify signatures (tests do), and runs on uvloop (its TLS
+in Cython, not asyncio's Python sslproto): a buyer's CRM runs elsewhere, here it shares the machine,
+and the figures should measure the service, not this receiver.
 
     python bench/webhook_receiver.py PORT CERT_PEM KEY_PEM      (prints "ready" when listening)"""
 
@@ -12,6 +13,9 @@ import json
 import ssl
 import sys
 import time
+from typing import cast
+
+import uvloop
 
 ARRIVALS: dict[str, float] = {}
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
@@ -19,8 +23,7 @@ OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 
 class Endpoint(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.buffer = bytearray()
 
     def data_received(self, data: bytes) -> None:
@@ -60,4 +63,4 @@ async def main(port: int, cert: str, key: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3]))
+    uvloop.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3]))
