@@ -4,6 +4,7 @@ distributed, or queues a run with its audit entry. Concurrent requests with one 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Sequence
 
@@ -14,6 +15,7 @@ from app.db import Database
 from app.errors import Conflict, LeadNotDistributable, NotFound
 from app.models.distribution import RunStatus
 from app.progress.events import ProgressEvent
+from app.schema import types as schema_types
 from app.services import runs
 from app.services.audit import SYSTEM
 from app.services.dispatch import RunJob
@@ -89,3 +91,19 @@ async def test_refusals_write_nothing(db: Database) -> None:
         db, "SELECT count(*) FROM audit_log"
     )
     assert after == before and len(queue.sent) == 1
+
+
+async def test_a_new_run_is_answered_as_it_is_stored(db: Database) -> None:
+    """The QueuedRun made from the request statement's row reads, field for field of the GraphQL
+    type, as the run read back from the table."""
+    niche, _ = await make_niche(db)
+    queue = Queue()
+    for key in (None, "stored-key"):
+        lead = await make_lead(db, niche)
+        answered = await runs.request_distribution(
+            db, actor=SYSTEM, lead_id=lead.id, idempotency_key=key, dispatcher=queue
+        )
+        stored = await runs.get_run(db, answered.id, actor=SYSTEM)
+        fields = [f.name for f in dataclasses.fields(schema_types.DistributionRun) if f.init]
+        assert {f: getattr(answered, f) for f in fields} == {f: getattr(stored, f) for f in fields}
+        assert (answered.updated_at, answered.enqueued_at) == (stored.updated_at, stored.enqueued_at)
