@@ -19,8 +19,9 @@ same servers, and the figures with targets are ratios to them:
   database, distribute_lead() called from this process with the workers' concurrency (2 processes
   x WORKER_CONCURRENCY), no API, queue, events or notification sending; the mean of the two. What
   the pipeline adds to the engine's transaction. Two interleaved bursts, each between two floors
-  (floor, burst, floor, burst, floor): the ratio is the mean of their two ratios. Each is warmed first at its own concurrency (the
-  pipeline with 192 leads, 32 requests at a time), so neither pays for opening its connections.
+  (floor, burst, floor, burst, floor): the ratio is the mean of their two ratios. Each is warmed
+  first at its own concurrency (the pipeline with 192 leads, 32 requests at a time), so neither pays
+  for opening its connections.
 - burst_with_webhooks_ratio, burst_dead_endpoint_ratio = (d)'s rates / the mean of the bursts
   without endpoints just before and just after each; webhook_p99_over_complete_p50 = (d)'s
   webhook_p99_ms / (a)'s complete_p50_ms.
