@@ -122,7 +122,7 @@ async def post(
         return round((time.perf_counter() - started) * 1000, 2)
 
     def status() -> int | None:
-        return answered.head.status_code if answered.head is not None else None
+        return answered.status_code
 
     def text() -> str | None:
         return _text(answered.body)

@@ -1,16 +1,20 @@
-"""The webhook client's transport: HTTP/1.1 with h11 over asyncio streams, under httpx.
+"""The webhook client's transport: HTTP/1.1 on an asyncio protocol, answers parsed by httptools
+(llhttp, Node's parser), under httpx.
 
+A webhook is small and its answer usually one read: the cost per send is the machinery around it.
 httpx's default transport (httpcore over anyio) cost about a millisecond of CPU per webhook on the
-benchmark machine, most of it in machinery a webhook does not use (a pool that checks every
-connection's socket on each request, anyio's cancel scopes, the head and the body written in two
-system calls). Idle connections are kept per origin (scheme, host, port), the most recently used
-taken first: endpoints on one host (buyers of one CRM, an endpoint claimed by one worker's sender
-after the other's) share them instead of each paying a TLS handshake on both sides (in the burst
-benchmark, with an endpoint per buyer, a handshake for every two or three webhooks). A connection
-carries one request at a time, so sharing one never makes a slow endpoint delay another. Each
-request is written in one call; h11 does the HTTP/1.1 framing (the parsing a hand-written client
-would get wrong). The sender calls `post`, which reads the answer into a plain object: httpx's
-request and response objects were a fifth of a webhook's CPU in a burst.
+benchmark machine; h11 over asyncio streams, after it, still spent over a quarter of the sender's
+CPU in h11's pure-Python framing (bench/webhook_sender.py: 385 µs per webhook then, 285 now). Here
+a request is written in one call (its head formatted here: fixed names, values checked for line
+breaks) and the answer is parsed by httptools' C parser as it arrives, straight into the caller's
+`Answered`: one wake-up per answer.
+
+Idle connections are kept per origin (scheme, host, port), the most recently used taken first:
+endpoints on one host (buyers of one CRM, an endpoint claimed by one worker's sender after the
+other's) share them instead of each paying a TLS handshake on both sides. A connection carries one
+request at a time, so sharing one never makes a slow endpoint delay another. The sender calls
+`post`, which reads the answer into a plain object (httpx's request and response objects were a
+fifth of a webhook's CPU in a burst); any other caller goes through httpx (handle_async_request).
 
 Every new connection goes through the address guard (guard.resolve): the host is resolved here,
 each address checked, and the connection made to a checked address, TLS still sending and
@@ -19,13 +23,14 @@ verifying the URL's hostname. A reused connection was made that way."""
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import certifi
-import h11
+import httptools
 import httpx
 
 from app.services.webhooks.guard import RefusedAddress, Unresolvable, resolve
@@ -34,46 +39,228 @@ from app.services.webhooks.guard import RefusedAddress, Unresolvable, resolve
 # sooner (Node's 5 s) is noticed before reuse or, in a race, the request goes once more on a new
 # connection. Each new connection to a buyer costs a TLS handshake on both sides.
 KEEPALIVE_SECONDS = 30.0
-READ_CHUNK = 65536
+# An httpx caller's answer is read ahead at most this far before reading pauses.
+READ_AHEAD = 256 * 1024
 
 Origin = tuple[bytes, bytes, int]  # scheme, host, port
+
+# what may appear in a request's head (RFC 9110 tokens; a value without CR, LF or NUL; a target
+# without spaces or controls): checked on every request, as h11 did, since a header injected
+# through a value would be a request smuggled to the buyer
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(rb"[\r\n\x00]")
+_TARGET = re.compile(rb"[\x21-\x7e]+")
 
 
 class RefusedUrl(httpx.ConnectError):
     """The URL's host resolves to an address webhooks may not reach (guard.refusal)."""
 
 
+class _Disconnected(Exception):
+    """The server closed the connection before its answer was complete."""
+
+
+class _Invalid(Exception):
+    """The server's answer is not HTTP/1.1 as it must be."""
+
+
 @dataclass(slots=True)
 class Answered:
-    """What `post` has read so far (kept by the caller when its time runs out): the answer's head,
-    and its body up to the limit."""
+    """What `post` has read so far (kept by the caller when its time runs out): the answer's status
+    and headers (names in lower case), and its body up to the limit."""
 
-    head: h11.Response | None = None
+    status_code: int | None = None
+    reason: bytes = b""
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
 
     def header(self, name: bytes) -> bytes | None:
-        headers = self.head.headers if self.head is not None else []
-        return next((value for key, value in headers if key == name), None)
+        return next((value for key, value in self.headers if key == name), None)
 
 
-@dataclass
-class _Connection:
-    origin: Origin
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    protocol: h11.Connection = field(default_factory=lambda: h11.Connection(h11.CLIENT))
-    idle_since: float = 0.0
+def request_head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    if not _TARGET.fullmatch(target):
+        raise httpx.LocalProtocolError(f"invalid request target {target!r}")
+    lines = [method + b" " + target + b" HTTP/1.1"]
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+            raise httpx.LocalProtocolError(f"invalid header {name!r}")
+        lines.append(name + b": " + value)
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
+
+
+class _Connection(asyncio.Protocol):
+    """One connection to an origin. An exchange (`begin`) reads one answer into an `Answered`:
+    1xx answers before it are skipped, the body is kept up to `limit` bytes (reading pauses there),
+    and the answer ends at its length, its last chunk, or (with neither) the connection's end."""
+
+    def __init__(self, origin: Origin) -> None:
+        self.origin = origin
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.idle_since = 0.0
+        self.closed = False
+        self.into: Answered | None = None  # the exchange's answer; None between exchanges
+        self.limit = 0
+        self.cut = True
+        self.head_read = False
+        self.ended = False
+        self.keep_alive = False
+        self.failure: Exception | None = None
+        self._informational = False
+        self._framed = False  # a length or chunks: else the body ends with the connection
+        self._waiter: asyncio.Future[None] | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.into is None or self.ended:  # nothing asked: an answer to no request
+            self._fail(_Invalid("the server sent data no request asked for"))
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            # a callback's own error comes as the context of httptools' (one answer too many)
+            cause = exc.__context__
+            self._fail(cause if isinstance(cause, _Invalid) else _Invalid(f"invalid answer: {exc}"))
+
+    def eof_received(self) -> bool:
+        return False  # closes; connection_lost says what it ended
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.into is not None and not self.ended and self.failure is None:
+            if self.head_read and not self._framed and not self._informational:
+                self.ended = True  # a body that ends with the connection
+            else:
+                self.failure = exc or _Disconnected(
+                    "the server closed the connection before its answer was complete"
+                )
+        self._wake()
+
+    # httptools' callbacks
+
+    def on_message_begin(self) -> None:
+        if self.ended:  # a second answer to one request: parsing stops here (data_received fails)
+            raise _Invalid("the server sent more than one answer")
+        self._framed = False
+        if self.into is not None:
+            self.into.headers.clear()
+
+    def on_status(self, reason: bytes) -> None:
+        if self.into is not None:
+            self.into.reason = reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lowered = name.lower()
+        if lowered == b"content-length" or lowered == b"transfer-encoding":
+            self._framed = True
+        if self.into is not None:
+            self.into.headers.append((lowered, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status == 101:  # nothing here speaks another protocol
+            raise _Invalid("the server switched protocols")
+        self._informational = status < 200
+        if self._informational or self.into is None:
+            return  # 1xx: the answer follows
+        self.into.status_code = status
+        if status in (204, 304):
+            self._framed = True  # no body
+        self.head_read = True
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        into = self.into
+        if into is None or self._informational:
+            return
+        if not self.cut:
+            into.body += body
+        elif (room := self.limit - len(into.body)) > 0:
+            into.body += body[:room] if len(body) > room else body
+        if len(into.body) >= self.limit:
+            if self.transport is not None and not self.closed:
+                self.transport.pause_reading()  # until the reader takes it, or drops the connection
+            self._wake()
+        elif not self.cut:
+            self._wake()  # a streaming reader takes what came
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
+        self.ended = True
+        self.keep_alive = self.parser.should_keep_alive()
+        self._wake()
+
+    # the exchange
+
+    def begin(self, into: Answered, limit: int, *, cut: bool) -> None:
+        """`cut`: the body is kept up to `limit` bytes and the rest never read (the caller drops the
+        connection); else reading pauses at `limit` until the caller `take`s what was read."""
+        self.into, self.limit, self.cut = into, limit, cut
+        self.head_read = self.ended = self.keep_alive = self._informational = False
+
+    def write(self, data: bytes) -> None:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise _Disconnected("the connection was closed before the request was sent")
+        self.transport.write(data)
+
+    async def until(self, *, head: bool = False, data: bool = False) -> None:
+        """Until the answer's head is read (`head`), some of its body is (`data`), or its end or
+        the limit is reached; raises what ended the exchange otherwise."""
+        while True:
+            into = self.into
+            assert into is not None
+            if self.ended or (
+                self.head_read and (head or (data and into.body) or len(into.body) >= self.limit)
+            ):
+                return
+            if self.failure is not None:
+                raise self.failure
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def take(self) -> bytes:
+        """The body read so far, for an httpx caller's stream; reading resumes."""
+        assert self.into is not None
+        data = bytes(self.into.body)
+        self.into.body.clear()
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+        return data
 
     def reusable(self, origin: Origin) -> bool:
         return (
             self.origin == origin
+            and not self.closed
             and time.monotonic() - self.idle_since < KEEPALIVE_SECONDS
-            and not self.reader.at_eof()
-            and not self.writer.is_closing()
+            and self.transport is not None
+            and not self.transport.is_closing()
         )
 
     def close(self) -> None:
-        self.writer.close()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, failure: Exception) -> None:
+        if self.failure is None:
+            self.failure = failure
+        self.close()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
 
 class WebhookTransport(httpx.AsyncBaseTransport):
@@ -92,19 +279,24 @@ class WebhookTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """httpx's entry (any request through the WebhookClient); the sender uses `post`."""
         body = await request.aread()
-        connection, response = await self._send(
+        into = Answered()
+        connection = await self._send(
             request.url,
             request.method.encode(),
-            request.headers.raw,
+            list(request.headers.raw),
             body,
             connect_within=request.extensions.get("timeout", {}).get("connect"),
+            into=into,
+            limit=READ_AHEAD,
+            cut=False,
             request=request,
         )
+        assert into.status_code is not None
         return httpx.Response(
-            status_code=response.status_code,
-            headers=response.headers,
+            status_code=into.status_code,
+            headers=into.headers,
             stream=_Body(self, connection, request),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": response.reason},
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": into.reason},
         )
 
     async def post(
@@ -118,27 +310,24 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         into: Answered,
     ) -> None:
         """One POST and its answer, read into `into` up to `max_read` bytes of body, without
-        httpx's request and response objects (a fifth of a webhook's CPU in a burst). `headers`
-        are sent as they are, after `host` and `content-length`. Raises what
-        handle_async_request raises."""
+        httpx's request and response objects. `headers` are sent as they are, after `host` and
+        `content-length`. Raises what handle_async_request raises."""
         head = [(b"host", url.netloc), (b"content-length", b"%d" % len(body)), *headers]
-        connection, into.head = await self._send(url, b"POST", head, body, connect_within=connect_within)
-        read = into.body
+        connection = await self._send(
+            url, b"POST", head, body, connect_within=connect_within, into=into, limit=max_read, cut=True
+        )
         try:
-            while len(read) < max_read:
-                event = await _next_event(connection)
-                if isinstance(event, h11.Data):
-                    read += event.data
-                elif isinstance(event, h11.EndOfMessage):
-                    self._release(connection)
-                    return
-        except (OSError, h11.RemoteProtocolError, _Disconnected) as exc:
+            await connection.until(head=False)
+        except (OSError, _Disconnected, _Invalid) as exc:
             connection.close()
             raise _mapped(exc, None) from exc
         except BaseException:
             connection.close()
             raise
-        connection.close()  # the rest is never read: the connection cannot be reused
+        if connection.ended:
+            self._release(connection)
+        else:
+            connection.close()  # cut at max_read: the rest is never read, the connection not reused
 
     async def _send(
         self,
@@ -148,34 +337,49 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         body: bytes,
         *,
         connect_within: float | None,
+        into: Answered,
+        limit: int,
+        cut: bool,
         request: httpx.Request | None = None,
-    ) -> tuple[_Connection, h11.Response]:
+    ) -> _Connection:
         """Sends the request on an idle connection of its origin or a new one, and reads the
-        answer's head; the caller reads the body on the connection returned."""
+        answer's head into `into`; the caller reads the body on the connection returned."""
         origin: Origin = (url.raw_scheme, url.raw_host, url.port or (443 if url.scheme == "https" else 80))
-        head = h11.Request(method=method, target=url.raw_path, headers=headers)
+        message = request_head(method, url.raw_path, headers) + body  # one write
         self._prune()
         idle = self._take_idle(origin)
         connection = idle or await self._connect(origin, connect_within, request)
         try:
-            return connection, await self._exchange(connection, head, body)
+            await self._exchange(connection, message, into, limit, cut=cut)
+            return connection
         except asyncio.CancelledError:  # the attempt's time ran out: the connection is half-used
             connection.close()
             raise
-        except (OSError, h11.RemoteProtocolError, _Disconnected) as exc:
+        except (OSError, _Disconnected, _Invalid) as exc:
             connection.close()
-            if idle is None or not isinstance(exc, OSError | _Disconnected):
+            if idle is None or isinstance(exc, _Invalid) or into.status_code is not None:
                 raise _mapped(exc, request) from exc
         # a kept-alive connection the server had closed: once more on a new one (at least once:
         # the receiver deduplicates on webhook-id should it have seen the first)
         connection = await self._connect(origin, connect_within, request)
         try:
-            return connection, await self._exchange(connection, head, body)
+            await self._exchange(connection, message, into, limit, cut=cut)
+            return connection
         except BaseException as again:
             connection.close()
-            if isinstance(again, OSError | h11.RemoteProtocolError | _Disconnected):
+            if isinstance(again, OSError | _Disconnected | _Invalid):
                 raise _mapped(again, request) from again
             raise
+
+    @staticmethod
+    async def _exchange(
+        connection: _Connection, message: bytes, into: Answered, limit: int, *, cut: bool
+    ) -> None:
+        into.status_code, into.headers = None, []
+        into.body.clear()
+        connection.begin(into, limit, cut=cut)
+        connection.write(message)
+        await connection.until(head=True)
 
     async def _connect(
         self, origin: Origin, within: float | None, request: httpx.Request | None
@@ -183,20 +387,21 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         scheme, raw_host, port = origin
         host = raw_host.decode("ascii")
         tls = scheme == b"https"
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(within):
                 addresses = await resolve(host, port, allow_private=self.allow_private)
                 failure: Exception | None = None
                 for address in addresses:
                     try:
-                        reader, writer = await asyncio.open_connection(
+                        _, connection = await loop.create_connection(
+                            lambda: _Connection(origin),
                             address,
                             port,
                             ssl=self._ssl if tls else None,
                             server_hostname=host if tls else None,
-                            limit=READ_CHUNK,
                         )
-                        return _Connection(origin, reader, writer)
+                        return connection
                     except OSError as exc:  # ssl.SSLError included
                         failure = exc
                 assert failure is not None
@@ -209,21 +414,6 @@ class WebhookTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out", request=request) from exc
         except OSError as exc:
             raise httpx.ConnectError(f"{type(exc).__name__}: {exc}", request=request) from exc
-
-    async def _exchange(self, connection: _Connection, head: h11.Request, body: bytes) -> h11.Response:
-        protocol = connection.protocol
-        out = protocol.send(head) or b""
-        if body:
-            out += protocol.send(h11.Data(data=body)) or b""
-        out += protocol.send(h11.EndOfMessage()) or b""
-        connection.writer.write(out)  # the head and the body in one system call
-        await connection.writer.drain()
-        while True:
-            event = await _next_event(connection)
-            if isinstance(event, h11.Response):
-                return event
-            if not isinstance(event, h11.InformationalResponse):  # 1xx: the answer follows
-                raise h11.RemoteProtocolError(f"unexpected {type(event).__name__} before the answer")
 
     def _take_idle(self, origin: Origin) -> _Connection | None:
         """The origin's most recently used idle connection that is still usable (the likeliest
@@ -238,16 +428,15 @@ class WebhookTransport(httpx.AsyncBaseTransport):
 
     def _release(self, connection: _Connection) -> None:
         """After an answer read to its end: kept for its origin's next request if both sides allow."""
-        protocol = connection.protocol
-        if protocol.our_state is h11.DONE and protocol.their_state is h11.DONE:
-            protocol.start_next_cycle()
-            connection.idle_since = time.monotonic()
-            idle = self._idle.setdefault(connection.origin, [])
-            if len(idle) >= self.max_idle_per_origin:
-                idle.pop(0).close()  # the least recently used
-            idle.append(connection)
-        else:
+        connection.into = None
+        if connection.closed or not connection.keep_alive:
             connection.close()
+            return
+        connection.idle_since = time.monotonic()
+        idle = self._idle.setdefault(connection.origin, [])
+        if len(idle) >= self.max_idle_per_origin:
+            idle.pop(0).close()  # the least recently used
+        idle.append(connection)
 
     def _prune(self) -> None:
         now = time.monotonic()
@@ -271,52 +460,26 @@ class WebhookTransport(httpx.AsyncBaseTransport):
                 connection.close()
 
 
-class _Disconnected(Exception):
-    """The server closed the connection before its answer was complete."""
-
-
-async def _next_event(connection: _Connection) -> h11.Event:
-    protocol = connection.protocol
-    closed = False
-    while True:
-        try:
-            event = protocol.next_event()
-        except h11.RemoteProtocolError as exc:
-            if closed:  # the end of the stream where an answer (or the rest of one) was due
-                raise _Disconnected(
-                    "the server closed the connection before its answer was complete"
-                ) from exc
-            raise
-        if event is h11.NEED_DATA:
-            data = await connection.reader.read(READ_CHUNK)
-            closed = not data
-            protocol.receive_data(data)  # b"": the server closed
-            continue
-        if isinstance(event, h11.ConnectionClosed):
-            raise _Disconnected("the server closed the connection before its answer ended")
-        if event is h11.PAUSED:
-            raise h11.RemoteProtocolError("the server sent more than one answer")
-        assert isinstance(event, h11.Event)
-        return event
-
-
 class _Body(httpx.AsyncByteStream):
+    """An httpx caller's answer body, read as it arrives."""
+
     def __init__(self, transport: WebhookTransport, connection: _Connection, request: httpx.Request):
         self._transport, self._connection, self._request = transport, connection, request
         self._done = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        connection = self._connection
         try:
             while True:
-                event = await _next_event(self._connection)
-                if isinstance(event, h11.Data):
-                    yield bytes(event.data)
-                elif isinstance(event, h11.EndOfMessage):
+                await connection.until(data=True)
+                if connection.into is not None and connection.into.body:
+                    yield connection.take()
+                if connection.ended:
                     self._done = True
-                    self._transport._release(self._connection)  # noqa: SLF001
+                    self._transport._release(connection)  # noqa: SLF001
                     return
-        except (OSError, h11.RemoteProtocolError, _Disconnected) as exc:
-            self._connection.close()
+        except (OSError, _Disconnected, _Invalid) as exc:
+            connection.close()
             self._done = True
             raise _mapped(exc, self._request) from exc
 
@@ -327,8 +490,6 @@ class _Body(httpx.AsyncByteStream):
 
 
 def _mapped(exc: Exception, request: httpx.Request | None) -> httpx.HTTPError:
-    if isinstance(exc, h11.RemoteProtocolError):
-        return httpx.RemoteProtocolError(f"invalid answer: {exc}", request=request)
-    if isinstance(exc, _Disconnected):
+    if isinstance(exc, _Invalid | _Disconnected):
         return httpx.RemoteProtocolError(str(exc), request=request)
     return httpx.ReadError(f"{type(exc).__name__}: {exc}", request=request)

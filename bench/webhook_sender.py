@@ -1,0 +1,181 @@
+"""The webhook sender alone: what one webhook costs the process that sends it and its PostgreSQL
+connection, next to what it costs the receiver to take it.
+
+Deliveries are written at a steady rate, three at a time (a lead sold to three buyers), for 60
+endpoints on the https receiver of bench/e2e.py (d) (bench/webhook_receiver.py). One
+WebhookSender runs in a process of its own, woken once per write (as a worker's sender is by its
+own distributions). CPU is read from each process, so what the writes cost stays apart:
+
+- `sender_us`: the sender's process per webhook (signing, HTTP, TLS, its turns' round trips);
+- `sender_pg_us`: its PostgreSQL connection per webhook (the turns: claims and what was sent);
+- `receiver_us`: the receiver per webhook (TLS and HTTP on the other side, no signature check);
+- `sender_over_receiver`: the first over the last (the same requests, from both ends).
+
+The figures are diagnostic (no target): bench/e2e.py (d) measures what webhooks cost a burst.
+
+    python bench/webhook_sender.py [--database-url URL] [--webhooks 6000] [--rate 600]
+
+Without a URL it starts an embedded PostgreSQL. Last line: one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psutil
+import uvloop
+from harness import libpq, report, run_with_servers
+from webhooks import Receiver, add_endpoints, endpoints
+
+from app.db import create_database
+from app.services import billing
+from app.services.audit import SYSTEM
+from app.services.webhooks.outbound import make_client
+from app.services.webhooks.sender import WebhookSender
+from app.settings import Environment, Settings
+
+ENDPOINTS = 60
+ROOT = Path(__file__).resolve().parent.parent
+PAYLOAD = json.dumps(  # as big as the engine's (bench/e2e.py's leads)
+    {
+        "type": "lead.assigned",
+        "timestamp": "2026-12-03T00:00:00.000000Z",
+        "data": {
+            "assignment_id": "0b6f5a8e-8a51-4d3c-9d0e-2b1f7c7e4a10",
+            "provider_id": "5d2c1a9b-3e4f-4a6b-8c7d-9e0f1a2b3c4d",
+            "lead": {
+                "id": "7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d",
+                "attributes": {"name": "Jane Doe", "email": "jane@example.com", "phone": "+15555550100"},
+                "submitted_at": "2026-12-03T00:00:00.000000Z",
+            },
+            "niche": {"id": "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d", "name": "Roofing"},
+            "level": {"id": "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e", "name": "Shared"},
+            "price_cents": 2500,
+            "price": "$25.00",
+        },
+    }
+)
+WRITE = """
+INSERT INTO webhook_deliveries (endpoint_id, provider_id, event_type, subject_id, payload, status,
+                                next_attempt_at, created_at)
+SELECT e.id, e.provider_id, 'lead.assigned', gen_random_uuid(), $2::jsonb, 'PENDING', now(), now()
+FROM webhook_endpoints e WHERE e.id = ANY($1::uuid[])
+"""
+
+
+def settings_for(receiver_env: dict[str, str]) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        environment=Environment.PRODUCTION,
+        webhook_allow_private_networks=True,
+        webhook_ca_file=Path(receiver_env["WEBHOOK_CA_FILE"]),
+    )
+
+
+async def run_sender(database_url: str, ca_file: str, rate: float) -> None:
+    """The child: one sender, woken at the write rate until stdin closes."""
+    settings = settings_for({"WEBHOOK_CA_FILE": ca_file})
+    db = create_database(database_url, settings)
+    sender = WebhookSender(db, settings, make_client(settings))
+    stdin = asyncio.StreamReader()
+    await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    done = asyncio.ensure_future(stdin.read())
+    while not done.done():
+        sender.wake()
+        await asyncio.sleep(3 / rate)
+    await sender.close(5)
+    await db.dispose()
+
+
+def cpu(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+async def measure(database_url: str, webhooks: int, rate: float) -> dict[str, Any]:
+    receiver = Receiver(Path(tempfile.mkdtemp(prefix="lw-sender-")))
+    db = create_database(database_url, settings_for(receiver.env))
+    pg = await asyncpg.connect(libpq(database_url))
+    child = None
+    try:
+        for n in range(ENDPOINTS):
+            await billing.create_provider(db, actor=SYSTEM, name=f"Buyer {n}", email=f"b{n}@example.test")
+        await add_endpoints(pg, receiver.url)
+        await endpoints(pg, receiver, "live")
+        ids = [row["id"] for row in await pg.fetch("SELECT id FROM webhook_endpoints ORDER BY id")]
+        child = subprocess.Popen(
+            [sys.executable, __file__, "--sender", database_url, str(receiver.ca_file), str(rate)],
+            stdin=subprocess.PIPE,
+            env=os.environ | {"PYTHONPATH": str(ROOT)},
+        )
+
+        async def write_all(count: int) -> None:
+            started = time.monotonic()
+            for k in range(count // 3):
+                await asyncio.sleep(max(0.0, started + k * 3 / rate - time.monotonic()))
+                await pg.execute(WRITE, [ids[(3 * k + j) % len(ids)] for j in range(3)], PAYLOAD)
+            while await pg.fetchval("SELECT count(*) FROM webhook_deliveries WHERE status <> 'DELIVERED'"):
+                await asyncio.sleep(0.02)
+
+        await write_all(300)  # warm: the sender's connection, statements and TLS connections
+        sender_pg = await pg.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'leadwheel-webhook-sender'"
+        )
+        before = cpu(child.pid), cpu(sender_pg), cpu(receiver.proc.pid)
+        started = time.monotonic()
+        await write_all(webhooks)
+        elapsed = time.monotonic() - started
+        after = cpu(child.pid), cpu(sender_pg), cpu(receiver.proc.pid)
+        sender_us, sender_pg_us, receiver_us = (
+            (a - b) * 1e6 / webhooks for a, b in zip(after, before, strict=True)
+        )
+        print(
+            f"{webhooks} webhooks at {rate:g}/s, all delivered {elapsed:.1f} s after the first write",
+            flush=True,
+        )
+        summary: dict[str, Any] = {"bench": "webhook_sender", "webhooks": webhooks, "rate": rate}
+        report(summary, "sender_us", sender_us)
+        report(summary, "sender_pg_us", sender_pg_us)
+        report(summary, "receiver_us", receiver_us)
+        report(summary, "sender_over_receiver", sender_us / receiver_us)
+        return summary
+    finally:
+        if child is not None:
+            assert child.stdin is not None
+            child.stdin.close()
+            child.wait(timeout=30)
+        await pg.close()
+        await db.dispose()
+        receiver.stop()
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--sender":
+        uvloop.run(run_sender(sys.argv[2], sys.argv[3], float(sys.argv[4])))
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    parser.add_argument("--webhooks", type=int, default=6000)
+    parser.add_argument("--rate", type=float, default=600, help="webhooks written per second")
+    args = parser.parse_args()
+
+    async def work(database_url: str, _redis_url: str) -> dict[str, Any]:
+        return await measure(database_url, args.webhooks, args.rate)
+
+    summary = run_with_servers("lw-sender-", args.database_url, "redis://unused", work)
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""The transport's HTTP/1.1 against a raw local server that answers exactly the bytes a test gives:
+every way an answer's body may end (a length, chunks, the connection's end), 1xx answers before
+the answer, answers cut short, malformed or doubled, and what may go in a request's head."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from app.models.webhooks import AttemptOutcome
+from app.services.webhooks import outbound
+from app.services.webhooks.transport import request_head
+from app.settings import Settings
+
+ALLOWED = Settings(_env_file=None, webhook_allow_private_networks=True, webhook_timeout_seconds=1)  # type: ignore[call-arg]
+CLOSE = b""  # in a script: the server closes the connection here
+
+
+@dataclass
+class RawServer:
+    """Answers each request with the next scripted answer (pieces written apart, CLOSE closes);
+    counts connections and keeps each request's head and body."""
+
+    script: list[list[bytes]]
+    url: str = ""
+    connections: int = 0
+    requests: list[bytes] = field(default_factory=list)
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while self.script:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
+                self.requests.append(head + await reader.readexactly(length))
+                for piece in self.script.pop(0):
+                    if piece == CLOSE:
+                        writer.close()
+                        return
+                    writer.write(piece)
+                    await writer.drain()
+                    await asyncio.sleep(0.01)  # the next piece in another read
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[RawServer]:
+    server = RawServer([])
+    listening = await asyncio.start_server(server.serve, "127.0.0.1", 0)
+    server.url = f"http://127.0.0.1:{listening.sockets[0].getsockname()[1]}/hook"
+    yield server
+    listening.close()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[outbound.WebhookClient]:
+    made = outbound.make_client(ALLOWED)
+    yield made
+    await made.aclose()
+
+
+async def send(client: outbound.WebhookClient, url: str) -> outbound.Answer:
+    return await outbound.post(client, url, headers={"webhook-id": "msg_1"}, body=b'{"a":1}', within=1)
+
+
+OK = [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "body", "kept"),
+    [
+        ([b"HTTP/1.1 201 Created\r\ncontent-length: 5\r\n\r\nhello"], 201, "hello", True),
+        ([b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n", b"\r\nhel", b"lo"], 200, "hello", True),
+        (
+            [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nhel\r\n", b"2\r\nlo\r\n0\r\n\r\n"],
+            200,
+            "hello",
+            True,
+        ),
+        ([b"HTTP/1.1 200 OK\r\n\r\nhel", b"lo", CLOSE], 200, "hello", False),  # ends with the connection
+        ([b"HTTP/1.1 204 No Content\r\n\r\n"], 204, None, True),
+        (
+            [b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\nok"],
+            202,
+            "ok",
+            True,
+        ),
+        ([b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok"], 200, "ok", False),
+        ([b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"], 200, "ok", False),
+    ],
+    ids=[
+        "length",
+        "length-in-pieces",
+        "chunked",
+        "until-close",
+        "no-content",
+        "continue-first",
+        "http-1.0",
+        "close",
+    ],
+)
+async def test_answers_are_read_to_their_end_however_framed(
+    client: outbound.WebhookClient,
+    raw: RawServer,
+    answer: list[bytes],
+    status: int,
+    body: str | None,
+    kept: bool,
+) -> None:
+    raw.script = [answer, OK]
+    first = await send(client, raw.url)
+    assert (first.outcome, first.status_code, first.body) == (AttemptOutcome.SUCCESS, status, body), first
+    second = await send(client, raw.url)
+    assert second.outcome is AttemptOutcome.SUCCESS, second
+    assert raw.connections == (1 if kept else 2)  # kept alive only where both sides allow
+    head, sent = raw.requests[0].split(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0] == b"POST /hook HTTP/1.1"
+    assert b"webhook-id: msg_1" in head.split(b"\r\n") and sent == b'{"a":1}'
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "error"),
+    [
+        ([b"garbage\r\n\r\n"], None, "RemoteProtocolError: invalid answer"),
+        (
+            [b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc", CLOSE],
+            200,
+            "RemoteProtocolError: the server closed the connection before its answer was complete",
+        ),
+        (
+            [CLOSE],
+            None,
+            "RemoteProtocolError: the server closed the connection before its answer was complete",
+        ),
+        (
+            [b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\n\r\n"],
+            None,
+            "the server switched protocols",
+        ),
+    ],
+    ids=["malformed", "cut-short", "no-answer", "upgrade"],
+)
+async def test_a_broken_answer_is_a_failed_attempt_saying_why(
+    client: outbound.WebhookClient, raw: RawServer, answer: list[bytes], status: int | None, error: str
+) -> None:
+    raw.script = [answer, OK]
+    failed = await send(client, raw.url)
+    assert failed.outcome is AttemptOutcome.CONNECTION_ERROR
+    assert failed.status_code == status and failed.error is not None and error in failed.error, failed
+    assert (await send(client, raw.url)).outcome is AttemptOutcome.SUCCESS  # on a new connection
+    assert raw.connections == 2
+
+
+async def test_a_second_answer_to_one_request_is_not_taken_for_the_next(
+    client: outbound.WebhookClient, raw: RawServer
+) -> None:
+    """An answer no request asked for (here, two at once): the first counts, and the connection is
+    dropped rather than reused, so the next request never reads the stray one as its own."""
+    raw.script = [[OK[0] + b"HTTP/1.1 500 Oops\r\ncontent-length: 0\r\n\r\n"], OK]
+    first = await send(client, raw.url)
+    second = await send(client, raw.url)
+    assert (first.outcome, first.status_code) == (AttemptOutcome.SUCCESS, 200)
+    assert (second.outcome, second.status_code) == (AttemptOutcome.SUCCESS, 200)
+    assert raw.connections == 2
+
+
+async def test_an_httpx_caller_streams_a_long_answer_whole(
+    client: outbound.WebhookClient, raw: RawServer
+) -> None:
+    """Through httpx (handle_async_request) an answer is streamed, never cut: reading pauses ahead
+    of the caller and resumes as it reads."""
+    big = b"y" * (1024 * 1024)
+    raw.script = [[b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(big), big], OK]
+    async with client.stream("POST", raw.url, content=b"{}") as answer:
+        read = b"".join([chunk async for chunk in answer.aiter_raw()])
+    assert answer.status_code == 200 and read == big
+    assert (await client.post(raw.url, content=b"{}")).text == "ok"
+    assert raw.connections == 1  # read to its end: kept alive
+
+
+@pytest.mark.parametrize(
+    ("target", "headers"),
+    [
+        (b"/hook", [(b"x-a", b"1\r\nx-injected: 1")]),
+        (b"/hook", [(b"x a", b"1")]),
+        (b"/hook", [(b"x-a", b"1\x00")]),
+        (b"/hook HTTP/1.1\r\nx-injected: 1", []),
+    ],
+)
+def test_a_request_head_never_carries_a_line_break_or_a_bad_name(
+    target: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    with pytest.raises(httpx.LocalProtocolError):
+        request_head(b"POST", target, headers)
+    assert request_head(b"POST", b"/hook?a=1", [(b"x-a", b"v1,abc= v1,def=")]) == (
+        b"POST /hook?a=1 HTTP/1.1\r\nx-a: v1,abc= v1,def=\r\n\r\n"
+    )
