@@ -41,6 +41,9 @@ from app.services.webhooks.guard import RefusedAddress, Unresolvable, resolve
 KEEPALIVE_SECONDS = 30.0
 # An httpx caller's answer is read ahead at most this far before reading pauses.
 READ_AHEAD = 256 * 1024
+# An answer's status line and headers, at most (h11's limit): llhttp sets none, and a header value
+# that never ends would grow for the whole timeout.
+MAX_HEAD = 64 * 1024
 
 Origin = tuple[bytes, bytes, int]  # scheme, host, port
 
@@ -79,6 +82,8 @@ class Answered:
 
 
 def request_head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    if not _TOKEN.fullmatch(method):
+        raise httpx.LocalProtocolError(f"invalid request method {method!r}")
     if not _TARGET.fullmatch(target):
         raise httpx.LocalProtocolError(f"invalid request target {target!r}")
     lines = [method + b" " + target + b" HTTP/1.1"]
@@ -99,17 +104,24 @@ class _Connection(asyncio.Protocol):
         self.origin = origin
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
+        # lines that end in a bare LF, as some embedded servers send them; nothing else relaxed (a
+        # doubled Content-Length or a folded header stays an invalid answer: both are ways to
+        # smuggle an answer past a proxy)
+        self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         self.idle_since = 0.0
         self.closed = False
         self.into: Answered | None = None  # the exchange's answer; None between exchanges
         self.limit = 0
         self.cut = True
+        self.no_body = False  # an answer to HEAD: its head is all of it
         self.head_read = False
         self.ended = False
         self.keep_alive = False
         self.failure: Exception | None = None
         self._informational = False
         self._framed = False  # a length or chunks: else the body ends with the connection
+        self._head_bytes = 0  # read before the answer's head was complete
+        self._paused = False
         self._waiter: asyncio.Future[None] | None = None
 
     # asyncio.Protocol
@@ -126,7 +138,17 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             # a callback's own error comes as the context of httptools' (one answer too many)
             cause = exc.__context__
-            self._fail(cause if isinstance(cause, _Invalid) else _Invalid(f"invalid answer: {exc}"))
+            if isinstance(cause, _Invalid):
+                self._fail(cause)
+            else:
+                failure = _Invalid(f"invalid answer: {exc}" + (f" ({cause!r})" if cause is not None else ""))
+                failure.__cause__ = cause
+                self._fail(failure)
+            return
+        if not self.head_read and not self.ended:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD:
+                self._fail(_Invalid(f"the answer's head is longer than {MAX_HEAD // 1024} KiB"))
 
     def eof_received(self) -> bool:
         return False  # closes; connection_lost says what it ended
@@ -134,8 +156,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.into is not None and not self.ended and self.failure is None:
-            if self.head_read and not self._framed and not self._informational:
-                self.ended = True  # a body that ends with the connection
+            if exc is None and self.head_read and not self._framed and not self._informational:
+                self.ended = True  # a body that ends with the connection (closed, not reset)
             else:
                 self.failure = exc or _Disconnected(
                     "the server closed the connection before its answer was complete"
@@ -150,10 +172,11 @@ class _Connection(asyncio.Protocol):
         self._framed = False
         if self.into is not None:
             self.into.headers.clear()
+            self.into.reason = b""
 
     def on_status(self, reason: bytes) -> None:
         if self.into is not None:
-            self.into.reason = reason
+            self.into.reason += reason  # in pieces when the status line came in two reads
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lowered = name.lower()
@@ -173,6 +196,10 @@ class _Connection(asyncio.Protocol):
         if status in (204, 304):
             self._framed = True  # no body
         self.head_read = True
+        if self.no_body:
+            # llhttp cannot be told the request was HEAD (it would wait for the length announced):
+            # the answer ends here, and the connection with it
+            self.ended, self.keep_alive = True, False
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -184,8 +211,9 @@ class _Connection(asyncio.Protocol):
         elif (room := self.limit - len(into.body)) > 0:
             into.body += body[:room] if len(body) > room else body
         if len(into.body) >= self.limit:
-            if self.transport is not None and not self.closed:
+            if self.transport is not None and not self.closed and not self._paused:
                 self.transport.pause_reading()  # until the reader takes it, or drops the connection
+                self._paused = True
             self._wake()
         elif not self.cut:
             self._wake()  # a streaming reader takes what came
@@ -194,26 +222,31 @@ class _Connection(asyncio.Protocol):
         if self._informational:
             self._informational = False
             return
+        if self.no_body:
+            return  # ended with its head
         self.ended = True
         self.keep_alive = self.parser.should_keep_alive()
         self._wake()
 
     # the exchange
 
-    def begin(self, into: Answered, limit: int, *, cut: bool) -> None:
+    def begin(self, into: Answered, limit: int, *, cut: bool, no_body: bool = False) -> None:
         """`cut`: the body is kept up to `limit` bytes and the rest never read (the caller drops the
-        connection); else reading pauses at `limit` until the caller `take`s what was read."""
-        self.into, self.limit, self.cut = into, limit, cut
+        connection); else reading pauses at `limit` until the caller `take`s what was read.
+        `no_body`: the request was HEAD. (A connection that failed is closed, never begun again.)"""
+        self.into, self.limit, self.cut, self.no_body = into, limit, cut, no_body
         self.head_read = self.ended = self.keep_alive = self._informational = False
+        self._head_bytes = 0
 
     def write(self, data: bytes) -> None:
         if self.closed or self.transport is None or self.transport.is_closing():
             raise _Disconnected("the connection was closed before the request was sent")
         self.transport.write(data)
 
-    async def until(self, *, head: bool = False, data: bool = False) -> None:
+    async def until(self, *, head: bool = False, data: bool = False, within: float | None = None) -> None:
         """Until the answer's head is read (`head`), some of its body is (`data`), or its end or
-        the limit is reached; raises what ended the exchange otherwise."""
+        the limit is reached; raises what ended the exchange otherwise, or httpx.ReadTimeout when
+        nothing came for `within` seconds (an httpx caller's read timeout)."""
         while True:
             into = self.into
             assert into is not None
@@ -225,7 +258,13 @@ class _Connection(asyncio.Protocol):
                 raise self.failure
             self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await self._waiter
+                if within is None:
+                    await self._waiter
+                else:
+                    async with asyncio.timeout(within):
+                        await self._waiter
+            except TimeoutError:
+                raise httpx.ReadTimeout(f"nothing read for {within:g} s") from None
             finally:
                 self._waiter = None
 
@@ -234,9 +273,15 @@ class _Connection(asyncio.Protocol):
         assert self.into is not None
         data = bytes(self.into.body)
         self.into.body.clear()
-        if self.transport is not None and not self.closed:
-            self.transport.resume_reading()
+        self.resume()
         return data
+
+    def resume(self) -> None:
+        """Reading again, if the body's limit had paused it."""
+        if self._paused:
+            self._paused = False
+            if self.transport is not None and not self.closed:
+                self.transport.resume_reading()
 
     def reusable(self, origin: Origin) -> bool:
         return (
@@ -277,15 +322,25 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         self._pruned = time.monotonic()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """httpx's entry (any request through the WebhookClient); the sender uses `post`."""
+        """httpx's entry (any request through the WebhookClient); the sender uses `post`. The
+        body is sent whole with its length (httpx announces a streamed one as chunked)."""
         body = await request.aread()
+        headers = [
+            (name, value)
+            for name, value in request.headers.raw
+            if name.lower() not in (b"transfer-encoding", b"content-length")
+        ]
+        if body or len(headers) < len(request.headers.raw):
+            headers.append((b"content-length", b"%d" % len(body)))
+        timeouts = request.extensions.get("timeout", {})
         into = Answered()
         connection = await self._send(
             request.url,
             request.method.encode(),
-            list(request.headers.raw),
+            headers,
             body,
-            connect_within=request.extensions.get("timeout", {}).get("connect"),
+            connect_within=timeouts.get("connect"),
+            read_within=timeouts.get("read"),
             into=into,
             limit=READ_AHEAD,
             cut=False,
@@ -295,7 +350,7 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             status_code=into.status_code,
             headers=into.headers,
-            stream=_Body(self, connection, request),
+            stream=_Body(self, connection, request, read_within=timeouts.get("read")),
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": into.reason},
         )
 
@@ -340,6 +395,7 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         into: Answered,
         limit: int,
         cut: bool,
+        read_within: float | None = None,
         request: httpx.Request | None = None,
     ) -> _Connection:
         """Sends the request on an idle connection of its origin or a new one, and reads the
@@ -349,21 +405,26 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         self._prune()
         idle = self._take_idle(origin)
         connection = idle or await self._connect(origin, connect_within, request)
+        no_body = method == b"HEAD"
         try:
-            await self._exchange(connection, message, into, limit, cut=cut)
+            await self._exchange(
+                connection, message, into, limit, cut=cut, no_body=no_body, within=read_within
+            )
             return connection
-        except asyncio.CancelledError:  # the attempt's time ran out: the connection is half-used
-            connection.close()
-            raise
         except (OSError, _Disconnected, _Invalid) as exc:
             connection.close()
             if idle is None or isinstance(exc, _Invalid) or into.status_code is not None:
                 raise _mapped(exc, request) from exc
+        except BaseException:  # cancelled (the attempt's time ran out), or a read timeout: half-used
+            connection.close()
+            raise
         # a kept-alive connection the server had closed: once more on a new one (at least once:
         # the receiver deduplicates on webhook-id should it have seen the first)
         connection = await self._connect(origin, connect_within, request)
         try:
-            await self._exchange(connection, message, into, limit, cut=cut)
+            await self._exchange(
+                connection, message, into, limit, cut=cut, no_body=no_body, within=read_within
+            )
             return connection
         except BaseException as again:
             connection.close()
@@ -373,13 +434,20 @@ class WebhookTransport(httpx.AsyncBaseTransport):
 
     @staticmethod
     async def _exchange(
-        connection: _Connection, message: bytes, into: Answered, limit: int, *, cut: bool
+        connection: _Connection,
+        message: bytes,
+        into: Answered,
+        limit: int,
+        *,
+        cut: bool,
+        no_body: bool,
+        within: float | None,
     ) -> None:
-        into.status_code, into.headers = None, []
+        into.status_code, into.reason, into.headers = None, b"", []
         into.body.clear()
-        connection.begin(into, limit, cut=cut)
+        connection.begin(into, limit, cut=cut, no_body=no_body)
         connection.write(message)
-        await connection.until(head=True)
+        await connection.until(head=True, within=within)
 
     async def _connect(
         self, origin: Origin, within: float | None, request: httpx.Request | None
@@ -432,6 +500,7 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         if connection.closed or not connection.keep_alive:
             connection.close()
             return
+        connection.resume()  # an answer that ended at the body's limit paused reading there
         connection.idle_since = time.monotonic()
         idle = self._idle.setdefault(connection.origin, [])
         if len(idle) >= self.max_idle_per_origin:
@@ -463,17 +532,26 @@ class WebhookTransport(httpx.AsyncBaseTransport):
 class _Body(httpx.AsyncByteStream):
     """An httpx caller's answer body, read as it arrives."""
 
-    def __init__(self, transport: WebhookTransport, connection: _Connection, request: httpx.Request):
+    def __init__(
+        self,
+        transport: WebhookTransport,
+        connection: _Connection,
+        request: httpx.Request,
+        *,
+        read_within: float | None,
+    ):
         self._transport, self._connection, self._request = transport, connection, request
+        self._read_within = read_within
         self._done = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         connection = self._connection
         try:
             while True:
-                await connection.until(data=True)
+                await connection.until(data=True, within=self._read_within)
                 if connection.into is not None and connection.into.body:
                     yield connection.take()
+                    continue  # what came while the caller had it is taken before the end is
                 if connection.ended:
                     self._done = True
                     self._transport._release(connection)  # noqa: SLF001
@@ -482,6 +560,10 @@ class _Body(httpx.AsyncByteStream):
             connection.close()
             self._done = True
             raise _mapped(exc, self._request) from exc
+        except BaseException:  # a read timeout, cancelled: the rest is never read
+            connection.close()
+            self._done = True
+            raise
 
     async def aclose(self) -> None:
         if not self._done:  # the answer was not read to its end: the connection cannot be reused

@@ -1,10 +1,13 @@
 """The transport's HTTP/1.1 against a raw local server that answers exactly the bytes a test gives:
 every way an answer's body may end (a length, chunks, the connection's end), 1xx answers before
-the answer, answers cut short, malformed or doubled, and what may go in a request's head."""
+the answer, answers cut short, malformed, doubled or with an endless head, data on an idle
+connection, an httpx caller's streams (both ways), HEAD and read timeout, and what may go in a
+request's head."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -13,7 +16,7 @@ import pytest
 
 from app.models.webhooks import AttemptOutcome
 from app.services.webhooks import outbound
-from app.services.webhooks.transport import request_head
+from app.services.webhooks.transport import READ_AHEAD, request_head
 from app.settings import Settings
 
 ALLOWED = Settings(_env_file=None, webhook_allow_private_networks=True, webhook_timeout_seconds=1)  # type: ignore[call-arg]
@@ -36,9 +39,12 @@ class RawServer:
             while self.script:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = next(
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length")
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    ),
+                    0,  # HEAD, GET
                 )
                 self.requests.append(head + await reader.readexactly(length))
                 for piece in self.script.pop(0):
@@ -96,6 +102,13 @@ OK = [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
         ),
         ([b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok"], 200, "ok", False),
         ([b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"], 200, "ok", False),
+        ([b"HTTP/1.1 200 OK\ncontent-length: 2\n\nok"], 200, "ok", True),  # bare LFs, as some servers send
+        (  # exactly the most read of a body: it ends at the limit, and the connection is kept reading
+            [b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % outbound.MAX_READ + b"z" * outbound.MAX_READ],
+            200,
+            "z" * outbound.EXCERPT,
+            True,
+        ),
     ],
     ids=[
         "length",
@@ -106,6 +119,8 @@ OK = [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
         "continue-first",
         "http-1.0",
         "close",
+        "bare-lf",
+        "at-the-limit",
     ],
 )
 async def test_answers_are_read_to_their_end_however_framed(
@@ -146,8 +161,18 @@ async def test_answers_are_read_to_their_end_however_framed(
             None,
             "the server switched protocols",
         ),
+        (  # a doubled length is how one answer is smuggled past a proxy as two: never read
+            [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\nok"],
+            None,
+            "invalid answer",
+        ),
+        (  # a header that never ends is not kept growing for the whole timeout
+            [b"HTTP/1.1 200 OK\r\nx-big: ", b"y" * 50_000, b"y" * 50_000],
+            None,
+            "the answer's head is longer than 64 KiB",
+        ),
     ],
-    ids=["malformed", "cut-short", "no-answer", "upgrade"],
+    ids=["malformed", "cut-short", "no-answer", "upgrade", "doubled-length", "endless-head"],
 )
 async def test_a_broken_answer_is_a_failed_attempt_saying_why(
     client: outbound.WebhookClient, raw: RawServer, answer: list[bytes], status: int | None, error: str
@@ -177,30 +202,82 @@ async def test_an_httpx_caller_streams_a_long_answer_whole(
     client: outbound.WebhookClient, raw: RawServer
 ) -> None:
     """Through httpx (handle_async_request) an answer is streamed, never cut: reading pauses ahead
-    of the caller and resumes as it reads."""
-    big = b"y" * (1024 * 1024)
+    of a slow caller (what it gets at once is bounded, not the whole answer buffered) and resumes
+    as it reads."""
+    big = b"y" * (4 * 1024 * 1024)
     raw.script = [[b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(big), big], OK]
+    chunks = []
     async with client.stream("POST", raw.url, content=b"{}") as answer:
-        read = b"".join([chunk async for chunk in answer.aiter_raw()])
-    assert answer.status_code == 200 and read == big
+        async for chunk in answer.aiter_raw():
+            chunks.append(chunk)
+            await asyncio.sleep(0.02)  # the server has long sent everything meanwhile
+    assert answer.status_code == 200 and b"".join(chunks) == big
+    assert max(len(c) for c in chunks) <= READ_AHEAD + 256 * 1024  # one read past the pause, at most
     assert (await client.post(raw.url, content=b"{}")).text == "ok"
     assert raw.connections == 1  # read to its end: kept alive
 
 
+async def test_an_httpx_caller_sends_a_streamed_body_with_its_length(
+    client: outbound.WebhookClient, raw: RawServer
+) -> None:
+    """httpx announces a streamed body as chunked; it is sent whole, with its length."""
+
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"hello "
+        yield b"world"
+
+    raw.script = [OK]
+    assert (await client.post(raw.url, content=parts())).text == "ok"
+    head, body = raw.requests[0].split(b"\r\n\r\n")
+    lines = [line.lower() for line in head.split(b"\r\n")]
+    assert b"content-length: 11" in lines and not any(line.startswith(b"transfer-encoding") for line in lines)
+    assert body == b"hello world"
+
+
+async def test_an_httpx_caller_gets_a_head_answer_without_a_body(
+    client: outbound.WebhookClient, raw: RawServer
+) -> None:
+    """An answer to HEAD announces a length it does not send: its head is all of it."""
+    raw.script = [[b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n"], OK]
+    answer = await asyncio.wait_for(client.head(raw.url), 2)
+    assert answer.status_code == 200 and answer.content == b""
+    assert (await client.post(raw.url, content=b"{}")).text == "ok"
+
+
+async def test_an_httpx_callers_read_timeout_holds(client: outbound.WebhookClient, raw: RawServer) -> None:
+    raw.script = [[b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc"]]  # and then nothing
+    started = time.perf_counter()
+    with pytest.raises(httpx.ReadTimeout):
+        await client.post(raw.url, content=b"{}", timeout=httpx.Timeout(5, read=0.3))
+    assert time.perf_counter() - started < 2
+
+
+async def test_data_on_an_idle_connection_drops_it(client: outbound.WebhookClient, raw: RawServer) -> None:
+    """A server that writes to a connection between answers (a stray answer, a 408 before it
+    closes): the connection is dropped, and the next request goes on a new one."""
+    raw.script = [[*OK, b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n"], OK]
+    assert (await send(client, raw.url)).outcome is AttemptOutcome.SUCCESS
+    await asyncio.sleep(0.1)  # the stray answer has come
+    second = await send(client, raw.url)
+    assert (second.outcome, second.status_code) == (AttemptOutcome.SUCCESS, 200)
+    assert raw.connections == 2
+
+
 @pytest.mark.parametrize(
-    ("target", "headers"),
+    ("target", "headers", "method"),
     [
-        (b"/hook", [(b"x-a", b"1\r\nx-injected: 1")]),
-        (b"/hook", [(b"x a", b"1")]),
-        (b"/hook", [(b"x-a", b"1\x00")]),
-        (b"/hook HTTP/1.1\r\nx-injected: 1", []),
+        (b"/hook", [(b"x-a", b"1\r\nx-injected: 1")], b"POST"),
+        (b"/hook", [(b"x a", b"1")], b"POST"),
+        (b"/hook", [(b"x-a", b"1\x00")], b"POST"),
+        (b"/hook HTTP/1.1\r\nx-injected: 1", [], b"POST"),
+        (b"/hook", [], b"POST /x HTTP/1.1\r\nx-injected: 1\r\n\r\nGET"),
     ],
 )
 def test_a_request_head_never_carries_a_line_break_or_a_bad_name(
-    target: bytes, headers: list[tuple[bytes, bytes]]
+    target: bytes, headers: list[tuple[bytes, bytes]], method: bytes
 ) -> None:
     with pytest.raises(httpx.LocalProtocolError):
-        request_head(b"POST", target, headers)
+        request_head(method, target, headers)
     assert request_head(b"POST", b"/hook?a=1", [(b"x-a", b"v1,abc= v1,def=")]) == (
         b"POST /hook?a=1 HTTP/1.1\r\nx-a: v1,abc= v1,def=\r\n\r\n"
     )
