@@ -16,8 +16,9 @@ import httpx
 
 from app.errors import InvalidInput
 from app.models.webhooks import AttemptOutcome
+from app.services.webhooks.connection import Answered
 from app.services.webhooks.guard import RefusedAddress, Unresolvable, resolve
-from app.services.webhooks.transport import Answered, RefusedUrl, WebhookTransport
+from app.services.webhooks.transport import RefusedUrl, WebhookTransport
 from app.settings import Environment, Settings
 
 MAX_READ = 64 * 1024  # of an answer, at most

@@ -16,7 +16,8 @@ import pytest
 
 from app.models.webhooks import AttemptOutcome
 from app.services.webhooks import outbound
-from app.services.webhooks.transport import READ_AHEAD, request_head
+from app.services.webhooks.connection import request_head
+from app.services.webhooks.transport import READ_AHEAD
 from app.settings import Settings
 
 ALLOWED = Settings(_env_file=None, webhook_allow_private_networks=True, webhook_timeout_seconds=1)  # type: ignore[call-arg]
