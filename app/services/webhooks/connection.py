@@ -3,27 +3,23 @@ parsed by httptools (llhttp, Node's parser) as it arrives.
 
 A webhook is small and its answer usually one read: the cost per send is the machinery around it.
 h11 over asyncio streams spent over a quarter of the sender's CPU in h11's pure-Python framing
-(bench/webhook_sender.py: 422 and 547 µs per webhook then, 328 and 347 with this). Here a request
-is written in one call (its head formatted here: names and the method checked as tokens, values
-for line breaks), and the answer is fed to llhttp from `data_received`, straight into the
-caller's `Answered`: one wake-up per answer. transport.py keeps these connections per origin."""
+(bench/webhook_sender.py's `sender_over_receiver`: 3.86 and 3.72 then, 3.36 and 3.08 with this;
+docs/benchmarks.md). Here a request is written in one call (its head formatted here: the method
+and names checked as tokens, values for line breaks), and the answer is fed to llhttp from
+`data_received`, straight into the caller's `Answered`: one wake-up per answer. transport.py
+keeps these connections per origin."""
 
 from __future__ import annotations
 
 import asyncio
 import re
-import time
 from dataclasses import dataclass, field
 
 import httptools
 import httpx
 
-# An idle connection is kept this long: servers commonly keep theirs 60 s or more, and one closed
-# sooner (Node's 5 s) is noticed before reuse or, in a race, the request goes once more on a new
-# connection. Each new connection to a buyer costs a TLS handshake on both sides.
-KEEPALIVE_SECONDS = 30.0
-# An answer's status line and headers, at most (h11's limit): llhttp sets none, and a header value
-# that never ends would grow for the whole timeout.
+# An answer's status line and headers, at most (h11, before, stopped at 16 KiB; large cookies pass
+# here): llhttp sets no limit, and a header value that never ended would grow for the whole timeout.
 MAX_HEAD = 64 * 1024
 
 Origin = tuple[bytes, bytes, int]  # scheme, host, port
@@ -46,8 +42,8 @@ class InvalidAnswer(Exception):
 
 @dataclass(slots=True)
 class Answered:
-    """What `post` has read so far (kept by the caller when its time runs out): the answer's status
-    and headers (names in lower case), and its body up to the limit."""
+    """What an exchange has read so far (transport.post's caller keeps it when its time runs out):
+    the answer's status and headers (names in lower case), and its body up to the limit."""
 
     status_code: int | None = None
     reason: bytes = b""
@@ -73,9 +69,10 @@ def request_head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]
 
 
 class Connection(asyncio.Protocol):
-    """One connection to an origin. An exchange (`begin`) reads one answer into an `Answered`:
-    1xx answers before it are skipped, the body is kept up to `limit` bytes (reading pauses there),
-    and the answer ends at its length, its last chunk, or (with neither) the connection's end."""
+    """One connection to an origin, one exchange at a time (`exchange`, then `until` its end, then
+    `finish`): an answer read into an `Answered`, 1xx answers before it skipped, its body kept up to
+    a limit (reading pauses there), ending at its length, its last chunk, or (with neither) the
+    connection's end. A connection that failed is closed and never used again."""
 
     def __init__(self, origin: Origin) -> None:
         self.origin = origin
@@ -85,11 +82,11 @@ class Connection(asyncio.Protocol):
         # doubled Content-Length or a folded header stays an invalid answer: both are ways to
         # smuggle an answer past a proxy)
         self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
-        self.idle_since = 0.0
+        self.idle_since = 0.0  # the pool's: when its last exchange finished
         self.closed = False
         self.into: Answered | None = None  # the exchange's answer; None between exchanges
         self.limit = 0
-        self.cut = True
+        self.truncate = True
         self.no_body = False  # an answer to HEAD: its head is all of it
         self.head_read = False
         self.ended = False
@@ -99,6 +96,7 @@ class Connection(asyncio.Protocol):
         self._framed = False  # a length or chunks: else the body ends with the connection
         self._head_bytes = 0  # read before the answer's head was complete
         self._paused = False
+        self._stopped: InvalidAnswer | None = None  # why a callback stopped the parser
         self._waiter: asyncio.Future[None] | None = None
 
     # asyncio.Protocol
@@ -113,16 +111,9 @@ class Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            # a callback's own error comes as the context of httptools' (one answer too many)
-            cause = exc.__context__
-            if isinstance(cause, InvalidAnswer):
-                self._fail(cause)
-            else:
-                failure = InvalidAnswer(
-                    f"invalid answer: {exc}" + (f" ({cause!r})" if cause is not None else "")
-                )
-                failure.__cause__ = cause
-                self._fail(failure)
+            failure = self._stopped or InvalidAnswer(f"invalid answer: {exc}")
+            failure.__cause__ = exc
+            self._fail(failure)
             return
         if not self.head_read and not self.ended:
             self._head_bytes += len(data)
@@ -146,8 +137,8 @@ class Connection(asyncio.Protocol):
     # httptools' callbacks
 
     def on_message_begin(self) -> None:
-        if self.ended:  # a second answer to one request: parsing stops here (data_received fails)
-            raise InvalidAnswer("the server sent more than one answer")
+        if self.ended:  # a second answer to one request
+            self._stop(InvalidAnswer("the server sent more than one answer"))
         self._framed = False
         if self.into is not None:
             self.into.headers.clear()
@@ -167,7 +158,7 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if status == 101:  # nothing here speaks another protocol
-            raise InvalidAnswer("the server switched protocols")
+            self._stop(InvalidAnswer("the server switched protocols"))
         self._informational = status < 200
         if self._informational or self.into is None:
             return  # 1xx: the answer follows
@@ -185,7 +176,7 @@ class Connection(asyncio.Protocol):
         into = self.into
         if into is None or self._informational:
             return
-        if not self.cut:
+        if not self.truncate:
             into.body += body
         elif (room := self.limit - len(into.body)) > 0:
             into.body += body[:room] if len(body) > room else body
@@ -194,7 +185,7 @@ class Connection(asyncio.Protocol):
                 self.transport.pause_reading()  # until the reader takes it, or drops the connection
                 self._paused = True
             self._wake()
-        elif not self.cut:
+        elif not self.truncate:
             self._wake()  # a streaming reader takes what came
 
     def on_message_complete(self) -> None:
@@ -209,18 +200,38 @@ class Connection(asyncio.Protocol):
 
     # the exchange
 
-    def begin(self, into: Answered, limit: int, *, cut: bool, no_body: bool = False) -> None:
-        """`cut`: the body is kept up to `limit` bytes and the rest never read (the caller drops the
-        connection); else reading pauses at `limit` until the caller `take`s what was read.
-        `no_body`: the request was HEAD. (A connection that failed is closed, never begun again.)"""
-        self.into, self.limit, self.cut, self.no_body = into, limit, cut, no_body
+    async def exchange(
+        self,
+        message: bytes,
+        into: Answered,
+        limit: int,
+        *,
+        truncate: bool,
+        no_body: bool = False,
+        within: float | None = None,
+    ) -> None:
+        """Sends `message` (a whole request) and waits for its answer's head, read into `into`.
+        `truncate`: the body is kept up to `limit` bytes and the rest never read (the caller then
+        closes the connection); else reading pauses at `limit` until the caller `take`s what was
+        read. `no_body`: the request was HEAD."""
+        into.status_code, into.reason, into.headers = None, b"", []
+        into.body.clear()
+        self.into, self.limit, self.truncate, self.no_body = into, limit, truncate, no_body
         self.head_read = self.ended = self.keep_alive = self._informational = False
         self._head_bytes = 0
-
-    def write(self, data: bytes) -> None:
         if self.closed or self.transport is None or self.transport.is_closing():
             raise Disconnected("the connection was closed before the request was sent")
-        self.transport.write(data)
+        self.transport.write(message)
+        await self.until(head=True, within=within)
+
+    def finish(self) -> bool:
+        """After an answer read to its end: True if the connection may carry another (both sides
+        keep it alive), reading again if the body's limit had paused it."""
+        self.into = None
+        if self.closed or not self.keep_alive:
+            return False
+        self.resume()
+        return True
 
     async def until(self, *, head: bool = False, data: bool = False, within: float | None = None) -> None:
         """Until the answer's head is read (`head`), some of its body is (`data`), or its end or
@@ -243,7 +254,9 @@ class Connection(asyncio.Protocol):
                     async with asyncio.timeout(within):
                         await self._waiter
             except TimeoutError:
-                raise httpx.ReadTimeout(f"nothing read for {within:g} s") from None
+                raise httpx.ReadTimeout(
+                    f"the answer's head, or more of its body, did not come within {within:g} s"
+                ) from None
             finally:
                 self._waiter = None
 
@@ -262,19 +275,20 @@ class Connection(asyncio.Protocol):
             if self.transport is not None and not self.closed:
                 self.transport.resume_reading()
 
-    def reusable(self, origin: Origin) -> bool:
-        return (
-            self.origin == origin
-            and not self.closed
-            and time.monotonic() - self.idle_since < KEEPALIVE_SECONDS
-            and self.transport is not None
-            and not self.transport.is_closing()
-        )
+    @property
+    def open(self) -> bool:
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
 
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+
+    def _stop(self, failure: InvalidAnswer) -> None:
+        """From a callback: stops the parser (httptools turns any exception into its own error),
+        and data_received fails the exchange with `failure`."""
+        self._stopped = failure
+        raise failure
 
     def _fail(self, failure: Exception) -> None:
         if self.failure is None:

@@ -123,10 +123,10 @@ async def sender_connection(db: Database) -> asyncpg.Connection:
 # While requests are in flight, a turn at least this often: deliveries committed meanwhile do not
 # wake the sender (the wake's mark is still set), and they should not wait for a slow endpoint.
 POLL_SECONDS = 0.02
-# Turns at most this often: a turn costs PostgreSQL about a third of a millisecond of CPU whatever
-# it carries (and about a tenth per delivery), and in a burst each finished request would otherwise
-# have one of its own (measured at 480 deliveries/s: one turn per 2.4 deliveries, 240 µs of
-# PostgreSQL per delivery; 10 ms apart, 5.3 per turn and 180 µs).
+# Turns at most this often: a turn costs PostgreSQL about 0.13 ms of CPU whatever it carries (and
+# about 0.1 ms per delivery: bench/webhook_sender.py, docs/benchmarks.md), and in a burst each
+# finished request would otherwise have one of its own (measured at 480 deliveries/s: one turn per
+# 2.4 deliveries, 240 µs of PostgreSQL per delivery; 10 ms apart, 5.3 per turn and 180 µs).
 TURN_SPACING_SECONDS = 0.01
 
 

@@ -24,7 +24,6 @@ import certifi
 import httpx
 
 from app.services.webhooks.connection import (
-    KEEPALIVE_SECONDS,
     Answered,
     Connection,
     Disconnected,
@@ -34,6 +33,10 @@ from app.services.webhooks.connection import (
 )
 from app.services.webhooks.guard import RefusedAddress, Unresolvable, resolve
 
+# An idle connection is kept this long: servers commonly keep theirs 60 s or more, and one closed
+# sooner (Node's 5 s) is noticed before reuse or, in a race, the request goes once more on a new
+# connection. Each new connection to a buyer costs a TLS handshake on both sides.
+KEEPALIVE_SECONDS = 30.0
 # An httpx caller's answer is read ahead at most this far before reading pauses.
 READ_AHEAD = 256 * 1024
 
@@ -77,7 +80,7 @@ class WebhookTransport(httpx.AsyncBaseTransport):
             read_within=timeouts.get("read"),
             into=into,
             limit=READ_AHEAD,
-            cut=False,
+            truncate=False,
             request=request,
         )
         assert into.status_code is not None
@@ -103,10 +106,10 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         `content-length`. Raises what handle_async_request raises."""
         head = [(b"host", url.netloc), (b"content-length", b"%d" % len(body)), *headers]
         connection = await self._send(
-            url, b"POST", head, body, connect_within=connect_within, into=into, limit=max_read, cut=True
+            url, b"POST", head, body, connect_within=connect_within, into=into, limit=max_read, truncate=True
         )
         try:
-            await connection.until(head=False)
+            await connection.until()
         except (OSError, Disconnected, InvalidAnswer) as exc:
             connection.close()
             raise _mapped(exc, None) from exc
@@ -114,7 +117,7 @@ class WebhookTransport(httpx.AsyncBaseTransport):
             connection.close()
             raise
         if connection.ended:
-            self._release(connection)
+            self.release(connection)
         else:
             connection.close()  # cut at max_read: the rest is never read, the connection not reused
 
@@ -128,7 +131,7 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         connect_within: float | None,
         into: Answered,
         limit: int,
-        cut: bool,
+        truncate: bool,
         read_within: float | None = None,
         request: httpx.Request | None = None,
     ) -> Connection:
@@ -141,8 +144,8 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         connection = idle or await self._connect(origin, connect_within, request)
         no_body = method == b"HEAD"
         try:
-            await self._exchange(
-                connection, message, into, limit, cut=cut, no_body=no_body, within=read_within
+            await connection.exchange(
+                message, into, limit, truncate=truncate, no_body=no_body, within=read_within
             )
             return connection
         except (OSError, Disconnected, InvalidAnswer) as exc:
@@ -156,8 +159,8 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         # the receiver deduplicates on webhook-id should it have seen the first)
         connection = await self._connect(origin, connect_within, request)
         try:
-            await self._exchange(
-                connection, message, into, limit, cut=cut, no_body=no_body, within=read_within
+            await connection.exchange(
+                message, into, limit, truncate=truncate, no_body=no_body, within=read_within
             )
             return connection
         except BaseException as again:
@@ -165,23 +168,6 @@ class WebhookTransport(httpx.AsyncBaseTransport):
             if isinstance(again, OSError | Disconnected | InvalidAnswer):
                 raise _mapped(again, request) from again
             raise
-
-    @staticmethod
-    async def _exchange(
-        connection: Connection,
-        message: bytes,
-        into: Answered,
-        limit: int,
-        *,
-        cut: bool,
-        no_body: bool,
-        within: float | None,
-    ) -> None:
-        into.status_code, into.reason, into.headers = None, b"", []
-        into.body.clear()
-        connection.begin(into, limit, cut=cut, no_body=no_body)
-        connection.write(message)
-        await connection.until(head=True, within=within)
 
     async def _connect(
         self, origin: Origin, within: float | None, request: httpx.Request | None
@@ -223,18 +209,16 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         idle = self._idle.get(origin)
         while idle:
             connection = idle.pop()
-            if connection.reusable(origin):
+            if connection.open and time.monotonic() - connection.idle_since < KEEPALIVE_SECONDS:
                 return connection
             connection.close()
         return None
 
-    def _release(self, connection: Connection) -> None:
+    def release(self, connection: Connection) -> None:
         """After an answer read to its end: kept for its origin's next request if both sides allow."""
-        connection.into = None
-        if connection.closed or not connection.keep_alive:
+        if not connection.finish():
             connection.close()
             return
-        connection.resume()  # an answer that ended at the body's limit paused reading there
         connection.idle_since = time.monotonic()
         idle = self._idle.setdefault(connection.origin, [])
         if len(idle) >= self.max_idle_per_origin:
@@ -288,7 +272,7 @@ class _Body(httpx.AsyncByteStream):
                     continue  # what came while the caller had it is taken before the end is
                 if connection.ended:
                     self._done = True
-                    self._transport._release(connection)  # noqa: SLF001
+                    self._transport.release(connection)
                     return
         except (OSError, Disconnected, InvalidAnswer) as exc:
             connection.close()
