@@ -3,10 +3,12 @@ connection, next to what it costs the receiver to take it.
 
 Deliveries are written at a steady rate, three at a time (a lead sold to three buyers), for 60
 endpoints on the https receiver of bench/e2e.py (d) (bench/webhook_receiver.py). One
-WebhookSender runs in a process of its own, woken once per write (as a worker's sender is by its
-own distributions). CPU is read from each process, so what the writes cost stays apart:
+WebhookSender runs in a process of its own, woken on a timer at the rate of the writes (a worker's
+sender is woken by each of its distributions). CPU is read from each process, so what the writes
+cost stays apart:
 
-- `sender_us`: the sender's process per webhook (signing, HTTP, TLS, its turns' round trips);
+- `sender_us`: the sender's process per webhook (signing, HTTP, TLS, its turns' round trips, and
+  the timer's wakes);
 - `sender_pg_us`: its PostgreSQL connection per webhook (the turns: claims and what was sent);
 - `receiver_us`: the receiver per webhook (TLS and HTTP on the other side, no signature check);
 - `sender_over_receiver`: the first over the last (the same requests, from both ends).
@@ -15,7 +17,8 @@ The figures are diagnostic (no target): bench/e2e.py (d) measures what webhooks 
 
     python bench/webhook_sender.py [--database-url URL] [--webhooks 6000] [--rate 600]
 
-Without a URL it starts an embedded PostgreSQL. Last line: one JSON object."""
+Without a URL it starts an embedded PostgreSQL; a URL must name a server on this machine (its
+backend's CPU is read). Last line: one JSON object."""
 
 from __future__ import annotations
 
@@ -102,11 +105,11 @@ def cpu(pid: int) -> float:
 
 
 async def measure(database_url: str, webhooks: int, rate: float) -> dict[str, Any]:
-    receiver = Receiver(Path(tempfile.mkdtemp(prefix="lw-sender-")))
-    db = create_database(database_url, settings_for(receiver.env))
-    pg = await asyncpg.connect(libpq(database_url))
-    child = None
+    receiver = db = pg = child = None
     try:
+        receiver = Receiver(Path(tempfile.mkdtemp(prefix="lw-sender-")))
+        db = create_database(database_url, settings_for(receiver.env))
+        pg = await asyncpg.connect(libpq(database_url))
         for n in range(ENDPOINTS):
             await billing.create_provider(db, actor=SYSTEM, name=f"Buyer {n}", email=f"b{n}@example.test")
         await add_endpoints(pg, receiver.url)
@@ -118,31 +121,40 @@ async def measure(database_url: str, webhooks: int, rate: float) -> dict[str, An
             env=os.environ | {"PYTHONPATH": str(ROOT)},
         )
 
-        async def write_all(count: int) -> None:
+        async def write_all(count: int, within: float = 120) -> int:
+            """Writes `count` deliveries (rounded down to threes) and waits until all are delivered."""
             started = time.monotonic()
             for k in range(count // 3):
                 await asyncio.sleep(max(0.0, started + k * 3 / rate - time.monotonic()))
                 await pg.execute(WRITE, [ids[(3 * k + j) % len(ids)] for j in range(3)], PAYLOAD)
+            deadline = time.monotonic() + within
             while await pg.fetchval("SELECT count(*) FROM webhook_deliveries WHERE status <> 'DELIVERED'"):
+                if child.poll() is not None:
+                    raise RuntimeError(f"the sender's process exited ({child.returncode})")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"deliveries still waiting {within:g} s after the last write")
                 await asyncio.sleep(0.02)
+            return count // 3 * 3
 
         await write_all(300)  # warm: the sender's connection, statements and TLS connections
         sender_pg = await pg.fetchval(
             "SELECT pid FROM pg_stat_activity WHERE application_name = 'leadwheel-webhook-sender'"
         )
+        if sender_pg is None or not psutil.pid_exists(sender_pg):
+            raise RuntimeError("the sender's PostgreSQL backend is not a process of this machine")
         before = cpu(child.pid), cpu(sender_pg), cpu(receiver.proc.pid)
         started = time.monotonic()
-        await write_all(webhooks)
+        written = await write_all(webhooks)
         elapsed = time.monotonic() - started
         after = cpu(child.pid), cpu(sender_pg), cpu(receiver.proc.pid)
         sender_us, sender_pg_us, receiver_us = (
-            (a - b) * 1e6 / webhooks for a, b in zip(after, before, strict=True)
+            (a - b) * 1e6 / written for a, b in zip(after, before, strict=True)
         )
         print(
-            f"{webhooks} webhooks at {rate:g}/s, all delivered {elapsed:.1f} s after the first write",
+            f"{written} webhooks at {rate:g}/s, all delivered {elapsed:.1f} s after the first write",
             flush=True,
         )
-        summary: dict[str, Any] = {"bench": "webhook_sender", "webhooks": webhooks, "rate": rate}
+        summary: dict[str, Any] = {"bench": "webhook_sender", "webhooks": written, "rate": rate}
         report(summary, "sender_us", sender_us)
         report(summary, "sender_pg_us", sender_pg_us)
         report(summary, "receiver_us", receiver_us)
@@ -151,11 +163,18 @@ async def measure(database_url: str, webhooks: int, rate: float) -> dict[str, An
     finally:
         if child is not None:
             assert child.stdin is not None
-            child.stdin.close()
-            child.wait(timeout=30)
-        await pg.close()
-        await db.dispose()
-        receiver.stop()
+            child.stdin.close()  # the sender stops
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        if pg is not None:
+            await pg.close()
+        if db is not None:
+            await db.dispose()
+        if receiver is not None:
+            receiver.stop()
 
 
 def main() -> None:
