@@ -235,8 +235,8 @@ class Connection(asyncio.Protocol):
 
     async def until(self, *, head: bool = False, data: bool = False, within: float | None = None) -> None:
         """Until the answer's head is read (`head`), some of its body is (`data`), or its end or
-        the limit is reached; raises what ended the exchange otherwise, or httpx.ReadTimeout when
-        nothing came for `within` seconds (an httpx caller's read timeout)."""
+        the limit is reached; raises what ended the exchange otherwise, or httpx.ReadTimeout when that
+        did not come within `within` seconds (an httpx caller's read timeout)."""
         while True:
             into = self.into
             assert into is not None
