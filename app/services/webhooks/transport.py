@@ -142,32 +142,23 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         self._prune()
         idle = self._take_idle(origin)
         connection = idle or await self._connect(origin, connect_within, request)
-        no_body = method == b"HEAD"
-        try:
-            await connection.exchange(
-                message, into, limit, truncate=truncate, no_body=no_body, within=read_within
-            )
-            return connection
-        except (OSError, Disconnected, InvalidAnswer) as exc:
-            connection.close()
-            if idle is None or isinstance(exc, InvalidAnswer) or into.status_code is not None:
-                raise _mapped(exc, request) from exc
-        except BaseException:  # cancelled (the attempt's time ran out), or a read timeout: half-used
-            connection.close()
-            raise
-        # a kept-alive connection the server had closed: once more on a new one (at least once:
-        # the receiver deduplicates on webhook-id should it have seen the first)
-        connection = await self._connect(origin, connect_within, request)
-        try:
-            await connection.exchange(
-                message, into, limit, truncate=truncate, no_body=no_body, within=read_within
-            )
-            return connection
-        except BaseException as again:
-            connection.close()
-            if isinstance(again, OSError | Disconnected | InvalidAnswer):
-                raise _mapped(again, request) from again
-            raise
+        while True:
+            try:
+                await connection.exchange(
+                    message, into, limit, truncate=truncate, no_body=method == b"HEAD", within=read_within
+                )
+                return connection
+            except (OSError, Disconnected, InvalidAnswer) as exc:
+                connection.close()
+                if idle is None or isinstance(exc, InvalidAnswer) or into.status_code is not None:
+                    raise _mapped(exc, request) from exc
+            except BaseException:  # cancelled (the attempt's time ran out), or a read timeout: half-used
+                connection.close()
+                raise
+            # a kept-alive connection the server had closed: once more on a new one (at least
+            # once: the receiver deduplicates on webhook-id should it have seen the first)
+            idle = None
+            connection = await self._connect(origin, connect_within, request)
 
     async def _connect(
         self, origin: Origin, within: float | None, request: httpx.Request | None
