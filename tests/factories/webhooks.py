@@ -21,6 +21,8 @@ SETTINGS = Settings(
     webhook_retry_jitter=0,
     webhook_timeout_seconds=2,
 )
+# what the HTTP client's own tests send with: local receivers allowed, a 1 s timeout
+LOCAL_CLIENT = Settings(_env_file=None, webhook_allow_private_networks=True, webhook_timeout_seconds=1)  # type: ignore[call-arg]
 
 
 async def make_endpoint(

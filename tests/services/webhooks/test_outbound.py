@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,11 @@ from app.errors import InvalidInput
 from app.models.webhooks import AttemptOutcome
 from app.services.webhooks import outbound
 from app.settings import Environment, Settings
+from tests.factories.webhooks import LOCAL_CLIENT
 from tests.receiver import Receiver, start_receiver, statuses
 from tests.tasks.conftest import free_port
 
-ALLOWED = Settings(_env_file=None, webhook_allow_private_networks=True, webhook_timeout_seconds=1)  # type: ignore[call-arg]
 GUARDED = Settings(_env_file=None, webhook_allow_private_networks=False)  # type: ignore[call-arg]
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[outbound.WebhookClient]:
-    made = outbound.make_client(ALLOWED)
-    yield made
-    await made.aclose()
 
 
 async def send(client: outbound.WebhookClient, url: str, timeout: float = 1.0) -> outbound.Answer:
@@ -139,14 +131,16 @@ async def test_the_guard_checks_the_address_connected_to(receiver: Receiver) -> 
 
 async def test_metadata_addresses_stay_refused_when_private_networks_are_allowed() -> None:
     with pytest.raises(InvalidInput, match="cloud metadata"):
-        await outbound.validate_url("http://169.254.169.254/latest/meta-data/", settings=ALLOWED)
+        await outbound.validate_url("http://169.254.169.254/latest/meta-data/", settings=LOCAL_CLIENT)
 
 
 async def test_public_addresses_and_private_ones_when_allowed_pass() -> None:
     assert (
         await outbound.validate_url(" http://93.184.215.14/x ", settings=GUARDED) == "http://93.184.215.14/x"
     )
-    assert await outbound.validate_url("http://127.0.0.1:9/x", settings=ALLOWED) == "http://127.0.0.1:9/x"
+    assert (
+        await outbound.validate_url("http://127.0.0.1:9/x", settings=LOCAL_CLIENT) == "http://127.0.0.1:9/x"
+    )
 
 
 @pytest.mark.parametrize(
@@ -162,11 +156,11 @@ async def test_public_addresses_and_private_ones_when_allowed_pass() -> None:
 )
 async def test_bad_urls_are_invalid_input(url: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
-        await outbound.validate_url(url, settings=ALLOWED)
+        await outbound.validate_url(url, settings=LOCAL_CLIENT)
 
 
 async def test_production_wants_https() -> None:
-    production = ALLOWED.model_copy(update={"environment": Environment.PRODUCTION})
+    production = LOCAL_CLIENT.model_copy(update={"environment": Environment.PRODUCTION})
     with pytest.raises(InvalidInput, match="must use https"):
         await outbound.validate_url("http://127.0.0.1/x", settings=production)
     assert await outbound.validate_url("https://127.0.0.1/x", settings=production) == "https://127.0.0.1/x"
@@ -188,8 +182,8 @@ async def test_https_verifies_the_urls_hostname_on_the_checked_address(tmp_path:
     ca_file = tmp_path / "ca.pem"
     authority.cert_pem.write_to_path(str(ca_file))
     receiver = start_receiver(served, host="localhost")
-    trusting = outbound.make_client(ALLOWED.model_copy(update={"webhook_ca_file": ca_file}))
-    untrusting = outbound.make_client(ALLOWED)
+    trusting = outbound.make_client(LOCAL_CLIENT.model_copy(update={"webhook_ca_file": ca_file}))
+    untrusting = outbound.make_client(LOCAL_CLIENT)
     try:
         ok = await send(trusting, receiver.url)  # https://localhost:port: resolved, checked, verified
         by_address = await send(trusting, receiver.url.replace("localhost", "127.0.0.1"))
@@ -229,7 +223,7 @@ async def test_a_kept_alive_connection_the_server_dropped_is_retried_once_on_a_n
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    client = outbound.make_client(ALLOWED)
+    client = outbound.make_client(LOCAL_CLIENT)
     try:
         url = f"http://127.0.0.1:{port}/hook"
         first = await outbound.post(client, url, headers={}, body=b"{}", within=2)
@@ -268,7 +262,7 @@ async def test_endpoints_on_one_origin_share_idle_connections_never_one_in_use()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    client = outbound.make_client(ALLOWED)
+    client = outbound.make_client(LOCAL_CLIENT)
     try:
         one = await send(client, f"{base}/endpoint-a")
         two = await send(client, f"{base}/endpoint-b")

@@ -18,9 +18,7 @@ from app.models.webhooks import AttemptOutcome
 from app.services.webhooks import outbound
 from app.services.webhooks.connection import request_head
 from app.services.webhooks.transport import READ_AHEAD
-from app.settings import Settings
 
-ALLOWED = Settings(_env_file=None, webhook_allow_private_networks=True, webhook_timeout_seconds=1)  # type: ignore[call-arg]
 CLOSE = b""  # in a script: the server closes the connection here
 
 
@@ -66,13 +64,6 @@ async def raw() -> AsyncIterator[RawServer]:
     server.url = f"http://127.0.0.1:{listening.sockets[0].getsockname()[1]}/hook"
     yield server
     listening.close()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[outbound.WebhookClient]:
-    made = outbound.make_client(ALLOWED)
-    yield made
-    await made.aclose()
 
 
 async def send(client: outbound.WebhookClient, url: str) -> outbound.Answer:
