@@ -75,18 +75,19 @@ FROM webhook_endpoints e WHERE e.id = ANY($1::uuid[])
 """
 
 
-def settings_for(receiver_env: dict[str, str]) -> Settings:
+def settings_for(ca_file: str | Path) -> Settings:
+    """As the service runs in production, trusting the receiver's certificate authority."""
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         environment=Environment.PRODUCTION,
         webhook_allow_private_networks=True,
-        webhook_ca_file=Path(receiver_env["WEBHOOK_CA_FILE"]),
+        webhook_ca_file=Path(ca_file),
     )
 
 
 async def run_sender(database_url: str, ca_file: str, rate: float) -> None:
     """The child: one sender, woken at the write rate until stdin closes."""
-    settings = settings_for({"WEBHOOK_CA_FILE": ca_file})
+    settings = settings_for(ca_file)
     db = create_database(database_url, settings)
     sender = WebhookSender(db, settings, make_client(settings))
     stdin = asyncio.StreamReader()
@@ -108,7 +109,7 @@ async def measure(database_url: str, webhooks: int, rate: float) -> dict[str, An
     receiver = db = pg = child = None
     try:
         receiver = Receiver(Path(tempfile.mkdtemp(prefix="lw-sender-")))
-        db = create_database(database_url, settings_for(receiver.env))
+        db = create_database(database_url, settings_for(receiver.ca_file))
         pg = await asyncpg.connect(libpq(database_url))
         for n in range(ENDPOINTS):
             await billing.create_provider(db, actor=SYSTEM, name=f"Buyer {n}", email=f"b{n}@example.test")
