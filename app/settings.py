@@ -6,7 +6,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     webhook_max_concurrency: int = Field(default=64, ge=1)
     # deliveries of one endpoint sent in a row per claim
     webhook_batch_size: int = Field(default=20, ge=1)
+    # a distribution's deliveries to healthy endpoints are its worker's to send at once, without a
+    # claim, for this long; a worker that died meanwhile leaves them to the others after it
+    webhook_lease_seconds: float = Field(default=60, gt=0)
     webhook_rotation_overlap_hours: float = Field(default=24, ge=0, le=24 * 30)
     # certificate authorities (PEM) trusted for endpoints besides the public ones (a private CA)
     webhook_ca_file: Path | None = None
@@ -116,6 +119,14 @@ class Settings(BaseSettings):
     # None: on in development, off in production
     graphql_ide: bool | None = None
     allowed_origins: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _lease_outlasts_two_attempts(self) -> Settings:
+        # a leased delivery starts while an attempt's time to answer and another to be recorded
+        # remain in its lease (app/services/webhooks/sender.py)
+        if self.webhook_lease_seconds <= 2 * self.webhook_timeout_seconds:
+            raise ValueError("WEBHOOK_LEASE_SECONDS must be more than twice WEBHOOK_TIMEOUT_SECONDS")
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from app.engine.plan import Plan
+from app.engine.result import LeasedWebhook
 from app.engine.sql import compile_named
 from app.engine.usage import count_assignment
 from app.models.audit import ActorType, AuditAction
@@ -121,11 +122,12 @@ notify AS (
 -- The webhook outbox (SPEC §9): a delivery per assignment and live endpoint of its provider that
 -- subscribes to lead.assigned, enabled or disabled by the sender for failing (those queue until
 -- re-enabled: next_attempt_at NULL). With no endpoint it costs one index probe per assignment; the
--- lead's attributes are read here, only for the rows that exist.
-webhooks AS (
-    INSERT INTO webhook_deliveries (endpoint_id, provider_id, event_type, subject_id, payload, status,
-                                    next_attempt_at, created_at)
-    SELECT e.id, ins.provider_id, '{WebhookEvent.LEAD_ASSIGNED}', ins.id,
+-- lead's attributes are read here, only for the rows that exist. A healthy endpoint's delivery
+-- (no failure since its last success) is leased to the caller for :webhook_lease seconds, when
+-- that is not 0: returned below with its endpoint's URL and secrets, for the caller's process to
+-- send at once; due for any sender only once the lease ends (app/services/webhooks/sender.py).
+outbox AS MATERIALIZED (
+    SELECT gen_random_uuid() AS id, e.id AS endpoint_id, ins.provider_id, ins.id AS subject_id,
            jsonb_build_object(
                'type', '{WebhookEvent.LEAD_ASSIGNED}',
                'timestamp', to_char((SELECT at FROM ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
@@ -138,16 +140,26 @@ webhooks AS (
                    'niche', jsonb_build_object('id', :niche_id::uuid, 'name', :niche_name::text),
                    'level', jsonb_build_object('id', ins.competition_level_id, 'name', picked.level_name),
                    'price_cents', ins.price_charged_cents,
-                   'price', picked.price_text)),
-           '{DeliveryStatus.PENDING}',
-           CASE WHEN e.enabled THEN (SELECT at FROM ts) END,
-           (SELECT at FROM ts)
+                   'price', picked.price_text)) AS payload,
+           e.enabled AND e.consecutive_failures = 0 AND :webhook_lease::float8 > 0 AS leased,
+           e.enabled, e.url, e.secret,
+           CASE WHEN e.previous_secret_expires_at > (SELECT at FROM ts) THEN e.previous_secret END
+               AS previous_secret
     FROM ins
     JOIN webhook_endpoints e ON e.provider_id = ins.provider_id
     JOIN picked ON picked.provider_id = ins.provider_id
     WHERE e.deleted_at IS NULL AND '{WebhookEvent.LEAD_ASSIGNED}' = ANY(e.events)
       AND (e.enabled OR e.disabled_reason = '{DisabledReason.FAILING}')
-    RETURNING 1
+),
+webhooks AS (
+    INSERT INTO webhook_deliveries (id, endpoint_id, provider_id, event_type, subject_id, payload, status,
+                                    next_attempt_at, created_at)
+    SELECT id, endpoint_id, provider_id, '{WebhookEvent.LEAD_ASSIGNED}', subject_id, payload,
+           '{DeliveryStatus.PENDING}',
+           CASE WHEN leased THEN (SELECT at FROM ts) + :webhook_lease::float8 * interval '1 second'
+                WHEN enabled THEN (SELECT at FROM ts) END,
+           (SELECT at FROM ts)
+    FROM outbox
 ),
 audit AS (
     INSERT INTO audit_log (action, actor_type, entity_type, entity_id, details, created_at)
@@ -203,10 +215,16 @@ run AS (
         outcome = EXCLUDED.outcome, error = NULL, updated_at = EXCLUDED.updated_at
 )
 SELECT ins.id AS assignment_id, ins.provider_id, debit.balance_cents, (SELECT at FROM ts) AS at,
-       (SELECT count(*) FROM webhooks) AS webhooks, NULL::bigint AS revision
+       (SELECT count(*) FROM outbox WHERE enabled AND NOT leased) AS webhooks_due, NULL::bigint AS revision,
+       NULL::uuid AS delivery_id, NULL::uuid AS endpoint_id, NULL AS url, NULL AS secret,
+       NULL AS previous_secret, NULL AS body
 FROM ins JOIN debit ON debit.id = ins.provider_id
 UNION ALL
-SELECT NULL, id, NULL, NULL, NULL, revision FROM locked WHERE NOT (SELECT ok FROM fresh)
+SELECT NULL, id, NULL, NULL, NULL, revision, NULL, NULL, NULL, NULL, NULL, NULL
+FROM locked WHERE NOT (SELECT ok FROM fresh)
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, id, endpoint_id, url, secret, previous_secret, payload::text
+FROM outbox WHERE leased
 """)
 
 
@@ -215,7 +233,8 @@ class Written:
     assignment_ids: dict[uuid.UUID, uuid.UUID]  # provider -> assignment
     balances_after: dict[uuid.UUID, int]
     at: datetime | None
-    webhooks: int = 0  # webhook deliveries written
+    webhooks_due: int = 0  # webhook deliveries written for any sender to claim now
+    webhooks_leased: tuple[LeasedWebhook, ...] = ()  # and those for the caller to send
     # nothing was written: a picked provider's revision moved; each locked provider's revision
     moved: dict[uuid.UUID, int] | None = None
 
@@ -239,6 +258,7 @@ async def write_distribution(
     seq_after: int,
     dashboard_url: str,
     last_served_at: datetime | None,
+    webhook_lease_seconds: float = 0,
 ) -> Written:
     picks = plan.picks
     skips = plan.skips
@@ -290,14 +310,27 @@ async def write_distribution(
                 "started_details": json.dumps(started),
                 "completed_details": json.dumps(completed),
                 "last_served_at": last_served_at,
+                "webhook_lease": webhook_lease_seconds,
             }
         ),
     )
     if any(r["revision"] is not None for r in rows):
         return Written({}, {}, None, moved={r["provider_id"]: r["revision"] for r in rows})
+    assigned = [r for r in rows if r["assignment_id"] is not None]
     return Written(
-        assignment_ids={r["provider_id"]: r["assignment_id"] for r in rows},
-        balances_after={r["provider_id"]: r["balance_cents"] for r in rows},
-        at=rows[0]["at"] if rows else None,
-        webhooks=rows[0]["webhooks"] if rows else 0,
+        assignment_ids={r["provider_id"]: r["assignment_id"] for r in assigned},
+        balances_after={r["provider_id"]: r["balance_cents"] for r in assigned},
+        at=assigned[0]["at"] if assigned else None,
+        webhooks_due=assigned[0]["webhooks_due"] if assigned else 0,
+        webhooks_leased=tuple(
+            LeasedWebhook(
+                r["delivery_id"],
+                r["endpoint_id"],
+                r["url"],
+                (r["secret"], r["previous_secret"]) if r["previous_secret"] else (r["secret"],),
+                r["body"],
+            )
+            for r in rows
+            if r["delivery_id"] is not None
+        ),
     )

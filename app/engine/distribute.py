@@ -45,10 +45,12 @@ async def distribute_lead(
     run_id: uuid.UUID | None = None,
     requested_by: str = "system",
     dashboard_url: str = "",
+    webhook_lease_seconds: float = 0,
 ) -> DistributionResult:
     """Distributes one lead. With `run_id`, executes that (QUEUED or RUNNING) run; without, records
     a new run. Safe to call twice: the lead's row lock serialises calls and the second one finds
-    the first one's result and charges nobody."""
+    the first one's result and charges nobody. With `webhook_lease_seconds`, the webhook deliveries
+    to healthy endpoints are the caller's to send for that long (`result.webhooks_leased`)."""
     return await _distribute(
         db,
         lead_id=lead_id,
@@ -56,6 +58,7 @@ async def distribute_lead(
         new_run_id=uuid.uuid4(),
         requested_by=requested_by,
         dashboard_url=dashboard_url,
+        webhook_lease_seconds=webhook_lease_seconds,
     )
 
 
@@ -68,6 +71,7 @@ async def _distribute(
     new_run_id: uuid.UUID,
     requested_by: str,
     dashboard_url: str,
+    webhook_lease_seconds: float,
 ) -> DistributionResult:
     # the raw driver (no SQLAlchemy execution machinery), its errors raised as DBAPIError as
     # everywhere else, so retry_on_conflict sees them; a session the server ended is never reused
@@ -79,6 +83,7 @@ async def _distribute(
             run_id=given_run_id or new_run_id,
             requested_by=requested_by,
             dashboard_url=dashboard_url,
+            webhook_lease_seconds=webhook_lease_seconds,
         )
 
 
@@ -90,6 +95,7 @@ async def _run_transaction(
     run_id: uuid.UUID,
     requested_by: str,
     dashboard_url: str,
+    webhook_lease_seconds: float,
 ) -> DistributionResult:
     started_at = datetime.now(UTC)
     clock = time.perf_counter()
@@ -125,6 +131,7 @@ async def _run_transaction(
             seq_after=lead.run_seq + _event_count(plan),
             dashboard_url=dashboard_url,
             last_served_at=lead.last_served_at,
+            webhook_lease_seconds=webhook_lease_seconds,
         )
 
     plan, written, statements = await _plan_and_write(conn, state, lead.attributes, write)
@@ -143,7 +150,8 @@ async def _run_transaction(
         skipped=[_skipped(s) for s in plan.skips],
         events=events,
         statements=2 + statements,
-        webhooks=written.webhooks,
+        webhooks_due=written.webhooks_due,
+        webhooks_leased=written.webhooks_leased,
     )
 
 

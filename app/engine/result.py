@@ -31,6 +31,19 @@ class SkippedProvider:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class LeasedWebhook:
+    """A webhook delivery the distribution wrote leased to its caller, to send at once: the
+    endpoint's URL and signing secrets (two during a rotation's overlap) and the body, as
+    written."""
+
+    delivery_id: uuid.UUID
+    endpoint_id: uuid.UUID
+    url: str
+    secrets: tuple[str, ...]
+    body: str
+
+
 @dataclass(frozen=True)
 class DistributionResult:
     run_id: uuid.UUID
@@ -45,4 +58,7 @@ class DistributionResult:
     replayed: bool = False
     deciding_run_id: uuid.UUID | None = None
     statements: int = 0
-    webhooks: int = 0  # webhook deliveries written with the assignments: the sender is woken
+    # webhook deliveries written with the assignments: for any sender to claim (it is woken), and
+    # leased to the caller to send (webhook_lease_seconds)
+    webhooks_due: int = 0
+    webhooks_leased: tuple[LeasedWebhook, ...] = ()

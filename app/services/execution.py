@@ -38,6 +38,7 @@ async def run_distribution(
     publisher: Publisher | None,
     lead_id: uuid.UUID,
     batch_id: uuid.UUID | None = None,
+    webhook_lease_seconds: float = 0,
 ) -> Execution:
     """Executes a run: what the worker task and the inline dispatcher both call. Safe to call twice:
     the engine replays a finished run, and leaves a run whose retry is not due yet (a redelivered
@@ -45,14 +46,19 @@ async def run_distribution(
     sweep, with backoff, or dead-lettered); progress is published after each commit, by `publisher`,
     or with None by the caller (`execution.events`: the worker sends them in the round trip that
     acknowledges its job). Jobs carry the run's lead and batch, so the engine starts without
-    reading the run first."""
+    reading the run first. With `webhook_lease_seconds`, the caller sends the webhook deliveries
+    the run leases to it (`execution.result.webhooks_leased`)."""
     structlog.contextvars.bind_contextvars(run_id=str(run_id), lead_id=str(lead_id))
     execution = Execution(batch_id=batch_id)
     try:
         with metrics.ENGINE_SECONDS.time():
             # SPEC §4's dashboard_url: the buyer's own dashboard, its portal
             result = await distribute_lead(
-                db, lead_id=lead_id, run_id=run_id, dashboard_url=settings.portal_url
+                db,
+                lead_id=lead_id,
+                run_id=run_id,
+                dashboard_url=settings.portal_url,
+                webhook_lease_seconds=webhook_lease_seconds,
             )
         execution.result, execution.events = result, result.events
         if not result.replayed:

@@ -122,7 +122,7 @@ class InlineDispatcher:
             result = execution.result
             if result is not None and result.assigned:
                 await self.notify()
-            if result is not None and result.webhooks:
+            if result is not None and result.webhooks_due:  # none leased: the runs lease none
                 await self.wake_webhooks()
 
     async def notify(self) -> None:

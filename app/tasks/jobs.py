@@ -54,12 +54,17 @@ async def distribute_run(
         batch_id=uuid.UUID(batch_id) if batch_id else None,
         settings=state.settings,
         publisher=None,  # sent below, with the acknowledgement
+        webhook_lease_seconds=state.webhook_sender.lease_seconds,
     )
     result = execution.result
-    if result is not None and result.webhooks:
-        # this process's sender, at once (no job behind the queue's distributions); its requests
-        # run beside the job slots, so a slow or dead endpoint never holds up distributions
-        state.webhook_sender.wake()
+    if result is not None:
+        # this process's sender, at once (no job behind the queue's distributions): what is leased
+        # to it without a claim; its requests run beside the job slots, so a slow or dead endpoint
+        # never holds up distributions
+        if result.webhooks_leased:
+            state.webhook_sender.send_leased(result.webhooks_leased)
+        if result.webhooks_due:
+            state.webhook_sender.wake()
     pipe = broker.redis().pipeline(transaction=False)
     add_publishes(pipe, execution.events, batch_id=execution.batch_id)
     if result is not None and result.assigned:

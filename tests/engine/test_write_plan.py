@@ -58,6 +58,7 @@ async def test_the_write_is_planned_once_and_reaches_its_rows_by_key(db: Databas
                     run_id=uuid.uuid4(),
                     requested_by="test",
                     dashboard_url="",
+                    webhook_lease_seconds=0,
                 )
                 assert len(result.assigned) == 3
                 scanned = await conn.fetchval(SCANS) - before

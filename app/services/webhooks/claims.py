@@ -40,10 +40,11 @@ DUE_SCAN = 2000
 # retried after its delay (± jitter; held if its endpoint was disabled meanwhile), or FAILED after
 # its last attempt (a test message gets one); each endpoint's consecutive failures counted (its
 # row written only when the count changes), the endpoint disabled and flagged at the threshold,
-# and its lock released.
+# and its lock released (a claimed endpoint's: leased deliveries are sent without one). Leased
+# deliveries given back unsent are due now.
 #
-# Then claim: endpoints with due deliveries that this sender does not hold (its lock would be
-# taken again: a session's advisory locks stack) nor has just recorded (those come back next
+# Then claim: endpoints with due deliveries that this sender is not sending to (a lock it holds
+# would be taken again: a session's advisory locks stack) nor has just recorded (those come back next
 # turn), longest-waiting first, that it can lock (others are being sent to); for each,
 # its first due deliveries in creation order. A disabled endpoint is claimed only for a test
 # message (its other deliveries are held: next_attempt_at NULL). An endpoint whose deliveries went
@@ -91,8 +92,9 @@ counted AS MATERIALIZED (
            CASE WHEN u.reset THEN 0 ELSE e.consecutive_failures END + u.failures AS failures,
            e.enabled AND CASE WHEN u.reset THEN 0 ELSE e.consecutive_failures END + u.failures
                          >= :disable_after::int AS disable,
-           pg_advisory_unlock({LOCK_CLASS}, hashtext(e.id::text)) AS released
-    FROM unnest(:endpoint_ids::uuid[], :resets::bool[], :failures::int[]) AS u (id, reset, failures)
+           CASE WHEN u.release THEN pg_advisory_unlock({LOCK_CLASS}, hashtext(e.id::text)) END AS released
+    FROM unnest(:endpoint_ids::uuid[], :resets::bool[], :failures::int[], :releases::bool[])
+        AS u (id, reset, failures, release)
     -- a primary-key probe each, never a scan of the endpoints (as in candidates)
     CROSS JOIN LATERAL (SELECT * FROM webhook_endpoints e WHERE e.id = u.id LIMIT 1) e
     -- after the deliveries' update, not before (an unreferenced one runs last): another sender
@@ -110,6 +112,11 @@ recorded AS (
     FROM counted c
     WHERE e.id = ANY(:endpoint_ids::uuid[]) AND e.id = c.id AND (c.failures <> c.before OR c.disable)
     RETURNING e.id, e.provider_id, c.disable, c.failures
+),
+-- leased deliveries their sender gave back unsent (its endpoint failed, or it stopped): due now
+returned AS (
+    UPDATE webhook_deliveries d SET next_attempt_at = now()
+    WHERE d.id = ANY(:returned_ids::uuid[]) AND d.status = :pending::text AND d.next_attempt_at IS NOT NULL
 ),
 due AS (
     -- the oldest due deliveries, by an ordered index scan: a scan of the whole due range would
@@ -129,7 +136,7 @@ candidates AS (
     -- probe has the key alone: given `deleted_at IS NULL` too, PostgreSQL 18 took the partial index
     -- of live endpoints by provider on a young table, and read every live endpoint for each probe
     CROSS JOIN LATERAL (SELECT * FROM webhook_endpoints e WHERE e.id = due.endpoint_id LIMIT 1) e
-    WHERE e.deleted_at IS NULL AND e.id <> ALL(:held::uuid[])
+    WHERE e.deleted_at IS NULL AND e.id <> ALL(:sending::uuid[])
     ORDER BY due.oldest
     OFFSET 0  -- kept apart: the lock below is taken only on the rows it returns
 ),
@@ -175,15 +182,17 @@ FROM unnest(:endpoint_ids::uuid[], :provider_ids::uuid[], :failure_counts::int[]
     AS u (id, provider_id, failures)
 """)
 
-# The sweep: is there due work? Retries once due; first sends (and redeliveries) only once older
-# than stale_after, since their wake may just be on its way. A sender already sending to the
-# endpoint (its lock) makes the wake cost one claim that finds it taken.
+# The sweep: is there due work? Retries and ended leases (a worker died) once due; other first
+# sends only once older than stale_after, since their wake may just be on its way (redeliveries
+# and a re-enabled endpoint's backlog, due after their creation, may get a second wake). A sender
+# already sending to the endpoint (its lock) makes the wake cost one claim that finds it taken.
 NEEDED = compile_named(f"""
 SELECT EXISTS (
     SELECT 1
     FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
     WHERE d.status = '{PENDING}' AND d.next_attempt_at <= now()
-      AND (d.attempts > 0 OR d.next_attempt_at <= now() - :stale_after::float8 * interval '1 second')
+      AND (d.attempts > 0 OR d.next_attempt_at > d.created_at
+           OR d.next_attempt_at <= now() - :stale_after::float8 * interval '1 second')
       AND (e.enabled OR d.event_type = '{TEST_EVENT}')
 )
 """)
@@ -208,10 +217,13 @@ class Sent:
 
 @dataclass
 class EndpointRun:
-    """What one claim of an endpoint sent, in order (possibly nothing)."""
+    """What one claim of an endpoint sent, in order (possibly nothing); or, not `held`, what a
+    sender sent of the deliveries leased to it, and those it gives back unsent (`returned`)."""
 
     endpoint_id: uuid.UUID
     sent: list[Sent] = field(default_factory=list)
+    held: bool = True  # the endpoint's lock, released when the run is recorded
+    returned: list[uuid.UUID] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -231,9 +243,10 @@ async def turn(
 ) -> tuple[list[Claimed], list[Flagged]]:
     """Records the finished runs (their endpoints released) and claims up to `slots` endpoints, on
     the sender's own connection (its session holds the endpoints' locks); `sending`: the endpoints
-    it holds besides the runs' (requests in flight).
+    it is sending to besides the runs' (requests in flight), not to be claimed.
     An endpoint's failure count restarts at its last success; the endpoints it disables are
     returned (to be held and audited by `flag`)."""
+    runs = merged(runs)
     sent = [s for run in runs for s in run.sent]
     resets, failures = [], []
     for run in runs:
@@ -260,9 +273,11 @@ async def turn(
                 "delays": list(settings.webhook_retry_delays_seconds),
                 "jitter": settings.webhook_retry_jitter,
                 "endpoint_ids": [run.endpoint_id for run in runs],
-                "held": [run.endpoint_id for run in runs] + list(sending),
+                "sending": [run.endpoint_id for run in runs] + list(sending),
                 "resets": resets,
                 "failures": failures,
+                "releases": [run.held for run in runs],
+                "returned_ids": [d for run in runs for d in run.returned],
                 "disable_after": settings.webhook_disable_after_failures,
                 "slots": slots,
                 "per_endpoint": settings.webhook_batch_size,
@@ -285,6 +300,24 @@ async def turn(
         if row["delivery_id"] is not None:
             one.deliveries.append((row["delivery_id"], row["body"]))
     return list(claimed.values()), flagged
+
+
+def merged(runs: Sequence[EndpointRun]) -> list[EndpointRun]:
+    """One run per endpoint: a sender can have a claim of an endpoint and leased deliveries to it
+    end in the same turn (its attempts in the order they were made, its failures counted once)."""
+    by_endpoint: dict[uuid.UUID, EndpointRun] = {}
+    for run in runs:
+        seen = by_endpoint.get(run.endpoint_id)
+        if seen is None:
+            by_endpoint[run.endpoint_id] = run
+            continue
+        by_endpoint[run.endpoint_id] = EndpointRun(
+            run.endpoint_id,
+            sorted(seen.sent + run.sent, key=lambda s: s.at),
+            seen.held or run.held,
+            seen.returned + run.returned,
+        )
+    return list(by_endpoint.values())
 
 
 async def flag(conn: asyncpg.Connection, flagged: Sequence[Flagged]) -> None:

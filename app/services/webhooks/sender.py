@@ -10,17 +10,27 @@ sends that endpoint's deliveries one after another and stops at its first failur
 for its next claim; the failed one for its retry). No transaction is open while a request is in
 flight. An endpoint is held by a lock of the sender's own connection: a worker killed mid-send
 lets go of its endpoints as its connection closes, and the sweep wakes a sender to send again
-(at least once, with the same webhook-id)."""
+(at least once, with the same webhook-id).
+
+A distribution's deliveries to healthy endpoints skip the claim: the engine writes them leased to
+its worker for WEBHOOK_LEASE_SECONDS (not due for anyone else), and returns them to be sent at once
+by that worker's sender, one at a time per endpoint, without a lock (several workers may send to
+one endpoint at once). A failure gives the endpoint's other leased deliveries back to the claims
+(due now), and so does stopping; a worker that dies leaves them to the others when the lease ends.
+Only their record waits for a turn. In a burst this is most deliveries: a claim and its turn cost
+more than the request (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -29,6 +39,7 @@ from standardwebhooks import Webhook
 
 from app import metrics
 from app.db import Database
+from app.engine.result import LeasedWebhook
 from app.models.base import utcnow
 from app.models.webhooks import AttemptOutcome, webhook_id
 from app.services.webhooks import claims, outbound
@@ -55,42 +66,65 @@ def parsed_url(url: str) -> httpx.URL:
     return httpx.URL(url)
 
 
-async def send_claimed(
-    client: outbound.WebhookClient, settings: Settings, claimed: Claimed, *, stop: asyncio.Event | None = None
-) -> EndpointRun:
-    """Sends an endpoint's claimed deliveries in order, stopping at the first failure or when the
-    sender stops."""
-    run = EndpointRun(claimed.endpoint_id)
-    url = parsed_url(claimed.url)
-    refused = outbound.check_scheme(url, settings.environment)
-    signers = [Webhook(secret) for secret in claimed.secrets]  # the secrets decoded once per claim
-    for delivery_id, body in claimed.deliveries:
-        if stop is not None and stop.is_set():
-            break
+class Endpoint:
+    """Where an endpoint's deliveries go, made ready once per claim (or lease): the URL parsed
+    and checked, the secrets decoded."""
+
+    def __init__(self, settings: Settings, url: str, secrets: Sequence[str]) -> None:
+        self.settings = settings
+        self.url = parsed_url(url)
+        self.refused = outbound.check_scheme(self.url, settings.environment)
+        self.signers = [Webhook(secret) for secret in secrets]
+
+    async def send(self, client: outbound.WebhookClient, delivery_id: uuid.UUID, body: str) -> Sent:
+        """One attempt, counted in the metrics."""
         at = utcnow()
-        if refused is not None:
-            answer = outbound.Answer(AttemptOutcome.REFUSED, 0.0, error=f"refused: {refused}")
+        if self.refused is not None:
+            answer = outbound.Answer(AttemptOutcome.REFUSED, 0.0, error=f"refused: {self.refused}")
         else:
             msg_id = webhook_id(delivery_id)
             headers = {
                 "content-type": "application/json",
                 "webhook-id": msg_id,
                 "webhook-timestamp": str(int(at.timestamp())),
-                "webhook-signature": signature(signers, msg_id, at, body),
+                "webhook-signature": signature(self.signers, msg_id, at, body),
             }
             answer = await outbound.post(
                 client,
-                url,
+                self.url,
                 headers=headers,
                 body=body.encode(),
-                within=settings.webhook_timeout_seconds,
+                within=self.settings.webhook_timeout_seconds,
             )
         metrics.WEBHOOK_ATTEMPTS.labels(answer.outcome.value).inc()
         metrics.WEBHOOK_LATENCY.observe(answer.latency_ms / 1000)
-        run.sent.append(Sent(delivery_id, at, answer))
-        if not answer.ok:
+        return Sent(delivery_id, at, answer)
+
+
+async def send_claimed(
+    client: outbound.WebhookClient, settings: Settings, claimed: Claimed, *, stop: asyncio.Event | None = None
+) -> EndpointRun:
+    """Sends an endpoint's claimed deliveries in order, stopping at the first failure or when the
+    sender stops."""
+    run = EndpointRun(claimed.endpoint_id)
+    endpoint = Endpoint(settings, claimed.url, claimed.secrets)
+    for delivery_id, body in claimed.deliveries:
+        if stop is not None and stop.is_set():
+            break
+        sent = await endpoint.send(client, delivery_id, body)
+        run.sent.append(sent)
+        if not sent.answer.ok:
             break
     return run
+
+
+@dataclass
+class _Leased:
+    """Deliveries leased to this sender for one endpoint, sent one at a time in the order written."""
+
+    endpoint: Endpoint
+    run: EndpointRun
+    waiting: collections.deque[tuple[uuid.UUID, str, float]]  # (id, body, start before: monotonic)
 
 
 async def sender_connection(db: Database) -> asyncpg.Connection:
@@ -120,14 +154,15 @@ async def sender_connection(db: Database) -> asyncpg.Connection:
     )
 
 
-# While requests are in flight, a turn at least this often: deliveries committed meanwhile do not
-# wake the sender (the wake's mark is still set), and they should not wait for a slow endpoint.
-POLL_SECONDS = 0.02
 # Turns at most this often: a turn costs PostgreSQL about 0.13 ms of CPU whatever it carries (and
 # about 0.1 ms per delivery: bench/webhook_sender.py, docs/benchmarks.md), and in a burst each
-# finished request would otherwise have one of its own (measured at 480 deliveries/s: one turn per
-# 2.4 deliveries, 240 µs of PostgreSQL per delivery; 10 ms apart, 5.3 per turn and 180 µs).
-TURN_SPACING_SECONDS = 0.01
+# finished request would otherwise have one of its own. The deliveries of a distribution go out
+# without a turn (leased): what waits on a turn is their record, and what the claims send (retries,
+# backlogs, failing endpoints, events written in the API), for which 50 ms is nothing.
+TURN_SPACING_SECONDS = 0.05
+# While claimed requests are in flight, a turn at least this often: deliveries committed meanwhile
+# do not wake the sender (the wake's mark is still set), and they should not wait for a slow endpoint.
+POLL_SECONDS = TURN_SPACING_SECONDS
 
 
 class WebhookSender:
@@ -136,7 +171,10 @@ class WebhookSender:
     `on_idle` (which clears that job's mark, so the next commit queues a job again) and looks once
     more, so a commit between its last look and the clearing is not left to the sweep. Woken only
     by its own process's distributions (which set no mark), it skips the clearing (in a burst, a
-    Redis round trip each time it ran out of work). `close()` on worker shutdown."""
+    Redis round trip each time it ran out of work).
+
+    The deliveries its own process's distributions lease to it (`send_leased`) it sends at once,
+    without a claim; its turns record them. `close()` on worker shutdown."""
 
     def __init__(
         self,
@@ -147,10 +185,16 @@ class WebhookSender:
     ) -> None:
         self.db, self.settings, self.client = db, settings, client
         self.on_idle = on_idle
+        # what a distribution of this process leases to it (WEBHOOK_LEASE_SECONDS): a delivery
+        # starts only while an attempt's time to answer and another to be recorded remain
+        self.lease_seconds = settings.webhook_lease_seconds
+        self._start_within = settings.webhook_lease_seconds - 2 * settings.webhook_timeout_seconds
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._finished: list[EndpointRun] = []
-        self._busy: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._busy: dict[uuid.UUID, asyncio.Task[None]] = {}  # claimed endpoints being sent to
+        self._leased: dict[uuid.UUID, _Leased] = {}  # endpoints with leased deliveries to send
+        self._tasks: set[asyncio.Task[None]] = set()  # the sends of leased deliveries
         self._loop: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection | None = None
         self._last_turn = 0.0
@@ -162,16 +206,46 @@ class WebhookSender:
         return self._conn
 
     def wake(self, *, by_job: bool = False) -> None:
-        """`by_job`: from the `send_webhooks` job, whose wake mark this sender clears when idle."""
+        """Claims what is due. `by_job`: from the `send_webhooks` job, whose wake mark this sender
+        clears when idle."""
         if by_job:
             self._woken_by_job = True
+        self._turn_soon()
+
+    def _turn_soon(self) -> None:
         if self._loop is None or self._loop.done():
             self._loop = asyncio.create_task(self._run(), name="webhook-sender")
         self._wake.set()
 
+    def send_leased(self, leased: Sequence[LeasedWebhook]) -> None:
+        """Sends deliveries leased to this process (written by its distributions) as soon as their
+        endpoint is free here, one at a time per endpoint. Given back to the claims instead when its
+        places are full, or when this sender is sending a claim of the endpoint (its oldest first)."""
+        start_before = time.monotonic() + self._start_within
+        given_back: list[EndpointRun] = []
+        for one in leased:
+            queued = self._leased.get(one.endpoint_id)
+            if queued is not None:
+                queued.waiting.append((one.delivery_id, one.body, start_before))
+            elif one.endpoint_id in self._busy or self.sending >= self.settings.webhook_max_concurrency:
+                given_back.append(EndpointRun(one.endpoint_id, held=False, returned=[one.delivery_id]))
+            else:
+                queued = self._leased[one.endpoint_id] = _Leased(
+                    Endpoint(self.settings, one.url, one.secrets),
+                    EndpointRun(one.endpoint_id, held=False),
+                    collections.deque([(one.delivery_id, one.body, start_before)]),
+                )
+                task = asyncio.create_task(self._send_leased(queued))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        if given_back:
+            self._finished += given_back
+            self._turn_soon()
+
     @property
     def sending(self) -> int:
-        return len(self._busy)
+        """Endpoints this sender is sending to."""
+        return len(self._busy) + len(self._leased)
 
     async def _run(self) -> None:
         while not self._stop.is_set():
@@ -184,11 +258,11 @@ class WebhookSender:
             self._wake.clear()
             self._last_turn = time.monotonic()
             try:
-                claimed, recorded = await self._turn()
+                claimed, freed = await self._turn()
                 idle = not claimed and not self._busy and not self._finished
-                # once more: endpoints the turn released could not be claimed in it (their other
-                # deliveries come back next turn), and a job's mark is cleared before the look
-                if idle and (recorded or self._woken_by_job):
+                # once more: what the turn freed could not be claimed in it (released endpoints'
+                # other deliveries, those given back), and a job's mark is cleared before the look
+                if idle and (freed or self._woken_by_job):
                     if self._woken_by_job:
                         if self.on_idle is not None:
                             await self.on_idle()
@@ -202,9 +276,10 @@ class WebhookSender:
 
     async def _turn(self, *, claiming: bool = True) -> tuple[int, int]:
         """Records what finished and claims for the free places: one statement. Returns how many
-        endpoints it claimed and how many it recorded (and released)."""
+        endpoints it claimed and how many runs it recorded that left something to claim (released
+        endpoints, leased deliveries given back)."""
         finished, self._finished = self._finished, []
-        slots = self.settings.webhook_max_concurrency - len(self._busy)
+        slots = self.settings.webhook_max_concurrency - self.sending
         if not claiming or self._stop.is_set():
             slots = 0
         if not finished and slots <= 0:
@@ -212,7 +287,11 @@ class WebhookSender:
         try:
             conn = await self._connection()
             claimed, flagged = await claims.turn(
-                conn, runs=finished, slots=max(slots, 0), settings=self.settings, sending=list(self._busy)
+                conn,
+                runs=finished,
+                slots=max(slots, 0),
+                settings=self.settings,
+                sending=[*self._busy, *self._leased],
             )
             if flagged:
                 await flag(conn, flagged)
@@ -224,7 +303,7 @@ class WebhookSender:
             raise
         for one in claimed:
             self._busy[one.endpoint_id] = asyncio.create_task(self._send(one))
-        return len(claimed), len(finished)
+        return len(claimed), sum(run.held or bool(run.returned) for run in finished)
 
     async def _send(self, claimed: Claimed) -> None:
         try:
@@ -237,13 +316,39 @@ class WebhookSender:
         self._finished.append(run)
         self._wake.set()
 
+    async def _send_leased(self, leased: _Leased) -> None:
+        """Until its endpoint's waiting deliveries are sent. After a failure (the endpoint's retry
+        schedule decides what comes next), once stopping, or past a delivery's time to start (its
+        lease would end before its answer), the rest are given back to the claims, due now."""
+        run, waiting = leased.run, leased.waiting
+        try:
+            while waiting:
+                delivery_id, body, start_before = waiting.popleft()
+                if self._stop.is_set() or time.monotonic() > start_before:
+                    run.returned.append(delivery_id)
+                    continue
+                sent = await leased.endpoint.send(self.client, delivery_id, body)
+                run.sent.append(sent)
+                if not sent.answer.ok:
+                    run.returned += [d for d, _, _ in waiting]
+                    waiting.clear()
+        except Exception:  # noqa: BLE001  (a bug, not a buyer's answer: sent by the claims later)
+            log.exception("webhooks.send_failed endpoint_id=%s", run.endpoint_id)
+            run.returned += [d for d, _, _ in waiting]
+        finally:
+            del self._leased[run.endpoint_id]
+        self._finished.append(run)
+        self._turn_soon()
+
     async def close(self, grace_seconds: float) -> None:
-        """Stops claiming, lets the requests in flight end (each stops its endpoint's run after it),
-        records them and releases the endpoints; what is cut off here is sent again (its
-        endpoint's lock goes with the connection)."""
+        """Stops claiming, lets the requests in flight end (each stops its endpoint's run after it,
+        leased deliveries not sent yet are given back), records them and releases the endpoints;
+        what is cut off here is sent again (its endpoint's lock goes with the connection, a lease
+        ends)."""
         self._stop.set()
-        if self._busy:
-            await asyncio.wait(list(self._busy.values()), timeout=grace_seconds)
+        in_flight = [*self._busy.values(), *self._tasks]
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=grace_seconds)
         self._wake.set()
         if self._loop is not None:
             with contextlib.suppress(Exception):

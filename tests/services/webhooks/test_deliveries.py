@@ -63,7 +63,7 @@ async def test_a_lead_sold_to_three_buyers_reaches_each_once(
     lead = await make_lead(db, niche, {"name": "Pat Doe", "phone": "+1 555 0100", "state": "TX"})
 
     result = await distribute_lead(db, lead_id=lead.id)
-    assert len(result.assigned) == 4 and result.webhooks == 3
+    assert len(result.assigned) == 4 and result.webhooks_due == 3
     assert await send_due(db, SETTINGS) == 3
 
     for buyer, receiver in hooks:
@@ -98,7 +98,7 @@ async def test_no_endpoint_no_delivery(db: Database) -> None:
     niche, (level,) = await make_niche(db, levels=[(100, 2)])
     await subscribe(db, await make_provider(db, balance_cents=1_000), level)
     result = await distribute_lead(db, lead_id=(await make_lead(db, niche)).id)
-    assert len(result.assigned) == 1 and result.webhooks == 0
+    assert len(result.assigned) == 1 and result.webhooks_due == 0
     assert await rows(db, "SELECT * FROM webhook_deliveries") == []
 
 
@@ -114,7 +114,7 @@ async def test_only_live_endpoints_subscribed_to_the_event_get_it(db: Database, 
     await endpoints.delete_endpoint(db, actor=SYSTEM, endpoint_id=deleted.endpoint.id)
 
     result = await distribute_lead(db, lead_id=(await make_lead(db, niche)).id)
-    assert result.webhooks == 2
+    assert result.webhooks_due == 2
     got = await rows(db, "SELECT endpoint_id FROM webhook_deliveries")
     assert {r.endpoint_id for r in got} == {wanted.endpoint.id, both.endpoint.id}
 

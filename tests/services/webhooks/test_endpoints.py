@@ -303,5 +303,5 @@ async def test_an_endpoint_deleted_while_a_distribution_waits_for_its_buyer_gets
     await asyncio.wait_for(deleting, 10)
     result = await asyncio.wait_for(engine, 10)
     assert [a.provider_id for a in result.assigned] == [buyer.id]
-    assert result.webhooks == 0
+    assert result.webhooks_due == 0
     assert await count(db, "webhook_deliveries") == 0

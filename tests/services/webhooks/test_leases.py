@@ -1,0 +1,167 @@
+"""Deliveries a distribution leases to its worker's sender (webhook_lease_seconds): sent at once
+without a claim, recorded by the sender's turns, given back to the claims when they cannot be sent,
+and anyone's once the lease ends (a worker that died)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from pytest_httpserver.httpserver import Response
+
+from app.db import Database
+from app.engine.distribute import distribute_lead
+from app.engine.result import DistributionResult
+from app.models.niches import Niche
+from app.models.webhooks import webhook_id
+from app.services.webhooks.claims import sender_needed
+from app.services.webhooks.outbound import make_client
+from app.services.webhooks.sender import WebhookSender, send_due
+from app.settings import Settings
+from tests.factories import make_lead, make_niche, make_provider, subscribe
+from tests.factories.webhooks import SETTINGS, make_endpoint
+from tests.receiver import Receiver, statuses
+from tests.tasks.conftest import wait_for
+
+LEASE = 60.0
+
+
+async def rows(db: Database, sql: str, **params: Any) -> list[Any]:
+    async with db.engine.connect() as conn:
+        return list((await conn.execute(sa.text(sql), params)).all())
+
+
+async def buyers(db: Database, hooks: list[Receiver]) -> Niche:
+    """A niche whose leads go to one buyer per receiver, each with an endpoint on it."""
+    niche, (level,) = await make_niche(db, levels=[(2500, len(hooks))])
+    for receiver in hooks:
+        buyer = await make_provider(db, balance_cents=1_000_000)
+        await subscribe(db, buyer, level)
+        receiver.secrets.append((await make_endpoint(db, buyer, receiver.url)).secret)
+    return niche
+
+
+async def sold(db: Database, niche: Niche, *, lease: float = LEASE) -> DistributionResult:
+    lead = await make_lead(db, niche, {"name": "Pat Doe", "phone": "+1 555 0100"})
+    return await distribute_lead(db, lead_id=lead.id, webhook_lease_seconds=lease)
+
+
+async def states(db: Database) -> list[tuple[str, int]]:
+    return [
+        (r.status, r.attempts)
+        for r in await rows(db, "SELECT status, attempts FROM webhook_deliveries ORDER BY created_at")
+    ]
+
+
+async def all_delivered(db: Database) -> bool:
+    return not await rows(db, "SELECT 1 FROM webhook_deliveries WHERE status <> 'DELIVERED'")
+
+
+async def test_leased_deliveries_go_at_once_and_no_claim_sees_them(
+    db: Database, receivers: Callable[[], Receiver]
+) -> None:
+    hooks = [receivers() for _ in range(3)]
+    niche = await buyers(db, hooks)
+    result = await sold(db, niche)
+    assert len(result.webhooks_leased) == 3 and result.webhooks_due == 0
+    # leased: no sender may claim them, and the sweep sees nothing to do
+    assert await send_due(db, SETTINGS) == 0
+    assert not await sender_needed(db, stale_after=0)
+
+    sender = WebhookSender(db, SETTINGS, make_client(SETTINGS))
+    try:
+        sender.send_leased(result.webhooks_leased)
+        await wait_for(lambda: all_delivered(db), timeout=10)
+    finally:
+        await sender.close(grace_seconds=5)
+    for receiver in hooks:
+        (got,) = receiver.received
+        assert got.verified_by
+        assert got.payload["data"]["assignment_id"] in {str(a.assignment_id) for a in result.assigned}
+    assert await states(db) == [("DELIVERED", 1)] * 3
+
+
+async def test_an_endpoint_that_failed_last_gets_due_deliveries_not_leased(
+    db: Database, receiver: Receiver
+) -> None:
+    niche = await buyers(db, [receiver])
+    async with db.begin() as conn:
+        await conn.execute(sa.text("UPDATE webhook_endpoints SET consecutive_failures = 1"))
+    result = await sold(db, niche)
+    assert result.webhooks_leased == () and result.webhooks_due == 1
+    assert await send_due(db, SETTINGS) == 1  # a claim sends it, oldest first behind its retries
+    assert await states(db) == [("DELIVERED", 1)]
+
+
+async def test_after_a_failure_the_rest_go_back_to_the_claims(db: Database, receiver: Receiver) -> None:
+    receiver.respond = statuses(500, 200)
+    niche = await buyers(db, [receiver])
+    results = [await sold(db, niche) for _ in range(3)]
+    leased = [w for r in results for w in r.webhooks_leased]
+    assert len(leased) == 3
+    sender = WebhookSender(db, SETTINGS, make_client(SETTINGS))
+    try:
+        sender.send_leased(leased)  # one endpoint: one at a time, in the order written
+        await wait_for(lambda: all_delivered(db), timeout=10)
+    finally:
+        await sender.close(grace_seconds=5)
+    # the first failed and was retried; the two behind it were given back and claimed
+    assert await states(db) == [("DELIVERED", 2), ("DELIVERED", 1), ("DELIVERED", 1)]
+    assert len(receiver.ids()) == 4 and len(set(receiver.ids())) == 3
+
+
+async def test_stopping_gives_back_what_was_not_sent(db: Database, receiver: Receiver) -> None:
+    def slow(n: int, _: Any) -> Response:
+        time.sleep(0.5)
+        return Response("ok", 200)
+
+    receiver.respond = slow
+    niche = await buyers(db, [receiver])
+    leased = [w for _ in range(3) for w in (await sold(db, niche)).webhooks_leased]
+    sender = WebhookSender(db, SETTINGS, make_client(SETTINGS))
+    sender.send_leased(leased)
+    await asyncio.sleep(0.2)  # the first request is in flight
+    await sender.close(grace_seconds=5)
+    assert await states(db) == [("DELIVERED", 1), ("PENDING", 0), ("PENDING", 0)]
+    # due now, for any sender: not left until their lease ends
+    assert await send_due(db, SETTINGS) == 2
+    assert await all_delivered(db)
+
+
+async def test_a_full_sender_gives_leased_deliveries_back(
+    db: Database, receivers: Callable[[], Receiver]
+) -> None:
+    hooks = [receivers() for _ in range(2)]
+    niche = await buyers(db, hooks)
+    result = await sold(db, niche)
+    one_place = SETTINGS.model_copy(update={"webhook_max_concurrency": 1})
+    sender = WebhookSender(db, one_place, make_client(one_place))
+    try:
+        sender.send_leased(result.webhooks_leased)  # one sent at once, the other claimed after it
+        await wait_for(lambda: all_delivered(db), timeout=10)
+    finally:
+        await sender.close(grace_seconds=5)
+    assert [len(r.received) for r in hooks] == [1, 1]
+
+
+async def test_a_lease_that_ends_unsent_is_anyones(db: Database, receiver: Receiver) -> None:
+    """The worker that distributed the lead died before sending: once the lease ends the sweep
+    wakes a sender for it, without waiting stale_after on top, and a claim sends it."""
+    niche = await buyers(db, [receiver])
+    result = await sold(db, niche, lease=1)
+    assert len(result.webhooks_leased) == 1
+    assert not await sender_needed(db, stale_after=3600)
+    await asyncio.sleep(1.1)
+    assert await sender_needed(db, stale_after=3600)
+    assert await send_due(db, SETTINGS) == 1
+    (got,) = receiver.received
+    assert got.verified_by and got.webhook_id == webhook_id(result.webhooks_leased[0].delivery_id)
+
+
+def test_the_lease_must_outlast_two_attempts() -> None:
+    with pytest.raises(ValueError, match="WEBHOOK_LEASE_SECONDS must be more than twice"):
+        Settings(_env_file=None, webhook_timeout_seconds=10, webhook_lease_seconds=20)  # type: ignore[call-arg]
