@@ -1,5 +1,6 @@
-"""The webhook sender alone: what one webhook costs the process that sends it and its PostgreSQL
-connection, next to what it costs the receiver to take it.
+"""The webhook sender alone: what one webhook sent through a claim costs the process that sends it
+and its PostgreSQL connection, next to what it costs the receiver to take it. (The deliveries a
+distribution writes to healthy endpoints skip the claim: bench/e2e.py (d) measures them.)
 
 Deliveries are written at a steady rate, three at a time (a lead sold to three buyers), for 60
 endpoints on the https receiver of bench/e2e.py (d) (bench/webhook_receiver.py). One

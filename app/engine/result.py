@@ -40,8 +40,8 @@ class LeasedWebhook:
     delivery_id: uuid.UUID
     endpoint_id: uuid.UUID
     url: str
-    secrets: tuple[str, ...]
-    body: str
+    secrets: tuple[str, ...] = field(repr=False)
+    body: str = field(repr=False)
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,8 @@ class WebhookDelivery(SQLModel, table=True):
         default=DeliveryStatus.PENDING, sa_type=sa.Text, sa_column_kwargs={"server_default": "PENDING"}
     )
     attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # when a sender may claim it: NULL while its endpoint is disabled; for a delivery a distribution
+    # leased to its worker (sent at once by that worker), when the lease ends
     next_attempt_at: datetime | None = timestamp()
     last_attempt_at: datetime | None = timestamp()
     last_status_code: int | None = None

@@ -3,10 +3,12 @@ held while a request is in flight): a turn records what was sent (attempts, new 
 counts, the endpoints released) and claims endpoints with due deliveries, in one round trip; then
 the flagging of endpoints it disabled, and the sweep's check.
 
-One sender holds an endpoint at a time (its lock), and sends its due deliveries oldest first,
-one request at a time: an endpoint sees its messages in creation order, and a slow or dead one
-holds only its own. Raw asyncpg with named parameters (app/engine/sql.py): these run for every
-batch of sends, where SQLAlchemy's per-statement work would be most of their cost."""
+A claim holds an endpoint for one sender at a time (its lock), which sends its due deliveries
+oldest first, one request at a time: retries and backlogs reach an endpoint in creation order, and
+a slow or dead one holds only its own. (A distribution's deliveries to healthy endpoints skip the
+claim: leased to its worker, sent by its sender at once, recorded by its turns.) Raw asyncpg with
+named parameters (app/engine/sql.py): these run for every batch of sends, where SQLAlchemy's
+per-statement work would be most of their cost."""
 
 from __future__ import annotations
 
@@ -34,6 +36,11 @@ LOCK_CLASS = 0x5748  # "WH"
 # due deliveries a turn looks at, oldest first (their endpoints are the turn's candidates)
 DUE_SCAN = 2000
 
+# An endpoint's failures in a row once a run is recorded (restarting at its last success), and
+# whether that disables it: from the endpoint's row as it is when locked (`e`, `c`: recorded below)
+FAILURES_AFTER = "CASE WHEN c.reset THEN 0 ELSE e.consecutive_failures END + c.failures"
+DISABLES = f"e.enabled AND {FAILURES_AFTER} >= :disable_after::int"
+
 # One statement per turn of a sender (one round trip):
 #
 # Record what finished: the attempts logged (in the delivery's row); each delivery DELIVERED, or
@@ -50,7 +57,7 @@ DUE_SCAN = 2000
 # message (its other deliveries are held: next_attempt_at NULL). An endpoint whose deliveries went
 # meanwhile comes back with none (d.id NULL), and is released by the next turn.
 #
-# Rows: the claimed ('claim'), the endpoints it disabled ('flag') and released ('release').
+# Rows: the claimed ('claim'), the endpoints it disabled ('flag') and recorded ('release').
 TURN = compile_named(f"""
 -- materialized: inlined, the unnest of the seven arrays was run again for every delivery row the
 -- update joined it to (a plan made on a young table's statistics: quadratic in the turn's size)
@@ -88,30 +95,41 @@ deliveries AS (
     RETURNING d.id
 ),
 counted AS MATERIALIZED (
-    SELECT e.id, e.consecutive_failures AS before,
-           CASE WHEN u.reset THEN 0 ELSE e.consecutive_failures END + u.failures AS failures,
-           e.enabled AND CASE WHEN u.reset THEN 0 ELSE e.consecutive_failures END + u.failures
-                         >= :disable_after::int AS disable,
-           CASE WHEN u.release THEN pg_advisory_unlock({LOCK_CLASS}, hashtext(e.id::text)) END AS released
+    SELECT u.id, u.reset, u.failures,
+           CASE WHEN u.release THEN pg_advisory_unlock({LOCK_CLASS}, hashtext(u.id::text)) END AS released
     FROM unnest(:endpoint_ids::uuid[], :resets::bool[], :failures::int[], :releases::bool[])
         AS u (id, reset, failures, release)
-    -- a primary-key probe each, never a scan of the endpoints (as in candidates)
-    CROSS JOIN LATERAL (SELECT * FROM webhook_endpoints e WHERE e.id = u.id LIMIT 1) e
     -- after the deliveries' update, not before (an unreferenced one runs last): another sender
     -- that takes the endpoint the moment it is released must find them changed, or locked
     CROSS JOIN (SELECT count(*) FROM deliveries) AS updated_first
-    WHERE e.id = ANY(:endpoint_ids::uuid[])
+),
+-- the endpoints whose count changes, locked in id order (the runs come sorted): senders record
+-- one endpoint at once (leased deliveries go without its lock), so each counts on the row as the
+-- others left it (an UPDATE reads the row it waited for), and two never wait on each other. A
+-- primary-key probe each, never a scan of the endpoints (as in candidates).
+changing AS MATERIALIZED (
+    SELECT c.id, c.reset, c.failures
+    FROM counted c
+    CROSS JOIN LATERAL (
+        SELECT e.id FROM webhook_endpoints e
+        WHERE e.id = c.id AND (c.failures > 0 OR (c.reset AND e.consecutive_failures <> 0))
+        FOR NO KEY UPDATE
+    ) e
 ),
 recorded AS (
     UPDATE webhook_endpoints e
-    SET consecutive_failures = c.failures,
-        enabled = e.enabled AND NOT c.disable,
-        disabled_reason = CASE WHEN c.disable THEN '{DisabledReason.FAILING}' ELSE e.disabled_reason END,
-        disabled_at = CASE WHEN c.disable THEN now() ELSE e.disabled_at END,
-        updated_at = CASE WHEN c.disable THEN now() ELSE e.updated_at END
-    FROM counted c
-    WHERE e.id = ANY(:endpoint_ids::uuid[]) AND e.id = c.id AND (c.failures <> c.before OR c.disable)
-    RETURNING e.id, e.provider_id, c.disable, c.failures
+    SET consecutive_failures = {FAILURES_AFTER},
+        enabled = e.enabled AND NOT ({DISABLES}),
+        disabled_reason = CASE WHEN {DISABLES} THEN '{DisabledReason.FAILING}' ELSE e.disabled_reason END,
+        disabled_at = CASE WHEN {DISABLES} THEN now() ELSE e.disabled_at END,
+        updated_at = CASE WHEN {DISABLES} THEN now() ELSE e.updated_at END
+    FROM changing c
+    WHERE e.id = ANY(:endpoint_ids::uuid[]) AND e.id = c.id
+    -- disabled by this statement: now() is its transaction's start
+    RETURNING e.id, e.provider_id,
+              NOT e.enabled AND e.disabled_reason = '{DisabledReason.FAILING}' AND e.disabled_at = now()
+                  AS disable,
+              e.consecutive_failures AS failures
 ),
 -- leased deliveries their sender gave back unsent (its endpoint failed, or it stopped): due now
 returned AS (
@@ -303,9 +321,11 @@ async def turn(
 
 
 def merged(runs: Sequence[EndpointRun]) -> list[EndpointRun]:
-    """One run per endpoint: a sender can have a claim of an endpoint and leased deliveries to it
-    end in the same turn (its attempts in the order they were made, its failures counted once)."""
+    """One run per endpoint, in id order: a sender can have a claim of an endpoint and leased
+    deliveries to it end in the same turn (its attempts in the order they were made, its failures
+    counted once)."""
     by_endpoint: dict[uuid.UUID, EndpointRun] = {}
+    runs = sorted(runs, key=lambda run: run.endpoint_id)  # the order their rows are locked in
     for run in runs:
         seen = by_endpoint.get(run.endpoint_id)
         if seen is None:

@@ -25,106 +25,32 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
-import httpx
-from standardwebhooks import Webhook
 
 from app import metrics
 from app.db import Database
 from app.engine.result import LeasedWebhook
-from app.models.base import utcnow
-from app.models.webhooks import AttemptOutcome, webhook_id
 from app.services.webhooks import claims, outbound
-from app.services.webhooks.claims import Claimed, EndpointRun, Flagged, Sent
+from app.services.webhooks.attempts import Endpoint, send_claimed
+from app.services.webhooks.claims import Claimed, EndpointRun, Flagged
 from app.settings import Settings
 
 log = logging.getLogger("leadwheel.webhooks")
 
 
-def signature(secrets: Sequence[str | Webhook], msg_id: str, at: datetime, body: str) -> str:
-    """`webhook-signature`: one `v1,<base64>` per secret that signs now (two during a rotation's
-    overlap), space-separated, as Standard Webhooks verifies them. A signer made once per claim
-    (`Webhook(secret)`, which decodes the secret) may be passed instead of its secret."""
-    return " ".join(
-        (secret if isinstance(secret, Webhook) else Webhook(secret)).sign(msg_id, at, body)
-        for secret in secrets
-    )
-
-
-@functools.lru_cache(maxsize=4096)
-def parsed_url(url: str) -> httpx.URL:
-    """An endpoint's URL parsed once per process, not at every claim: in a burst a claim mostly
-    carries one delivery, and httpx's parsing cost more than the signing."""
-    return httpx.URL(url)
-
-
-class Endpoint:
-    """Where an endpoint's deliveries go, made ready once per claim (or lease): the URL parsed
-    and checked, the secrets decoded."""
-
-    def __init__(self, settings: Settings, url: str, secrets: Sequence[str]) -> None:
-        self.settings = settings
-        self.url = parsed_url(url)
-        self.refused = outbound.check_scheme(self.url, settings.environment)
-        self.signers = [Webhook(secret) for secret in secrets]
-
-    async def send(self, client: outbound.WebhookClient, delivery_id: uuid.UUID, body: str) -> Sent:
-        """One attempt, counted in the metrics."""
-        at = utcnow()
-        if self.refused is not None:
-            answer = outbound.Answer(AttemptOutcome.REFUSED, 0.0, error=f"refused: {self.refused}")
-        else:
-            msg_id = webhook_id(delivery_id)
-            headers = {
-                "content-type": "application/json",
-                "webhook-id": msg_id,
-                "webhook-timestamp": str(int(at.timestamp())),
-                "webhook-signature": signature(self.signers, msg_id, at, body),
-            }
-            answer = await outbound.post(
-                client,
-                self.url,
-                headers=headers,
-                body=body.encode(),
-                within=self.settings.webhook_timeout_seconds,
-            )
-        metrics.WEBHOOK_ATTEMPTS.labels(answer.outcome.value).inc()
-        metrics.WEBHOOK_LATENCY.observe(answer.latency_ms / 1000)
-        return Sent(delivery_id, at, answer)
-
-
-async def send_claimed(
-    client: outbound.WebhookClient, settings: Settings, claimed: Claimed, *, stop: asyncio.Event | None = None
-) -> EndpointRun:
-    """Sends an endpoint's claimed deliveries in order, stopping at the first failure or when the
-    sender stops."""
-    run = EndpointRun(claimed.endpoint_id)
-    endpoint = Endpoint(settings, claimed.url, claimed.secrets)
-    for delivery_id, body in claimed.deliveries:
-        if stop is not None and stop.is_set():
-            break
-        sent = await endpoint.send(client, delivery_id, body)
-        run.sent.append(sent)
-        if not sent.answer.ok:
-            break
-    return run
-
-
 @dataclass
 class _Leased:
-    """Deliveries leased to this sender for one endpoint, sent one at a time in the order written."""
+    """Deliveries leased to this sender for one endpoint, sent one at a time in the order written,
+    each with its start-by time (monotonic)."""
 
-    endpoint: Endpoint
     run: EndpointRun
-    waiting: collections.deque[tuple[uuid.UUID, str, float]]  # (id, body, start before: monotonic)
+    waiting: collections.deque[tuple[LeasedWebhook, float]]
 
 
 async def sender_connection(db: Database) -> asyncpg.Connection:
@@ -199,6 +125,8 @@ class WebhookSender:
         self._conn: asyncpg.Connection | None = None
         self._last_turn = 0.0
         self._woken_by_job = False  # since the mark was last cleared
+        self._flagged: list[Flagged] = []  # endpoints a turn disabled, to be held and audited
+        self._closed = False
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
@@ -213,6 +141,8 @@ class WebhookSender:
         self._turn_soon()
 
     def _turn_soon(self) -> None:
+        if self._closed:
+            return
         if self._loop is None or self._loop.done():
             self._loop = asyncio.create_task(self._run(), name="webhook-sender")
         self._wake.set()
@@ -226,14 +156,12 @@ class WebhookSender:
         for one in leased:
             queued = self._leased.get(one.endpoint_id)
             if queued is not None:
-                queued.waiting.append((one.delivery_id, one.body, start_before))
+                queued.waiting.append((one, start_before))
             elif one.endpoint_id in self._busy or self.sending >= self.settings.webhook_max_concurrency:
                 given_back.append(EndpointRun(one.endpoint_id, held=False, returned=[one.delivery_id]))
             else:
                 queued = self._leased[one.endpoint_id] = _Leased(
-                    Endpoint(self.settings, one.url, one.secrets),
-                    EndpointRun(one.endpoint_id, held=False),
-                    collections.deque([(one.delivery_id, one.body, start_before)]),
+                    EndpointRun(one.endpoint_id, held=False), collections.deque([(one, start_before)])
                 )
                 task = asyncio.create_task(self._send_leased(queued))
                 self._tasks.add(task)
@@ -293,16 +221,20 @@ class WebhookSender:
                 settings=self.settings,
                 sending=[*self._busy, *self._leased],
             )
-            if flagged:
-                await flag(conn, flagged)
         except BaseException:
             self._finished[:0] = finished  # recorded next turn
-            if self._conn is not None:
-                self._conn.terminate()  # a new one next turn: this one may be broken
-                self._conn = None
+            self._drop_connection()  # a new one next turn: this one may be broken
             raise
         for one in claimed:
             self._busy[one.endpoint_id] = asyncio.create_task(self._send(one))
+        self._flagged += flagged
+        if self._flagged:  # the turn is committed: only this is tried again if it fails
+            try:
+                await flag(conn, self._flagged)
+            except BaseException:
+                self._drop_connection()
+                raise
+            self._flagged = []
         return len(claimed), sum(run.held or bool(run.returned) for run in finished)
 
     async def _send(self, claimed: Claimed) -> None:
@@ -321,20 +253,27 @@ class WebhookSender:
         schedule decides what comes next), once stopping, or past a delivery's time to start (its
         lease would end before its answer), the rest are given back to the claims, due now."""
         run, waiting = leased.run, leased.waiting
+        endpoint: Endpoint | None = None
+        one: LeasedWebhook | None = None
         try:
             while waiting:
-                delivery_id, body, start_before = waiting.popleft()
+                one, start_before = waiting.popleft()
                 if self._stop.is_set() or time.monotonic() > start_before:
-                    run.returned.append(delivery_id)
+                    run.returned.append(one.delivery_id)
                     continue
-                sent = await leased.endpoint.send(self.client, delivery_id, body)
+                # each as written: an endpoint's URL or secrets can change between two
+                if endpoint is None or endpoint.source != (one.url, one.secrets):
+                    endpoint = Endpoint(self.settings, one.url, one.secrets)
+                sent = await endpoint.send(self.client, one.delivery_id, one.body)
                 run.sent.append(sent)
                 if not sent.answer.ok:
-                    run.returned += [d for d, _, _ in waiting]
+                    run.returned += [w.delivery_id for w, _ in waiting]
                     waiting.clear()
         except Exception:  # noqa: BLE001  (a bug, not a buyer's answer: sent by the claims later)
             log.exception("webhooks.send_failed endpoint_id=%s", run.endpoint_id)
-            run.returned += [d for d, _, _ in waiting]
+            if one is not None and not (run.sent and run.sent[-1].delivery_id == one.delivery_id):
+                run.returned.append(one.delivery_id)
+            run.returned += [w.delivery_id for w, _ in waiting]
         finally:
             del self._leased[run.endpoint_id]
         self._finished.append(run)
@@ -353,9 +292,16 @@ class WebhookSender:
         if self._loop is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._loop, timeout=5)
+        self._closed = True
+        for task in [*self._busy.values(), *self._tasks]:  # past the grace: left to a lease or lock
+            task.cancel()
+        self._drop_connection()
+        await self.client.aclose()
+
+    def _drop_connection(self) -> None:
         if self._conn is not None:
             self._conn.terminate()
-        await self.client.aclose()
+            self._conn = None
 
 
 async def flag(conn: asyncpg.Connection, flagged: list[Flagged]) -> None:

@@ -18,10 +18,15 @@ from app.engine.distribute import distribute_lead
 from app.engine.result import DistributionResult
 from app.models.niches import Niche
 from app.models.webhooks import webhook_id
+from app.progress.publish import NullPublisher
+from app.services.audit import SYSTEM
+from app.services.webhooks import endpoints
 from app.services.webhooks.claims import sender_needed
+from app.services.webhooks.endpoints import EndpointChanges
 from app.services.webhooks.outbound import make_client
 from app.services.webhooks.sender import WebhookSender, send_due
 from app.settings import Settings
+from app.tasks.dispatch import InlineDispatcher
 from tests.factories import make_lead, make_niche, make_provider, subscribe
 from tests.factories.webhooks import SETTINGS, make_endpoint
 from tests.receiver import Receiver, statuses
@@ -109,9 +114,11 @@ async def test_after_a_failure_the_rest_go_back_to_the_claims(db: Database, rece
         await wait_for(lambda: all_delivered(db), timeout=10)
     finally:
         await sender.close(grace_seconds=5)
-    # the first failed and was retried; the two behind it were given back and claimed
+    # the first failed; the two behind it were given back, and a claim sent all three oldest
+    # first (its retry is due at once here): not the leased run going on after a failure
     assert await states(db) == [("DELIVERED", 2), ("DELIVERED", 1), ("DELIVERED", 1)]
-    assert len(receiver.ids()) == 4 and len(set(receiver.ids())) == 3
+    first, second, third = (webhook_id(w.delivery_id) for w in leased)
+    assert receiver.ids() == [first, first, second, third]
 
 
 async def test_stopping_gives_back_what_was_not_sent(db: Database, receiver: Receiver) -> None:
@@ -142,6 +149,7 @@ async def test_a_full_sender_gives_leased_deliveries_back(
     sender = WebhookSender(db, one_place, make_client(one_place))
     try:
         sender.send_leased(result.webhooks_leased)  # one sent at once, the other claimed after it
+        assert sender.sending == 1
         await wait_for(lambda: all_delivered(db), timeout=10)
     finally:
         await sender.close(grace_seconds=5)
@@ -165,3 +173,61 @@ async def test_a_lease_that_ends_unsent_is_anyones(db: Database, receiver: Recei
 def test_the_lease_must_outlast_two_attempts() -> None:
     with pytest.raises(ValueError, match="WEBHOOK_LEASE_SECONDS must be more than twice"):
         Settings(_env_file=None, webhook_timeout_seconds=10, webhook_lease_seconds=20)  # type: ignore[call-arg]
+
+
+async def test_each_queued_delivery_goes_where_and_as_it_was_written(
+    db: Database, receivers: Callable[[], Receiver]
+) -> None:
+    """The endpoint's URL changed between two distributions: the second goes to the new URL."""
+    before, after = receivers(), receivers()
+    niche = await buyers(db, [before])
+    after.secrets += before.secrets
+    first = await sold(db, niche)
+    (endpoint_id,) = {w.endpoint_id for w in first.webhooks_leased}
+    await endpoints.update_endpoint(
+        db,
+        actor=SYSTEM,
+        endpoint_id=endpoint_id,
+        changes=EndpointChanges(url=after.url),
+        settings=SETTINGS,
+        dispatcher=InlineDispatcher(db, SETTINGS, NullPublisher()),
+    )
+    second = await sold(db, niche)
+    sender = WebhookSender(db, SETTINGS, make_client(SETTINGS))
+    try:
+        sender.send_leased([*first.webhooks_leased, *second.webhooks_leased])  # one queue
+        await wait_for(lambda: all_delivered(db), timeout=10)
+    finally:
+        await sender.close(grace_seconds=5)
+    assert before.ids() == [webhook_id(first.webhooks_leased[0].delivery_id)]
+    assert after.ids() == [webhook_id(second.webhooks_leased[0].delivery_id)]
+
+
+async def test_two_senders_count_one_endpoints_failures_together(db: Database, receiver: Receiver) -> None:
+    """Leased deliveries to one endpoint from two workers, every answer a 500: each failure is
+    counted once though both record the endpoint, and it is disabled once, at the threshold."""
+    receiver.respond = statuses(500)
+    niche = await buyers(db, [receiver])
+    settings = SETTINGS.model_copy(update={"webhook_disable_after_failures": 4})
+    leased = [w for _ in range(8) for w in (await sold(db, niche)).webhooks_leased]
+    senders = [WebhookSender(db, settings, make_client(settings)) for _ in range(2)]
+    try:
+        senders[0].send_leased(leased[:4])
+        senders[1].send_leased(leased[4:])
+
+        async def disabled() -> bool:
+            return bool(await rows(db, "SELECT 1 FROM webhook_endpoints WHERE NOT enabled"))
+
+        await wait_for(disabled, timeout=10)
+        await asyncio.sleep(0.3)  # the senders' last turns
+    finally:
+        for sender in senders:
+            await sender.close(grace_seconds=5)
+    ((failures,),) = await rows(db, "SELECT consecutive_failures FROM webhook_endpoints")
+    ((attempts,),) = await rows(db, "SELECT sum(attempts) FROM webhook_deliveries")
+    assert failures == attempts == len(receiver.received) >= 4
+    flagged = await rows(db, "SELECT 1 FROM audit_log WHERE action = 'WEBHOOK_ENDPOINT_DISABLED'")
+    assert len(flagged) == 1
+    # what was not sent waits, held, for the endpoint to be enabled again
+    waiting = await rows(db, "SELECT next_attempt_at FROM webhook_deliveries WHERE status = 'PENDING'")
+    assert waiting and all(at is None for (at,) in waiting)
