@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,14 +18,15 @@ from pytest_httpserver.httpserver import Response
 from app.db import Database
 from app.engine.distribute import distribute_lead
 from app.engine.result import DistributionResult
+from app.models.base import utcnow
 from app.models.niches import Niche
-from app.models.webhooks import webhook_id
+from app.models.webhooks import AttemptOutcome, webhook_id
 from app.progress.publish import NullPublisher
 from app.services.audit import SYSTEM
-from app.services.webhooks import endpoints
+from app.services.webhooks import claims, endpoints
 from app.services.webhooks.claims import sender_needed
 from app.services.webhooks.endpoints import EndpointChanges
-from app.services.webhooks.outbound import make_client
+from app.services.webhooks.outbound import Answer, make_client
 from app.services.webhooks.sender import WebhookSender, send_due
 from app.settings import Settings
 from app.tasks.dispatch import InlineDispatcher
@@ -60,6 +63,16 @@ async def states(db: Database) -> list[tuple[str, int]]:
         (r.status, r.attempts)
         for r in await rows(db, "SELECT status, attempts FROM webhook_deliveries ORDER BY created_at")
     ]
+
+
+def slow(seconds: float) -> Callable[[int, Any], Response]:
+    """Answers 200 after `seconds`."""
+
+    def respond(n: int, _: Any) -> Response:
+        time.sleep(seconds)
+        return Response("ok", 200)
+
+    return respond
 
 
 async def all_delivered(db: Database) -> bool:
@@ -122,11 +135,7 @@ async def test_after_a_failure_the_rest_go_back_to_the_claims(db: Database, rece
 
 
 async def test_stopping_gives_back_what_was_not_sent(db: Database, receiver: Receiver) -> None:
-    def slow(n: int, _: Any) -> Response:
-        time.sleep(0.5)
-        return Response("ok", 200)
-
-    receiver.respond = slow
+    receiver.respond = slow(0.5)
     niche = await buyers(db, [receiver])
     leased = [w for _ in range(3) for w in (await sold(db, niche)).webhooks_leased]
     sender = WebhookSender(db, SETTINGS, make_client(SETTINGS))
@@ -231,3 +240,86 @@ async def test_two_senders_count_one_endpoints_failures_together(db: Database, r
     # what was not sent waits, held, for the endpoint to be enabled again
     waiting = await rows(db, "SELECT next_attempt_at FROM webhook_deliveries WHERE status = 'PENDING'")
     assert waiting and all(at is None for (at,) in waiting)
+
+
+async def test_a_delivery_that_cannot_start_in_time_is_given_back(
+    db: Database, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its lease would end before its answer and record: the claims send it instead."""
+
+    receiver.respond = slow(0.3)
+    niche = await buyers(db, [receiver])
+    leased = [w for _ in range(2) for w in (await sold(db, niche)).webhooks_leased]
+    # a lease just over two attempts' time: each must start within 50 ms of being handed over
+    tight = SETTINGS.model_copy(update={"webhook_timeout_seconds": 1, "webhook_lease_seconds": 2.05})
+    returned: list[Any] = []
+    turn = claims.turn
+
+    async def recording_turn(conn: Any, **kwargs: Any) -> Any:
+        returned.extend(d for run in kwargs["runs"] for d in run.returned)
+        return await turn(conn, **kwargs)
+
+    monkeypatch.setattr(claims, "turn", recording_turn)
+    sender = WebhookSender(db, tight, make_client(tight))
+    try:
+        sender.send_leased(leased)  # the second waits 0.3 s behind the first: too late to start
+        await wait_for(lambda: all_delivered(db), timeout=10)
+    finally:
+        await sender.close(grace_seconds=5)
+    assert returned == [leased[1].delivery_id]
+    assert receiver.ids() == [webhook_id(w.delivery_id) for w in leased]
+
+
+async def test_a_leased_delivery_to_an_endpoint_this_sender_holds_waits_for_its_claim(
+    db: Database, receiver: Receiver
+) -> None:
+    """Given back (the claim sends the endpoint's deliveries oldest first), and the endpoint's lock
+    released once both are recorded: no lock is left behind to keep other senders off it."""
+
+    receiver.respond = slow(0.5)
+    niche = await buyers(db, [receiver])
+    async with db.begin() as conn:
+        await conn.execute(sa.text("UPDATE webhook_endpoints SET consecutive_failures = 1"))
+    assert (await sold(db, niche)).webhooks_due == 1  # for the claims
+    async with db.begin() as conn:
+        await conn.execute(sa.text("UPDATE webhook_endpoints SET consecutive_failures = 0"))
+    leased = (await sold(db, niche)).webhooks_leased
+    assert len(leased) == 1
+    sender = WebhookSender(db, SETTINGS, make_client(SETTINGS))
+    try:
+        sender.wake()
+
+        async def claimed() -> bool:  # the claim's request is in flight
+            return len(receiver.received) == 1
+
+        await wait_for(claimed, timeout=5)
+        sender.send_leased(leased)
+        assert sender.sending == 1  # not sent beside the claim
+        await wait_for(lambda: all_delivered(db), timeout=10)
+        await asyncio.sleep(0.2)  # the turn that records the last one
+        locks = await rows(
+            db, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = :c", c=claims.LOCK_CLASS
+        )
+        assert locks == []
+    finally:
+        await sender.close(grace_seconds=5)
+    assert len(receiver.ids()) == 2 and receiver.ids()[1] == webhook_id(leased[0].delivery_id)
+
+
+def test_runs_of_one_endpoint_are_recorded_as_one_in_id_order() -> None:
+    first, second = sorted([uuid.uuid4(), uuid.uuid4()])
+    at = utcnow()
+    ok = Answer(AttemptOutcome.SUCCESS, 1.0, 200)
+    failed = Answer(AttemptOutcome.HTTP_ERROR, 1.0, 500)
+    late = claims.Sent(uuid.uuid4(), at + timedelta(seconds=1), ok)
+    early = claims.Sent(uuid.uuid4(), at, failed)
+    given_back = uuid.uuid4()
+    runs = claims.merged(
+        [
+            claims.EndpointRun(second, [late]),  # a claim, holding the endpoint's lock
+            claims.EndpointRun(first),
+            claims.EndpointRun(second, [early], held=False, returned=[given_back]),  # leased
+        ]
+    )
+    assert [r.endpoint_id for r in runs] == [first, second]
+    assert runs[1].sent == [early, late] and runs[1].held and runs[1].returned == [given_back]
