@@ -188,13 +188,13 @@ async def test_a_worker_killed_while_sending_the_delivery_still_lands(
     def first_hangs(n: int, _: Received) -> Response:
         if n == 1:
             loop.call_soon_threadsafe(in_flight.set)
-            time.sleep(4)
+            time.sleep(3)
         return Response("ok", 200)
 
     receiver.respond = first_hangs
     niche, _ = await buyers_with_endpoints(db, [receiver])
-    # the delivery is leased to the worker that distributed the lead, for 20 s
-    slow_sends = HOOKS | {"WEBHOOK_TIMEOUT_SECONDS": "8", "WEBHOOK_LEASE_SECONDS": "20"}
+    # the delivery is leased to the worker that distributed the lead, for 9 s (over two attempts)
+    slow_sends = HOOKS | {"WEBHOOK_TIMEOUT_SECONDS": "4", "WEBHOOK_LEASE_SECONDS": "9"}
     api = await stack.api(**slow_sends)
     doomed = stack.worker(**slow_sends)
     stack.scheduler(**slow_sends)
