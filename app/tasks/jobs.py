@@ -54,7 +54,7 @@ async def distribute_run(
         batch_id=uuid.UUID(batch_id) if batch_id else None,
         settings=state.settings,
         publisher=None,  # sent below, with the acknowledgement
-        webhook_lease_seconds=state.webhook_sender.lease_seconds,
+        webhook_lease_seconds=state.settings.webhook_lease_seconds,
     )
     result = execution.result
     if result is not None:

@@ -111,9 +111,8 @@ class WebhookSender:
     ) -> None:
         self.db, self.settings, self.client = db, settings, client
         self.on_idle = on_idle
-        # what a distribution of this process leases to it (WEBHOOK_LEASE_SECONDS): a delivery
+        # of what a distribution of this process leases to it (WEBHOOK_LEASE_SECONDS), a delivery
         # starts only while an attempt's time to answer and another to be recorded remain
-        self.lease_seconds = settings.webhook_lease_seconds
         self._start_within = settings.webhook_lease_seconds - 2 * settings.webhook_timeout_seconds
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
