@@ -5,9 +5,10 @@ and anyone's once the lease ends (a worker that died)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -75,6 +76,16 @@ def slow(seconds: float) -> Callable[[int, Any], Response]:
     return respond
 
 
+@contextlib.asynccontextmanager
+async def running(db: Database, settings: Settings) -> AsyncIterator[WebhookSender]:
+    """A sender as a worker process runs one, closed (what it holds recorded) on the way out."""
+    sender = WebhookSender(db, settings, make_client(settings))
+    try:
+        yield sender
+    finally:
+        await sender.close(grace_seconds=5)
+
+
 async def all_delivered(db: Database) -> bool:
     return not await rows(db, "SELECT 1 FROM webhook_deliveries WHERE status <> 'DELIVERED'")
 
@@ -90,12 +101,9 @@ async def test_leased_deliveries_go_at_once_and_no_claim_sees_them(
     assert await send_due(db, SETTINGS) == 0
     assert not await sender_needed(db, stale_after=0)
 
-    sender = WebhookSender(db, SETTINGS, make_client(SETTINGS))
-    try:
+    async with running(db, SETTINGS) as sender:
         sender.send_leased(result.webhooks_leased)
         await wait_for(lambda: all_delivered(db), timeout=10)
-    finally:
-        await sender.close(grace_seconds=5)
     for receiver in hooks:
         (got,) = receiver.received
         assert got.verified_by
@@ -121,12 +129,9 @@ async def test_after_a_failure_the_rest_go_back_to_the_claims(db: Database, rece
     results = [await sold(db, niche) for _ in range(3)]
     leased = [w for r in results for w in r.webhooks_leased]
     assert len(leased) == 3
-    sender = WebhookSender(db, SETTINGS, make_client(SETTINGS))
-    try:
+    async with running(db, SETTINGS) as sender:
         sender.send_leased(leased)  # one endpoint: one at a time, in the order written
         await wait_for(lambda: all_delivered(db), timeout=10)
-    finally:
-        await sender.close(grace_seconds=5)
     # the first failed; the two behind it were given back, and a claim sent all three oldest
     # first (its retry is due at once here): not the leased run going on after a failure
     assert await states(db) == [("DELIVERED", 2), ("DELIVERED", 1), ("DELIVERED", 1)]
@@ -155,13 +160,10 @@ async def test_a_full_sender_gives_leased_deliveries_back(
     niche = await buyers(db, hooks)
     result = await sold(db, niche)
     one_place = SETTINGS.model_copy(update={"webhook_max_concurrency": 1})
-    sender = WebhookSender(db, one_place, make_client(one_place))
-    try:
+    async with running(db, one_place) as sender:
         sender.send_leased(result.webhooks_leased)  # one sent at once, the other claimed after it
         assert sender.sending == 1
         await wait_for(lambda: all_delivered(db), timeout=10)
-    finally:
-        await sender.close(grace_seconds=5)
     assert [len(r.received) for r in hooks] == [1, 1]
 
 
@@ -202,12 +204,9 @@ async def test_each_queued_delivery_goes_where_and_as_it_was_written(
         dispatcher=InlineDispatcher(db, SETTINGS, NullPublisher()),
     )
     second = await sold(db, niche)
-    sender = WebhookSender(db, SETTINGS, make_client(SETTINGS))
-    try:
+    async with running(db, SETTINGS) as sender:
         sender.send_leased([*first.webhooks_leased, *second.webhooks_leased])  # one queue
         await wait_for(lambda: all_delivered(db), timeout=10)
-    finally:
-        await sender.close(grace_seconds=5)
     assert before.ids() == [webhook_id(first.webhooks_leased[0].delivery_id)]
     assert after.ids() == [webhook_id(second.webhooks_leased[0].delivery_id)]
 
@@ -219,19 +218,15 @@ async def test_two_senders_count_one_endpoints_failures_together(db: Database, r
     niche = await buyers(db, [receiver])
     settings = SETTINGS.model_copy(update={"webhook_disable_after_failures": 4})
     leased = [w for _ in range(8) for w in (await sold(db, niche)).webhooks_leased]
-    senders = [WebhookSender(db, settings, make_client(settings)) for _ in range(2)]
-    try:
-        senders[0].send_leased(leased[:4])
-        senders[1].send_leased(leased[4:])
 
-        async def disabled() -> bool:
-            return bool(await rows(db, "SELECT 1 FROM webhook_endpoints WHERE NOT enabled"))
+    async def disabled() -> bool:
+        return bool(await rows(db, "SELECT 1 FROM webhook_endpoints WHERE NOT enabled"))
 
+    async with running(db, settings) as one, running(db, settings) as other:
+        one.send_leased(leased[:4])
+        other.send_leased(leased[4:])
         await wait_for(disabled, timeout=10)
         await asyncio.sleep(0.3)  # the senders' last turns
-    finally:
-        for sender in senders:
-            await sender.close(grace_seconds=5)
     ((failures,),) = await rows(db, "SELECT consecutive_failures FROM webhook_endpoints")
     ((attempts,),) = await rows(db, "SELECT sum(attempts) FROM webhook_deliveries")
     assert failures == attempts == len(receiver.received) >= 4
@@ -260,12 +255,9 @@ async def test_a_delivery_that_cannot_start_in_time_is_given_back(
         return await turn(conn, **kwargs)
 
     monkeypatch.setattr(claims, "turn", recording_turn)
-    sender = WebhookSender(db, tight, make_client(tight))
-    try:
+    async with running(db, tight) as sender:
         sender.send_leased(leased)  # the second waits 0.3 s behind the first: too late to start
         await wait_for(lambda: all_delivered(db), timeout=10)
-    finally:
-        await sender.close(grace_seconds=5)
     assert returned == [leased[1].delivery_id]
     assert receiver.ids() == [webhook_id(w.delivery_id) for w in leased]
 
@@ -285,8 +277,7 @@ async def test_a_leased_delivery_to_an_endpoint_this_sender_holds_waits_for_its_
         await conn.execute(sa.text("UPDATE webhook_endpoints SET consecutive_failures = 0"))
     leased = (await sold(db, niche)).webhooks_leased
     assert len(leased) == 1
-    sender = WebhookSender(db, SETTINGS, make_client(SETTINGS))
-    try:
+    async with running(db, SETTINGS) as sender:
         sender.wake()
 
         async def claimed() -> bool:  # the claim's request is in flight
@@ -301,8 +292,6 @@ async def test_a_leased_delivery_to_an_endpoint_this_sender_holds_waits_for_its_
             db, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = :c", c=claims.LOCK_CLASS
         )
         assert locks == []
-    finally:
-        await sender.close(grace_seconds=5)
     assert len(receiver.ids()) == 2 and receiver.ids()[1] == webhook_id(leased[0].delivery_id)
 
 
