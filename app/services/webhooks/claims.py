@@ -40,19 +40,24 @@ DUE_SCAN = 2000
 # whether that disables it: from the endpoint's row as it is when locked (`e`, `c`: recorded below)
 FAILURES_AFTER = "CASE WHEN c.reset THEN 0 ELSE e.consecutive_failures END + c.failures"
 DISABLES = f"e.enabled AND {FAILURES_AFTER} >= :disable_after::int"
+# A failing endpoint's pause: the retry schedule's delay for its failures in a row (± jitter), so
+# one that is down gets an attempt per delay, whatever waits for it
+PAUSE_END = f"""now() + (:delays::float8[])[least({FAILURES_AFTER}, cardinality(:delays::float8[]))]
+    * (1 + :jitter::float8 * (2 * random() - 1)) * interval '1 second'"""
 
 # One statement per turn of a sender (one round trip):
 #
 # Record what finished: the attempts logged (in the delivery's row); each delivery DELIVERED, or
 # retried after its delay (± jitter; held if its endpoint was disabled meanwhile), or FAILED after
 # its last attempt (a test message gets one); each endpoint's consecutive failures counted (its
-# row written only when the count changes), the endpoint disabled and flagged at the threshold,
-# and its lock released (a claimed endpoint's: leased deliveries are sent without one). Leased
-# deliveries given back unsent are due now.
+# row written only when the count changes), the endpoint paused while it fails (PAUSE_END) and
+# disabled and flagged at the threshold, and its lock released (a claimed endpoint's: leased
+# deliveries are sent without one). Leased deliveries given back unsent are due now, or when their
+# endpoint's pause ends.
 #
-# Then claim: endpoints with due deliveries that this sender is not sending to (a lock it holds
-# would be taken again: a session's advisory locks stack) nor has just recorded (those come back next
-# turn), longest-waiting first, that it can lock (others are being sent to); for each,
+# Then claim: endpoints with due deliveries, not paused, that this sender is not sending to (a lock
+# it holds would be taken again: a session's advisory locks stack) nor has just recorded (those come
+# back next turn), longest-waiting first, that it can lock (others are being sent to); for each,
 # its first due deliveries in creation order. A disabled endpoint is claimed only for a test
 # message (its other deliveries are held: next_attempt_at NULL). An endpoint whose deliveries went
 # meanwhile comes back with none (d.id NULL), and is released by the next turn.
@@ -122,18 +127,27 @@ recorded AS (
         enabled = e.enabled AND NOT ({DISABLES}),
         disabled_reason = CASE WHEN {DISABLES} THEN '{DisabledReason.FAILING}' ELSE e.disabled_reason END,
         disabled_at = CASE WHEN {DISABLES} THEN now() ELSE e.disabled_at END,
-        updated_at = CASE WHEN {DISABLES} THEN now() ELSE e.updated_at END
+        updated_at = CASE WHEN {DISABLES} THEN now() ELSE e.updated_at END,
+        -- failures of requests already in flight when it was paused (other deliveries leased to
+        -- other workers) count, but do not lengthen the pause
+        paused_until = CASE WHEN {FAILURES_AFTER} > 0 AND NOT ({DISABLES})
+                            THEN CASE WHEN e.paused_until > now() THEN e.paused_until ELSE {PAUSE_END} END END
     FROM changing c
     WHERE e.id = ANY(:endpoint_ids::uuid[]) AND e.id = c.id
     -- disabled by this statement: now() is its transaction's start
     RETURNING e.id, e.provider_id,
               NOT e.enabled AND e.disabled_reason = '{DisabledReason.FAILING}' AND e.disabled_at = now()
                   AS disable,
-              e.consecutive_failures AS failures
+              e.consecutive_failures AS failures, e.paused_until
 ),
--- leased deliveries their sender gave back unsent (its endpoint failed, or it stopped): due now
+-- leased deliveries their sender gave back unsent (its endpoint failed, or it stopped): due now,
+-- or when their endpoint's pause ends (as this statement records it, else as it was)
 returned AS (
-    UPDATE webhook_deliveries d SET next_attempt_at = now()
+    UPDATE webhook_deliveries d
+    SET next_attempt_at = greatest(now(), (
+        SELECT CASE WHEN r.id IS NULL THEN e.paused_until ELSE r.paused_until END
+        FROM webhook_endpoints e LEFT JOIN recorded r ON r.id = e.id
+        WHERE e.id = d.endpoint_id))
     WHERE d.id = ANY(:returned_ids::uuid[]) AND d.status = :pending::text AND d.next_attempt_at IS NOT NULL
 ),
 due AS (
@@ -155,6 +169,7 @@ candidates AS (
     -- of live endpoints by provider on a young table, and read every live endpoint for each probe
     CROSS JOIN LATERAL (SELECT * FROM webhook_endpoints e WHERE e.id = due.endpoint_id LIMIT 1) e
     WHERE e.deleted_at IS NULL AND e.id <> ALL(:sending::uuid[])
+      AND (e.paused_until IS NULL OR e.paused_until <= now())
     ORDER BY due.oldest
     OFFSET 0  -- kept apart: the lock below is taken only on the rows it returns
 ),
@@ -212,6 +227,7 @@ SELECT EXISTS (
       AND (d.attempts > 0 OR d.next_attempt_at > d.created_at
            OR d.next_attempt_at <= now() - :stale_after::float8 * interval '1 second')
       AND (e.enabled OR d.event_type = '{TEST_EVENT}')
+      AND (e.paused_until IS NULL OR e.paused_until <= now())
 )
 """)
 

@@ -269,7 +269,7 @@ async def update_endpoint(
 async def _enable(session: AsyncSession, actor: Actor, endpoint: WebhookEndpoint) -> None:
     previous = endpoint.disabled_reason
     endpoint.enabled, endpoint.disabled_reason, endpoint.disabled_at = True, None, None
-    endpoint.consecutive_failures = 0
+    endpoint.consecutive_failures, endpoint.paused_until = 0, None
     endpoint.updated_at = utcnow()
     await session.flush()
     # the held backlog (and retries not due yet) become due now; the sender takes them in
@@ -292,6 +292,28 @@ async def _enable(session: AsyncSession, actor: Actor, endpoint: WebhookEndpoint
         previous_reason=str(previous) if previous else None,
         resumed_deliveries=resumed,
     )
+
+
+# A failing endpoint's pause ends now, and what waited for it is due (in creation order, oldest
+# first, as ever; should it fail again, the first failure pauses it again).
+LIFT_PAUSE = sa.text(f"""
+WITH paused AS (
+    SELECT paused_until FROM webhook_endpoints WHERE id = :endpoint_id AND paused_until > now()
+    FOR NO KEY UPDATE
+),
+lifted AS (
+    UPDATE webhook_endpoints SET paused_until = NULL
+    WHERE id = :endpoint_id AND EXISTS (SELECT 1 FROM paused)
+)
+UPDATE webhook_deliveries SET next_attempt_at = now()
+WHERE endpoint_id = :endpoint_id AND status = '{DeliveryStatus.PENDING}'
+  AND next_attempt_at > now() AND next_attempt_at <= (SELECT paused_until FROM paused)
+""")
+
+
+async def lift_pause(session: AsyncSession, endpoint_id: uuid.UUID) -> None:
+    """Its owner says it works again (a test message, a redelivery): the endpoint's pause ends."""
+    await session.execute(LIFT_PAUSE, {"endpoint_id": endpoint_id})
 
 
 async def hold_deliveries(session: AsyncSession, endpoint_id: uuid.UUID) -> None:
