@@ -90,7 +90,7 @@ async def endpoints(pg: Any, receiver: Receiver, phase: str) -> None:
         return
     await pg.execute(
         """UPDATE webhook_endpoints SET deleted_at = NULL, url = $1, enabled = true, disabled_reason = NULL,
-                  disabled_at = NULL, consecutive_failures = 0""",
+                  disabled_at = NULL, consecutive_failures = 0, paused_until = NULL""",
         receiver.url,
     )
     if phase == "dead":
@@ -241,6 +241,14 @@ async def webhook_bursts(
                     f"; {len(lat)} webhooks received, engine write -> receiver p50 {statistics.median(lat):.2f} ms, "
                     f"p99 {pct(lat, 0.99):.2f} ms, the last {done - started:.1f} s after the first request"
                 )
+                # attempts that failed, by the time the live ones are all delivered (the dead
+                # endpoints': each is paused after a failure, for the retry delay)
+                failed = await pg.fetchval(
+                    """SELECT count(*) FROM webhook_deliveries d, jsonb_array_elements(d.attempt_log) a
+                       WHERE d.created_at >= $1 AND a ->> 'outcome' <> 'success'""",
+                    since,
+                )
+                line += f", {failed} failed attempts"
                 if phase == "live":
                     out["p50_ms"], out["p99_ms"] = round(statistics.median(lat), 2), round(pct(lat, 0.99), 2)
                 else:
