@@ -50,8 +50,9 @@ class WebhookEndpoint:
         description="Failed attempts in a row; the endpoint is disabled at WEBHOOK_DISABLE_AFTER_FAILURES."
     )
     paused_until: datetime | None = strawberry.field(
-        description="Failing: no attempt before then (the retry delay of its failures in a row); "
-        "sendTestWebhook and redeliverWebhook end the pause."
+        description="Failing: no attempt before then (the retry delay of its failures in a row), "
+        "test messages aside; a past time once the pause is over. redeliverWebhook ends it, and an "
+        "answer to anything resumes what waited."
     )
     previous_secret_expires_at: datetime | None = strawberry.field(
         description="Until then the secret before the last rotation signs too (both signatures are sent)."

@@ -176,8 +176,8 @@ async def send_test(
 ) -> WebhookDelivery:
     """A `webhook.test` message to one endpoint, signed and logged like any other, whatever events
     it subscribes to. Sent to a disabled endpoint too: its owner can check a fix before
-    re-enabling it (which sends the backlog); and at once to a paused one (failing), whose pause
-    ends (`lift_pause`)."""
+    re-enabling it (which sends the backlog), and at once to a paused one (failing): should it
+    answer, what waited for the pause is sent."""
     endpoint = await get_endpoint(db, actor=actor, endpoint_id=endpoint_id)
     now = utcnow()
     async with db.begin() as session:
@@ -199,7 +199,6 @@ async def send_test(
         )
         session.add(delivery)
         await session.flush()
-        await lift_pause(session, endpoint.id)
         record(
             session,
             actor,

@@ -294,26 +294,12 @@ async def _enable(session: AsyncSession, actor: Actor, endpoint: WebhookEndpoint
     )
 
 
-# A failing endpoint's pause ends now, and what waited for it is due (in creation order, oldest
-# first, as ever; should it fail again, the first failure pauses it again).
-LIFT_PAUSE = sa.text(f"""
-WITH paused AS (
-    SELECT paused_until FROM webhook_endpoints WHERE id = :endpoint_id AND paused_until > now()
-    FOR NO KEY UPDATE
-),
-lifted AS (
-    UPDATE webhook_endpoints SET paused_until = NULL
-    WHERE id = :endpoint_id AND EXISTS (SELECT 1 FROM paused)
-)
-UPDATE webhook_deliveries SET next_attempt_at = now()
-WHERE endpoint_id = :endpoint_id AND status = '{DeliveryStatus.PENDING}'
-  AND next_attempt_at > now() AND next_attempt_at <= (SELECT paused_until FROM paused)
-""")
-
-
 async def lift_pause(session: AsyncSession, endpoint_id: uuid.UUID) -> None:
-    """Its owner says it works again (a test message, a redelivery): the endpoint's pause ends."""
-    await session.execute(LIFT_PAUSE, {"endpoint_id": endpoint_id})
+    """Its owner says it works again (a redelivery): the endpoint's pause ends, and what it sends
+    next tells (an answer resumes what waited: settle.py; a failure pauses it again)."""
+    await session.execute(
+        sa.update(WebhookEndpoint).where(col(WebhookEndpoint.id) == endpoint_id).values(paused_until=None)
+    )
 
 
 async def hold_deliveries(session: AsyncSession, endpoint_id: uuid.UUID) -> None:
