@@ -241,8 +241,8 @@ async def webhook_bursts(
                     f"; {len(lat)} webhooks received, engine write -> receiver p50 {statistics.median(lat):.2f} ms, "
                     f"p99 {pct(lat, 0.99):.2f} ms, the last {done - started:.1f} s after the first request"
                 )
-                # attempts that failed, by the time the live ones are all delivered (the dead
-                # endpoints': each is paused after a failure, for the retry delay)
+                # attempts that failed since the burst began, counted once the live deliveries are
+                # all in (in the dead phase mostly the dead endpoints', each paused after a failure)
                 failed = await pg.fetchval(
                     """SELECT count(*) FROM webhook_deliveries d, jsonb_array_elements(d.attempt_log) a
                        WHERE d.created_at >= $1 AND a ->> 'outcome' <> 'success'""",
