@@ -73,14 +73,12 @@ class Settings(BaseSettings):
     webhook_connect_timeout_seconds: float = Field(default=5, gt=0)
     # the whole attempt: connecting, sending, the answer's head and what is read of its body
     webhook_timeout_seconds: float = Field(default=10, gt=0)
-    # seconds before attempts 2, 3, …: eight attempts in all by default, then FAILED; the k-th also
-    # pauses an endpoint after its k-th failure in a row (the last one after any more)
+    # seconds before attempts 2, 3, …: eight attempts in all by default, then FAILED
     webhook_retry_delays_seconds: list[float] = Field(
         default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
     )
     webhook_retry_jitter: float = Field(default=0.2, ge=0, le=1)  # ± this fraction of each delay
-    # consecutive failed attempts (any deliveries) after which an endpoint is disabled and flagged:
-    # about six days of failing with the default delays (it is paused between two)
+    # consecutive failed attempts (any deliveries) after which an endpoint is disabled and flagged
     webhook_disable_after_failures: int = Field(default=20, ge=1)
     # loopback, private, link-local and similar addresses (tests, the demo's local receivers)
     webhook_allow_private_networks: bool = False

@@ -90,7 +90,7 @@ async def endpoints(pg: Any, receiver: Receiver, phase: str) -> None:
         return
     await pg.execute(
         """UPDATE webhook_endpoints SET deleted_at = NULL, url = $1, enabled = true, disabled_reason = NULL,
-                  disabled_at = NULL, consecutive_failures = 0, paused_until = NULL""",
+                  disabled_at = NULL, consecutive_failures = 0""",
         receiver.url,
     )
     if phase == "dead":
@@ -242,7 +242,7 @@ async def webhook_bursts(
                     f"p99 {pct(lat, 0.99):.2f} ms, the last {done - started:.1f} s after the first request"
                 )
                 # attempts that failed since the burst began, counted once the live deliveries are
-                # all in (in the dead phase mostly the dead endpoints', each paused after a failure)
+                # all in (in the dead phase mostly the dead endpoints', until each is disabled)
                 failed = await pg.fetchval(
                     """SELECT count(*) FROM webhook_deliveries d, jsonb_array_elements(d.attempt_log) a
                        WHERE d.created_at >= $1 AND a ->> 'outcome' <> 'success'""",

@@ -74,9 +74,6 @@ class WebhookEndpoint(SQLModel, table=True):
     previous_secret: str | None = None
     previous_secret_expires_at: datetime | None = timestamp()
     consecutive_failures: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
-    # while it fails: not sent to before this (the retry schedule's delay for its failures in a
-    # row), so an endpoint that is down gets one attempt per delay, not one per waiting delivery
-    paused_until: datetime | None = timestamp()
     deleted_at: datetime | None = timestamp()
     created_at: datetime = now_column()
     updated_at: datetime = now_column()

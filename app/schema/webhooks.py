@@ -49,11 +49,6 @@ class WebhookEndpoint:
     consecutive_failures: int = strawberry.field(
         description="Failed attempts in a row; the endpoint is disabled at WEBHOOK_DISABLE_AFTER_FAILURES."
     )
-    paused_until: datetime | None = strawberry.field(
-        description="Failing: no attempt before then (the retry delay of its failures in a row), "
-        "test messages aside; a past time once the pause is over. redeliverWebhook ends it, and an "
-        "answer to anything resumes what waited."
-    )
     previous_secret_expires_at: datetime | None = strawberry.field(
         description="Until then the secret before the last rotation signs too (both signatures are sent)."
     )
@@ -78,7 +73,6 @@ class WebhookEndpoint:
             disabled_reason=DisabledReason(m.disabled_reason) if m.disabled_reason else None,
             disabled_at=m.disabled_at,
             consecutive_failures=m.consecutive_failures,
-            paused_until=m.paused_until,
             previous_secret_expires_at=m.previous_secret_expires_at,
             created_at=m.created_at,
             updated_at=m.updated_at,

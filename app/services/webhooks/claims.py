@@ -21,9 +21,9 @@ import asyncpg
 
 from app.db import Database, driver_connection
 from app.engine.sql import compile_named
+from app.models.audit import ActorType, AuditAction
 from app.models.webhooks import TEST_EVENT, AttemptOutcome, DeliveryStatus, DisabledReason
 from app.services.webhooks.outbound import Answer
-from app.services.webhooks.settle import Flagged, Settle
 from app.settings import Settings
 
 PENDING = DeliveryStatus.PENDING.value
@@ -40,31 +40,24 @@ DUE_SCAN = 2000
 # whether that disables it: from the endpoint's row as it is when locked (`e`, `c`: recorded below)
 FAILURES_AFTER = "CASE WHEN c.reset THEN 0 ELSE e.consecutive_failures END + c.failures"
 DISABLES = f"e.enabled AND {FAILURES_AFTER} >= :disable_after::int"
-# A failing endpoint's pause: the retry schedule's delay for its failures in a row (± jitter), so
-# one that is down gets an attempt per delay, whatever waits for it
-PAUSE_END = f"""now() + (:delays::float8[])[least({FAILURES_AFTER}, cardinality(:delays::float8[]))]
-    * (1 + :jitter::float8 * (2 * random() - 1)) * interval '1 second'"""
 
 # One statement per turn of a sender (one round trip):
 #
 # Record what finished: the attempts logged (in the delivery's row); each delivery DELIVERED, or
 # retried after its delay (± jitter; held if its endpoint was disabled meanwhile), or FAILED after
 # its last attempt (a test message gets one); each endpoint's consecutive failures counted (its
-# row written only when the count changes), the endpoint paused while it fails (PAUSE_END) and
-# disabled and flagged at the threshold, and its lock released (a claimed endpoint's: leased
-# deliveries are sent without one). Leased deliveries given back unsent are due now, or when their
-# endpoint's pause ends.
+# row written only when the count changes), the endpoint disabled and flagged at the threshold,
+# and its lock released (a claimed endpoint's: leased deliveries are sent without one). Leased
+# deliveries given back unsent are due now.
 #
-# Then claim: endpoints with due deliveries, not paused, that this sender is not sending to (a lock
-# it holds would be taken again: a session's advisory locks stack) nor has just recorded (those come
-# back next turn), longest-waiting first, that it can lock (others are being sent to); for each,
-# its first due deliveries in creation order. A disabled or paused endpoint is claimed only for a
-# test message (a disabled one's other deliveries are held: next_attempt_at NULL; a paused one's
-# wait for the pause: settle.py). An endpoint whose deliveries went
+# Then claim: endpoints with due deliveries that this sender is not sending to (a lock it holds
+# would be taken again: a session's advisory locks stack) nor has just recorded (those come back next
+# turn), longest-waiting first, that it can lock (others are being sent to); for each,
+# its first due deliveries in creation order. A disabled endpoint is claimed only for a test
+# message (its other deliveries are held: next_attempt_at NULL). An endpoint whose deliveries went
 # meanwhile comes back with none (d.id NULL), and is released by the next turn.
 #
-# Rows: the claimed ('claim'), the endpoints it disabled ('flag'), paused ('pause') and resumed
-# ('resume'), for settle.py, and those it recorded ('release').
+# Rows: the claimed ('claim'), the endpoints it disabled ('flag') and recorded ('release').
 TURN = compile_named(f"""
 -- materialized: inlined, the unnest of the seven arrays was run again for every delivery row the
 -- update joined it to (a plan made on a young table's statistics: quadratic in the turn's size)
@@ -129,28 +122,18 @@ recorded AS (
         enabled = e.enabled AND NOT ({DISABLES}),
         disabled_reason = CASE WHEN {DISABLES} THEN '{DisabledReason.FAILING}' ELSE e.disabled_reason END,
         disabled_at = CASE WHEN {DISABLES} THEN now() ELSE e.disabled_at END,
-        updated_at = CASE WHEN {DISABLES} THEN now() ELSE e.updated_at END,
-        -- (a disabled endpoint is not paused: it gets test messages only.) Failures of requests
-        -- already in flight when it was paused (leased to other workers) count, but do not
-        -- lengthen the pause
-        paused_until = CASE WHEN e.enabled AND {FAILURES_AFTER} > 0 AND NOT ({DISABLES})
-                            THEN CASE WHEN e.paused_until > now() THEN e.paused_until ELSE {PAUSE_END} END END
+        updated_at = CASE WHEN {DISABLES} THEN now() ELSE e.updated_at END
     FROM changing c
     WHERE e.id = ANY(:endpoint_ids::uuid[]) AND e.id = c.id
     -- disabled by this statement: now() is its transaction's start
     RETURNING e.id, e.provider_id,
               NOT e.enabled AND e.disabled_reason = '{DisabledReason.FAILING}' AND e.disabled_at = now()
                   AS disable,
-              e.consecutive_failures AS failures, e.paused_until
+              e.consecutive_failures AS failures
 ),
--- leased deliveries their sender gave back unsent (its endpoint failed, or it stopped): due now,
--- or when their endpoint's pause ends (as this statement records it, else as it was)
+-- leased deliveries their sender gave back unsent (its endpoint failed, or it stopped): due now
 returned AS (
-    UPDATE webhook_deliveries d
-    SET next_attempt_at = greatest(now(), (
-        SELECT CASE WHEN r.id IS NULL THEN e.paused_until ELSE r.paused_until END
-        FROM webhook_endpoints e LEFT JOIN recorded r ON r.id = e.id
-        WHERE e.id = d.endpoint_id))
+    UPDATE webhook_deliveries d SET next_attempt_at = now()
     WHERE d.id = ANY(:returned_ids::uuid[]) AND d.status = :pending::text AND d.next_attempt_at IS NOT NULL
 ),
 due AS (
@@ -164,8 +147,7 @@ due AS (
     GROUP BY endpoint_id
 ),
 candidates AS (
-    SELECT e.id, e.url, e.enabled, coalesce(e.paused_until > now(), false) AS paused,
-           e.secret, e.previous_secret, e.previous_secret_expires_at
+    SELECT e.id, e.url, e.enabled, e.secret, e.previous_secret, e.previous_secret_expires_at
     FROM due
     -- one primary-key probe per endpoint with due deliveries (LIMIT keeps the planner from making
     -- it a join: one made on a young table's statistics rescanned `due` for every endpoint). The
@@ -173,11 +155,6 @@ candidates AS (
     -- of live endpoints by provider on a young table, and read every live endpoint for each probe
     CROSS JOIN LATERAL (SELECT * FROM webhook_endpoints e WHERE e.id = due.endpoint_id LIMIT 1) e
     WHERE e.deleted_at IS NULL AND e.id <> ALL(:sending::uuid[])
-      -- a paused endpoint only for a test message (its owner checking a fix)
-      AND (e.paused_until IS NULL OR e.paused_until <= now() OR EXISTS (
-               SELECT 1 FROM webhook_deliveries t
-               WHERE t.endpoint_id = e.id AND t.status = '{PENDING}' AND t.next_attempt_at <= now()
-                 AND t.event_type = '{TEST_EVENT}'))
     ORDER BY due.oldest
     OFFSET 0  -- kept apart: the lock below is taken only on the rows it returns
 ),
@@ -194,7 +171,7 @@ LEFT JOIN LATERAL (
     SELECT d.id, d.payload, d.created_at
     FROM webhook_deliveries d
     WHERE d.endpoint_id = l.id AND d.status = '{PENDING}' AND d.next_attempt_at <= now()
-      AND ((l.enabled AND NOT l.paused) OR d.event_type = '{TEST_EVENT}')
+      AND (l.enabled OR d.event_type = '{TEST_EVENT}')
     ORDER BY d.created_at, d.id
     LIMIT :per_endpoint
     -- An advisory lock is released when its statement runs, not when it commits: the sender that
@@ -206,12 +183,21 @@ LEFT JOIN LATERAL (
 UNION ALL
 SELECT 'flag', id, NULL, NULL, NULL, NULL, NULL, provider_id, failures FROM recorded WHERE disable
 UNION ALL
-SELECT 'pause', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM recorded WHERE paused_until > now()
-UNION ALL
--- answered again after failing (recorded: its count changed)
-SELECT 'resume', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM recorded WHERE failures = 0
-UNION ALL
 SELECT 'release', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM counted
+""")
+
+# After the sender disabled endpoints: their waiting deliveries held, and the audit rows.
+FLAG = compile_named(f"""
+WITH held AS (
+    UPDATE webhook_deliveries SET next_attempt_at = NULL
+    WHERE endpoint_id = ANY(:endpoint_ids::uuid[]) AND status = '{PENDING}'
+)
+INSERT INTO audit_log (action, actor_type, entity_type, entity_id, details)
+SELECT '{AuditAction.WEBHOOK_ENDPOINT_DISABLED}', '{ActorType.SYSTEM}', 'webhook_endpoint', u.id,
+       jsonb_build_object('reason', '{DisabledReason.FAILING}', 'consecutive_failures', u.failures,
+                          'provider_id', u.provider_id)
+FROM unnest(:endpoint_ids::uuid[], :provider_ids::uuid[], :failure_counts::int[])
+    AS u (id, provider_id, failures)
 """)
 
 # The sweep: is there due work? Retries and ended leases (a worker died) once due; other first
@@ -225,8 +211,7 @@ SELECT EXISTS (
     WHERE d.status = '{PENDING}' AND d.next_attempt_at <= now()
       AND (d.attempts > 0 OR d.next_attempt_at > d.created_at
            OR d.next_attempt_at <= now() - :stale_after::float8 * interval '1 second')
-      AND ((e.enabled AND (e.paused_until IS NULL OR e.paused_until <= now()))
-           OR d.event_type = '{TEST_EVENT}')
+      AND (e.enabled OR d.event_type = '{TEST_EVENT}')
 )
 """)
 
@@ -259,6 +244,13 @@ class EndpointRun:
     returned: list[uuid.UUID] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Flagged:
+    endpoint_id: uuid.UUID
+    provider_id: uuid.UUID
+    failures: int
+
+
 async def turn(
     conn: asyncpg.Connection,
     *,
@@ -266,12 +258,12 @@ async def turn(
     slots: int,
     settings: Settings,
     sending: Collection[uuid.UUID] = (),
-) -> tuple[list[Claimed], Settle]:
+) -> tuple[list[Claimed], list[Flagged]]:
     """Records the finished runs (their endpoints released) and claims up to `slots` endpoints, on
     the sender's own connection (its session holds the endpoints' locks); `sending`: the endpoints
     it is sending to besides the runs' (requests in flight), not to be claimed.
-    An endpoint's failure count restarts at its last success. What the turn leaves to do (the
-    endpoints it disabled, paused or resumed) is returned, for `settle.settle`."""
+    An endpoint's failure count restarts at its last success; the endpoints it disables are
+    returned (to be held and audited by `flag`)."""
     runs = merged(runs)
     sent = [s for run in runs for s in run.sent]
     resets, failures = [], []
@@ -312,16 +304,12 @@ async def turn(
         ),
     )
     claimed: dict[uuid.UUID, Claimed] = {}
-    todo = Settle()
+    flagged: list[Flagged] = []
     for row in rows:
-        kind = row["kind"]
-        if kind == "flag":
-            todo.flagged.append(Flagged(row["endpoint_id"], row["provider_id"], row["failures"]))
-        elif kind == "pause":
-            todo.paused.append(row["endpoint_id"])
-        elif kind == "resume":
-            todo.resumed.append(row["endpoint_id"])
-        if kind != "claim":
+        if row["kind"] == "flag":
+            flagged.append(Flagged(row["endpoint_id"], row["provider_id"], row["failures"]))
+            continue
+        if row["kind"] == "release":
             continue
         one = claimed.get(row["endpoint_id"])
         if one is None:
@@ -329,7 +317,7 @@ async def turn(
             one = claimed[row["endpoint_id"]] = Claimed(row["endpoint_id"], row["url"], keys)
         if row["delivery_id"] is not None:
             one.deliveries.append((row["delivery_id"], row["body"]))
-    return list(claimed.values()), todo
+    return list(claimed.values()), flagged
 
 
 def merged(runs: Sequence[EndpointRun]) -> list[EndpointRun]:
@@ -350,6 +338,19 @@ def merged(runs: Sequence[EndpointRun]) -> list[EndpointRun]:
             seen.returned + run.returned,
         )
     return list(by_endpoint.values())
+
+
+async def flag(conn: asyncpg.Connection, flagged: Sequence[Flagged]) -> None:
+    await conn.execute(
+        FLAG.text,
+        *FLAG.args(
+            {
+                "endpoint_ids": [f.endpoint_id for f in flagged],
+                "provider_ids": [f.provider_id for f in flagged],
+                "failure_counts": [f.failures for f in flagged],
+            }
+        ),
+    )
 
 
 async def sender_needed(db: Database, *, stale_after: float) -> bool:

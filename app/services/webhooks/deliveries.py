@@ -34,11 +34,10 @@ from app.services.audit import Actor, record
 from app.services.dispatch import Dispatcher
 from app.services.pages import Page, PageKey, keyset_page
 from app.services.principals import own_provider_id, scope_to_own
-from app.services.webhooks.endpoints import get_endpoint, lift_pause
+from app.services.webhooks.endpoints import get_endpoint
 
 # A delivery per live endpoint of the provider subscribed to the event; endpoints the sender
-# disabled for failing queue theirs (held: next_attempt_at NULL) until they are enabled again, and
-# a paused one's wait for its pause to end.
+# disabled for failing queue theirs (held: next_attempt_at NULL) until they are enabled again.
 ENQUEUE = sa.text(f"""
 INSERT INTO webhook_deliveries (endpoint_id, provider_id, event_type, subject_id, payload, status,
                                 next_attempt_at, created_at)
@@ -47,7 +46,7 @@ SELECT e.id, e.provider_id, CAST(:event_type AS text), CAST(:subject_id AS uuid)
                           'timestamp', to_char(CAST(:at AS timestamptz) AT TIME ZONE 'UTC',
                                                'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
                           'data', CAST(:data AS jsonb)),
-       '{DeliveryStatus.PENDING}', CASE WHEN e.enabled THEN greatest(now(), e.paused_until) END, now()
+       '{DeliveryStatus.PENDING}', CASE WHEN e.enabled THEN now() END, now()
 FROM webhook_endpoints e
 WHERE e.provider_id = CAST(:provider_id AS uuid) AND e.deleted_at IS NULL
   AND CAST(:event_type AS text) = ANY(e.events)
@@ -136,8 +135,7 @@ async def redeliver(
 ) -> WebhookDelivery:
     """Sends a delivery again now, whatever its status, with the same `webhook-id` and body (a
     receiver that already has it can tell) and a fresh set of attempts; its log keeps the earlier
-    ones. Its endpoint must be enabled (else CONFLICT: enabling it sends what waits); a pause of
-    its endpoint (failing) ends (`lift_pause`)."""
+    ones. Its endpoint must be enabled (else CONFLICT: enabling it sends what waits)."""
     async with db.begin() as session:
         stmt = (
             select(WebhookDelivery, WebhookEndpoint)
@@ -158,7 +156,6 @@ async def redeliver(
         delivery.attempts = 0
         delivery.next_attempt_at = utcnow()
         delivery.delivered_at = None
-        await lift_pause(session, endpoint.id)
         record(
             session,
             actor,
@@ -176,8 +173,7 @@ async def send_test(
 ) -> WebhookDelivery:
     """A `webhook.test` message to one endpoint, signed and logged like any other, whatever events
     it subscribes to. Sent to a disabled endpoint too: its owner can check a fix before
-    re-enabling it (which sends the backlog), and at once to a paused one (failing): should it
-    answer, what waited for the pause is sent."""
+    re-enabling it (which sends the backlog)."""
     endpoint = await get_endpoint(db, actor=actor, endpoint_id=endpoint_id)
     now = utcnow()
     async with db.begin() as session:

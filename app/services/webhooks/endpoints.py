@@ -269,7 +269,7 @@ async def update_endpoint(
 async def _enable(session: AsyncSession, actor: Actor, endpoint: WebhookEndpoint) -> None:
     previous = endpoint.disabled_reason
     endpoint.enabled, endpoint.disabled_reason, endpoint.disabled_at = True, None, None
-    endpoint.consecutive_failures, endpoint.paused_until = 0, None
+    endpoint.consecutive_failures = 0
     endpoint.updated_at = utcnow()
     await session.flush()
     # the held backlog (and retries not due yet) become due now; the sender takes them in
@@ -291,14 +291,6 @@ async def _enable(session: AsyncSession, actor: Actor, endpoint: WebhookEndpoint
         entity_id=endpoint.id,
         previous_reason=str(previous) if previous else None,
         resumed_deliveries=resumed,
-    )
-
-
-async def lift_pause(session: AsyncSession, endpoint_id: uuid.UUID) -> None:
-    """Its owner says it works again (a redelivery): the endpoint's pause ends, and what it sends
-    next tells (an answer resumes what waited: settle.py; a failure pauses it again)."""
-    await session.execute(
-        sa.update(WebhookEndpoint).where(col(WebhookEndpoint.id) == endpoint_id).values(paused_until=None)
     )
 
 

@@ -15,10 +15,10 @@ lets go of its endpoints as its connection closes, and the sweep wakes a sender 
 A distribution's deliveries to healthy endpoints skip the claim: the engine writes them leased to
 its worker for WEBHOOK_LEASE_SECONDS (not due for anyone else), and returns them to be sent at once
 by that worker's sender, one at a time per endpoint, without a lock (several workers may send to
-one endpoint at once). A failure gives the endpoint's other leased deliveries back to the claims,
-due when the pause that failure starts ends; stopping gives them back due now; a worker that dies
-leaves them to the others when the lease ends. Only their record waits for a turn. In a burst
-this is most deliveries: a claim and its turn cost more than the request (docs/benchmarks.md)."""
+one endpoint at once). A failure gives the endpoint's other leased deliveries back to the claims
+(due now), and so does stopping; a worker that dies leaves them to the others when the lease ends.
+Only their record waits for a turn. In a burst this is most deliveries: a claim and its turn cost
+more than the request (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -38,8 +38,7 @@ from app.db import Database
 from app.engine.result import LeasedWebhook
 from app.services.webhooks import claims, outbound
 from app.services.webhooks.attempts import Endpoint, send_claimed
-from app.services.webhooks.claims import Claimed, EndpointRun
-from app.services.webhooks.settle import Settle, settle
+from app.services.webhooks.claims import Claimed, EndpointRun, Flagged
 from app.settings import Settings
 
 log = logging.getLogger("leadwheel.webhooks")
@@ -125,7 +124,7 @@ class WebhookSender:
         self._conn: asyncpg.Connection | None = None
         self._last_turn = 0.0
         self._woken_by_job = False  # since the mark was last cleared
-        self._settle = Settle()  # what a committed turn left to do (settle.py)
+        self._flagged: list[Flagged] = []  # endpoints a turn disabled, to be held and audited
         self._closed = False
 
     async def _connection(self) -> asyncpg.Connection:
@@ -214,7 +213,7 @@ class WebhookSender:
             return 0, 0
         try:
             conn = await self._connection()
-            claimed, todo = await claims.turn(
+            claimed, flagged = await claims.turn(
                 conn,
                 runs=finished,
                 slots=max(slots, 0),
@@ -227,17 +226,15 @@ class WebhookSender:
             raise
         for one in claimed:
             self._busy[one.endpoint_id] = asyncio.create_task(self._send(one))
-        self._settle.add(todo)
-        resumed = len(self._settle.resumed)
-        if self._settle:  # the turn is committed: only this is tried again if it fails
+        self._flagged += flagged
+        if self._flagged:  # the turn is committed: only this is tried again if it fails
             try:
-                await settled(conn, self._settle, self.settings)
+                await flag(conn, self._flagged)
             except BaseException:
                 self._drop_connection()
                 raise
-            self._settle = Settle()
-        # what resumed endpoints had waiting is due now: claimed by the next turn
-        return len(claimed), sum(run.held or bool(run.returned) for run in finished) + resumed
+            self._flagged = []
+        return len(claimed), sum(run.held or bool(run.returned) for run in finished)
 
     async def _send(self, claimed: Claimed) -> None:
         try:
@@ -253,8 +250,7 @@ class WebhookSender:
     async def _send_leased(self, leased: _Leased) -> None:
         """Until its endpoint's waiting deliveries are sent. After a failure (the endpoint's retry
         schedule decides what comes next), once stopping, or past a delivery's time to start (its
-        lease would end before its answer), the rest are given back to the claims, due now (or when
-        their endpoint's pause ends)."""
+        lease would end before its answer), the rest are given back to the claims, due now."""
         run, waiting = leased.run, leased.waiting
         endpoint: Endpoint | None = None
         one: LeasedWebhook | None = None
@@ -307,10 +303,10 @@ class WebhookSender:
             self._conn = None
 
 
-async def settled(conn: asyncpg.Connection, todo: Settle, settings: Settings) -> None:
-    """What a turn left to do (settle.py); the endpoints it disabled also counted and logged."""
-    await settle(conn, todo, settings)
-    for f in todo.flagged:
+async def flag(conn: asyncpg.Connection, flagged: list[Flagged]) -> None:
+    """Endpoints a turn disabled: their waiting deliveries held, audited, counted and logged."""
+    await claims.flag(conn, flagged)
+    for f in flagged:
         metrics.WEBHOOK_ENDPOINTS_DISABLED.inc()
         log.error(
             "webhooks.endpoint_disabled endpoint_id=%s provider_id=%s consecutive_failures=%s",
@@ -331,11 +327,11 @@ async def send_due(db: Database, settings: Settings, client: outbound.WebhookCli
     runs: list[EndpointRun] = []
     try:
         while True:
-            claimed, todo = await claims.turn(
+            claimed, flagged = await claims.turn(
                 conn, runs=runs, slots=settings.webhook_max_concurrency, settings=settings
             )
-            if todo:
-                await settled(conn, todo, settings)
+            if flagged:
+                await flag(conn, flagged)
             if not claimed and not runs:
                 return attempts
             runs = list(await asyncio.gather(*(send_claimed(active, settings, c) for c in claimed)))

@@ -17,12 +17,11 @@ from app.models.webhooks import DeliveryStatus, WebhookEvent, webhook_id
 from app.progress.events import ProgressEvent
 from app.services.audit import SYSTEM
 from app.services.dispatch import RunJob
-from app.services.webhooks import claims, deliveries, endpoints
+from app.services.webhooks import deliveries, endpoints
 from app.services.webhooks.sender import send_due
 from tests.factories import make_lead, make_niche, make_provider, subscribe
 from tests.factories.webhooks import SETTINGS, make_endpoint
 from tests.receiver import Receiver, statuses
-from tests.tasks.conftest import free_port
 
 
 class Woken:
@@ -212,94 +211,6 @@ async def test_after_the_last_retry_a_delivery_is_failed_and_can_be_sent_again(
     assert logged.n == 9  # the log keeps all
 
 
-async def test_a_failing_endpoint_is_paused_and_an_answer_to_a_test_message_resumes_it(
-    db: Database, receiver: Receiver
-) -> None:
-    """Down, it gets one attempt per retry delay, not one per waiting delivery; what waits, and
-    what is written meanwhile, waits for the pause; a test message (its owner checking a fix) goes
-    at once, and once it is answered what waited goes, oldest first."""
-    receiver.respond = statuses(500)
-    buyer = await make_provider(db)
-    created = await make_endpoint(db, buyer, receiver.url, events=["return.decided"])
-    receiver.secrets.append(created.secret)
-    settings = SETTINGS.model_copy(update={"webhook_retry_delays_seconds": [3600.0] * 7})
-    for n in range(25):
-        async with db.begin() as session:
-            await deliveries.enqueue_event(
-                session, provider_id=buyer.id, event_type=WebhookEvent.RETURN_DECIDED, data={"n": n}
-            )
-    assert await send_due(db, settings) == 1  # the oldest; then the endpoint waits an hour
-    (endpoint,) = await rows(
-        db,
-        "SELECT consecutive_failures, enabled, paused_until - now() AS pause FROM webhook_endpoints",
-    )
-    assert (endpoint.consecutive_failures, endpoint.enabled) == (1, True)
-    assert 3590 < endpoint.pause.total_seconds() <= 3600
-    async with db.begin() as session:
-        await deliveries.enqueue_event(
-            session, provider_id=buyer.id, event_type=WebhookEvent.RETURN_DECIDED, data={"n": 25}
-        )
-    (waiting,) = await rows(
-        db,
-        "SELECT d.next_attempt_at = e.paused_until AS at_the_end FROM webhook_deliveries d "
-        "JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.payload -> 'data' ->> 'n' = '25'",
-    )
-    assert waiting.at_the_end
-    # all that waits, out of the senders' scan of due deliveries until then
-    (pushed,) = await rows(
-        db,
-        "SELECT count(*) FILTER (WHERE d.next_attempt_at = e.paused_until) AS n, count(*) AS all "
-        "FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id",
-    )
-    assert (pushed.n, pushed.all) == (26, 26)
-    assert await send_due(db, settings) == 0
-    assert not await claims.sender_needed(db, stale_after=0)  # nothing for the sweep either
-
-    receiver.respond = statuses(200)
-    await deliveries.send_test(db, actor=SYSTEM, endpoint_id=created.endpoint.id, dispatcher=Woken())
-    assert await send_due(db, settings) == 27
-    assert [r.payload["data"].get("n") for r in receiver.received[1:]] == [None, *range(26)]
-    (endpoint,) = await rows(db, "SELECT consecutive_failures, paused_until FROM webhook_endpoints")
-    assert (endpoint.consecutive_failures, endpoint.paused_until) == (0, None)
-
-
-async def test_a_paused_endpoints_backlog_never_holds_up_another_endpoint(
-    db: Database, receiver: Receiver
-) -> None:
-    """More deliveries wait for a dead endpoint than the senders' scan of due deliveries reads
-    (claims.DUE_SCAN), all older than another endpoint's: once the dead one is paused they wait
-    for its pause, and the other's goes."""
-    dead_buyer, live_buyer = await make_provider(db), await make_provider(db)
-    dead = await make_endpoint(
-        db, dead_buyer, f"http://127.0.0.1:{free_port()}/hook", events=["return.decided"]
-    )
-    live = await make_endpoint(db, live_buyer, receiver.url, events=["return.decided"])
-    receiver.secrets.append(live.secret)
-    async with db.begin() as session:
-        await session.execute(
-            sa.text(
-                "INSERT INTO webhook_deliveries (endpoint_id, provider_id, event_type, payload, status, "
-                "next_attempt_at, created_at) "
-                "SELECT :e, :p, 'return.decided', '{\"type\": \"return.decided\", \"data\": {}}', 'PENDING', "
-                "now() - interval '1 hour' + n * interval '1 ms', now() - interval '1 hour' + n * interval '1 ms' "
-                "FROM generate_series(1, :n) n"
-            ),
-            {"e": dead.endpoint.id, "p": dead_buyer.id, "n": claims.DUE_SCAN + 100},
-        )
-        await deliveries.enqueue_event(
-            session, provider_id=live_buyer.id, event_type=WebhookEvent.RETURN_DECIDED, data={"n": 0}
-        )
-    settings = SETTINGS.model_copy(update={"webhook_retry_delays_seconds": [3600.0] * 7})
-    assert await send_due(db, settings) == 2  # one failure to the dead endpoint, then the live one
-    assert [r.payload["data"] for r in receiver.received] == [{"n": 0}]
-    (dead_state,) = await rows(
-        db,
-        "SELECT consecutive_failures, paused_until > now() AS paused FROM webhook_endpoints WHERE id = :e",
-        e=dead.endpoint.id,
-    )
-    assert (dead_state.consecutive_failures, dead_state.paused) == (1, True)
-
-
 async def test_twenty_failures_in_a_row_disable_and_enabling_sends_the_backlog_in_order(
     db: Database, receiver: Receiver
 ) -> None:
@@ -307,15 +218,13 @@ async def test_twenty_failures_in_a_row_disable_and_enabling_sends_the_backlog_i
     buyer = await make_provider(db)
     created = await make_endpoint(db, buyer, receiver.url, events=["return.decided"])
     receiver.secrets.append(created.secret)
-    settings = SETTINGS  # retries (and pauses) at once: each delivery's 8 attempts, oldest first
+    settings = SETTINGS.model_copy(update={"webhook_retry_delays_seconds": [3600.0] * 7})
     for n in range(25):
         async with db.begin() as session:
             await deliveries.enqueue_event(
                 session, provider_id=buyer.id, event_type=WebhookEvent.RETURN_DECIDED, data={"n": n}
             )
     assert await send_due(db, settings) == 20
-    attempts = await rows(db, "SELECT status, attempts FROM webhook_deliveries ORDER BY created_at")
-    assert [(a.status, a.attempts) for a in attempts[:3]] == [("FAILED", 8), ("FAILED", 8), ("PENDING", 4)]
     endpoint = await endpoints.get_endpoint(db, actor=SYSTEM, endpoint_id=created.endpoint.id)
     assert (endpoint.enabled, endpoint.disabled_reason, endpoint.consecutive_failures) == (
         False,
@@ -337,11 +246,8 @@ async def test_twenty_failures_in_a_row_disable_and_enabling_sends_the_backlog_i
             == 1
         )
     assert await send_due(db, settings) == 0
-    held = await rows(
-        db,
-        "SELECT count(*) AS n FROM webhook_deliveries WHERE status = 'PENDING' AND next_attempt_at IS NULL",
-    )
-    assert held[0].n == 24
+    held = await rows(db, "SELECT count(*) AS n FROM webhook_deliveries WHERE next_attempt_at IS NULL")
+    assert held[0].n == 26
 
     receiver.respond = statuses(200)
     received_before = len(receiver.received)
@@ -360,9 +266,9 @@ async def test_twenty_failures_in_a_row_disable_and_enabling_sends_the_backlog_i
         0,
         1,
     )
-    assert await send_due(db, settings) == 24
+    assert await send_due(db, settings) == 26
     backlog = [r.payload["data"]["n"] for r in receiver.received[received_before:]]
-    assert backlog == list(range(2, 26))  # in order of creation
+    assert backlog == list(range(26))  # in order of creation
 
 
 async def test_during_a_rotation_both_secrets_sign(db: Database, receiver: Receiver) -> None:

@@ -28,7 +28,7 @@ from app.services.webhooks import claims, endpoints
 from app.services.webhooks.claims import sender_needed
 from app.services.webhooks.endpoints import EndpointChanges
 from app.services.webhooks.outbound import Answer, make_client
-from app.services.webhooks.sender import WebhookSender, send_due, sender_connection
+from app.services.webhooks.sender import WebhookSender, send_due
 from app.settings import Settings
 from app.tasks.dispatch import InlineDispatcher
 from tests.factories import make_lead, make_niche, make_provider, subscribe
@@ -312,91 +312,3 @@ def test_runs_of_one_endpoint_are_recorded_as_one_in_id_order() -> None:
     )
     assert [r.endpoint_id for r in runs] == [first, second]
     assert runs[1].sent == [early, late] and runs[1].held and runs[1].returned == [given_back]
-
-
-async def test_a_failure_pauses_the_endpoint_and_what_waits_is_due_when_the_pause_ends(
-    db: Database, receiver: Receiver
-) -> None:
-    receiver.respond = statuses(500)
-    niche = await buyers(db, [receiver])
-    settings = SETTINGS.model_copy(update={"webhook_retry_delays_seconds": [3600.0] * 7})
-    leased = [w for _ in range(3) for w in (await sold(db, niche)).webhooks_leased]
-    assert len(leased) == 3
-
-    async def waiting_for_the_pause() -> bool:
-        found = await rows(
-            db,
-            "SELECT count(*) AS n FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id "
-            "WHERE d.next_attempt_at = e.paused_until",
-        )
-        return found[0].n == 3
-
-    async with running(db, settings) as sender:
-        sender.send_leased(leased)
-        # the failed one's retry and the two given back: all at the pause's end, an hour on
-        await wait_for(waiting_for_the_pause, timeout=10)
-    assert receiver.ids() == [webhook_id(leased[0].delivery_id)]  # one attempt, not three
-    (endpoint,) = await rows(
-        db, "SELECT consecutive_failures, paused_until - now() AS pause FROM webhook_endpoints"
-    )
-    assert endpoint.consecutive_failures == 1 and 3590 < endpoint.pause.total_seconds() <= 3600
-    # a lead sold meanwhile: its delivery waits for the pause too, and wakes no sender
-    later = await sold(db, niche)
-    assert (later.webhooks_leased, later.webhooks_due) == ((), 0)
-    assert await waiting_for_the_pause() is False  # four now
-    (written,) = await rows(
-        db,
-        "SELECT d.next_attempt_at = e.paused_until AS at_the_end FROM webhook_deliveries d "
-        "JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.subject_id = :a",
-        a=later.assigned[0].assignment_id,
-    )
-    assert written.at_the_end
-    assert await send_due(db, settings) == 0 and not await sender_needed(db, stale_after=0)
-    # the pause over (as if an hour went by): the oldest first, and the rest once it answers
-    receiver.respond = statuses(200)
-    async with db.begin() as conn:
-        await conn.execute(
-            sa.text("UPDATE webhook_deliveries SET next_attempt_at = next_attempt_at - interval '1 hour'")
-        )
-        await conn.execute(
-            sa.text("UPDATE webhook_endpoints SET paused_until = paused_until - interval '1 hour'")
-        )
-    assert await sender_needed(db, stale_after=60)
-    assert await send_due(db, settings) == 4
-    assert receiver.ids()[1:] == [webhook_id(w.delivery_id) for w in leased] + [
-        webhook_id((await rows(db, "SELECT id FROM webhook_deliveries ORDER BY created_at"))[-1].id)
-    ]
-
-
-async def test_failures_of_requests_already_in_flight_count_but_do_not_lengthen_the_pause(
-    db: Database, receiver: Receiver
-) -> None:
-    await buyers(db, [receiver])
-    ((endpoint_id,),) = await rows(db, "SELECT id FROM webhook_endpoints")
-    settings = SETTINGS.model_copy(update={"webhook_retry_delays_seconds": [60.0, 3600.0]})
-    failed = Answer(AttemptOutcome.HTTP_ERROR, 1.0, 500)
-
-    def one_failure() -> claims.EndpointRun:  # a leased delivery's failed attempt, as a sender records it
-        return claims.EndpointRun(endpoint_id, [claims.Sent(uuid.uuid4(), utcnow(), failed)], held=False)
-
-    conn = await sender_connection(db)
-    try:
-        paused = []
-        for _ in range(2):  # the second: another worker's request, in flight when the first failed
-            await claims.turn(conn, runs=[one_failure()], slots=0, settings=settings)
-            paused += await rows(
-                db, "SELECT consecutive_failures, paused_until, now() AS at FROM webhook_endpoints"
-            )
-        assert [p.consecutive_failures for p in paused] == [1, 2]
-        assert paused[0].paused_until == paused[1].paused_until  # still the first failure's 60 s
-        assert 50 < (paused[0].paused_until - paused[0].at).total_seconds() <= 60
-        # once the pause is over, the next failure pauses for the delay of two in a row
-        async with db.begin() as session:
-            await session.execute(sa.text("UPDATE webhook_endpoints SET paused_until = now()"))
-        await claims.turn(conn, runs=[one_failure()], slots=0, settings=settings)
-        (after,) = await rows(
-            db, "SELECT consecutive_failures, paused_until - now() AS pause FROM webhook_endpoints"
-        )
-        assert after.consecutive_failures == 3 and 3500 < after.pause.total_seconds() <= 3600
-    finally:
-        await conn.close()
