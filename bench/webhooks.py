@@ -86,11 +86,16 @@ async def endpoints(pg: Any, receiver: Receiver, phase: str) -> None:
     `live`: every buyer has one on the receiver; `dead`: the same, but one buyer per niche's is
     dead (connection refused, each on its own port)."""
     if phase == "none":
-        await pg.execute("UPDATE webhook_endpoints SET deleted_at = now() WHERE deleted_at IS NULL")
+        # as deleteWebhookEndpoint does: what still waits (a dead endpoint's backlog) is FAILED
+        await pg.execute(
+            """WITH gone AS (UPDATE webhook_endpoints SET deleted_at = now() WHERE deleted_at IS NULL RETURNING id)
+               UPDATE webhook_deliveries SET status = 'FAILED', next_attempt_at = NULL, last_error = 'endpoint deleted'
+               WHERE endpoint_id IN (SELECT id FROM gone) AND status = 'PENDING'"""
+        )
         return
     await pg.execute(
         """UPDATE webhook_endpoints SET deleted_at = NULL, url = $1, enabled = true, disabled_reason = NULL,
-                  disabled_at = NULL, consecutive_failures = 0""",
+                  disabled_at = NULL, consecutive_failures = 0, retry_at = NULL""",
         receiver.url,
     )
     if phase == "dead":
@@ -257,7 +262,7 @@ async def webhook_bursts(
             )
             if phase != "none":
                 # attempts that failed since the burst began, counted once the live deliveries are
-                # all in (in the dead phase mostly the dead endpoints', until each is disabled); read
+                # all in (in the dead phase the dead endpoints', one per wait of each); read
                 # after PostgreSQL's CPU, which its scan of the attempt logs would add to
                 failed = await pg.fetchval(
                     """SELECT count(*) FROM webhook_deliveries d, jsonb_array_elements(d.attempt_log) a

@@ -126,6 +126,7 @@ notify AS (
 -- (no failure since its last success) is leased to the caller for :webhook_lease seconds, when
 -- that is not 0: returned below with its endpoint's URL and secrets, for the caller's process to
 -- send at once; due for any sender only once the lease ends (app/services/webhooks/sender.py).
+-- A failing endpoint's are due when it is tried next (retry_at).
 outbox AS MATERIALIZED (
     SELECT gen_random_uuid() AS id, e.id AS endpoint_id, ins.provider_id, ins.id AS subject_id,
            jsonb_build_object(
@@ -142,7 +143,7 @@ outbox AS MATERIALIZED (
                    'price_cents', ins.price_charged_cents,
                    'price', picked.price_text)) AS payload,
            e.enabled AND e.consecutive_failures = 0 AND :webhook_lease::float8 > 0 AS leased,
-           e.enabled, e.url, e.secret,
+           e.enabled, greatest((SELECT at FROM ts), e.retry_at) AS due_at, e.url, e.secret,
            CASE WHEN e.previous_secret_expires_at > (SELECT at FROM ts) THEN e.previous_secret END
                AS previous_secret
     FROM ins
@@ -157,7 +158,7 @@ webhooks AS (
     SELECT id, endpoint_id, provider_id, '{WebhookEvent.LEAD_ASSIGNED}', subject_id, payload,
            '{DeliveryStatus.PENDING}',
            CASE WHEN leased THEN (SELECT at FROM ts) + :webhook_lease::float8 * interval '1 second'
-                WHEN enabled THEN (SELECT at FROM ts) END,
+                WHEN enabled THEN due_at END,
            (SELECT at FROM ts)
     FROM outbox
 ),
@@ -215,7 +216,8 @@ run AS (
         outcome = EXCLUDED.outcome, error = NULL, updated_at = EXCLUDED.updated_at
 )
 SELECT ins.id AS assignment_id, ins.provider_id, debit.balance_cents, (SELECT at FROM ts) AS at,
-       (SELECT count(*) FROM outbox WHERE enabled AND NOT leased) AS webhooks_due, NULL::bigint AS revision,
+       (SELECT count(*) FROM outbox WHERE enabled AND NOT leased AND due_at = (SELECT at FROM ts))
+           AS webhooks_due, NULL::bigint AS revision,
        NULL::uuid AS delivery_id, NULL::uuid AS endpoint_id, NULL AS url, NULL AS secret,
        NULL AS previous_secret, NULL AS body
 FROM ins JOIN debit ON debit.id = ins.provider_id

@@ -67,8 +67,8 @@ class WebhookQueries:
 
     @strawberry.field(
         permission_classes=DELIVERIES,
-        description="For the dashboards: flagged endpoints, the latest `failures` (1 to 100) failed "
-        "deliveries (a provider: its own).",
+        description="For the dashboards: flagged and failing endpoints, the latest `failures` (1 to 100) "
+        "failed deliveries (a provider: its own).",
     )
     @page_size("failures", of="recentFailures")
     async def webhook_overview(self, info: Info, failures: int = 20) -> WebhookOverview:
@@ -76,6 +76,7 @@ class WebhookQueries:
         found = await deliveries.overview(c.db, actor=await c.actor(), failed_limit=failures)
         return WebhookOverview(
             flagged_endpoints=[WebhookEndpoint.of(e) for e in found.flagged],
+            failing_endpoints=[WebhookEndpoint.of(e) for e in found.failing],
             recent_failures=[WebhookDelivery.of(d) for d in found.failed],
             pending_deliveries=found.pending,
             disabled_endpoints=found.disabled,

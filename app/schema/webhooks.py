@@ -49,6 +49,10 @@ class WebhookEndpoint:
     consecutive_failures: int = strawberry.field(
         description="Failed attempts in a row; the endpoint is disabled at WEBHOOK_DISABLE_AFTER_FAILURES."
     )
+    retry_at: datetime | None = strawberry.field(
+        description="While the endpoint fails: when it is tried next (its waiting deliveries wait until "
+        "then; a test message or a redelivery is sent at once). Null once an attempt succeeds."
+    )
     previous_secret_expires_at: datetime | None = strawberry.field(
         description="Until then the secret before the last rotation signs too (both signatures are sent)."
     )
@@ -73,6 +77,7 @@ class WebhookEndpoint:
             disabled_reason=DisabledReason(m.disabled_reason) if m.disabled_reason else None,
             disabled_at=m.disabled_at,
             consecutive_failures=m.consecutive_failures,
+            retry_at=m.retry_at,
             previous_secret_expires_at=m.previous_secret_expires_at,
             created_at=m.created_at,
             updated_at=m.updated_at,
@@ -161,6 +166,10 @@ class WebhookDelivery:
 @strawberry.type(description="What needs an operator's eye: flagged endpoints and recent failed deliveries.")
 class WebhookOverview:
     flagged_endpoints: list[WebhookEndpoint]
+    failing_endpoints: list[WebhookEndpoint] = strawberry.field(
+        description="Enabled endpoints whose last attempts failed, each waiting for its next try "
+        "(retryAt); the 50 with the most failures in a row."
+    )
     recent_failures: list[WebhookDelivery]
     pending_deliveries: int
     disabled_endpoints: int

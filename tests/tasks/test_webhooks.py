@@ -6,6 +6,7 @@ empty, and an endpoint disabled after 20 failures whose backlog goes out in orde
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -258,17 +259,31 @@ async def test_twenty_failures_disable_and_enabling_sends_the_backlog_in_order(
             await deliveries.enqueue_event(
                 session, provider_id=provider.id, event_type=WebhookEvent.RETURN_DECIDED, data={"n": n}
             )
-    slow_retries = HOOKS | {"WEBHOOK_RETRY_DELAYS_SECONDS": "[60, 60, 60, 60, 60, 60, 60]"}
+    # a delivery's retry a minute away; the endpoint waits 0.2 s after a failure, then 0.4, then 0.5
+    slow_retries = HOOKS | {
+        "WEBHOOK_RETRY_DELAYS_SECONDS": "[0.2, 60, 60, 60, 60, 60, 60]",
+        "WEBHOOK_ENDPOINT_BACKOFF_MAX_SECONDS": "0.5",
+    }
     api = await stack.api(**slow_retries)
     stack.worker(**slow_retries)
-    stack.scheduler(**slow_retries)  # the sweep finds the (never woken) deliveries
+    stack.scheduler(**slow_retries)  # the sweep finds the (never woken) deliveries, and each wait's end
 
     async def disabled() -> bool:
         rows = await one(db, "SELECT enabled, disabled_reason FROM webhook_endpoints")
         return (rows[0].enabled, rows[0].disabled_reason) == (False, "FAILING")
 
-    await wait_for(disabled, timeout=40)
+    await wait_for(disabled, timeout=60)
     assert len(receiver.received) == 20
+    # one attempt per wait: never two closer than the first wait
+    attempts = sorted(
+        r.at
+        for r in await one(
+            db,
+            "SELECT (a ->> 'at')::timestamptz AS at FROM webhook_deliveries, jsonb_array_elements(attempt_log) a",
+        )
+    )
+    assert len(attempts) == 20
+    assert min((b - a).total_seconds() for a, b in itertools.pairwise(attempts)) >= 0.19
     metrics = (await _get(api, "/metrics")).decode()
     assert "lw_webhook_disabled_endpoints 1.0" in metrics
 

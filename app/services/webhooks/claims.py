@@ -40,6 +40,15 @@ DUE_SCAN = 2000
 # whether that disables it: from the endpoint's row as it is when locked (`e`, `c`: recorded below)
 FAILURES_AFTER = "CASE WHEN c.reset THEN 0 ELSE e.consecutive_failures END + c.failures"
 DISABLES = f"e.enabled AND {FAILURES_AFTER} >= :disable_after::int"
+# A failing endpoint is tried again only after a wait (its retry_at): the first retry delay,
+# doubled with each failure in a row, at most :backoff_max seconds; jittered as retries are. One
+# attempt per wait, not one per waiting delivery: an endpoint that is down for a minute costs it a
+# few failures, not one for every lead sold meanwhile (which disabled it in seconds under load).
+BACKOFF = f"least((:delays::float8[])[1] * power(2, least({FAILURES_AFTER}, 30) - 1), :backoff_max::float8)"
+RETRY_AT = f"""CASE WHEN c.failures > 0 AND NOT ({DISABLES}) AND {BACKOFF} > 0
+    THEN now() + {BACKOFF} * (1 + :jitter::float8 * (2 * random() - 1)) * interval '1 second' END"""
+# A claim takes an endpoint once its wait is over, or for a test message (sent whatever the state)
+READY = "({e}.retry_at IS NULL OR {e}.retry_at <= now())"
 
 # One statement per turn of a sender (one round trip):
 #
@@ -47,14 +56,17 @@ DISABLES = f"e.enabled AND {FAILURES_AFTER} >= :disable_after::int"
 # retried after its delay (± jitter; held if its endpoint was disabled meanwhile), or FAILED after
 # its last attempt (a test message gets one); each endpoint's consecutive failures counted (its
 # row written only when the count changes), the endpoint disabled and flagged at the threshold,
-# and its lock released (a claimed endpoint's: leased deliveries are sent without one). Leased
-# deliveries given back unsent are due now.
+# and its lock released (a claimed endpoint's: leased deliveries are sent without one). An endpoint
+# that failed waits (retry_at), and its waiting deliveries due sooner are moved to the wait's end
+# (in this statement: a failing endpoint's backlog never fills the scan of due deliveries below).
+# Leased deliveries given back unsent are due now, or at their endpoint's wait's end.
 #
 # Then claim: endpoints with due deliveries that this sender is not sending to (a lock it holds
 # would be taken again: a session's advisory locks stack) nor has just recorded (those come back next
 # turn), longest-waiting first, that it can lock (others are being sent to); for each,
-# its first due deliveries in creation order. A disabled endpoint is claimed only for a test
-# message (its other deliveries are held: next_attempt_at NULL). An endpoint whose deliveries went
+# its first due deliveries in creation order. A disabled endpoint, or one whose wait is not over,
+# is claimed only for a test message (a disabled one's other deliveries are held: next_attempt_at
+# NULL). An endpoint whose deliveries went
 # meanwhile comes back with none (d.id NULL), and is released by the next turn.
 #
 # Rows: the claimed ('claim'), the endpoints it disabled ('flag') and recorded ('release').
@@ -122,39 +134,61 @@ recorded AS (
         enabled = e.enabled AND NOT ({DISABLES}),
         disabled_reason = CASE WHEN {DISABLES} THEN '{DisabledReason.FAILING}' ELSE e.disabled_reason END,
         disabled_at = CASE WHEN {DISABLES} THEN now() ELSE e.disabled_at END,
-        updated_at = CASE WHEN {DISABLES} THEN now() ELSE e.updated_at END
+        updated_at = CASE WHEN {DISABLES} THEN now() ELSE e.updated_at END,
+        retry_at = {RETRY_AT}
     FROM changing c
     WHERE e.id = ANY(:endpoint_ids::uuid[]) AND e.id = c.id
     -- disabled by this statement: now() is its transaction's start
     RETURNING e.id, e.provider_id,
               NOT e.enabled AND e.disabled_reason = '{DisabledReason.FAILING}' AND e.disabled_at = now()
                   AS disable,
-              e.consecutive_failures AS failures
+              e.consecutive_failures AS failures, e.retry_at
 ),
--- leased deliveries their sender gave back unsent (its endpoint failed, or it stopped): due now
+waiting AS (SELECT id, retry_at FROM recorded WHERE retry_at IS NOT NULL),
+-- leased deliveries their sender gave back unsent (its endpoint failed, or it stopped): due now, or
+-- when their endpoint is tried next (as it was before this statement, or as it is after it)
 returned AS (
-    UPDATE webhook_deliveries d SET next_attempt_at = now()
+    UPDATE webhook_deliveries d
+    SET next_attempt_at = greatest(now(), e.retry_at, (SELECT w.retry_at FROM waiting w WHERE w.id = e.id))
+    FROM webhook_endpoints e
     WHERE d.id = ANY(:returned_ids::uuid[]) AND d.status = :pending::text AND d.next_attempt_at IS NOT NULL
+      AND e.id = d.endpoint_id
+),
+-- the other waiting deliveries of the endpoints that now wait, due before the wait ends, moved to
+-- its end (a lease, later than now, only ever moved later: never claimed while it lasts). Rows
+-- another turn has locked are skipped (it is recording them, or claiming them to send).
+moved AS (
+    UPDATE webhook_deliveries d SET next_attempt_at = m.retry_at
+    FROM (SELECT w.retry_at, x.id
+          FROM waiting w
+          CROSS JOIN LATERAL (
+              SELECT x.id FROM webhook_deliveries x
+              WHERE x.endpoint_id = w.id AND x.status = '{PENDING}' AND x.next_attempt_at < w.retry_at
+                AND x.id <> ALL(:delivery_ids::uuid[]) AND x.id <> ALL(:returned_ids::uuid[])
+              FOR NO KEY UPDATE SKIP LOCKED
+          ) x) m
+    WHERE d.id = m.id
 ),
 due AS (
     -- the oldest due deliveries, by an ordered index scan: a scan of the whole due range would
     -- also visit every delivery sent since the last vacuum (a status change leaves the old
     -- version's index entry behind), and an index scan marks those dead for the next turns
-    SELECT endpoint_id, min(next_attempt_at) AS oldest
-    FROM (SELECT endpoint_id, next_attempt_at FROM webhook_deliveries
+    SELECT endpoint_id, min(next_attempt_at) AS oldest, bool_or(event_type = '{TEST_EVENT}') AS test
+    FROM (SELECT endpoint_id, next_attempt_at, event_type FROM webhook_deliveries
           WHERE status = '{PENDING}' AND next_attempt_at <= now()
           ORDER BY next_attempt_at LIMIT {DUE_SCAN}) oldest_due
     GROUP BY endpoint_id
 ),
 candidates AS (
-    SELECT e.id, e.url, e.enabled, e.secret, e.previous_secret, e.previous_secret_expires_at
+    SELECT e.id, e.url, e.enabled, {READY.format(e="e")} AS ready, e.secret, e.previous_secret,
+           e.previous_secret_expires_at
     FROM due
     -- one primary-key probe per endpoint with due deliveries (LIMIT keeps the planner from making
     -- it a join: one made on a young table's statistics rescanned `due` for every endpoint). The
     -- probe has the key alone: given `deleted_at IS NULL` too, PostgreSQL 18 took the partial index
     -- of live endpoints by provider on a young table, and read every live endpoint for each probe
     CROSS JOIN LATERAL (SELECT * FROM webhook_endpoints e WHERE e.id = due.endpoint_id LIMIT 1) e
-    WHERE e.deleted_at IS NULL AND e.id <> ALL(:sending::uuid[])
+    WHERE e.deleted_at IS NULL AND e.id <> ALL(:sending::uuid[]) AND ({READY.format(e="e")} OR due.test)
     ORDER BY due.oldest
     OFFSET 0  -- kept apart: the lock below is taken only on the rows it returns
 ),
@@ -171,7 +205,7 @@ LEFT JOIN LATERAL (
     SELECT d.id, d.payload, d.created_at
     FROM webhook_deliveries d
     WHERE d.endpoint_id = l.id AND d.status = '{PENDING}' AND d.next_attempt_at <= now()
-      AND (l.enabled OR d.event_type = '{TEST_EVENT}')
+      AND ((l.enabled AND l.ready) OR d.event_type = '{TEST_EVENT}')
     ORDER BY d.created_at, d.id
     LIMIT :per_endpoint
     -- An advisory lock is released when its statement runs, not when it commits: the sender that
@@ -200,7 +234,8 @@ FROM unnest(:endpoint_ids::uuid[], :provider_ids::uuid[], :failure_counts::int[]
     AS u (id, provider_id, failures)
 """)
 
-# The sweep: is there due work? Retries and ended leases (a worker died) once due; other first
+# The sweep: is there due work? Retries and ended leases (a worker died) once due (and their
+# endpoint's wait over); other first
 # sends only once older than stale_after, since their wake may just be on its way (redeliveries
 # and a re-enabled endpoint's backlog, due after their creation, may get a second wake). A sender
 # already sending to the endpoint (its lock) makes the wake cost one claim that finds it taken.
@@ -211,7 +246,7 @@ SELECT EXISTS (
     WHERE d.status = '{PENDING}' AND d.next_attempt_at <= now()
       AND (d.attempts > 0 OR d.next_attempt_at > d.created_at
            OR d.next_attempt_at <= now() - :stale_after::float8 * interval '1 second')
-      AND (e.enabled OR d.event_type = '{TEST_EVENT}')
+      AND ((e.enabled AND {READY.format(e="e")}) OR d.event_type = '{TEST_EVENT}')
 )
 """)
 
@@ -297,6 +332,7 @@ async def turn(
                 "releases": [run.held for run in runs],
                 "returned_ids": [d for run in runs for d in run.returned],
                 "disable_after": settings.webhook_disable_after_failures,
+                "backoff_max": settings.webhook_endpoint_backoff_max_seconds,
                 "slots": slots,
                 "per_endpoint": settings.webhook_batch_size,
                 "pending": PENDING,

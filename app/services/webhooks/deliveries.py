@@ -37,7 +37,8 @@ from app.services.principals import own_provider_id, scope_to_own
 from app.services.webhooks.endpoints import get_endpoint
 
 # A delivery per live endpoint of the provider subscribed to the event; endpoints the sender
-# disabled for failing queue theirs (held: next_attempt_at NULL) until they are enabled again.
+# disabled for failing queue theirs (held: next_attempt_at NULL) until they are enabled again, and a
+# failing one's wait until it is tried next (retry_at).
 ENQUEUE = sa.text(f"""
 INSERT INTO webhook_deliveries (endpoint_id, provider_id, event_type, subject_id, payload, status,
                                 next_attempt_at, created_at)
@@ -46,7 +47,7 @@ SELECT e.id, e.provider_id, CAST(:event_type AS text), CAST(:subject_id AS uuid)
                           'timestamp', to_char(CAST(:at AS timestamptz) AT TIME ZONE 'UTC',
                                                'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
                           'data', CAST(:data AS jsonb)),
-       '{DeliveryStatus.PENDING}', CASE WHEN e.enabled THEN now() END, now()
+       '{DeliveryStatus.PENDING}', CASE WHEN e.enabled THEN greatest(now(), e.retry_at) END, now()
 FROM webhook_endpoints e
 WHERE e.provider_id = CAST(:provider_id AS uuid) AND e.deleted_at IS NULL
   AND CAST(:event_type AS text) = ANY(e.events)
@@ -135,7 +136,8 @@ async def redeliver(
 ) -> WebhookDelivery:
     """Sends a delivery again now, whatever its status, with the same `webhook-id` and body (a
     receiver that already has it can tell) and a fresh set of attempts; its log keeps the earlier
-    ones. Its endpoint must be enabled (else CONFLICT: enabling it sends what waits)."""
+    ones. Its endpoint must be enabled (else CONFLICT: enabling it sends what waits); a failing
+    endpoint's wait ends (this is its next try)."""
     async with db.begin() as session:
         stmt = (
             select(WebhookDelivery, WebhookEndpoint)
@@ -156,6 +158,8 @@ async def redeliver(
         delivery.attempts = 0
         delivery.next_attempt_at = utcnow()
         delivery.delivered_at = None
+        if endpoint.retry_at is not None:
+            endpoint.retry_at = None
         record(
             session,
             actor,
@@ -209,9 +213,11 @@ async def send_test(
 
 @dataclass(frozen=True)
 class Overview:
-    """What the dashboard and /metrics show: endpoints the sender disabled, and recent failures."""
+    """What the dashboard and /metrics show: endpoints the sender disabled, enabled ones failing
+    now (each waiting for its next try), and recent failures."""
 
     flagged: list[WebhookEndpoint]
+    failing: list[WebhookEndpoint]
     failed: list[WebhookDelivery]
     pending: int
     disabled: int
@@ -223,13 +229,28 @@ async def overview(db: Database, *, actor: Actor, failed_limit: int = 20) -> Ove
     flagged_stmt = select(WebhookEndpoint).where(
         WebhookEndpoint.disabled_reason == DisabledReason.FAILING, col(WebhookEndpoint.deleted_at).is_(None)
     )
+    failing_stmt = select(WebhookEndpoint).where(
+        col(WebhookEndpoint.enabled),
+        col(WebhookEndpoint.consecutive_failures) > 0,
+        col(WebhookEndpoint.deleted_at).is_(None),
+    )
     failed_stmt = select(WebhookDelivery).where(WebhookDelivery.status == DeliveryStatus.FAILED)
     if owner is not None:
         flagged_stmt = flagged_stmt.where(WebhookEndpoint.provider_id == owner)
+        failing_stmt = failing_stmt.where(WebhookEndpoint.provider_id == owner)
         failed_stmt = failed_stmt.where(WebhookDelivery.provider_id == owner)
     async with db.read() as session:
         flagged = list(
             (await session.execute(flagged_stmt.order_by(col(WebhookEndpoint.disabled_at).desc()))).scalars()
+        )
+        failing = list(
+            (
+                await session.execute(
+                    failing_stmt.order_by(
+                        col(WebhookEndpoint.consecutive_failures).desc(), col(WebhookEndpoint.id)
+                    ).limit(FAILING_LISTED)
+                )
+            ).scalars()
         )
         failed = list(
             (
@@ -239,7 +260,12 @@ async def overview(db: Database, *, actor: Actor, failed_limit: int = 20) -> Ove
             ).scalars()
         )
         pending, disabled = (await session.execute(sa.text(COUNTS), {"owner": owner})).one()
-    return Overview(flagged=flagged, failed=failed, pending=int(pending), disabled=int(disabled))
+    return Overview(
+        flagged=flagged, failing=failing, failed=failed, pending=int(pending), disabled=int(disabled)
+    )
+
+
+FAILING_LISTED = 50  # the most failures in a row first
 
 
 COUNTS = f"""

@@ -218,24 +218,29 @@ async def update_endpoint(
     dispatcher: Dispatcher,
 ) -> WebhookEndpoint:
     """Disabling holds the endpoint's waiting deliveries; enabling sends them, oldest first, and
-    clears the failure count (and the flag of an endpoint the sender disabled)."""
+    clears the failure count (and the flag of an endpoint the sender disabled). A new URL ends a
+    failing endpoint's wait (deliveries already moved to the wait's end keep that time)."""
     url = await validate_url(changes.url, settings=settings) if changes.url is not None else None
     events = parse_events(changes.events) if changes.events is not None else None
     description = _description(changes.description) if changes.description is not None else None
     async with db.begin() as session:
         endpoint = await _lock_endpoint(session, actor, endpoint_id)
+        resumed = False
         changed = [
             name
             for name, value in (("url", url), ("events", events), ("description", description))
             if value is not None and getattr(endpoint, name) != value
         ]
         if url is not None:
+            ends_wait = endpoint.retry_at is not None and endpoint.url != url
             endpoint.url = url
+            if ends_wait:
+                endpoint.retry_at = None
+                resumed = True
         if events is not None:
             endpoint.events = events
         if description is not None:
             endpoint.description = description
-        resumed = False
         if changes.enabled is True and not endpoint.enabled:
             await _enable(session, actor, endpoint)
             resumed = True
@@ -269,7 +274,7 @@ async def update_endpoint(
 async def _enable(session: AsyncSession, actor: Actor, endpoint: WebhookEndpoint) -> None:
     previous = endpoint.disabled_reason
     endpoint.enabled, endpoint.disabled_reason, endpoint.disabled_at = True, None, None
-    endpoint.consecutive_failures = 0
+    endpoint.consecutive_failures, endpoint.retry_at = 0, None
     endpoint.updated_at = utcnow()
     await session.flush()
     # the held backlog (and retries not due yet) become due now; the sender takes them in

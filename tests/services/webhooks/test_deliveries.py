@@ -218,7 +218,10 @@ async def test_twenty_failures_in_a_row_disable_and_enabling_sends_the_backlog_i
     buyer = await make_provider(db)
     created = await make_endpoint(db, buyer, receiver.url, events=["return.decided"])
     receiver.secrets.append(created.secret)
-    settings = SETTINGS.model_copy(update={"webhook_retry_delays_seconds": [3600.0] * 7})
+    # without the endpoint's wait after a failure (test_backoff.py), each waiting delivery in turn
+    settings = SETTINGS.model_copy(
+        update={"webhook_retry_delays_seconds": [3600.0] * 7, "webhook_endpoint_backoff_max_seconds": 0}
+    )
     for n in range(25):
         async with db.begin() as session:
             await deliveries.enqueue_event(

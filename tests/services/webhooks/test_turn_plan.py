@@ -60,6 +60,7 @@ def turn_execute(held: list[uuid.UUID]) -> str:
             "releases": [],
             "returned_ids": [],
             "disable_after": SETTINGS.webhook_disable_after_failures,
+            "backoff_max": SETTINGS.webhook_endpoint_backoff_max_seconds,
             "slots": 8,
             "per_endpoint": SETTINGS.webhook_batch_size,
             "pending": claims.PENDING,

@@ -1,0 +1,287 @@
+"""A failing endpoint waits (its retry_at) before it is tried again, and its waiting deliveries wait
+with it: one attempt per wait, not one per lead sold meanwhile. Sent to real local receivers; the
+clock is moved by moving the rows' times back (`end_wait`), never by sleeping."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from pytest_httpserver.httpserver import Response
+
+from app.db import Database
+from app.models.audit import ActorType
+from app.models.billing import Provider
+from app.models.webhooks import WebhookEvent
+from app.services.audit import SYSTEM, Actor
+from app.services.webhooks import deliveries, endpoints
+from app.services.webhooks.claims import DUE_SCAN, sender_needed
+from app.services.webhooks.sender import send_due
+from tests.factories import make_provider
+from tests.factories.webhooks import SETTINGS, make_endpoint
+from tests.receiver import Received, Receiver, statuses
+from tests.services.webhooks.test_deliveries import Woken
+from tests.services.webhooks.test_leases import buyers, running, sold
+from tests.tasks.conftest import wait_for
+
+# retries an hour apart; a failing endpoint waits 10 s, 20 s, 40 s, … at most 60 s
+WAITING = SETTINGS.model_copy(
+    update={"webhook_retry_delays_seconds": [10.0] + [3600.0] * 6, "webhook_endpoint_backoff_max_seconds": 60}
+)
+
+
+async def rows(db: Database, sql: str, **params: Any) -> list[Any]:
+    async with db.engine.connect() as conn:
+        return list((await conn.execute(sa.text(sql), params)).all())
+
+
+async def enqueue(db: Database, buyer: Provider, n: int) -> None:
+    async with db.begin() as session:
+        await deliveries.enqueue_event(
+            session, provider_id=buyer.id, event_type=WebhookEvent.RETURN_DECIDED, data={"n": n}
+        )
+
+
+async def endpoint_state(db: Database) -> tuple[int, float | None]:
+    """The endpoint's failures in a row, and its wait in seconds from now (None: not waiting)."""
+    ((failures, wait),) = await rows(
+        db, "SELECT consecutive_failures, extract(epoch FROM retry_at - now()) FROM webhook_endpoints"
+    )
+    return failures, None if wait is None else float(wait)
+
+
+async def end_wait(db: Database) -> None:
+    """As if the endpoint's wait had passed (or, once it is over, the time its backlog was moved
+    to): every time still to come moved back by it."""
+    async with db.begin() as session:
+        await session.execute(
+            sa.text(
+                """WITH w AS (
+                       SELECT coalesce((SELECT retry_at FROM webhook_endpoints),
+                                       (SELECT min(next_attempt_at) FROM webhook_deliveries
+                                        WHERE status = 'PENDING' AND attempts = 0 AND next_attempt_at > now()))
+                              - now() + interval '1 millisecond' AS by),
+                   moved AS (
+                       UPDATE webhook_deliveries SET next_attempt_at = next_attempt_at - (SELECT by FROM w)
+                       WHERE status = 'PENDING' AND (SELECT by FROM w) IS NOT NULL)
+                   UPDATE webhook_endpoints SET retry_at = retry_at - (SELECT by FROM w)"""
+            )
+        )
+
+
+def sent_numbers(receiver: Receiver) -> list[int]:
+    return [r.payload["data"]["n"] for r in receiver.received]
+
+
+async def waiting_endpoint(db: Database, receiver: Receiver, backlog: int) -> Provider:
+    """A buyer whose endpoint failed once, with `backlog` more deliveries waiting behind it."""
+    receiver.respond = statuses(500)
+    buyer = await make_provider(db)
+    receiver.secrets.append((await make_endpoint(db, buyer, receiver.url, events=["return.decided"])).secret)
+    for n in range(backlog + 1):
+        await enqueue(db, buyer, n)
+    assert await send_due(db, WAITING) == 1  # the oldest, and no other
+    return buyer
+
+
+async def test_a_failing_endpoint_waits_and_its_backlog_with_it(db: Database, receiver: Receiver) -> None:
+    buyer = await waiting_endpoint(db, receiver, backlog=4)
+    failures, wait = await endpoint_state(db)
+    assert failures == 1 and wait is not None and 9 < wait <= 10  # the first retry delay
+    times = await rows(
+        db,
+        """SELECT d.payload -> 'data' ->> 'n' AS n, d.attempts, d.next_attempt_at = e.retry_at AS at_wait_end,
+                  extract(epoch FROM d.next_attempt_at - now()) AS due_in
+           FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id ORDER BY d.created_at""",
+    )
+    # the one tried keeps its own schedule (its first retry delay, which is the wait's too); the
+    # others wait for the endpoint
+    assert (times[0].n, times[0].attempts) == ("0", 1) and 9 < times[0].due_in <= 10
+    assert [(t.attempts, t.at_wait_end) for t in times[1:]] == [(0, True)] * 4
+    # what is written meanwhile waits too, and nothing is due: no claim, no sweep
+    await enqueue(db, buyer, 5)
+    ((written,),) = await rows(
+        db,
+        """SELECT d.next_attempt_at = e.retry_at FROM webhook_deliveries d JOIN webhook_endpoints e
+           ON e.id = d.endpoint_id WHERE d.payload -> 'data' ->> 'n' = '5'""",
+    )
+    assert written
+    assert await send_due(db, WAITING) == 0
+    assert not await sender_needed(db, stale_after=0)
+
+    # the wait over, the endpoint answers: everything goes, oldest first, and it is healthy again
+    receiver.respond = statuses(200)
+    await end_wait(db)
+    assert await sender_needed(db, stale_after=0)
+    assert await send_due(db, WAITING) == 6
+    assert sent_numbers(receiver) == [0, 0, 1, 2, 3, 4, 5]
+    assert await endpoint_state(db) == (0, None)
+
+
+async def test_the_wait_doubles_with_each_failure_in_a_row_up_to_the_maximum(
+    db: Database, receiver: Receiver
+) -> None:
+    await waiting_endpoint(db, receiver, backlog=3)
+    waits = [(await endpoint_state(db))[1]]
+    for _ in range(3):
+        await end_wait(db)
+        assert await send_due(db, WAITING) == 1
+        waits.append((await endpoint_state(db))[1])
+    assert [round(w) for w in waits if w is not None] == [10, 20, 40, 60]
+    assert (await endpoint_state(db))[0] == 4
+    assert len(receiver.received) == 4
+
+
+async def test_a_delivery_the_buyer_always_refuses_holds_the_others_for_one_wait(
+    db: Database, receiver: Receiver
+) -> None:
+    def refuse_the_first(n: int, got: Received) -> Response:
+        return Response("bad lead", 400) if got.payload["data"]["n"] == 0 else Response("ok", 200)
+
+    buyer = await make_provider(db)
+    receiver.secrets.append((await make_endpoint(db, buyer, receiver.url, events=["return.decided"])).secret)
+    receiver.respond = refuse_the_first
+    for n in range(4):
+        await enqueue(db, buyer, n)
+    assert await send_due(db, WAITING) == 1  # refused: the endpoint waits
+    await end_wait(db)
+    # the refused one is due again with the others: refused again, its next retry an hour away
+    assert await send_due(db, WAITING) == 1
+    await end_wait(db)
+    assert await send_due(db, WAITING) == 3
+    assert sent_numbers(receiver) == [0, 0, 1, 2, 3]
+    assert await endpoint_state(db) == (0, None)
+    ((refused,),) = await rows(db, "SELECT status FROM webhook_deliveries WHERE attempts = 2")
+    assert refused == "PENDING"  # on its own schedule, not holding the others
+
+
+async def test_a_test_message_and_a_redelivery_are_sent_at_once(db: Database, receiver: Receiver) -> None:
+    await waiting_endpoint(db, receiver, backlog=2)
+    ((endpoint_id, first_id),) = await rows(
+        db, "SELECT endpoint_id, id FROM webhook_deliveries WHERE attempts = 1"
+    )
+    receiver.respond = statuses(200)
+    await deliveries.send_test(db, actor=SYSTEM, endpoint_id=endpoint_id, dispatcher=Woken())
+    assert await send_due(db, WAITING) == 1  # the test alone: the backlog waits for the wait's end
+    assert await endpoint_state(db) == (0, None)
+
+    receiver.respond = statuses(500)
+    await end_wait(db)
+    assert await send_due(db, WAITING) == 1  # the backlog's oldest fails: waiting again
+    assert (await endpoint_state(db))[1] is not None
+    receiver.respond = statuses(200)
+    await deliveries.redeliver(db, actor=SYSTEM, delivery_id=first_id, dispatcher=Woken())
+    assert (await endpoint_state(db))[1] is None  # the redelivery is the next try
+    assert await send_due(db, WAITING) == 1
+    assert receiver.received[-1].payload["data"]["n"] == 0
+
+
+async def test_a_new_url_ends_the_wait(
+    db: Database, receiver: Receiver, receivers: Callable[[], Receiver]
+) -> None:
+    await waiting_endpoint(db, receiver, backlog=0)
+    ((endpoint_id,),) = await rows(db, "SELECT id FROM webhook_endpoints")
+    fixed = receivers()
+    fixed.secrets += receiver.secrets
+    woken = Woken()
+    await endpoints.update_endpoint(
+        db,
+        actor=SYSTEM,
+        endpoint_id=endpoint_id,
+        changes=endpoints.EndpointChanges(url=fixed.url),
+        settings=WAITING,
+        dispatcher=woken,
+    )
+    assert woken.wakes == 1 and (await endpoint_state(db))[1] is None
+
+
+async def test_a_waiting_endpoints_backlog_never_hides_other_endpoints(
+    db: Database, receivers: Callable[[], Receiver]
+) -> None:
+    """More waiting deliveries than a turn scans, all older than another endpoint's one: the
+    failure moves them to the wait's end, so the other endpoint is claimed in the next turn."""
+    failing, healthy = receivers(), receivers()
+    failing.respond = statuses(500)
+    buyer = await make_provider(db)
+    failing.secrets.append((await make_endpoint(db, buyer, failing.url, events=["return.decided"])).secret)
+    other = await make_provider(db)
+    healthy.secrets.append((await make_endpoint(db, other, healthy.url, events=["return.decided"])).secret)
+    async with db.begin() as session:
+        await session.execute(
+            sa.text(
+                """INSERT INTO webhook_deliveries (endpoint_id, provider_id, event_type, payload, status,
+                                                  next_attempt_at, created_at)
+                   SELECT e.id, e.provider_id, 'return.decided',
+                          jsonb_build_object('type', 'return.decided', 'timestamp', '2026-12-04T00:00:00Z',
+                                             'data', jsonb_build_object('n', i)),
+                          'PENDING', t, t
+                   FROM webhook_endpoints e,
+                        generate_series(1, :n) i,
+                        LATERAL (SELECT now() - interval '1 hour' + i * interval '1 millisecond' AS t) t
+                   WHERE e.provider_id = :buyer"""
+            ),
+            {"n": DUE_SCAN + 100, "buyer": buyer.id},
+        )
+    await enqueue(db, other, 0)
+    assert await send_due(db, WAITING) == 2  # the failing endpoint's oldest, then the other's
+    assert len(failing.received) == 1 and sent_numbers(healthy) == [0]
+    ((still_due,),) = await rows(
+        db, "SELECT count(*) FROM webhook_deliveries WHERE status = 'PENDING' AND next_attempt_at <= now()"
+    )
+    assert still_due == 0
+
+
+async def test_leased_deliveries_given_back_wait_for_the_endpoint(db: Database, receiver: Receiver) -> None:
+    receiver.respond = statuses(500)
+    niche = await buyers(db, [receiver])
+    leased = [w for _ in range(3) for w in (await sold(db, niche)).webhooks_leased]
+    assert len(leased) == 3
+    async with running(db, WAITING) as sender:
+        sender.send_leased(leased)
+
+        async def recorded() -> bool:
+            return (await endpoint_state(db))[1] is not None
+
+        await wait_for(recorded, timeout=10)
+    # one attempt; the two given back wait for the endpoint, not due now
+    assert len(receiver.received) == 1
+    given_back = await rows(
+        db,
+        """SELECT d.next_attempt_at = e.retry_at FROM webhook_deliveries d
+           JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.attempts = 0""",
+    )
+    assert [r[0] for r in given_back] == [True, True]
+    # and a lead sold meanwhile is not leased: it waits too, and wakes nobody
+    result = await sold(db, niche)
+    assert result.webhooks_leased == () and result.webhooks_due == 0
+    assert await send_due(db, WAITING) == 0
+
+
+async def test_without_a_wait_each_waiting_delivery_is_tried_in_turn(
+    db: Database, receiver: Receiver
+) -> None:
+    settings = WAITING.model_copy(update={"webhook_endpoint_backoff_max_seconds": 0})
+    receiver.respond = statuses(500)
+    buyer = await make_provider(db)
+    receiver.secrets.append((await make_endpoint(db, buyer, receiver.url, events=["return.decided"])).secret)
+    for n in range(3):
+        await enqueue(db, buyer, n)
+    assert await send_due(db, settings) == 3
+    assert await endpoint_state(db) == (3, None)
+
+
+async def test_the_overview_lists_failing_endpoints_to_their_own_provider_only(
+    db: Database, receiver: Receiver
+) -> None:
+    buyer = await waiting_endpoint(db, receiver, backlog=0)
+    other = await make_provider(db)
+    seen = await deliveries.overview(db, actor=SYSTEM)
+    ((failing,),) = [[(e.provider_id, e.consecutive_failures, e.retry_at is not None) for e in seen.failing]]
+    assert failing == (buyer.id, 1, True) and seen.flagged == []
+    for provider, expected in ((buyer, 1), (other, 0)):
+        actor = Actor(
+            ActorType.USER, uuid.uuid4(), scopes=frozenset({"provider:read"}), provider_id=provider.id
+        )
+        assert len((await deliveries.overview(db, actor=actor)).failing) == expected
