@@ -50,8 +50,9 @@ class WebhookEndpoint:
         description="Failed attempts in a row; the endpoint is disabled at WEBHOOK_DISABLE_AFTER_FAILURES."
     )
     retry_at: datetime | None = strawberry.field(
-        description="While the endpoint fails: when it is tried next (its waiting deliveries wait until "
-        "then; a test message or a redelivery is sent at once). Null once an attempt succeeds."
+        description="From its second failure in a row: when it is tried next (its waiting deliveries "
+        "wait until then; a test message or a redelivery is sent at once, and ends the wait). Null when "
+        "it is not waiting; deliveries already waiting keep the wait's planned end."
     )
     previous_secret_expires_at: datetime | None = strawberry.field(
         description="Until then the secret before the last rotation signs too (both signatures are sent)."

@@ -274,7 +274,7 @@ async def test_twenty_failures_disable_and_enabling_sends_the_backlog_in_order(
 
     await wait_for(disabled, timeout=60)
     assert len(receiver.received) == 20
-    # one attempt per wait: never two closer than the first wait
+    # from the second failure in a row, one attempt per wait: never two closer than the first wait
     attempts = sorted(
         r.at
         for r in await one(
@@ -283,7 +283,7 @@ async def test_twenty_failures_disable_and_enabling_sends_the_backlog_in_order(
         )
     )
     assert len(attempts) == 20
-    assert min((b - a).total_seconds() for a, b in itertools.pairwise(attempts)) >= 0.19
+    assert min((b - a).total_seconds() for a, b in itertools.pairwise(attempts[1:])) >= 0.19
     metrics = (await _get(api, "/metrics")).decode()
     assert "lw_webhook_disabled_endpoints 1.0" in metrics
 

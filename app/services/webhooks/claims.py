@@ -4,10 +4,11 @@ counts, the endpoints released) and claims endpoints with due deliveries, in one
 the flagging of endpoints it disabled, and the sweep's check.
 
 A claim holds an endpoint for one sender at a time (its lock), which sends its due deliveries
-oldest first, one request at a time: retries and backlogs reach an endpoint in creation order, and
-a slow or dead one holds only its own. (A distribution's deliveries to healthy endpoints skip the
-claim: leased to its worker, sent by its sender at once, recorded by its turns.) Raw asyncpg with
-named parameters (app/engine/sql.py): these run for every batch of sends, where SQLAlchemy's
+oldest first, one request at a time: retries and backlogs reach an endpoint in creation order (a
+failing endpoint's never-tried deliveries before its retries), and a slow or dead one holds only
+its own; a failing one waits between tries (its retry_at). (A distribution's deliveries to healthy
+endpoints skip the claim: leased to its worker, sent by its sender at once, recorded by its turns.)
+Raw asyncpg with named parameters (app/engine/sql.py): these run for every batch of sends, where SQLAlchemy's
 per-statement work would be most of their cost."""
 
 from __future__ import annotations
@@ -40,13 +41,16 @@ DUE_SCAN = 2000
 # whether that disables it: from the endpoint's row as it is when locked (`e`, `c`: recorded below)
 FAILURES_AFTER = "CASE WHEN c.reset THEN 0 ELSE e.consecutive_failures END + c.failures"
 DISABLES = f"e.enabled AND {FAILURES_AFTER} >= :disable_after::int"
-# A failing endpoint is tried again only after a wait (its retry_at): the first retry delay,
-# doubled with each failure in a row, at most :backoff_max seconds; jittered as retries are. One
-# attempt per wait, not one per waiting delivery: an endpoint that is down for a minute costs it a
-# few failures, not one for every lead sold meanwhile (which disabled it in seconds under load).
-BACKOFF = f"least((:delays::float8[])[1] * power(2, least({FAILURES_AFTER}, 30) - 1), :backoff_max::float8)"
-RETRY_AT = f"""CASE WHEN c.failures > 0 AND NOT ({DISABLES}) AND {BACKOFF} > 0
-    THEN now() + {BACKOFF} * (1 + :jitter::float8 * (2 * random() - 1)) * interval '1 second' END"""
+# From its second failure in a row, an endpoint is tried again only after a wait (its retry_at):
+# the first retry delay, doubled with each further failure, at most :backoff_max seconds; jittered
+# as retries are. One attempt per wait, not one per waiting delivery: an endpoint that is down for
+# a minute costs it a few failures, not one for every lead sold meanwhile (which disabled it in
+# seconds under load). A single failure waits for nothing: the buyer refusing one lead (a 400 for
+# its content) is not the endpoint failing, and holds none of the others.
+WAIT_SECONDS = (
+    "CASE WHEN {after} >= 2 THEN least((:delays::float8[])[1] * power(2, least({after}, 32) - 2),"
+    " :backoff_max::float8) ELSE 0 END"
+)
 # A claim takes an endpoint once its wait is over, or for a test message (sent whatever the state)
 READY = "({e}.retry_at IS NULL OR {e}.retry_at <= now())"
 
@@ -57,16 +61,18 @@ READY = "({e}.retry_at IS NULL OR {e}.retry_at <= now())"
 # its last attempt (a test message gets one); each endpoint's consecutive failures counted (its
 # row written only when the count changes), the endpoint disabled and flagged at the threshold,
 # and its lock released (a claimed endpoint's: leased deliveries are sent without one). An endpoint
-# that failed waits (retry_at), and its waiting deliveries due sooner are moved to the wait's end
-# (in this statement: a failing endpoint's backlog never fills the scan of due deliveries below).
-# Leased deliveries given back unsent are due now, or at their endpoint's wait's end.
+# failing again waits (retry_at), and its waiting deliveries due sooner, the ones just tried
+# included, wait for the wait's end (in this statement: a failing endpoint's backlog never fills
+# the scan of due deliveries below). Leased deliveries given back unsent are due now, or at their
+# endpoint's wait's end.
 #
 # Then claim: endpoints with due deliveries that this sender is not sending to (a lock it holds
 # would be taken again: a session's advisory locks stack) nor has just recorded (those come back next
 # turn), longest-waiting first, that it can lock (others are being sent to); for each,
-# its first due deliveries in creation order. A disabled endpoint, or one whose wait is not over,
-# is claimed only for a test message (a disabled one's other deliveries are held: next_attempt_at
-# NULL). An endpoint whose deliveries went
+# its first due deliveries in creation order (a failing endpoint's never-tried ones before its
+# retries: a retry failing again says little about the endpoint, and would make it wait again). A
+# disabled endpoint, or one whose wait is not over, is claimed only for a test message (a disabled
+# one's other deliveries are held: next_attempt_at NULL). An endpoint whose deliveries went
 # meanwhile comes back with none (d.id NULL), and is released by the next turn.
 #
 # Rows: the claimed ('claim'), the endpoints it disabled ('flag') and recorded ('release').
@@ -77,6 +83,21 @@ WITH r AS MATERIALIZED (
     SELECT * FROM unnest(:delivery_ids::uuid[], :attempted_at::timestamptz[], :outcomes::text[],
                          :status_codes::int[], :latencies::float8[], :errors::text[], :bodies::text[])
         AS r (delivery_id, at, outcome, status_code, latency_ms, error, body)
+),
+-- each recorded endpoint's wait, from its failures in a row after this turn as its row is seen
+-- here (counted again below on the locked row, which decides the disabling: two senders recording
+-- one endpoint at once can make this wait a step shorter, never wrong otherwise); jittered once
+waits AS MATERIALIZED (
+    SELECT u.id,
+           CASE WHEN u.failures > 0 AND w.seconds > 0
+                THEN now() + w.seconds * (1 + :jitter::float8 * (2 * random() - 1)) * interval '1 second'
+           END AS retry_at
+    FROM unnest(:endpoint_ids::uuid[], :resets::bool[], :failures::int[]) AS u (id, reset, failures)
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN u.reset THEN 0 ELSE e.consecutive_failures END + u.failures AS after
+        FROM webhook_endpoints e WHERE e.id = u.id
+    ) f
+    CROSS JOIN LATERAL (SELECT {WAIT_SECONDS.format(after="f.after")} AS seconds) w
 ),
 deliveries AS (
     UPDATE webhook_deliveries d
@@ -96,9 +117,11 @@ deliveries AS (
         next_attempt_at = CASE
             WHEN r.outcome = '{AttemptOutcome.SUCCESS}' OR d.event_type = '{TEST_EVENT}'
                  OR d.attempts + 1 > cardinality(:delays::float8[]) OR NOT e.enabled THEN NULL
-            ELSE now() + (:delays::float8[])[d.attempts + 1]
-                         * (1 + :jitter::float8 * (2 * random() - 1)) * interval '1 second' END
-    FROM r, webhook_endpoints e
+            -- its own retry, or its endpoint's wait's end if later
+            ELSE greatest(now() + (:delays::float8[])[d.attempts + 1]
+                                  * (1 + :jitter::float8 * (2 * random() - 1)) * interval '1 second',
+                          w.retry_at) END
+    FROM r, webhook_endpoints e LEFT JOIN waits w ON w.id = e.id
     -- = ANY: the primary key, whatever the plan makes of the arrays' sizes (a turn's plan is generic).
     -- The status as a parameter: a generic plan cannot read the partial indexes of PENDING rows
     -- for it, so it never scans every waiting delivery (a failing endpoint's can be thousands).
@@ -135,9 +158,9 @@ recorded AS (
         disabled_reason = CASE WHEN {DISABLES} THEN '{DisabledReason.FAILING}' ELSE e.disabled_reason END,
         disabled_at = CASE WHEN {DISABLES} THEN now() ELSE e.disabled_at END,
         updated_at = CASE WHEN {DISABLES} THEN now() ELSE e.updated_at END,
-        retry_at = {RETRY_AT}
-    FROM changing c
-    WHERE e.id = ANY(:endpoint_ids::uuid[]) AND e.id = c.id
+        retry_at = CASE WHEN {DISABLES} THEN NULL ELSE w.retry_at END
+    FROM changing c, waits w
+    WHERE e.id = ANY(:endpoint_ids::uuid[]) AND e.id = c.id AND w.id = c.id
     -- disabled by this statement: now() is its transaction's start
     RETURNING e.id, e.provider_id,
               NOT e.enabled AND e.disabled_reason = '{DisabledReason.FAILING}' AND e.disabled_at = now()
@@ -148,9 +171,8 @@ waiting AS (SELECT id, retry_at FROM recorded WHERE retry_at IS NOT NULL),
 -- leased deliveries their sender gave back unsent (its endpoint failed, or it stopped): due now, or
 -- when their endpoint is tried next (as it was before this statement, or as it is after it)
 returned AS (
-    UPDATE webhook_deliveries d
-    SET next_attempt_at = greatest(now(), e.retry_at, (SELECT w.retry_at FROM waiting w WHERE w.id = e.id))
-    FROM webhook_endpoints e
+    UPDATE webhook_deliveries d SET next_attempt_at = greatest(now(), e.retry_at, w.retry_at)
+    FROM webhook_endpoints e LEFT JOIN waits w ON w.id = e.id
     WHERE d.id = ANY(:returned_ids::uuid[]) AND d.status = :pending::text AND d.next_attempt_at IS NOT NULL
       AND e.id = d.endpoint_id
 ),
@@ -180,15 +202,16 @@ due AS (
     GROUP BY endpoint_id
 ),
 candidates AS (
-    SELECT e.id, e.url, e.enabled, {READY.format(e="e")} AS ready, e.secret, e.previous_secret,
-           e.previous_secret_expires_at
+    SELECT e.id, e.url, e.enabled, {READY.format(e="e")} AS ready, e.consecutive_failures > 0 AS failing,
+           e.secret, e.previous_secret, e.previous_secret_expires_at
     FROM due
     -- one primary-key probe per endpoint with due deliveries (LIMIT keeps the planner from making
     -- it a join: one made on a young table's statistics rescanned `due` for every endpoint). The
     -- probe has the key alone: given `deleted_at IS NULL` too, PostgreSQL 18 took the partial index
     -- of live endpoints by provider on a young table, and read every live endpoint for each probe
     CROSS JOIN LATERAL (SELECT * FROM webhook_endpoints e WHERE e.id = due.endpoint_id LIMIT 1) e
-    WHERE e.deleted_at IS NULL AND e.id <> ALL(:sending::uuid[]) AND ({READY.format(e="e")} OR due.test)
+    WHERE e.deleted_at IS NULL AND e.id <> ALL(:sending::uuid[])
+      AND ((e.enabled AND {READY.format(e="e")}) OR due.test)
     ORDER BY due.oldest
     OFFSET 0  -- kept apart: the lock below is taken only on the rows it returns
 ),
@@ -206,7 +229,7 @@ LEFT JOIN LATERAL (
     FROM webhook_deliveries d
     WHERE d.endpoint_id = l.id AND d.status = '{PENDING}' AND d.next_attempt_at <= now()
       AND ((l.enabled AND l.ready) OR d.event_type = '{TEST_EVENT}')
-    ORDER BY d.created_at, d.id
+    ORDER BY l.failing AND d.attempts > 0, d.created_at, d.id
     LIMIT :per_endpoint
     -- An advisory lock is released when its statement runs, not when it commits: the sender that
     -- let go of this endpoint may not have committed what it sent yet. Its rows are then locked

@@ -158,8 +158,6 @@ async def redeliver(
         delivery.attempts = 0
         delivery.next_attempt_at = utcnow()
         delivery.delivered_at = None
-        if endpoint.retry_at is not None:
-            endpoint.retry_at = None
         record(
             session,
             actor,
@@ -168,6 +166,13 @@ async def redeliver(
             entity_id=delivery.id,
             previous_status=str(previous),
         )
+    if endpoint.retry_at is not None:
+        # the redelivery is the endpoint's next try: its wait ends. Apart, after the delivery's
+        # commit: a sender's turn locks an endpoint before deliveries, this locked the delivery first
+        async with db.begin() as session:
+            await session.execute(
+                sa.update(WebhookEndpoint).where(col(WebhookEndpoint.id) == endpoint.id).values(retry_at=None)
+            )
     await dispatcher.wake_webhooks()
     return delivery
 

@@ -1,6 +1,7 @@
-"""A failing endpoint waits (its retry_at) before it is tried again, and its waiting deliveries wait
-with it: one attempt per wait, not one per lead sold meanwhile. Sent to real local receivers; the
-clock is moved by moving the rows' times back (`end_wait`), never by sleeping."""
+"""From its second failure in a row, a failing endpoint waits (its retry_at) before it is tried
+again, and its waiting deliveries wait with it: one attempt per wait, not one per lead sold
+meanwhile. Sent to real local receivers; the clock is moved by moving the rows' times back
+(`end_wait`), never by sleeping."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from pytest_httpserver.httpserver import Response
 
@@ -16,9 +18,9 @@ from app.models.audit import ActorType
 from app.models.billing import Provider
 from app.models.webhooks import WebhookEvent
 from app.services.audit import SYSTEM, Actor
-from app.services.webhooks import deliveries, endpoints
-from app.services.webhooks.claims import DUE_SCAN, sender_needed
-from app.services.webhooks.sender import send_due
+from app.services.webhooks import claims, deliveries, endpoints
+from app.services.webhooks.claims import DUE_SCAN, EndpointRun, sender_needed
+from app.services.webhooks.sender import send_due, sender_connection
 from tests.factories import make_provider
 from tests.factories.webhooks import SETTINGS, make_endpoint
 from tests.receiver import Received, Receiver, statuses
@@ -26,7 +28,8 @@ from tests.services.webhooks.test_deliveries import Woken
 from tests.services.webhooks.test_leases import buyers, running, sold
 from tests.tasks.conftest import wait_for
 
-# retries an hour apart; a failing endpoint waits 10 s, 20 s, 40 s, … at most 60 s
+# a first retry after 10 s, then an hour apart; from its second failure in a row an endpoint waits
+# 10 s, then 20 s, 40 s, … at most 60 s
 WAITING = SETTINGS.model_copy(
     update={"webhook_retry_delays_seconds": [10.0] + [3600.0] * 6, "webhook_endpoint_backoff_max_seconds": 60}
 )
@@ -75,48 +78,51 @@ def sent_numbers(receiver: Receiver) -> list[int]:
     return [r.payload["data"]["n"] for r in receiver.received]
 
 
-async def waiting_endpoint(db: Database, receiver: Receiver, backlog: int) -> Provider:
-    """A buyer whose endpoint failed once, with `backlog` more deliveries waiting behind it."""
-    receiver.respond = statuses(500)
+async def endpoint_with(db: Database, receiver: Receiver, deliveries_count: int) -> Provider:
     buyer = await make_provider(db)
     receiver.secrets.append((await make_endpoint(db, buyer, receiver.url, events=["return.decided"])).secret)
-    for n in range(backlog + 1):
+    for n in range(deliveries_count):
         await enqueue(db, buyer, n)
-    assert await send_due(db, WAITING) == 1  # the oldest, and no other
     return buyer
 
 
-async def test_a_failing_endpoint_waits_and_its_backlog_with_it(db: Database, receiver: Receiver) -> None:
-    buyer = await waiting_endpoint(db, receiver, backlog=4)
-    failures, wait = await endpoint_state(db)
-    assert failures == 1 and wait is not None and 9 < wait <= 10  # the first retry delay
-    times = await rows(
+async def waiting_endpoint(db: Database, receiver: Receiver, backlog: int) -> Provider:
+    """A buyer whose endpoint failed twice in a row (its two oldest deliveries), with `backlog` more
+    waiting behind them."""
+    receiver.respond = statuses(500)
+    buyer = await endpoint_with(db, receiver, backlog + 2)
+    assert await send_due(db, WAITING) == 2  # the oldest, the next (no wait after one failure), no other
+    return buyer
+
+
+async def due_before_the_wait_ends(db: Database) -> int:
+    ((n,),) = await rows(
         db,
-        """SELECT d.payload -> 'data' ->> 'n' AS n, d.attempts, d.next_attempt_at = e.retry_at AS at_wait_end,
-                  extract(epoch FROM d.next_attempt_at - now()) AS due_in
-           FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id ORDER BY d.created_at""",
+        """SELECT count(*) FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+           WHERE d.status = 'PENDING' AND d.next_attempt_at < e.retry_at""",
     )
-    # the one tried keeps its own schedule (its first retry delay, which is the wait's too); the
-    # others wait for the endpoint
-    assert (times[0].n, times[0].attempts) == ("0", 1) and 9 < times[0].due_in <= 10
-    assert [(t.attempts, t.at_wait_end) for t in times[1:]] == [(0, True)] * 4
+    return int(n)
+
+
+async def test_a_failing_endpoint_waits_and_its_backlog_with_it(db: Database, receiver: Receiver) -> None:
+    buyer = await waiting_endpoint(db, receiver, backlog=3)
+    failures, wait = await endpoint_state(db)
+    assert failures == 2 and wait is not None and 9 < wait <= 10  # the first retry delay
+    # every waiting delivery waits for the wait's end, the two just tried included
+    assert await due_before_the_wait_ends(db) == 0
     # what is written meanwhile waits too, and nothing is due: no claim, no sweep
     await enqueue(db, buyer, 5)
-    ((written,),) = await rows(
-        db,
-        """SELECT d.next_attempt_at = e.retry_at FROM webhook_deliveries d JOIN webhook_endpoints e
-           ON e.id = d.endpoint_id WHERE d.payload -> 'data' ->> 'n' = '5'""",
-    )
-    assert written
+    assert await due_before_the_wait_ends(db) == 0
     assert await send_due(db, WAITING) == 0
     assert not await sender_needed(db, stale_after=0)
 
-    # the wait over, the endpoint answers: everything goes, oldest first, and it is healthy again
+    # the wait over, the endpoint answers: everything goes (never-tried ones first, then the
+    # retries), and it is healthy again
     receiver.respond = statuses(200)
     await end_wait(db)
     assert await sender_needed(db, stale_after=0)
     assert await send_due(db, WAITING) == 6
-    assert sent_numbers(receiver) == [0, 0, 1, 2, 3, 4, 5]
+    assert sent_numbers(receiver) == [0, 1, 2, 3, 4, 5, 0, 1]
     assert await endpoint_state(db) == (0, None)
 
 
@@ -127,40 +133,44 @@ async def test_the_wait_doubles_with_each_failure_in_a_row_up_to_the_maximum(
     waits = [(await endpoint_state(db))[1]]
     for _ in range(3):
         await end_wait(db)
-        assert await send_due(db, WAITING) == 1
+        assert await send_due(db, WAITING) == 1  # one attempt per wait
+        assert await due_before_the_wait_ends(db) == 0
         waits.append((await endpoint_state(db))[1])
     assert [round(w) for w in waits if w is not None] == [10, 20, 40, 60]
-    assert (await endpoint_state(db))[0] == 4
-    assert len(receiver.received) == 4
+    assert (await endpoint_state(db))[0] == 5
+    assert len(receiver.received) == 5
 
 
-async def test_a_delivery_the_buyer_always_refuses_holds_the_others_for_one_wait(
-    db: Database, receiver: Receiver
-) -> None:
-    def refuse_the_first(n: int, got: Received) -> Response:
-        return Response("bad lead", 400) if got.payload["data"]["n"] == 0 else Response("ok", 200)
+async def test_leads_the_buyer_refuses_make_the_others_wait_little(db: Database, receiver: Receiver) -> None:
+    refused = {0, 3, 4}
 
-    buyer = await make_provider(db)
-    receiver.secrets.append((await make_endpoint(db, buyer, receiver.url, events=["return.decided"])).secret)
-    receiver.respond = refuse_the_first
-    for n in range(4):
-        await enqueue(db, buyer, n)
-    assert await send_due(db, WAITING) == 1  # refused: the endpoint waits
+    def refuse_some(n: int, got: Received) -> Response:
+        return Response("bad lead", 400) if got.payload["data"]["n"] in refused else Response("ok", 200)
+
+    receiver.respond = refuse_some
+    buyer = await endpoint_with(db, receiver, 7)
+    # 0 refused: no wait after one failure, the next claim sends the others; 3 and 4 refused in a
+    # row: the endpoint waits
+    assert await send_due(db, WAITING) == 5
+    assert await endpoint_state(db) == (2, pytest.approx(10, abs=1))
+    # the wait's end: 5 and 6, never tried, go before the refused ones' retries (the endpoint is
+    # healthy again); the retries of 0 and 3 are refused again, two in a row: it waits again
     await end_wait(db)
-    # the refused one is due again with the others: refused again, its next retry an hour away
-    assert await send_due(db, WAITING) == 1
+    assert await send_due(db, WAITING) == 4
+    assert sent_numbers(receiver) == [0, 1, 2, 3, 4, 5, 6, 0, 3]
+    assert await endpoint_state(db) == (2, pytest.approx(10, abs=1))
+    # a new lead waits with it, and goes first at the wait's end
+    receiver.respond = statuses(200)
+    await enqueue(db, buyer, 7)
     await end_wait(db)
-    assert await send_due(db, WAITING) == 3
-    assert sent_numbers(receiver) == [0, 0, 1, 2, 3]
-    assert await endpoint_state(db) == (0, None)
-    ((refused,),) = await rows(db, "SELECT status FROM webhook_deliveries WHERE attempts = 2")
-    assert refused == "PENDING"  # on its own schedule, not holding the others
+    assert await send_due(db, WAITING) == 2
+    assert sent_numbers(receiver)[-2:] == [7, 4] and await endpoint_state(db) == (0, None)
 
 
 async def test_a_test_message_and_a_redelivery_are_sent_at_once(db: Database, receiver: Receiver) -> None:
-    await waiting_endpoint(db, receiver, backlog=2)
+    await waiting_endpoint(db, receiver, backlog=1)
     ((endpoint_id, first_id),) = await rows(
-        db, "SELECT endpoint_id, id FROM webhook_deliveries WHERE attempts = 1"
+        db, "SELECT endpoint_id, id FROM webhook_deliveries ORDER BY created_at LIMIT 1"
     )
     receiver.respond = statuses(200)
     await deliveries.send_test(db, actor=SYSTEM, endpoint_id=endpoint_id, dispatcher=Woken())
@@ -169,7 +179,7 @@ async def test_a_test_message_and_a_redelivery_are_sent_at_once(db: Database, re
 
     receiver.respond = statuses(500)
     await end_wait(db)
-    assert await send_due(db, WAITING) == 1  # the backlog's oldest fails: waiting again
+    assert await send_due(db, WAITING) == 2  # two failures in a row: waiting again
     assert (await endpoint_state(db))[1] is not None
     receiver.respond = statuses(200)
     await deliveries.redeliver(db, actor=SYSTEM, delivery_id=first_id, dispatcher=Woken())
@@ -201,7 +211,7 @@ async def test_a_waiting_endpoints_backlog_never_hides_other_endpoints(
     db: Database, receivers: Callable[[], Receiver]
 ) -> None:
     """More waiting deliveries than a turn scans, all older than another endpoint's one: the
-    failure moves them to the wait's end, so the other endpoint is claimed in the next turn."""
+    second failure moves them to the wait's end, so the other endpoint is claimed next."""
     failing, healthy = receivers(), receivers()
     failing.respond = statuses(500)
     buyer = await make_provider(db)
@@ -225,8 +235,8 @@ async def test_a_waiting_endpoints_backlog_never_hides_other_endpoints(
             {"n": DUE_SCAN + 100, "buyer": buyer.id},
         )
     await enqueue(db, other, 0)
-    assert await send_due(db, WAITING) == 2  # the failing endpoint's oldest, then the other's
-    assert len(failing.received) == 1 and sent_numbers(healthy) == [0]
+    assert await send_due(db, WAITING) == 3  # the failing endpoint's two oldest, then the other's
+    assert len(failing.received) == 2 and sent_numbers(healthy) == [0]
     ((still_due,),) = await rows(
         db, "SELECT count(*) FROM webhook_deliveries WHERE status = 'PENDING' AND next_attempt_at <= now()"
     )
@@ -241,22 +251,60 @@ async def test_leased_deliveries_given_back_wait_for_the_endpoint(db: Database, 
     async with running(db, WAITING) as sender:
         sender.send_leased(leased)
 
-        async def recorded() -> bool:
+        async def waiting() -> bool:
             return (await endpoint_state(db))[1] is not None
 
-        await wait_for(recorded, timeout=10)
-    # one attempt; the two given back wait for the endpoint, not due now
-    assert len(receiver.received) == 1
-    given_back = await rows(
-        db,
-        """SELECT d.next_attempt_at = e.retry_at FROM webhook_deliveries d
-           JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.attempts = 0""",
-    )
-    assert [r[0] for r in given_back] == [True, True]
-    # and a lead sold meanwhile is not leased: it waits too, and wakes nobody
+        await wait_for(waiting, timeout=10)
+    # the first fails and gives the others back; a claim tries the next: the endpoint waits, and
+    # the third with it
+    assert len(receiver.received) == 2
+    assert await due_before_the_wait_ends(db) == 0
+    # a lead sold meanwhile is not leased: written for the wait's end, it wakes nobody
     result = await sold(db, niche)
     assert result.webhooks_leased == () and result.webhooks_due == 0
+    ((at_wait_end,),) = await rows(
+        db,
+        """SELECT d.next_attempt_at = e.retry_at FROM webhook_deliveries d
+           JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.subject_id = :a""",
+        a=result.assigned[0].assignment_id,
+    )
+    assert at_wait_end
     assert await send_due(db, WAITING) == 0
+
+
+async def test_a_delivery_given_back_unsent_waits_for_the_endpoints_wait(
+    db: Database, receiver: Receiver
+) -> None:
+    """A sender stopping gives back a leased delivery without trying it: due at the wait's end."""
+    buyer = await waiting_endpoint(db, receiver, backlog=0)
+    await enqueue(db, buyer, 9)
+    ((endpoint_id, delivery_id),) = await rows(
+        db, "SELECT endpoint_id, id FROM webhook_deliveries WHERE payload -> 'data' ->> 'n' = '9'"
+    )
+    async with db.begin() as session:  # as if a distribution had leased it to a sender
+        await session.execute(
+            sa.text(
+                "UPDATE webhook_deliveries SET next_attempt_at = now() + interval '60 seconds' WHERE id = :d"
+            ),
+            {"d": delivery_id},
+        )
+    conn = await sender_connection(db)
+    try:
+        await claims.turn(
+            conn,
+            runs=[EndpointRun(endpoint_id, held=False, returned=[delivery_id])],
+            slots=0,
+            settings=WAITING,
+        )
+    finally:
+        await conn.close()
+    assert await due_before_the_wait_ends(db) == 0
+    ((due_in,),) = await rows(
+        db,
+        "SELECT extract(epoch FROM next_attempt_at - now()) FROM webhook_deliveries WHERE id = :d",
+        d=delivery_id,
+    )
+    assert 5 < due_in <= 10  # the wait's end, not now, nor the lease's
 
 
 async def test_without_a_wait_each_waiting_delivery_is_tried_in_turn(
@@ -264,10 +312,7 @@ async def test_without_a_wait_each_waiting_delivery_is_tried_in_turn(
 ) -> None:
     settings = WAITING.model_copy(update={"webhook_endpoint_backoff_max_seconds": 0})
     receiver.respond = statuses(500)
-    buyer = await make_provider(db)
-    receiver.secrets.append((await make_endpoint(db, buyer, receiver.url, events=["return.decided"])).secret)
-    for n in range(3):
-        await enqueue(db, buyer, n)
+    await endpoint_with(db, receiver, 3)
     assert await send_due(db, settings) == 3
     assert await endpoint_state(db) == (3, None)
 
@@ -279,7 +324,7 @@ async def test_the_overview_lists_failing_endpoints_to_their_own_provider_only(
     other = await make_provider(db)
     seen = await deliveries.overview(db, actor=SYSTEM)
     ((failing,),) = [[(e.provider_id, e.consecutive_failures, e.retry_at is not None) for e in seen.failing]]
-    assert failing == (buyer.id, 1, True) and seen.flagged == []
+    assert failing == (buyer.id, 2, True) and seen.flagged == []
     for provider, expected in ((buyer, 1), (other, 0)):
         actor = Actor(
             ActorType.USER, uuid.uuid4(), scopes=frozenset({"provider:read"}), provider_id=provider.id

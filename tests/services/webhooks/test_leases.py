@@ -132,11 +132,12 @@ async def test_after_a_failure_the_rest_go_back_to_the_claims(db: Database, rece
     async with running(db, SETTINGS) as sender:
         sender.send_leased(leased)  # one endpoint: one at a time, in the order written
         await wait_for(lambda: all_delivered(db), timeout=10)
-    # the first failed; the two behind it were given back, and a claim sent all three oldest
-    # first (its retry is due at once here): not the leased run going on after a failure
+    # the first failed; the two behind it were given back, and a claim sent them, then the first's
+    # retry (due at once here; a failing endpoint's never-tried deliveries go before its retries):
+    # not the leased run going on after a failure
     assert await states(db) == [("DELIVERED", 2), ("DELIVERED", 1), ("DELIVERED", 1)]
     first, second, third = (webhook_id(w.delivery_id) for w in leased)
-    assert receiver.ids() == [first, first, second, third]
+    assert receiver.ids() == [first, second, third, first]
 
 
 async def test_stopping_gives_back_what_was_not_sent(db: Database, receiver: Receiver) -> None:
