@@ -51,8 +51,9 @@ class WebhookEndpoint:
     )
     retry_at: datetime | None = strawberry.field(
         description="From its second failure in a row: when it is tried next (its waiting deliveries "
-        "wait until then; a test message or a redelivery is sent at once, and ends the wait). Null when "
-        "it is not waiting; deliveries already waiting keep the wait's planned end."
+        "wait until then; a test message or a redelivery is sent at once, and a redelivery ends the "
+        "wait). In the past once the wait is over, until the next attempt; null after a success. "
+        "Deliveries already waiting keep the wait's planned end."
     )
     previous_secret_expires_at: datetime | None = strawberry.field(
         description="Until then the secret before the last rotation signs too (both signatures are sent)."

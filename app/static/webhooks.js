@@ -17,7 +17,7 @@ async function refreshWebhooks() {
     ? "<tr><th>failing endpoint</th><th>provider</th><th>failures in a row</th><th>next try</th></tr>" +
       w.failingEndpoints.map((e) =>
         `<tr><td class="bad">${esc(e.url)}</td><td>${e.providerId.slice(0, 8)}</td><td>${e.consecutiveFailures}</td>` +
-        `<td>${e.retryAt ? new Date(e.retryAt).toLocaleTimeString() : "now"}</td></tr>`).join("")
+        `<td>${e.retryAt && new Date(e.retryAt) > new Date() ? new Date(e.retryAt).toLocaleTimeString() : "now"}</td></tr>`).join("")
     : "<tr><td class='muted'>no failing endpoint</td></tr>";
   $("webhook-failed").innerHTML = w.recentFailures.length
     ? "<tr><th>failed delivery</th><th>event</th><th>attempts</th><th>last error</th><th></th></tr>" + w.recentFailures.map((d) =>

@@ -85,8 +85,9 @@ WITH r AS MATERIALIZED (
         AS r (delivery_id, at, outcome, status_code, latency_ms, error, body)
 ),
 -- each recorded endpoint's wait, from its failures in a row after this turn as its row is seen
--- here (counted again below on the locked row, which decides the disabling: two senders recording
--- one endpoint at once can make this wait a step shorter, never wrong otherwise); jittered once
+-- here, jittered once (counted again below on the locked row, which decides: two senders recording
+-- one endpoint at once can make the wait a step shorter, or leave the deliveries just tried
+-- waiting for one the endpoint does not get)
 waits AS MATERIALIZED (
     SELECT u.id,
            CASE WHEN u.failures > 0 AND w.seconds > 0
@@ -158,7 +159,8 @@ recorded AS (
         disabled_reason = CASE WHEN {DISABLES} THEN '{DisabledReason.FAILING}' ELSE e.disabled_reason END,
         disabled_at = CASE WHEN {DISABLES} THEN now() ELSE e.disabled_at END,
         updated_at = CASE WHEN {DISABLES} THEN now() ELSE e.updated_at END,
-        retry_at = CASE WHEN {DISABLES} THEN NULL ELSE w.retry_at END
+        -- the wait as `waits` set it, when the count on the locked row agrees that one is due
+        retry_at = CASE WHEN {FAILURES_AFTER} >= 2 AND NOT ({DISABLES}) THEN w.retry_at END
     FROM changing c, waits w
     WHERE e.id = ANY(:endpoint_ids::uuid[]) AND e.id = c.id AND w.id = c.id
     -- disabled by this statement: now() is its transaction's start

@@ -8,6 +8,7 @@ delivery or endpoint answers NOT_FOUND."""
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +36,8 @@ from app.services.dispatch import Dispatcher
 from app.services.pages import Page, PageKey, keyset_page
 from app.services.principals import own_provider_id, scope_to_own
 from app.services.webhooks.endpoints import get_endpoint
+
+log = logging.getLogger("leadwheel.webhooks")
 
 # A delivery per live endpoint of the provider subscribed to the event; endpoints the sender
 # disabled for failing queue theirs (held: next_attempt_at NULL) until they are enabled again, and a
@@ -167,14 +170,30 @@ async def redeliver(
             previous_status=str(previous),
         )
     if endpoint.retry_at is not None:
-        # the redelivery is the endpoint's next try: its wait ends. Apart, after the delivery's
-        # commit: a sender's turn locks an endpoint before deliveries, this locked the delivery first
-        async with db.begin() as session:
-            await session.execute(
-                sa.update(WebhookEndpoint).where(col(WebhookEndpoint.id) == endpoint.id).values(retry_at=None)
-            )
+        await _end_wait(db, endpoint.id, delivery.id)
     await dispatcher.wake_webhooks()
     return delivery
+
+
+# A redelivery is its endpoint's next try: the endpoint's wait ends, and the redelivery is due now
+# even if a turn recording a failure moved it to a new wait's end since its commit.
+END_WAIT = sa.text(f"""
+WITH ended AS (UPDATE webhook_endpoints SET retry_at = NULL WHERE id = :endpoint_id AND retry_at IS NOT NULL)
+UPDATE webhook_deliveries SET next_attempt_at = now()
+WHERE id = :delivery_id AND status = '{DeliveryStatus.PENDING}' AND attempts = 0 AND next_attempt_at > now()
+""")
+
+
+async def _end_wait(db: Database, endpoint_id: uuid.UUID, delivery_id: uuid.UUID) -> None:
+    """Apart from the redelivery's transaction, after its commit, and only a shortcut: what the
+    redelivery wrote stands if this fails (the delivery then waits for the wait's planned end).
+    Apart, the redelivery's transaction never holds the delivery's row while waiting for the
+    endpoint's, which a sender's turn may hold while it waits for that delivery (given back)."""
+    try:
+        async with db.begin() as session:
+            await session.execute(END_WAIT, {"endpoint_id": endpoint_id, "delivery_id": delivery_id})
+    except Exception:  # noqa: BLE001  (PostgreSQL away, or a deadlock with a turn: the wait runs out)
+        log.warning("webhooks.redelivery_wait_not_ended endpoint_id=%s", endpoint_id, exc_info=True)
 
 
 async def send_test(

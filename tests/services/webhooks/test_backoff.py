@@ -15,11 +15,13 @@ from pytest_httpserver.httpserver import Response
 
 from app.db import Database
 from app.models.audit import ActorType
+from app.models.base import utcnow
 from app.models.billing import Provider
-from app.models.webhooks import WebhookEvent
+from app.models.webhooks import AttemptOutcome, WebhookEvent
 from app.services.audit import SYSTEM, Actor
 from app.services.webhooks import claims, deliveries, endpoints
-from app.services.webhooks.claims import DUE_SCAN, EndpointRun, sender_needed
+from app.services.webhooks.claims import DUE_SCAN, EndpointRun, Sent, sender_needed
+from app.services.webhooks.outbound import Answer
 from app.services.webhooks.sender import send_due, sender_connection
 from tests.factories import make_provider
 from tests.factories.webhooks import SETTINGS, make_endpoint
@@ -330,3 +332,57 @@ async def test_the_overview_lists_failing_endpoints_to_their_own_provider_only(
             ActorType.USER, uuid.uuid4(), scopes=frozenset({"provider:read"}), provider_id=provider.id
         )
         assert len((await deliveries.overview(db, actor=actor)).failing) == expected
+
+
+async def test_leased_deliveries_given_back_at_the_second_failure_wait_for_the_new_wait(
+    db: Database, receiver: Receiver
+) -> None:
+    """A sender records an endpoint's second failure in a row and gives back the leased deliveries
+    behind it, in one turn: those wait for the wait that turn starts."""
+    receiver.respond = statuses(500)
+    buyer = await endpoint_with(db, receiver, 1)
+    assert await send_due(db, WAITING) == 1  # one failure: no wait
+    for n in (1, 2):
+        await enqueue(db, buyer, n)
+    ((endpoint_id,),) = await rows(db, "SELECT id FROM webhook_endpoints")
+    tried, given_back = [
+        r.id
+        for r in await rows(db, "SELECT id FROM webhook_deliveries WHERE attempts = 0 ORDER BY created_at")
+    ]
+    failed = Sent(tried, utcnow(), Answer(AttemptOutcome.HTTP_ERROR, 1.0, status_code=500, error="HTTP 500"))
+    conn = await sender_connection(db)
+    try:
+        await claims.turn(
+            conn,
+            runs=[EndpointRun(endpoint_id, sent=[failed], held=False, returned=[given_back])],
+            slots=0,
+            settings=WAITING,
+        )
+    finally:
+        await conn.close()
+    failures, wait = await endpoint_state(db)
+    assert failures == 2 and wait is not None and 9 < wait <= 10
+    assert await due_before_the_wait_ends(db) == 0
+
+
+async def test_ending_a_wait_for_a_redelivery_makes_it_due_again(db: Database, receiver: Receiver) -> None:
+    """A turn that moved the redelivered delivery to a new wait's end before the wait was ended
+    (the redelivery's commit, then the turn, then the end of the wait): due now all the same."""
+    await waiting_endpoint(db, receiver, backlog=0)
+    ((endpoint_id, delivery_id),) = await rows(
+        db, "SELECT endpoint_id, id FROM webhook_deliveries ORDER BY created_at LIMIT 1"
+    )
+    async with db.begin() as session:  # as the redelivery wrote it, then moved by a turn
+        await session.execute(
+            sa.text(
+                """UPDATE webhook_deliveries SET attempts = 0, next_attempt_at = now() + interval '30 seconds'
+                   WHERE id = :d"""
+            ),
+            {"d": delivery_id},
+        )
+    await deliveries._end_wait(db, endpoint_id, delivery_id)
+    assert (await endpoint_state(db))[1] is None
+    ((due,),) = await rows(
+        db, "SELECT next_attempt_at <= now() FROM webhook_deliveries WHERE id = :d", d=delivery_id
+    )
+    assert due
