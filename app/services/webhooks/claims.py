@@ -8,8 +8,8 @@ oldest first, one request at a time: retries and backlogs reach an endpoint in c
 failing endpoint's never-tried deliveries before its retries), and a slow or dead one holds only
 its own; a failing one waits between tries (its retry_at). (A distribution's deliveries to healthy
 endpoints skip the claim: leased to its worker, sent by its sender at once, recorded by its turns.)
-Raw asyncpg with named parameters (app/engine/sql.py): these run for every batch of sends, where SQLAlchemy's
-per-statement work would be most of their cost."""
+Raw asyncpg with named parameters (app/engine/sql.py): these run for every batch of sends, where
+SQLAlchemy's per-statement work would be most of their cost."""
 
 from __future__ import annotations
 
