@@ -81,8 +81,8 @@ class Settings(BaseSettings):
     # consecutive failed attempts (any deliveries) after which an endpoint is disabled and flagged
     webhook_disable_after_failures: int = Field(default=20, ge=1)
     # from its second failure in a row, a failing endpoint is tried again only after a wait: the
-    # first retry delay, doubled with each further failure, at most this long (0: no wait, each
-    # waiting delivery tried in turn)
+    # first retry delay, doubled with each further failure, at most this long, ± the retry jitter
+    # (0, or a first retry delay of 0: no wait, each waiting delivery tried in turn)
     webhook_endpoint_backoff_max_seconds: float = Field(default=300, ge=0)
     # loopback, private, link-local and similar addresses (tests, the demo's local receivers)
     webhook_allow_private_networks: bool = False

@@ -75,7 +75,8 @@ class WebhookEndpoint(SQLModel, table=True):
     previous_secret_expires_at: datetime | None = timestamp()
     consecutive_failures: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     # from its second failure in a row: when it is tried next (its waiting deliveries are due no
-    # sooner); NULL after a success, a redelivery, a new URL (app/services/webhooks/claims.py)
+    # sooner); NULL after a success, a redelivery, a new URL, enabling or disabling it
+    # (app/services/webhooks/claims.py)
     retry_at: datetime | None = timestamp()
     deleted_at: datetime | None = timestamp()
     created_at: datetime = now_column()

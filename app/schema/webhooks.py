@@ -165,12 +165,14 @@ class WebhookDelivery:
         return [WebhookAttempt.of(a) for a in self.attempt_log]
 
 
-@strawberry.type(description="What needs an operator's eye: flagged endpoints and recent failed deliveries.")
+@strawberry.type(
+    description="What needs an operator's eye: flagged and failing endpoints, and recent failed deliveries."
+)
 class WebhookOverview:
     flagged_endpoints: list[WebhookEndpoint]
     failing_endpoints: list[WebhookEndpoint] = strawberry.field(
-        description="Enabled endpoints whose last attempts failed, each waiting for its next try "
-        "(retryAt); the 50 with the most failures in a row."
+        description="Enabled endpoints whose last attempt failed (from two failures in a row each waits "
+        "for its next try: retryAt); the 50 with the most failures in a row."
     )
     recent_failures: list[WebhookDelivery]
     pending_deliveries: int

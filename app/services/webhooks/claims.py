@@ -3,13 +3,12 @@ held while a request is in flight): a turn records what was sent (attempts, new 
 counts, the endpoints released) and claims endpoints with due deliveries, in one round trip; then
 the flagging of endpoints it disabled, and the sweep's check.
 
-A claim holds an endpoint for one sender at a time (its lock), which sends its due deliveries
-oldest first, one request at a time: retries and backlogs reach an endpoint in creation order (a
-failing endpoint's never-tried deliveries before its retries), and a slow or dead one holds only
-its own; a failing one waits between tries (its retry_at). (A distribution's deliveries to healthy
-endpoints skip the claim: leased to its worker, sent by its sender at once, recorded by its turns.)
-Raw asyncpg with named parameters (app/engine/sql.py): these run for every batch of sends, where
-SQLAlchemy's per-statement work would be most of their cost."""
+A claim holds an endpoint for one sender at a time (its lock), which sends its due deliveries one
+request at a time, in creation order (a failing endpoint's never-tried ones before its retries): a
+slow or dead endpoint holds only its own, and a failing one waits between tries (its retry_at). (A
+distribution's deliveries to healthy endpoints skip the claim: leased to its worker, sent by its
+sender at once, recorded by its turns.) Raw asyncpg with named parameters (app/engine/sql.py): these
+run for every batch of sends, where SQLAlchemy's per-statement work would be most of their cost."""
 
 from __future__ import annotations
 
@@ -58,13 +57,13 @@ READY = "({e}.retry_at IS NULL OR {e}.retry_at <= now())"
 #
 # Record what finished: the attempts logged (in the delivery's row); each delivery DELIVERED, or
 # retried after its delay (± jitter; held if its endpoint was disabled meanwhile), or FAILED after
-# its last attempt (a test message gets one); each endpoint's consecutive failures counted (its
-# row written only when the count changes), the endpoint disabled and flagged at the threshold,
-# and its lock released (a claimed endpoint's: leased deliveries are sent without one). An endpoint
-# failing again waits (retry_at), and its waiting deliveries due sooner, the ones just tried
-# included, wait for the wait's end (in this statement: a failing endpoint's backlog never fills
-# the scan of due deliveries below). Leased deliveries given back unsent are due now, or at their
-# endpoint's wait's end.
+# its last attempt (a test message gets one); each endpoint's consecutive failures counted (its row
+# written only when the count changes), the endpoint disabled and flagged at the threshold, and its
+# lock released (a claimed endpoint's: leased deliveries are sent without one). An endpoint failing
+# again waits (retry_at), and its waiting deliveries due sooner, the ones just tried included, wait
+# for the wait's end (moved in this statement, whose own scan of due deliveries below still sees
+# them: the next turns' scans do not, until the wait ends). Leased deliveries given back unsent are
+# due now, or at their endpoint's wait's end.
 #
 # Then claim: endpoints with due deliveries that this sender is not sending to (a lock it holds
 # would be taken again: a session's advisory locks stack) nor has just recorded (those come back next
@@ -160,7 +159,8 @@ recorded AS (
         disabled_at = CASE WHEN {DISABLES} THEN now() ELSE e.disabled_at END,
         updated_at = CASE WHEN {DISABLES} THEN now() ELSE e.updated_at END,
         -- the wait as `waits` set it, when the count on the locked row agrees that one is due
-        retry_at = CASE WHEN {FAILURES_AFTER} >= 2 AND NOT ({DISABLES}) THEN w.retry_at END
+        -- (a disabled endpoint, tried by a test message, is not waiting for anything)
+        retry_at = CASE WHEN e.enabled AND {FAILURES_AFTER} >= 2 AND NOT ({DISABLES}) THEN w.retry_at END
     FROM changing c, waits w
     WHERE e.id = ANY(:endpoint_ids::uuid[]) AND e.id = c.id AND w.id = c.id
     -- disabled by this statement: now() is its transaction's start
@@ -260,10 +260,10 @@ FROM unnest(:endpoint_ids::uuid[], :provider_ids::uuid[], :failure_counts::int[]
 """)
 
 # The sweep: is there due work? Retries and ended leases (a worker died) once due (and their
-# endpoint's wait over); other first
-# sends only once older than stale_after, since their wake may just be on its way (redeliveries
-# and a re-enabled endpoint's backlog, due after their creation, may get a second wake). A sender
-# already sending to the endpoint (its lock) makes the wake cost one claim that finds it taken.
+# endpoint's wait over); other first sends only once older than stale_after, since their wake may
+# just be on its way (redeliveries and a re-enabled endpoint's backlog, due after their creation,
+# may get a second wake). A sender already sending to the endpoint (its lock) makes the wake cost
+# one claim that finds it taken.
 NEEDED = compile_named(f"""
 SELECT EXISTS (
     SELECT 1
@@ -278,7 +278,7 @@ SELECT EXISTS (
 
 @dataclass
 class Claimed:
-    """An endpoint this sender holds, and its deliveries to send now, oldest first."""
+    """An endpoint this sender holds, and its deliveries to send now, in the order to send them."""
 
     endpoint_id: uuid.UUID
     url: str

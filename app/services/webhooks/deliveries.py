@@ -169,16 +169,17 @@ async def redeliver(
             entity_id=delivery.id,
             previous_status=str(previous),
         )
-    if endpoint.retry_at is not None:
+    if endpoint.retry_at is not None and endpoint.retry_at > utcnow():
         await _end_wait(db, endpoint.id, delivery.id)
     await dispatcher.wake_webhooks()
     return delivery
 
 
 # A redelivery is its endpoint's next try: the endpoint's wait ends, and the redelivery is due now
-# even if a turn recording a failure moved it to a new wait's end since its commit.
+# even if a turn recording a failure moved it to a new wait's end since its commit. Only a wait
+# still running: one over already may be the redelivery's own (tried, failed) since.
 END_WAIT = sa.text(f"""
-WITH ended AS (UPDATE webhook_endpoints SET retry_at = NULL WHERE id = :endpoint_id AND retry_at IS NOT NULL)
+WITH ended AS (UPDATE webhook_endpoints SET retry_at = NULL WHERE id = :endpoint_id AND retry_at > now())
 UPDATE webhook_deliveries SET next_attempt_at = now()
 WHERE id = :delivery_id AND status = '{DeliveryStatus.PENDING}' AND attempts = 0 AND next_attempt_at > now()
 """)

@@ -219,7 +219,8 @@ async def update_endpoint(
 ) -> WebhookEndpoint:
     """Disabling holds the endpoint's waiting deliveries; enabling sends them, oldest first, and
     clears the failure count (and the flag of an endpoint the sender disabled). A new URL ends a
-    failing endpoint's wait (deliveries already moved to the wait's end keep that time)."""
+    failing endpoint's wait, and what waited for it is due at once (as enabling does: a delivery
+    a worker is sending at that moment may go twice, with its one webhook-id)."""
     url = await validate_url(changes.url, settings=settings) if changes.url is not None else None
     events = parse_events(changes.events) if changes.events is not None else None
     description = _description(changes.description) if changes.description is not None else None
@@ -236,6 +237,8 @@ async def update_endpoint(
             endpoint.url = url
             if ends_wait:
                 endpoint.retry_at = None
+                await session.flush()
+                await session.execute(waiting(endpoint.id).values(next_attempt_at=sa.func.now()))
                 resumed = True
         if events is not None:
             endpoint.events = events
@@ -246,6 +249,7 @@ async def update_endpoint(
             resumed = True
         elif changes.enabled is False and endpoint.enabled:
             endpoint.enabled, endpoint.disabled_reason = False, DisabledReason.MANUAL
+            endpoint.retry_at = None
             endpoint.disabled_at = endpoint.updated_at = utcnow()
             await hold_deliveries(session, endpoint.id)
             record(
@@ -279,14 +283,7 @@ async def _enable(session: AsyncSession, actor: Actor, endpoint: WebhookEndpoint
     await session.flush()
     # the held backlog (and retries not due yet) become due now; the sender takes them in
     # creation order
-    result = await session.execute(
-        sa.update(WebhookDelivery)
-        .where(
-            col(WebhookDelivery.endpoint_id) == endpoint.id,
-            col(WebhookDelivery.status) == DeliveryStatus.PENDING,
-        )
-        .values(next_attempt_at=sa.func.now())
-    )
+    result = await session.execute(waiting(endpoint.id).values(next_attempt_at=sa.func.now()))
     resumed = result.rowcount  # type: ignore[attr-defined]  # an UPDATE's result has one
     record(
         session,
@@ -299,17 +296,17 @@ async def _enable(session: AsyncSession, actor: Actor, endpoint: WebhookEndpoint
     )
 
 
+def waiting(endpoint_id: uuid.UUID) -> sa.Update:
+    """An update of an endpoint's waiting (PENDING) deliveries."""
+    return sa.update(WebhookDelivery).where(
+        col(WebhookDelivery.endpoint_id) == endpoint_id, col(WebhookDelivery.status) == DeliveryStatus.PENDING
+    )
+
+
 async def hold_deliveries(session: AsyncSession, endpoint_id: uuid.UUID) -> None:
     """A disabled endpoint's waiting deliveries leave the sender's scan (next_attempt_at NULL)
     until it is enabled again."""
-    await session.execute(
-        sa.update(WebhookDelivery)
-        .where(
-            col(WebhookDelivery.endpoint_id) == endpoint_id,
-            col(WebhookDelivery.status) == DeliveryStatus.PENDING,
-        )
-        .values(next_attempt_at=None)
-    )
+    await session.execute(waiting(endpoint_id).values(next_attempt_at=None))
 
 
 async def rotate_secret(
@@ -354,12 +351,9 @@ async def delete_endpoint(db: Database, *, actor: Actor, endpoint_id: uuid.UUID)
             )
         await session.flush()
         await session.execute(
-            sa.update(WebhookDelivery)
-            .where(
-                col(WebhookDelivery.endpoint_id) == endpoint.id,
-                col(WebhookDelivery.status) == DeliveryStatus.PENDING,
+            waiting(endpoint.id).values(
+                status=DeliveryStatus.FAILED, next_attempt_at=None, last_error="endpoint deleted"
             )
-            .values(status=DeliveryStatus.FAILED, next_attempt_at=None, last_error="endpoint deleted")
         )
         record(
             session,

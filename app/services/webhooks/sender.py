@@ -7,18 +7,19 @@ waits up to WEBHOOK_TIMEOUT_SECONDS, and WORKER_CONCURRENCY slots spent waiting 
 be distributions not run. Each turn of the loop records what finished (one statement), then
 claims endpoints for its free places (the same statement) and starts a task per endpoint, which
 sends that endpoint's deliveries one after another and stops at its first failure (the rest wait
-for its next claim; the failed one for its retry). No transaction is open while a request is in
+for its next claim; the failed one for its retry, or for the endpoint's wait if that ends later:
+claims.py). No transaction is open while a request is in
 flight. An endpoint is held by a lock of the sender's own connection: a worker killed mid-send
 lets go of its endpoints as its connection closes, and the sweep wakes a sender to send again
 (at least once, with the same webhook-id).
 
 A distribution's deliveries to healthy endpoints skip the claim: the engine writes them leased to
 its worker for WEBHOOK_LEASE_SECONDS (not due for anyone else), and returns them to be sent at once
-by that worker's sender, one at a time per endpoint, without a lock (several workers may send to
-one endpoint at once). A failure gives the endpoint's other leased deliveries back to the claims
-(due now), and so does stopping; a worker that dies leaves them to the others when the lease ends.
-Only their record waits for a turn. In a burst this is most deliveries: a claim and its turn cost
-more than the request (docs/benchmarks.md)."""
+by that worker's sender, one at a time per endpoint, without a lock (several workers may send to one
+endpoint at once). A failure gives the endpoint's other leased deliveries back to the claims (due
+now, or when a failing endpoint's wait ends), and so does stopping; a worker that dies leaves them
+to the others when the lease ends. Only their record waits for a turn. In a burst this is most
+deliveries: a claim and its turn cost more than the request (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -149,7 +150,7 @@ class WebhookSender:
     def send_leased(self, leased: Sequence[LeasedWebhook]) -> None:
         """Sends deliveries leased to this process (written by its distributions) as soon as their
         endpoint is free here, one at a time per endpoint. Given back to the claims instead when its
-        places are full, or when this sender is sending a claim of the endpoint (its oldest first)."""
+        places are full, or when this sender is sending a claim of the endpoint (that goes first)."""
         start_before = time.monotonic() + self._start_within
         given_back: list[EndpointRun] = []
         for one in leased:
@@ -250,7 +251,8 @@ class WebhookSender:
     async def _send_leased(self, leased: _Leased) -> None:
         """Until its endpoint's waiting deliveries are sent. After a failure (the endpoint's retry
         schedule decides what comes next), once stopping, or past a delivery's time to start (its
-        lease would end before its answer), the rest are given back to the claims, due now."""
+        lease would end before its answer), the rest are given back to the claims (due now, or at
+        the endpoint's wait's end)."""
         run, waiting = leased.run, leased.waiting
         endpoint: Endpoint | None = None
         one: LeasedWebhook | None = None

@@ -143,7 +143,9 @@ async def test_the_wait_doubles_with_each_failure_in_a_row_up_to_the_maximum(
     assert len(receiver.received) == 5
 
 
-async def test_leads_the_buyer_refuses_make_the_others_wait_little(db: Database, receiver: Receiver) -> None:
+async def test_leads_the_buyer_refuses_make_the_others_wait_one_wait_at_most(
+    db: Database, receiver: Receiver
+) -> None:
     refused = {0, 3, 4}
 
     def refuse_some(n: int, got: Received) -> Response:
@@ -190,10 +192,10 @@ async def test_a_test_message_and_a_redelivery_are_sent_at_once(db: Database, re
     assert receiver.received[-1].payload["data"]["n"] == 0
 
 
-async def test_a_new_url_ends_the_wait(
+async def test_a_new_url_ends_the_wait_and_what_waited_goes_there(
     db: Database, receiver: Receiver, receivers: Callable[[], Receiver]
 ) -> None:
-    await waiting_endpoint(db, receiver, backlog=0)
+    await waiting_endpoint(db, receiver, backlog=1)
     ((endpoint_id,),) = await rows(db, "SELECT id FROM webhook_endpoints")
     fixed = receivers()
     fixed.secrets += receiver.secrets
@@ -207,9 +209,11 @@ async def test_a_new_url_ends_the_wait(
         dispatcher=woken,
     )
     assert woken.wakes == 1 and (await endpoint_state(db))[1] is None
+    assert await send_due(db, WAITING) == 3
+    assert sorted(sent_numbers(fixed)) == [0, 1, 2] and await endpoint_state(db) == (0, None)
 
 
-async def test_a_waiting_endpoints_backlog_never_hides_other_endpoints(
+async def test_a_waiting_endpoints_backlog_does_not_hide_other_endpoints_while_it_waits(
     db: Database, receivers: Callable[[], Receiver]
 ) -> None:
     """More waiting deliveries than a turn scans, all older than another endpoint's one: the
@@ -386,3 +390,23 @@ async def test_ending_a_wait_for_a_redelivery_makes_it_due_again(db: Database, r
         db, "SELECT next_attempt_at <= now() FROM webhook_deliveries WHERE id = :d", d=delivery_id
     )
     assert due
+
+
+async def test_a_disabled_endpoint_tried_by_test_messages_is_not_waiting(
+    db: Database, receiver: Receiver
+) -> None:
+    receiver.respond = statuses(500)
+    buyer = await endpoint_with(db, receiver, 0)
+    ((endpoint_id,),) = await rows(db, "SELECT id FROM webhook_endpoints WHERE provider_id = :p", p=buyer.id)
+    await endpoints.update_endpoint(
+        db,
+        actor=SYSTEM,
+        endpoint_id=endpoint_id,
+        changes=endpoints.EndpointChanges(enabled=False),
+        settings=WAITING,
+        dispatcher=Woken(),
+    )
+    for _ in range(2):
+        await deliveries.send_test(db, actor=SYSTEM, endpoint_id=endpoint_id, dispatcher=Woken())
+        assert await send_due(db, WAITING) == 1
+    assert await endpoint_state(db) == (2, None)
