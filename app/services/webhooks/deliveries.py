@@ -238,8 +238,9 @@ async def send_test(
 
 @dataclass(frozen=True)
 class Overview:
-    """What the dashboard and /metrics show: endpoints the sender disabled, enabled ones failing
-    now (each waiting for its next try), and recent failures."""
+    """What the dashboard and /metrics show: endpoints the sender disabled, enabled ones whose
+    last attempt failed (from two failures in a row, each waiting for its next try), and recent
+    failures."""
 
     flagged: list[WebhookEndpoint]
     failing: list[WebhookEndpoint]
