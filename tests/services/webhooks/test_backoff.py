@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -27,7 +26,7 @@ from tests.factories import make_provider
 from tests.factories.webhooks import SETTINGS, make_endpoint
 from tests.receiver import Received, Receiver, statuses
 from tests.services.webhooks.test_deliveries import Woken
-from tests.services.webhooks.test_leases import buyers, running, sold
+from tests.services.webhooks.test_leases import buyers, rows, running, sold
 from tests.tasks.conftest import wait_for
 
 # a first retry after 10 s, then an hour apart; from its second failure in a row an endpoint waits
@@ -35,11 +34,6 @@ from tests.tasks.conftest import wait_for
 WAITING = SETTINGS.model_copy(
     update={"webhook_retry_delays_seconds": [10.0] + [3600.0] * 6, "webhook_endpoint_backoff_max_seconds": 60}
 )
-
-
-async def rows(db: Database, sql: str, **params: Any) -> list[Any]:
-    async with db.engine.connect() as conn:
-        return list((await conn.execute(sa.text(sql), params)).all())
 
 
 async def enqueue(db: Database, buyer: Provider, n: int) -> None:
