@@ -83,13 +83,14 @@ WITH r AS MATERIALIZED (
                          :status_codes::int[], :latencies::float8[], :errors::text[], :bodies::text[])
         AS r (delivery_id, at, outcome, status_code, latency_ms, error, body)
 ),
--- each recorded endpoint's wait, from its failures in a row after this turn as its row is seen
--- here, jittered once (counted again below on the locked row, which decides: two senders recording
--- one endpoint at once can make the wait a step shorter, or leave the deliveries just tried
--- waiting for one the endpoint does not get)
+-- each recorded endpoint that failed: its wait, from its failures in a row after this turn as its
+-- row is seen here (runs without a failure, most of a burst's, read no row here), jittered once
+-- (counted again below on the locked row, which decides: two senders recording one endpoint at once
+-- can make the wait a step shorter, or leave the deliveries just tried waiting for one the endpoint
+-- does not get)
 waits AS MATERIALIZED (
     SELECT u.id,
-           CASE WHEN u.failures > 0 AND w.seconds > 0
+           CASE WHEN w.seconds > 0
                 THEN now() + w.seconds * (1 + :jitter::float8 * (2 * random() - 1)) * interval '1 second'
            END AS retry_at
     FROM unnest(:endpoint_ids::uuid[], :resets::bool[], :failures::int[]) AS u (id, reset, failures)
@@ -98,6 +99,7 @@ waits AS MATERIALIZED (
         FROM webhook_endpoints e WHERE e.id = u.id
     ) f
     CROSS JOIN LATERAL (SELECT {WAIT_SECONDS.format(after="f.after")} AS seconds) w
+    WHERE u.failures > 0  -- applied to the runs, before any endpoint is read
 ),
 deliveries AS (
     UPDATE webhook_deliveries d
@@ -161,8 +163,8 @@ recorded AS (
         -- the wait as `waits` set it, when the count on the locked row agrees that one is due
         -- (a disabled endpoint, tried by a test message, is not waiting for anything)
         retry_at = CASE WHEN e.enabled AND {FAILURES_AFTER} >= 2 AND NOT ({DISABLES}) THEN w.retry_at END
-    FROM changing c, waits w
-    WHERE e.id = ANY(:endpoint_ids::uuid[]) AND e.id = c.id AND w.id = c.id
+    FROM changing c LEFT JOIN waits w ON w.id = c.id
+    WHERE e.id = ANY(:endpoint_ids::uuid[]) AND e.id = c.id
     -- disabled by this statement: now() is its transaction's start
     RETURNING e.id, e.provider_id,
               NOT e.enabled AND e.disabled_reason = '{DisabledReason.FAILING}' AND e.disabled_at = now()
