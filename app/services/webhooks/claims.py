@@ -1,7 +1,8 @@
 """The sender's statements on the outbox, each one short autocommit statement (no transaction is
 held while a request is in flight): a turn records what was sent (attempts, new states, failure
-counts, the endpoints released) and claims endpoints with due deliveries, in one round trip; then
-the flagging of endpoints it disabled, and the sweep's check.
+counts, the endpoints released, the disabled ones audited) and claims endpoints with due
+deliveries, in one round trip; then the hold of what the endpoints it disabled had waiting, and
+the sweep's check.
 
 A claim holds an endpoint for one sender at a time (its lock), which sends its due deliveries one
 request at a time, in creation order (a failing endpoint's never-tried ones before its retries): a
@@ -58,7 +59,7 @@ READY = "({e}.retry_at IS NULL OR {e}.retry_at <= now())"
 # Record what finished: the attempts logged (in the delivery's row); each delivery DELIVERED, or
 # retried after its delay (± jitter; held if its endpoint was disabled meanwhile), or FAILED after
 # its last attempt (a test message gets one); each endpoint's consecutive failures counted (its row
-# written only when the count changes), the endpoint disabled and flagged at the threshold, and its
+# written only when the count changes), the endpoint disabled, audited and flagged at the threshold, and its
 # lock released (a claimed endpoint's: leased deliveries are sent without one). An endpoint failing
 # again waits (retry_at), and its waiting deliveries due sooner, the ones just tried included, wait
 # for the wait's end (moved in this statement, whose own scan of due deliveries below still sees
@@ -74,7 +75,8 @@ READY = "({e}.retry_at IS NULL OR {e}.retry_at <= now())"
 # one's other deliveries are held: next_attempt_at NULL). An endpoint whose deliveries went
 # meanwhile comes back with none (d.id NULL), and is released by the next turn.
 #
-# Rows: the claimed ('claim'), the endpoints it disabled ('flag') and recorded ('release').
+# Rows: the claimed ('claim'), the endpoints it disabled and audited ('flag'), and those it recorded
+# ('release').
 TURN = compile_named(f"""
 -- materialized: inlined, the unnest of the seven arrays was run again for every delivery row the
 -- update joined it to (a plan made on a young table's statistics: quadratic in the turn's size)
@@ -172,6 +174,14 @@ recorded AS (
               e.consecutive_failures AS failures, e.retry_at
 ),
 waiting AS (SELECT id, retry_at FROM recorded WHERE retry_at IS NOT NULL),
+-- an endpoint disabled here is audited here: a disabling is never committed without its entry
+disabled AS (
+    INSERT INTO audit_log (action, actor_type, entity_type, entity_id, details)
+    SELECT '{AuditAction.WEBHOOK_ENDPOINT_DISABLED}', '{ActorType.SYSTEM}', 'webhook_endpoint', id,
+           jsonb_build_object('reason', '{DisabledReason.FAILING}', 'consecutive_failures', failures,
+                              'provider_id', provider_id)
+    FROM recorded WHERE disable
+),
 -- leased deliveries their sender gave back unsent (its endpoint failed, or it stopped): due now, or
 -- when their endpoint is tried next (as it was before this statement, or as it is after it)
 returned AS (
@@ -247,18 +257,18 @@ UNION ALL
 SELECT 'release', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM counted
 """)
 
-# After the sender disabled endpoints: their waiting deliveries held, and the audit rows.
-FLAG = compile_named(f"""
-WITH held AS (
-    UPDATE webhook_deliveries SET next_attempt_at = NULL
-    WHERE endpoint_id = ANY(:endpoint_ids::uuid[]) AND status = '{PENDING}'
-)
-INSERT INTO audit_log (action, actor_type, entity_type, entity_id, details)
-SELECT '{AuditAction.WEBHOOK_ENDPOINT_DISABLED}', '{ActorType.SYSTEM}', 'webhook_endpoint', u.id,
-       jsonb_build_object('reason', '{DisabledReason.FAILING}', 'consecutive_failures', u.failures,
-                          'provider_id', u.provider_id)
-FROM unnest(:endpoint_ids::uuid[], :provider_ids::uuid[], :failure_counts::int[])
-    AS u (id, provider_id, failures)
+# After a turn disabled endpoints (and audited it): their waiting deliveries held, unless an endpoint
+# was enabled again meanwhile (that made its backlog due). A second statement, after the turn's
+# commit: held in the turn, it would lock deliveries after their endpoint, where a turn of another
+# sender locks them before it. If it is lost (the process dies first), claims still skip the
+# disabled endpoint; its deliveries wait, due but not sent, until it is enabled again. Test messages
+# are not held: they are sent whatever the endpoint's state.
+HOLD = compile_named(f"""
+UPDATE webhook_deliveries d SET next_attempt_at = NULL
+WHERE d.endpoint_id = ANY(:endpoint_ids::uuid[]) AND d.status = '{PENDING}' AND d.next_attempt_at IS NOT NULL
+  AND d.event_type <> '{TEST_EVENT}'
+  AND EXISTS (SELECT 1 FROM webhook_endpoints e
+              WHERE e.id = d.endpoint_id AND NOT e.enabled AND e.disabled_reason = '{DisabledReason.FAILING}')
 """)
 
 # The sweep: is there due work? Retries and ended leases (a worker died) once due (and their
@@ -324,8 +334,8 @@ async def turn(
     """Records the finished runs (their endpoints released) and claims up to `slots` endpoints, on
     the sender's own connection (its session holds the endpoints' locks); `sending`: the endpoints
     it is sending to besides the runs' (requests in flight), not to be claimed.
-    An endpoint's failure count restarts at its last success; the endpoints it disables are
-    returned (to be held and audited by `flag`)."""
+    An endpoint's failure count restarts at its last success; the endpoints it disables (audited
+    in the same statement) are returned, their waiting deliveries to be held by `hold`."""
     runs = merged(runs)
     sent = [s for run in runs for s in run.sent]
     resets, failures = [], []
@@ -403,17 +413,8 @@ def merged(runs: Sequence[EndpointRun]) -> list[EndpointRun]:
     return list(by_endpoint.values())
 
 
-async def flag(conn: asyncpg.Connection, flagged: Sequence[Flagged]) -> None:
-    await conn.execute(
-        FLAG.text,
-        *FLAG.args(
-            {
-                "endpoint_ids": [f.endpoint_id for f in flagged],
-                "provider_ids": [f.provider_id for f in flagged],
-                "failure_counts": [f.failures for f in flagged],
-            }
-        ),
-    )
+async def hold(conn: asyncpg.Connection, flagged: Sequence[Flagged]) -> None:
+    await conn.execute(HOLD.text, *HOLD.args({"endpoint_ids": [f.endpoint_id for f in flagged]}))
 
 
 async def sender_needed(db: Database, *, stale_after: float) -> bool:

@@ -73,7 +73,7 @@ async def sender_connection(db: Database) -> asyncpg.Connection:
             "enable_bitmapscan": "off",
             # and never a sequential scan: a turn touches a few rows of tables that grow, and a
             # plan made on a young table's statistics scanned every endpoint for each due one. Both
-            # hold for every statement of this connection (turns, flags, their audit, send_due):
+            # hold for every statement of this connection (turns, holds, send_due):
             # each reads a few rows by key
             "enable_seqscan": "off",
             "application_name": "leadwheel-webhook-sender",
@@ -125,7 +125,7 @@ class WebhookSender:
         self._conn: asyncpg.Connection | None = None
         self._last_turn = 0.0
         self._woken_by_job = False  # since the mark was last cleared
-        self._flagged: list[Flagged] = []  # endpoints a turn disabled, to be held and audited
+        self._to_hold: list[Flagged] = []  # endpoints a turn disabled (and audited): their backlog to hold
         self._closed = False
 
     async def _connection(self) -> asyncpg.Connection:
@@ -227,14 +227,15 @@ class WebhookSender:
             raise
         for one in claimed:
             self._busy[one.endpoint_id] = asyncio.create_task(self._send(one))
-        self._flagged += flagged
-        if self._flagged:  # the turn is committed: only this is tried again if it fails
+        disabled(flagged)
+        self._to_hold += flagged
+        if self._to_hold:  # the turn is committed: only this is tried again if it fails
             try:
-                await flag(conn, self._flagged)
+                await claims.hold(conn, self._to_hold)
             except BaseException:
                 self._drop_connection()
                 raise
-            self._flagged = []
+            self._to_hold = []
         return len(claimed), sum(run.held or bool(run.returned) for run in finished)
 
     async def _send(self, claimed: Claimed) -> None:
@@ -305,9 +306,8 @@ class WebhookSender:
             self._conn = None
 
 
-async def flag(conn: asyncpg.Connection, flagged: list[Flagged]) -> None:
-    """Endpoints a turn disabled: their waiting deliveries held, audited, counted and logged."""
-    await claims.flag(conn, flagged)
+def disabled(flagged: list[Flagged]) -> None:
+    """Endpoints a turn disabled (and audited, in the same statement): counted and logged."""
     for f in flagged:
         metrics.WEBHOOK_ENDPOINTS_DISABLED.inc()
         log.error(
@@ -332,8 +332,9 @@ async def send_due(db: Database, settings: Settings, client: outbound.WebhookCli
             claimed, flagged = await claims.turn(
                 conn, runs=runs, slots=settings.webhook_max_concurrency, settings=settings
             )
+            disabled(flagged)
             if flagged:
-                await flag(conn, flagged)
+                await claims.hold(conn, flagged)
             if not claimed and not runs:
                 return attempts
             runs = list(await asyncio.gather(*(send_claimed(active, settings, c) for c in claimed)))

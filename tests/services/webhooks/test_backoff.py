@@ -100,6 +100,17 @@ async def due_before_the_wait_ends(db: Database) -> int:
     return int(n)
 
 
+async def set_enabled(db: Database, endpoint_id: uuid.UUID, enabled: bool) -> None:
+    await endpoints.update_endpoint(
+        db,
+        actor=SYSTEM,
+        endpoint_id=endpoint_id,
+        changes=endpoints.EndpointChanges(enabled=enabled),
+        settings=WAITING,
+        dispatcher=Woken(),
+    )
+
+
 async def test_a_failing_endpoint_waits_and_its_backlog_with_it(db: Database, receiver: Receiver) -> None:
     buyer = await waiting_endpoint(db, receiver, backlog=3)
     failures, wait = await endpoint_state(db)
@@ -392,15 +403,72 @@ async def test_a_disabled_endpoint_tried_by_test_messages_is_not_waiting(
     receiver.respond = statuses(500)
     buyer = await endpoint_with(db, receiver, 0)
     ((endpoint_id,),) = await rows(db, "SELECT id FROM webhook_endpoints WHERE provider_id = :p", p=buyer.id)
-    await endpoints.update_endpoint(
-        db,
-        actor=SYSTEM,
-        endpoint_id=endpoint_id,
-        changes=endpoints.EndpointChanges(enabled=False),
-        settings=WAITING,
-        dispatcher=Woken(),
-    )
+    await set_enabled(db, endpoint_id, False)
     for _ in range(2):
         await deliveries.send_test(db, actor=SYSTEM, endpoint_id=endpoint_id, dispatcher=Woken())
         assert await send_due(db, WAITING) == 1
     assert await endpoint_state(db) == (2, None)
+
+
+async def test_a_disabling_is_audited_by_its_turn_and_the_hold_spares_an_endpoint_enabled_since(
+    db: Database, receiver: Receiver
+) -> None:
+    """The turn that disables an endpoint writes its audit entry: a sender that dies before the
+    hold (the statement after) loses no entry. The hold then leaves alone an endpoint enabled again
+    meanwhile (its backlog was made due), and never holds a test message."""
+    buyer = await endpoint_with(db, receiver, 3)
+    ((endpoint_id,),) = await rows(db, "SELECT id FROM webhook_endpoints WHERE provider_id = :p", p=buyer.id)
+    settings = WAITING.model_copy(update={"webhook_disable_after_failures": 1})
+
+    async def fail_once() -> list[claims.Flagged]:
+        ((oldest,),) = await rows(db, "SELECT id FROM webhook_deliveries ORDER BY created_at LIMIT 1")
+        failed = Sent(
+            oldest, utcnow(), Answer(AttemptOutcome.HTTP_ERROR, 1.0, status_code=500, error="HTTP 500")
+        )
+        conn = await sender_connection(db)
+        try:
+            _, flagged = await claims.turn(
+                conn, runs=[EndpointRun(endpoint_id, sent=[failed], held=False)], slots=0, settings=settings
+            )
+        finally:
+            await conn.close()
+        return flagged
+
+    async def hold(flagged: list[claims.Flagged]) -> None:
+        conn = await sender_connection(db)
+        try:
+            await claims.hold(conn, flagged)
+        finally:
+            await conn.close()
+
+    async def due() -> list[str]:
+        return [
+            r.event_type
+            for r in await rows(
+                db,
+                """SELECT event_type FROM webhook_deliveries WHERE status = 'PENDING' AND next_attempt_at <= now()
+                   ORDER BY created_at""",
+            )
+        ]
+
+    flagged = await fail_once()
+    assert [f.endpoint_id for f in flagged] == [endpoint_id]
+    audit = await rows(
+        db,
+        "SELECT details FROM audit_log WHERE action = 'WEBHOOK_ENDPOINT_DISABLED' AND entity_id = :e",
+        e=endpoint_id,
+    )
+    assert [(a.details["reason"], a.details["consecutive_failures"]) for a in audit] == [("FAILING", 1)]
+
+    # enabled again before the hold: what waited is due, and stays due
+    await set_enabled(db, endpoint_id, True)
+    await hold(flagged)
+    assert await due() == ["return.decided"] * 3
+
+    # disabled again, with a test message waiting: the others are held, the test message is not
+    flagged = await fail_once()
+    await deliveries.send_test(db, actor=SYSTEM, endpoint_id=endpoint_id, dispatcher=Woken())
+    await hold(flagged)
+    assert await due() == ["webhook.test"]
+    ((held,),) = await rows(db, "SELECT count(*) FROM webhook_deliveries WHERE next_attempt_at IS NULL")
+    assert held == 3
