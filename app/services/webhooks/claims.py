@@ -260,9 +260,10 @@ SELECT 'release', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM counted
 # After a turn disabled endpoints (and audited it): their waiting deliveries held, unless an endpoint
 # was enabled again meanwhile (that made its backlog due). A second statement, after the turn's
 # commit: held in the turn, it would lock deliveries after their endpoint, where a turn of another
-# sender locks them before it. If it is lost (the process dies first), claims still skip the
-# disabled endpoint; its deliveries wait, due but not sent, until it is enabled again. Test messages
-# are not held: they are sent whatever the endpoint's state.
+# sender locks them before it. Run in REPEATABLE READ (hold()): a re-enabling that commits while it
+# runs changes rows it would hold, which fails it (tried again next turn, seeing the endpoint
+# enabled) instead of holding what the re-enabling made due. Test messages are not held: they are
+# sent whatever the endpoint's state.
 HOLD = compile_named(f"""
 UPDATE webhook_deliveries d SET next_attempt_at = NULL
 WHERE d.endpoint_id = ANY(:endpoint_ids::uuid[]) AND d.status = '{PENDING}' AND d.next_attempt_at IS NOT NULL
@@ -413,8 +414,15 @@ def merged(runs: Sequence[EndpointRun]) -> list[EndpointRun]:
     return list(by_endpoint.values())
 
 
-async def hold(conn: asyncpg.Connection, flagged: Sequence[Flagged]) -> None:
-    await conn.execute(HOLD.text, *HOLD.args({"endpoint_ids": [f.endpoint_id for f in flagged]}))
+async def hold(conn: asyncpg.Connection, flagged: Sequence[Flagged]) -> bool:
+    """Holds what the endpoints a turn disabled had waiting; False when a concurrent change to
+    those deliveries (a re-enabling, another sender's turn) made it give up: to be tried again."""
+    try:
+        async with conn.transaction(isolation="repeatable_read"):
+            await conn.execute(HOLD.text, *HOLD.args({"endpoint_ids": [f.endpoint_id for f in flagged]}))
+    except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
+        return False
+    return True
 
 
 async def sender_needed(db: Database, *, stale_after: float) -> bool:

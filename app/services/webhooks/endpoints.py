@@ -19,6 +19,7 @@ from sqlmodel import col, select
 
 from app.db import Database
 from app.errors import Conflict, InvalidInput, NotFound
+from app.models import webhooks as webhook_models
 from app.models.audit import AuditAction
 from app.models.base import utcnow
 from app.models.billing import Provider
@@ -305,8 +306,9 @@ def waiting(endpoint_id: uuid.UUID) -> sa.Update:
 
 async def hold_deliveries(session: AsyncSession, endpoint_id: uuid.UUID) -> None:
     """A disabled endpoint's waiting deliveries leave the sender's scan (next_attempt_at NULL)
-    until it is enabled again."""
-    await session.execute(waiting(endpoint_id).values(next_attempt_at=None))
+    until it is enabled again; not its test messages, sent whatever its state."""
+    not_a_test = col(WebhookDelivery.event_type) != webhook_models.TEST_EVENT
+    await session.execute(waiting(endpoint_id).where(not_a_test).values(next_attempt_at=None))
 
 
 async def rotate_secret(

@@ -231,11 +231,12 @@ class WebhookSender:
         self._to_hold += flagged
         if self._to_hold:  # the turn is committed: only this is tried again if it fails
             try:
-                await claims.hold(conn, self._to_hold)
+                held = await claims.hold(conn, self._to_hold)
             except BaseException:
                 self._drop_connection()
                 raise
-            self._to_hold = []
+            if held:
+                self._to_hold = []
         return len(claimed), sum(run.held or bool(run.returned) for run in finished)
 
     async def _send(self, claimed: Claimed) -> None:
@@ -327,15 +328,17 @@ async def send_due(db: Database, settings: Settings, client: outbound.WebhookCli
     conn = await sender_connection(db)
     attempts = 0
     runs: list[EndpointRun] = []
+    to_hold: list[Flagged] = []
     try:
         while True:
             claimed, flagged = await claims.turn(
                 conn, runs=runs, slots=settings.webhook_max_concurrency, settings=settings
             )
             disabled(flagged)
-            if flagged:
-                await claims.hold(conn, flagged)
-            if not claimed and not runs:
+            to_hold += flagged
+            if to_hold and await claims.hold(conn, to_hold):
+                to_hold = []
+            if not claimed and not runs and not to_hold:
                 return attempts
             runs = list(await asyncio.gather(*(send_claimed(active, settings, c) for c in claimed)))
             attempts += sum(len(r.sent) for r in runs)

@@ -5,6 +5,7 @@ meanwhile. Sent to real local receivers; the clock is moved by moving the rows' 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 
@@ -22,6 +23,7 @@ from app.services.webhooks import claims, deliveries, endpoints
 from app.services.webhooks.claims import DUE_SCAN, EndpointRun, Sent, sender_needed
 from app.services.webhooks.outbound import Answer
 from app.services.webhooks.sender import send_due, sender_connection
+from app.settings import Settings
 from tests.factories import make_provider
 from tests.factories.webhooks import SETTINGS, make_endpoint
 from tests.receiver import Received, Receiver, statuses
@@ -403,11 +405,46 @@ async def test_a_disabled_endpoint_tried_by_test_messages_is_not_waiting(
     receiver.respond = statuses(500)
     buyer = await endpoint_with(db, receiver, 0)
     ((endpoint_id,),) = await rows(db, "SELECT id FROM webhook_endpoints WHERE provider_id = :p", p=buyer.id)
+    # a test message waiting when the endpoint is disabled is not held, and one sent after goes too
+    await deliveries.send_test(db, actor=SYSTEM, endpoint_id=endpoint_id, dispatcher=Woken())
     await set_enabled(db, endpoint_id, False)
-    for _ in range(2):
-        await deliveries.send_test(db, actor=SYSTEM, endpoint_id=endpoint_id, dispatcher=Woken())
-        assert await send_due(db, WAITING) == 1
+    assert await send_due(db, WAITING) == 1
+    await deliveries.send_test(db, actor=SYSTEM, endpoint_id=endpoint_id, dispatcher=Woken())
+    assert await send_due(db, WAITING) == 1
     assert await endpoint_state(db) == (2, None)
+
+
+async def fail_once(db: Database, endpoint_id: uuid.UUID, settings: Settings) -> list[claims.Flagged]:
+    """A turn recording the oldest delivery's failure (its sender dies before the hold)."""
+    ((oldest,),) = await rows(db, "SELECT id FROM webhook_deliveries ORDER BY created_at LIMIT 1")
+    failed = Sent(oldest, utcnow(), Answer(AttemptOutcome.HTTP_ERROR, 1.0, status_code=500, error="HTTP 500"))
+    conn = await sender_connection(db)
+    try:
+        _, flagged = await claims.turn(
+            conn, runs=[EndpointRun(endpoint_id, sent=[failed], held=False)], slots=0, settings=settings
+        )
+    finally:
+        await conn.close()
+    return flagged
+
+
+async def hold(db: Database, flagged: list[claims.Flagged]) -> bool:
+    conn = await sender_connection(db)
+    try:
+        return await claims.hold(conn, flagged)
+    finally:
+        await conn.close()
+
+
+async def due(db: Database) -> list[str]:
+    return [
+        r.event_type
+        for r in await rows(
+            db,
+            """SELECT event_type FROM webhook_deliveries WHERE status = 'PENDING' AND next_attempt_at <= now()
+               ORDER BY created_at""",
+        )
+    ]
 
 
 async def test_a_disabling_is_audited_by_its_turn_and_the_hold_spares_an_endpoint_enabled_since(
@@ -420,38 +457,7 @@ async def test_a_disabling_is_audited_by_its_turn_and_the_hold_spares_an_endpoin
     ((endpoint_id,),) = await rows(db, "SELECT id FROM webhook_endpoints WHERE provider_id = :p", p=buyer.id)
     settings = WAITING.model_copy(update={"webhook_disable_after_failures": 1})
 
-    async def fail_once() -> list[claims.Flagged]:
-        ((oldest,),) = await rows(db, "SELECT id FROM webhook_deliveries ORDER BY created_at LIMIT 1")
-        failed = Sent(
-            oldest, utcnow(), Answer(AttemptOutcome.HTTP_ERROR, 1.0, status_code=500, error="HTTP 500")
-        )
-        conn = await sender_connection(db)
-        try:
-            _, flagged = await claims.turn(
-                conn, runs=[EndpointRun(endpoint_id, sent=[failed], held=False)], slots=0, settings=settings
-            )
-        finally:
-            await conn.close()
-        return flagged
-
-    async def hold(flagged: list[claims.Flagged]) -> None:
-        conn = await sender_connection(db)
-        try:
-            await claims.hold(conn, flagged)
-        finally:
-            await conn.close()
-
-    async def due() -> list[str]:
-        return [
-            r.event_type
-            for r in await rows(
-                db,
-                """SELECT event_type FROM webhook_deliveries WHERE status = 'PENDING' AND next_attempt_at <= now()
-                   ORDER BY created_at""",
-            )
-        ]
-
-    flagged = await fail_once()
+    flagged = await fail_once(db, endpoint_id, settings)
     assert [f.endpoint_id for f in flagged] == [endpoint_id]
     audit = await rows(
         db,
@@ -462,13 +468,48 @@ async def test_a_disabling_is_audited_by_its_turn_and_the_hold_spares_an_endpoin
 
     # enabled again before the hold: what waited is due, and stays due
     await set_enabled(db, endpoint_id, True)
-    await hold(flagged)
-    assert await due() == ["return.decided"] * 3
+    assert await hold(db, flagged)
+    assert await due(db) == ["return.decided"] * 3
 
     # disabled again, with a test message waiting: the others are held, the test message is not
-    flagged = await fail_once()
+    flagged = await fail_once(db, endpoint_id, settings)
+    assert len(await rows(db, "SELECT 1 FROM audit_log WHERE action = 'WEBHOOK_ENDPOINT_DISABLED'")) == 2
     await deliveries.send_test(db, actor=SYSTEM, endpoint_id=endpoint_id, dispatcher=Woken())
-    await hold(flagged)
-    assert await due() == ["webhook.test"]
+    assert await hold(db, flagged)
+    assert await due(db) == ["webhook.test"]
     ((held,),) = await rows(db, "SELECT count(*) FROM webhook_deliveries WHERE next_attempt_at IS NULL")
     assert held == 3
+
+
+async def test_the_hold_gives_way_to_a_re_enabling_that_commits_while_it_runs(
+    db: Database, receiver: Receiver
+) -> None:
+    """Re-enabled while the hold waits on the deliveries the re-enabling made due: the hold gives
+    up (tried again by the sender) rather than holding them, and then finds nothing to hold."""
+    buyer = await endpoint_with(db, receiver, 3)
+    ((endpoint_id,),) = await rows(db, "SELECT id FROM webhook_endpoints WHERE provider_id = :p", p=buyer.id)
+    flagged = await fail_once(
+        db, endpoint_id, WAITING.model_copy(update={"webhook_disable_after_failures": 1})
+    )
+    enabling = await sender_connection(db)  # what update_endpoint's re-enabling writes, left open
+    try:
+        transaction = enabling.transaction()
+        await transaction.start()
+        await enabling.execute(
+            "UPDATE webhook_endpoints SET (enabled, disabled_reason, consecutive_failures) = (true, NULL, 0)"
+            " WHERE id = $1",
+            endpoint_id,
+        )
+        await enabling.execute(
+            "UPDATE webhook_deliveries SET next_attempt_at = now() WHERE endpoint_id = $1 AND status = 'PENDING'",
+            endpoint_id,
+        )
+        holding = asyncio.create_task(hold(db, flagged))
+        await asyncio.sleep(0.3)  # waiting on the deliveries' locks
+        assert not holding.done()
+        await transaction.commit()
+        assert await holding is False
+    finally:
+        await enabling.close()
+    assert await hold(db, flagged)  # next turn: the endpoint is enabled, nothing held
+    assert await due(db) == ["return.decided"] * 3
