@@ -53,6 +53,8 @@ class WebhookEndpoint(SQLModel, table=True):
         enum_check("disabled_reason", DisabledReason, "disabled_reason"),
         sa.CheckConstraint("enabled = (disabled_reason IS NULL)", name="enabled_has_no_reason"),
         # the engine's probe per assignment: the provider's live endpoints
+        # the sweep's probe for disablings whose hold was lost (a few rows at most, rarely changed)
+        sa.Index("ix_webhook_endpoints_hold_pending", "id", postgresql_where=sa.text("hold_pending")),
         sa.Index(
             "ix_webhook_endpoints_provider", "provider_id", postgresql_where=sa.text("deleted_at IS NULL")
         ),
@@ -78,6 +80,9 @@ class WebhookEndpoint(SQLModel, table=True):
     # sooner); NULL after a success, a redelivery, a new URL, enabling or disabling it
     # (app/services/webhooks/claims.py)
     retry_at: datetime | None = timestamp()
+    # disabled by the sender, its waiting deliveries not held yet: set by the turn that disables
+    # it, cleared by the hold (or by enabling it); the sweep holds what a dead sender left
+    hold_pending: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     deleted_at: datetime | None = timestamp()
     created_at: datetime = now_column()
     updated_at: datetime = now_column()

@@ -14,7 +14,7 @@ from app.progress.publish import add_publishes
 from app.services import notifications
 from app.services.execution import run_distribution
 from app.services.sweep import sweep
-from app.services.webhooks.claims import sender_needed
+from app.services.webhooks.claims import hold_stranded, sender_needed
 from app.tasks import worker  # noqa: F401  (opens each worker process's resources)
 from app.tasks.broker import ack_with, broker, settings
 from app.tasks.dispatch import DISTRIBUTE, NOTIFY, SEND_UNSENT, SEND_WEBHOOKS, SENDER_QUEUED
@@ -110,5 +110,6 @@ async def sweep_task(context: Context = TaskiqDepends()) -> None:
         await send_notifications.kiq(notification_ids=[str(i) for i in due])
     # webhook retries that are due, and deliveries whose wake or sender was lost (a dead worker's
     # endpoints, a Redis restarted empty): a job whatever the wake's mark
+    await hold_stranded(state.db, stale_after=state.settings.stale_after_seconds)
     if await sender_needed(state.db, stale_after=state.settings.stale_after_seconds):
         await send_webhooks.kiq()

@@ -164,7 +164,9 @@ recorded AS (
         updated_at = CASE WHEN {DISABLES} THEN now() ELSE e.updated_at END,
         -- the wait as `waits` set it, when the count on the locked row agrees that one is due
         -- (a disabled endpoint, tried by a test message, is not waiting for anything)
-        retry_at = CASE WHEN e.enabled AND {FAILURES_AFTER} >= 2 AND NOT ({DISABLES}) THEN w.retry_at END
+        retry_at = CASE WHEN e.enabled AND {FAILURES_AFTER} >= 2 AND NOT ({DISABLES}) THEN w.retry_at END,
+        -- its waiting deliveries are held by the sender's next statement (HOLD), or by the sweep
+        hold_pending = e.hold_pending OR {DISABLES}
     FROM changing c LEFT JOIN waits w ON w.id = c.id
     WHERE e.id = ANY(:endpoint_ids::uuid[]) AND e.id = c.id
     -- disabled by this statement: now() is its transaction's start
@@ -263,13 +265,29 @@ SELECT 'release', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM counted
 # sender locks them before it. Run in REPEATABLE READ (hold()): a re-enabling that commits while it
 # runs changes rows it would hold, which fails it (tried again next turn, seeing the endpoint
 # enabled) instead of holding what the re-enabling made due. Test messages are not held: they are
-# sent whatever the endpoint's state.
+# sent whatever the endpoint's state. The endpoint's hold_pending, set by the turn, is cleared
+# here: if the process dies first, the sweep finds it (STRANDED) and holds them.
 HOLD = compile_named(f"""
-UPDATE webhook_deliveries d SET next_attempt_at = NULL
-WHERE d.endpoint_id = ANY(:endpoint_ids::uuid[]) AND d.status = '{PENDING}' AND d.next_attempt_at IS NOT NULL
-  AND d.event_type <> '{TEST_EVENT}'
-  AND EXISTS (SELECT 1 FROM webhook_endpoints e
-              WHERE e.id = d.endpoint_id AND NOT e.enabled AND e.disabled_reason = '{DisabledReason.FAILING}')
+WITH held AS (
+    UPDATE webhook_deliveries d SET next_attempt_at = NULL
+    WHERE d.endpoint_id = ANY(:endpoint_ids::uuid[]) AND d.status = '{PENDING}'
+      AND d.next_attempt_at IS NOT NULL AND d.event_type <> '{TEST_EVENT}'
+      AND EXISTS (SELECT 1 FROM webhook_endpoints e
+                  WHERE e.id = d.endpoint_id AND NOT e.enabled
+                    AND e.disabled_reason = '{DisabledReason.FAILING}')
+    RETURNING 1
+)
+-- after the deliveries (the count runs `held` first), the order a turn locks them in
+UPDATE webhook_endpoints SET hold_pending = false
+FROM (SELECT count(*) FROM held) AS held_first
+WHERE id = ANY(:endpoint_ids::uuid[]) AND hold_pending
+""")
+
+# Endpoints a turn disabled whose hold has not run for `stale_after` (the sender died between the
+# two): the sweep holds their deliveries
+STRANDED = compile_named("""
+SELECT id, provider_id, consecutive_failures FROM webhook_endpoints
+WHERE hold_pending AND disabled_at <= now() - :stale_after::float8 * interval '1 second'
 """)
 
 # The sweep: is there due work? Retries and ended leases (a worker died) once due (and their
@@ -423,6 +441,17 @@ async def hold(conn: asyncpg.Connection, flagged: Sequence[Flagged]) -> bool:
     except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
         return False
     return True
+
+
+async def hold_stranded(db: Database, *, stale_after: float) -> int:
+    """The sweep's part: holds what endpoints disabled at least `stale_after` seconds ago still
+    have waiting because their hold was lost. Returns how many endpoints it held."""
+    async with driver_connection(db.autocommit) as conn:
+        rows = await conn.fetch(STRANDED.text, *STRANDED.args({"stale_after": stale_after}))
+        stranded = [Flagged(r["id"], r["provider_id"], r["consecutive_failures"]) for r in rows]
+        if stranded and await hold(conn, stranded):
+            return len(stranded)
+    return 0
 
 
 async def sender_needed(db: Database, *, stale_after: float) -> bool:

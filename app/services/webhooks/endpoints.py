@@ -279,7 +279,7 @@ async def update_endpoint(
 async def _enable(session: AsyncSession, actor: Actor, endpoint: WebhookEndpoint) -> None:
     previous = endpoint.disabled_reason
     endpoint.enabled, endpoint.disabled_reason, endpoint.disabled_at = True, None, None
-    endpoint.consecutive_failures, endpoint.retry_at = 0, None
+    endpoint.consecutive_failures, endpoint.retry_at, endpoint.hold_pending = 0, None, False
     endpoint.updated_at = utcnow()
     await session.flush()
     # the held backlog (and retries not due yet) become due now; the sender takes them in

@@ -436,6 +436,10 @@ async def hold(db: Database, flagged: list[claims.Flagged]) -> bool:
         await conn.close()
 
 
+async def hold_pending(db: Database) -> list[bool]:
+    return [r.hold_pending for r in await rows(db, "SELECT hold_pending FROM webhook_endpoints")]
+
+
 async def due(db: Database) -> list[str]:
     return [
         r.event_type
@@ -466,8 +470,11 @@ async def test_a_disabling_is_audited_by_its_turn_and_the_hold_spares_an_endpoin
     )
     assert [(a.details["reason"], a.details["consecutive_failures"]) for a in audit] == [("FAILING", 1)]
 
+    assert await hold_pending(db) == [True]
+
     # enabled again before the hold: what waited is due, and stays due
     await set_enabled(db, endpoint_id, True)
+    assert await hold_pending(db) == [False]
     assert await hold(db, flagged)
     assert await due(db) == ["return.decided"] * 3
 
@@ -479,6 +486,23 @@ async def test_a_disabling_is_audited_by_its_turn_and_the_hold_spares_an_endpoin
     assert await due(db) == ["webhook.test"]
     ((held,),) = await rows(db, "SELECT count(*) FROM webhook_deliveries WHERE next_attempt_at IS NULL")
     assert held == 3
+    assert await hold_pending(db) == [False]
+
+
+async def test_the_sweep_holds_what_a_sender_that_died_after_disabling_left_due(
+    db: Database, receiver: Receiver
+) -> None:
+    buyer = await endpoint_with(db, receiver, 3)
+    ((endpoint_id,),) = await rows(db, "SELECT id FROM webhook_endpoints WHERE provider_id = :p", p=buyer.id)
+    await fail_once(db, endpoint_id, WAITING.model_copy(update={"webhook_disable_after_failures": 1}))
+    # the sender dies before its hold: three deliveries due (the one tried at its retry) for nobody
+    ((unheld,),) = await rows(db, "SELECT count(*) FROM webhook_deliveries WHERE next_attempt_at IS NOT NULL")
+    assert unheld == 3 and await hold_pending(db) == [True]
+    assert await claims.hold_stranded(db, stale_after=3600) == 0  # its sender may still do it
+    assert await claims.hold_stranded(db, stale_after=0) == 1
+    ((unheld,),) = await rows(db, "SELECT count(*) FROM webhook_deliveries WHERE next_attempt_at IS NOT NULL")
+    assert unheld == 0 and await hold_pending(db) == [False]
+    assert await claims.hold_stranded(db, stale_after=0) == 0
 
 
 async def test_the_hold_gives_way_to_a_re_enabling_that_commits_while_it_runs(
