@@ -110,6 +110,8 @@ async def sweep_task(context: Context = TaskiqDepends()) -> None:
         await send_notifications.kiq(notification_ids=[str(i) for i in due])
     # webhook retries that are due, and deliveries whose wake or sender was lost (a dead worker's
     # endpoints, a Redis restarted empty): a job whatever the wake's mark
-    await hold_stranded(state.db, stale_after=state.settings.stale_after_seconds)
     if await sender_needed(state.db, stale_after=state.settings.stale_after_seconds):
         await send_webhooks.kiq()
+    # what endpoints disabled by a sender that died before holding their backlog still have due
+    # (waits on no lock; what it cannot hold now it holds at a later tick)
+    await hold_stranded(state.db, stale_after=state.settings.stale_after_seconds)

@@ -165,7 +165,7 @@ recorded AS (
         -- the wait as `waits` set it, when the count on the locked row agrees that one is due
         -- (a disabled endpoint, tried by a test message, is not waiting for anything)
         retry_at = CASE WHEN e.enabled AND {FAILURES_AFTER} >= 2 AND NOT ({DISABLES}) THEN w.retry_at END,
-        -- its waiting deliveries are held by the sender's next statement (HOLD), or by the sweep
+        -- its waiting deliveries are held by the sender's next statements (HOLD), or by the sweep
         hold_pending = e.hold_pending OR {DISABLES}
     FROM changing c LEFT JOIN waits w ON w.id = c.id
     WHERE e.id = ANY(:endpoint_ids::uuid[]) AND e.id = c.id
@@ -260,27 +260,37 @@ SELECT 'release', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM counted
 """)
 
 # After a turn disabled endpoints (and audited it): their waiting deliveries held, unless an endpoint
-# was enabled again meanwhile (that made its backlog due). A second statement, after the turn's
-# commit: held in the turn, it would lock deliveries after their endpoint, where a turn of another
-# sender locks them before it. Run in REPEATABLE READ (hold()): a re-enabling that commits while it
-# runs changes rows it would hold, which fails it (tried again next turn, seeing the endpoint
-# enabled) instead of holding what the re-enabling made due. Test messages are not held: they are
-# sent whatever the endpoint's state. The endpoint's hold_pending, set by the turn, is cleared
-# here: if the process dies first, the sweep finds it (STRANDED) and holds them.
+# was enabled again meanwhile (that made its backlog due). Test messages are not held: they are
+# sent whatever the endpoint's state. A statement of its own after the turn's commit, that waits
+# on no lock: a re-enabling (and a delete) locks the endpoint's row, then its deliveries; a turn
+# locks deliveries, then endpoint rows. It skips the rows another transaction holds and says
+# whether it held all it found (else it is tried again). In REPEATABLE READ (hold()), so that a
+# re-enabling committed after its snapshot fails it rather than having what it made due held.
 HOLD = compile_named(f"""
-WITH held AS (
-    UPDATE webhook_deliveries d SET next_attempt_at = NULL
+WITH waiting AS MATERIALIZED (
+    SELECT d.id FROM webhook_deliveries d
     WHERE d.endpoint_id = ANY(:endpoint_ids::uuid[]) AND d.status = '{PENDING}'
       AND d.next_attempt_at IS NOT NULL AND d.event_type <> '{TEST_EVENT}'
       AND EXISTS (SELECT 1 FROM webhook_endpoints e
                   WHERE e.id = d.endpoint_id AND NOT e.enabled
                     AND e.disabled_reason = '{DisabledReason.FAILING}')
-    RETURNING 1
+),
+locked AS MATERIALIZED (
+    SELECT d.id FROM webhook_deliveries d WHERE d.id IN (SELECT id FROM waiting)
+    FOR NO KEY UPDATE SKIP LOCKED
+),
+held AS (
+    UPDATE webhook_deliveries d SET next_attempt_at = NULL FROM locked WHERE d.id = locked.id RETURNING 1
 )
--- after the deliveries (the count runs `held` first), the order a turn locks them in
+SELECT (SELECT count(*) FROM waiting) = (SELECT count(*) FROM held) AS complete
+""")
+
+# Once held (committed): the endpoints' mark, set by the turn that disabled them, cleared. Skipped
+# when another transaction holds the row (it stays marked: the sweep holds again, finding nothing)
+HELD = compile_named("""
 UPDATE webhook_endpoints SET hold_pending = false
-FROM (SELECT count(*) FROM held) AS held_first
-WHERE id = ANY(:endpoint_ids::uuid[]) AND hold_pending
+WHERE id IN (SELECT id FROM webhook_endpoints WHERE id = ANY(:endpoint_ids::uuid[]) AND hold_pending
+             FOR NO KEY UPDATE SKIP LOCKED)
 """)
 
 # Endpoints a turn disabled whose hold has not run for `stale_after` (the sender died between the
@@ -433,14 +443,18 @@ def merged(runs: Sequence[EndpointRun]) -> list[EndpointRun]:
 
 
 async def hold(conn: asyncpg.Connection, flagged: Sequence[Flagged]) -> bool:
-    """Holds what the endpoints a turn disabled had waiting; False when a concurrent change to
-    those deliveries (a re-enabling, another sender's turn) made it give up: to be tried again."""
+    """Holds what the endpoints a turn disabled had waiting, then clears their mark. False when
+    it could not hold all of it (rows another transaction holds, a concurrent change): to be tried
+    again (the mark stays: the sweep does it if nobody else does). Waits on no lock."""
+    ids = {"endpoint_ids": [f.endpoint_id for f in flagged]}
     try:
         async with conn.transaction(isolation="repeatable_read"):
-            await conn.execute(HOLD.text, *HOLD.args({"endpoint_ids": [f.endpoint_id for f in flagged]}))
-    except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
+            complete = await conn.fetchval(HOLD.text, *HOLD.args(ids))
+    except asyncpg.SerializationError:
         return False
-    return True
+    if complete:
+        await conn.execute(HELD.text, *HELD.args(ids))
+    return bool(complete)
 
 
 async def hold_stranded(db: Database, *, stale_after: float) -> int:

@@ -211,6 +211,7 @@ class WebhookSender:
         if not claiming or self._stop.is_set():
             slots = 0
         if not finished and slots <= 0:
+            await self._hold()
             return 0, 0
         try:
             conn = await self._connection()
@@ -229,15 +230,20 @@ class WebhookSender:
             self._busy[one.endpoint_id] = asyncio.create_task(self._send(one))
         disabled(flagged)
         self._to_hold += flagged
-        if self._to_hold:  # the turn is committed: only this is tried again if it fails
-            try:
-                held = await claims.hold(conn, self._to_hold)
-            except BaseException:
-                self._drop_connection()
-                raise
-            if held:
-                self._to_hold = []
+        await self._hold()  # the turn is committed: only this is tried again if it fails
         return len(claimed), sum(run.held or bool(run.returned) for run in finished)
+
+    async def _hold(self) -> None:
+        """What endpoints the turns disabled had waiting, held; tried again each turn until done
+        (and by the sweep, should this process die first)."""
+        if not self._to_hold:
+            return
+        try:
+            if await claims.hold(await self._connection(), self._to_hold):
+                self._to_hold = []
+        except BaseException:
+            self._drop_connection()
+            raise
 
     async def _send(self, claimed: Claimed) -> None:
         try:
@@ -328,17 +334,15 @@ async def send_due(db: Database, settings: Settings, client: outbound.WebhookCli
     conn = await sender_connection(db)
     attempts = 0
     runs: list[EndpointRun] = []
-    to_hold: list[Flagged] = []
     try:
         while True:
             claimed, flagged = await claims.turn(
                 conn, runs=runs, slots=settings.webhook_max_concurrency, settings=settings
             )
             disabled(flagged)
-            to_hold += flagged
-            if to_hold and await claims.hold(conn, to_hold):
-                to_hold = []
-            if not claimed and not runs and not to_hold:
+            if flagged:
+                await claims.hold(conn, flagged)  # once: if it could not, the sweep does it
+            if not claimed and not runs:
                 return attempts
             runs = list(await asyncio.gather(*(send_claimed(active, settings, c) for c in claimed)))
             attempts += sum(len(r.sent) for r in runs)

@@ -505,35 +505,56 @@ async def test_the_sweep_holds_what_a_sender_that_died_after_disabling_left_due(
     assert await claims.hold_stranded(db, stale_after=0) == 0
 
 
-async def test_the_hold_gives_way_to_a_re_enabling_that_commits_while_it_runs(
+async def test_the_hold_waits_on_no_lock_and_gives_way_to_a_re_enabling_in_progress(
     db: Database, receiver: Receiver
 ) -> None:
-    """Re-enabled while the hold waits on the deliveries the re-enabling made due: the hold gives
-    up (tried again by the sender) rather than holding them, and then finds nothing to hold."""
+    """A re-enabling (its endpoint's row locked, then its deliveries made due) in progress: the
+    hold neither waits for it nor holds what it made due; it says it is not done, and once the
+    re-enabling has committed it finds nothing to hold."""
     buyer = await endpoint_with(db, receiver, 3)
     ((endpoint_id,),) = await rows(db, "SELECT id FROM webhook_endpoints WHERE provider_id = :p", p=buyer.id)
     flagged = await fail_once(
         db, endpoint_id, WAITING.model_copy(update={"webhook_disable_after_failures": 1})
     )
-    enabling = await sender_connection(db)  # what update_endpoint's re-enabling writes, left open
+    enabling = await sender_connection(db)  # what update_endpoint's re-enabling writes, in its order
     try:
         transaction = enabling.transaction()
         await transaction.start()
         await enabling.execute(
-            "UPDATE webhook_endpoints SET (enabled, disabled_reason, consecutive_failures) = (true, NULL, 0)"
-            " WHERE id = $1",
+            "UPDATE webhook_endpoints SET (enabled, disabled_reason, consecutive_failures, hold_pending)"
+            " = (true, NULL, 0, false) WHERE id = $1",
             endpoint_id,
         )
         await enabling.execute(
             "UPDATE webhook_deliveries SET next_attempt_at = now() WHERE endpoint_id = $1 AND status = 'PENDING'",
             endpoint_id,
         )
-        holding = asyncio.create_task(hold(db, flagged))
-        await asyncio.sleep(0.3)  # waiting on the deliveries' locks
-        assert not holding.done()
+        assert await asyncio.wait_for(hold(db, flagged), timeout=5) is False
         await transaction.commit()
-        assert await holding is False
     finally:
         await enabling.close()
-    assert await hold(db, flagged)  # next turn: the endpoint is enabled, nothing held
+    assert await hold(db, flagged)  # the next turn's: the endpoint is enabled, nothing held
     assert await due(db) == ["return.decided"] * 3
+    assert await hold_pending(db) == [False]
+
+
+async def test_the_hold_does_not_wait_for_a_locked_endpoint_row(db: Database, receiver: Receiver) -> None:
+    """Its endpoint's row locked by another transaction (a re-enabling that has not reached the
+    deliveries yet): the deliveries are held at once, the mark stays for the sweep to clear."""
+    buyer = await endpoint_with(db, receiver, 3)
+    ((endpoint_id,),) = await rows(db, "SELECT id FROM webhook_endpoints WHERE provider_id = :p", p=buyer.id)
+    flagged = await fail_once(
+        db, endpoint_id, WAITING.model_copy(update={"webhook_disable_after_failures": 1})
+    )
+    locking = await sender_connection(db)
+    try:
+        transaction = locking.transaction()
+        await transaction.start()
+        await locking.execute("SELECT 1 FROM webhook_endpoints WHERE id = $1 FOR UPDATE", endpoint_id)
+        assert await asyncio.wait_for(hold(db, flagged), timeout=5)
+        await transaction.rollback()
+    finally:
+        await locking.close()
+    assert await due(db) == [] and await hold_pending(db) == [True]
+    assert await claims.hold_stranded(db, stale_after=0) == 1
+    assert await hold_pending(db) == [False]
