@@ -282,14 +282,16 @@ locked AS MATERIALIZED (
 held AS (
     UPDATE webhook_deliveries d SET next_attempt_at = NULL FROM locked WHERE d.id = locked.id RETURNING 1
 )
-SELECT (SELECT count(*) FROM waiting) = (SELECT count(*) FROM held) AS complete
+SELECT (SELECT count(*) FROM waiting) = (SELECT count(*) FROM held) AS complete, now() AS at
 """)
 
-# Once held (committed): the endpoints' mark, set by the turn that disabled them, cleared. Skipped
-# when another transaction holds the row (it stays marked: the sweep holds again, finding nothing)
+# Once held (committed): the endpoints' mark, set by the turn that disabled them, cleared, unless a
+# later disabling set it again (enabled and disabled since). Skipped when another transaction holds
+# the row (it stays marked: the sweep holds again, finding nothing)
 HELD = compile_named("""
 UPDATE webhook_endpoints SET hold_pending = false
-WHERE id IN (SELECT id FROM webhook_endpoints WHERE id = ANY(:endpoint_ids::uuid[]) AND hold_pending
+WHERE id IN (SELECT id FROM webhook_endpoints
+             WHERE id = ANY(:endpoint_ids::uuid[]) AND hold_pending AND disabled_at <= :held_at::timestamptz
              FOR NO KEY UPDATE SKIP LOCKED)
 """)
 
@@ -446,20 +448,22 @@ async def hold(conn: asyncpg.Connection, flagged: Sequence[Flagged]) -> bool:
     """Holds what the endpoints a turn disabled had waiting, then clears their mark. False when
     it could not hold all of it (rows another transaction holds, a concurrent change): to be tried
     again (the mark stays: the sweep does it if nobody else does). Waits on no lock."""
-    ids = {"endpoint_ids": [f.endpoint_id for f in flagged]}
+    ids = [f.endpoint_id for f in flagged]
     try:
         async with conn.transaction(isolation="repeatable_read"):
-            complete = await conn.fetchval(HOLD.text, *HOLD.args(ids))
+            held = await conn.fetchrow(HOLD.text, *HOLD.args({"endpoint_ids": ids}))
     except asyncpg.SerializationError:
         return False
-    if complete:
-        await conn.execute(HELD.text, *HELD.args(ids))
-    return bool(complete)
+    assert held is not None  # one row always
+    if held["complete"]:
+        await conn.execute(HELD.text, *HELD.args({"endpoint_ids": ids, "held_at": held["at"]}))
+    return bool(held["complete"])
 
 
 async def hold_stranded(db: Database, *, stale_after: float) -> int:
     """The sweep's part: holds what endpoints disabled at least `stale_after` seconds ago still
-    have waiting because their hold was lost. Returns how many endpoints it held."""
+    have waiting because their hold was lost (or has not succeeded yet). Returns how many endpoints
+    it held, 0 when it could not hold all of it (the marks stay: the next tick tries again)."""
     async with driver_connection(db.autocommit) as conn:
         rows = await conn.fetch(STRANDED.text, *STRANDED.args({"stale_after": stale_after}))
         stranded = [Flagged(r["id"], r["provider_id"], r["consecutive_failures"]) for r in rows]

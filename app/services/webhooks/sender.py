@@ -234,13 +234,16 @@ class WebhookSender:
         return len(claimed), sum(run.held or bool(run.returned) for run in finished)
 
     async def _hold(self) -> None:
-        """What endpoints the turns disabled had waiting, held; tried again each turn until done
-        (and by the sweep, should this process die first)."""
+        """What endpoints the turns disabled had waiting, held; tried again at the next turn until
+        done (a turn soon after a hold that could not finish). The sweep does it should this
+        process die first."""
         if not self._to_hold:
             return
         try:
             if await claims.hold(await self._connection(), self._to_hold):
                 self._to_hold = []
+            else:
+                self._wake.set()
         except BaseException:
             self._drop_connection()
             raise
@@ -341,7 +344,7 @@ async def send_due(db: Database, settings: Settings, client: outbound.WebhookCli
             )
             disabled(flagged)
             if flagged:
-                await claims.hold(conn, flagged)  # once: if it could not, the sweep does it
+                await claims.hold(conn, flagged)  # once: if it could not, a scheduler's sweep does it
             if not claimed and not runs:
                 return attempts
             runs = list(await asyncio.gather(*(send_claimed(active, settings, c) for c in claimed)))

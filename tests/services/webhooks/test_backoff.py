@@ -558,3 +558,20 @@ async def test_the_hold_does_not_wait_for_a_locked_endpoint_row(db: Database, re
     assert await due(db) == [] and await hold_pending(db) == [True]
     assert await claims.hold_stranded(db, stale_after=0) == 1
     assert await hold_pending(db) == [False]
+
+
+async def test_a_hold_leaves_the_mark_of_a_later_disabling(db: Database, receiver: Receiver) -> None:
+    """Enabled and disabled again between a hold and the clearing of its mark: the new disabling's
+    mark stays, for its own hold (or the sweep)."""
+    buyer = await endpoint_with(db, receiver, 3)
+    ((endpoint_id,),) = await rows(db, "SELECT id FROM webhook_endpoints WHERE provider_id = :p", p=buyer.id)
+    flagged = await fail_once(
+        db, endpoint_id, WAITING.model_copy(update={"webhook_disable_after_failures": 1})
+    )
+    async with db.begin() as session:  # as a later disabling left it
+        await session.execute(
+            sa.text("UPDATE webhook_endpoints SET disabled_at = now() + interval '1 minute' WHERE id = :e"),
+            {"e": endpoint_id},
+        )
+    assert await hold(db, flagged)
+    assert await due(db) == [] and await hold_pending(db) == [True]
