@@ -52,9 +52,9 @@ class WebhookEndpoint(SQLModel, table=True):
     __table_args__ = (
         enum_check("disabled_reason", DisabledReason, "disabled_reason"),
         sa.CheckConstraint("enabled = (disabled_reason IS NULL)", name="enabled_has_no_reason"),
-        # the engine's probe per assignment: the provider's live endpoints
         # the sweep's probe for disablings whose hold was lost (a few rows at most, rarely changed)
         sa.Index("ix_webhook_endpoints_hold_pending", "id", postgresql_where=sa.text("hold_pending")),
+        # the engine's probe per assignment: the provider's live endpoints
         sa.Index(
             "ix_webhook_endpoints_provider", "provider_id", postgresql_where=sa.text("deleted_at IS NULL")
         ),
