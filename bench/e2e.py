@@ -9,8 +9,9 @@ together with the load generator.
 (d) webhooks: the interleaved burst with every buyer having an endpoint on a local https receiver
     (bench/webhook_receiver.py), and with one of them per niche dead (connection refused), each
     twice (live, dead, dead, live: with one of each, the second was the slower in seven runs of
-    nine, whichever kind it was), each between two bursts without endpoints; webhook_p50_ms / webhook_p99_ms: engine write (a
-    delivery's created_at, in the distribution's statement) -> the receiver has the request
+    nine, whichever kind it was), each between two bursts without endpoints; webhook_p50_ms /
+    webhook_p99_ms: engine write (a delivery's created_at, in the distribution's statement) -> the
+    receiver has the request
 
 Absolute figures differ 2-3x between machines, so two floors are measured in the same run on the
 same servers, and the figures with targets are ratios to them:
@@ -24,8 +25,8 @@ same servers, and the figures with targets are ratios to them:
   first at its own concurrency (the pipeline with 192 leads, 32 requests at a time), so neither pays
   for opening its connections.
 - burst_with_webhooks_ratio, burst_dead_endpoint_ratio = (d)'s rates / the mean of the bursts
-  without endpoints just before and just after each, the mean over the two bursts of each kind; webhook_p99_over_complete_p50 = (d)'s
-  webhook_p99_ms / (a)'s complete_p50_ms.
+  without endpoints just before and just after each, the mean over the two bursts of each kind;
+  webhook_p99_over_complete_p50 = (d)'s webhook_p99_ms / (a)'s complete_p50_ms.
 - fanout_floor_ratio = (c) the API's CPU per event delivered / the CPU per frame delivered of a
   bare Starlette WebSocket endpoint (bench/wsfloor.py, its own uvicorn process with the API's
   flags) sending frames of the same shape (the same event types per run, the same pacing) to the
