@@ -298,7 +298,7 @@ WHERE id IN (SELECT id FROM webhook_endpoints
 # Endpoints a turn disabled whose hold has not run for `stale_after` (the sender died between the
 # two): the sweep holds their deliveries
 STRANDED = compile_named("""
-SELECT id, provider_id, consecutive_failures FROM webhook_endpoints
+SELECT id FROM webhook_endpoints
 WHERE hold_pending AND disabled_at <= now() - :stale_after::float8 * interval '1 second'
 """)
 
@@ -444,11 +444,11 @@ def merged(runs: Sequence[EndpointRun]) -> list[EndpointRun]:
     return list(by_endpoint.values())
 
 
-async def hold(conn: asyncpg.Connection, flagged: Sequence[Flagged]) -> bool:
+async def hold(conn: asyncpg.Connection, endpoint_ids: Collection[uuid.UUID]) -> bool:
     """Holds what the endpoints a turn disabled had waiting, then clears their mark. False when
     it could not hold all of it (rows another transaction holds, a concurrent change): to be tried
     again (the mark stays: the sweep does it if nobody else does). Waits on no lock."""
-    ids = [f.endpoint_id for f in flagged]
+    ids = list(endpoint_ids)
     try:
         async with conn.transaction(isolation="repeatable_read"):
             held = await conn.fetchrow(HOLD.text, *HOLD.args({"endpoint_ids": ids}))
@@ -466,7 +466,7 @@ async def hold_stranded(db: Database, *, stale_after: float) -> int:
     it held, 0 when it could not hold all of it (the marks stay: the next tick tries again)."""
     async with driver_connection(db.autocommit) as conn:
         rows = await conn.fetch(STRANDED.text, *STRANDED.args({"stale_after": stale_after}))
-        stranded = [Flagged(r["id"], r["provider_id"], r["consecutive_failures"]) for r in rows]
+        stranded = [r["id"] for r in rows]
         if stranded and await hold(conn, stranded):
             return len(stranded)
     return 0

@@ -125,7 +125,7 @@ class WebhookSender:
         self._conn: asyncpg.Connection | None = None
         self._last_turn = 0.0
         self._woken_by_job = False  # since the mark was last cleared
-        self._to_hold: list[Flagged] = []  # endpoints a turn disabled (and audited): their backlog to hold
+        self._to_hold: list[uuid.UUID] = []  # endpoints a turn disabled (and audited): their backlog to hold
         self._closed = False
 
     async def _connection(self) -> asyncpg.Connection:
@@ -229,7 +229,7 @@ class WebhookSender:
         for one in claimed:
             self._busy[one.endpoint_id] = asyncio.create_task(self._send(one))
         disabled(flagged)
-        self._to_hold += flagged
+        self._to_hold += [f.endpoint_id for f in flagged]
         await self._hold()  # the turn is committed: only this is tried again if it fails
         return len(claimed), sum(run.held or bool(run.returned) for run in finished)
 
@@ -343,8 +343,8 @@ async def send_due(db: Database, settings: Settings, client: outbound.WebhookCli
                 conn, runs=runs, slots=settings.webhook_max_concurrency, settings=settings
             )
             disabled(flagged)
-            if flagged:
-                await claims.hold(conn, flagged)  # once: if it could not, a scheduler's sweep does it
+            if flagged:  # once: if it could not, a scheduler's sweep does it
+                await claims.hold(conn, [f.endpoint_id for f in flagged])
             if not claimed and not runs:
                 return attempts
             runs = list(await asyncio.gather(*(send_claimed(active, settings, c) for c in claimed)))

@@ -431,7 +431,7 @@ async def fail_once(db: Database, endpoint_id: uuid.UUID, settings: Settings) ->
 async def hold(db: Database, flagged: list[claims.Flagged]) -> bool:
     conn = await sender_connection(db)
     try:
-        return await claims.hold(conn, flagged)
+        return await claims.hold(conn, [f.endpoint_id for f in flagged])
     finally:
         await conn.close()
 
