@@ -4,7 +4,6 @@ export, and the pages (app/pages.py)."""
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -39,6 +38,7 @@ from app.resolvers.context import Context, SignedInSockets, credential_from_head
 from app.resolvers.errors import brief, unavailable
 from app.resolvers.relay import RelayingHandler
 from app.resolvers.schema import build_schema
+from app.runtime import tune_gc
 from app.services import auth, stats
 from app.services.credentials import REVOKED_CHANNEL, CredentialCache
 from app.services.dispatch import Dispatcher
@@ -279,15 +279,6 @@ async def readyz(request: Request) -> Response:
         checks["redis"] = f"down: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
-
-
-def tune_gc() -> None:
-    """After start-up: the objects alive now (schema, models, compiled statements) live as long as
-    the process, so the collector stops scanning them; and a young generation of 10,000 objects
-    instead of 700, since a nested page makes ~100,000 short-lived ones. bench/api.py: nested
-    `leads(first: 100)` p99 131 -> 75-81 ms at concurrency 1, 20 -> 29-32 pages/s at 16."""
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 20)
 
 
 def api_argv(

@@ -10,6 +10,7 @@ from app.db import create_database
 from app.internals import check_all
 from app.logging import configure_logging
 from app.redis_client import connect as connect_redis
+from app.runtime import tune_gc
 from app.services.webhooks.outbound import make_client
 from app.services.webhooks.sender import WebhookSender
 from app.tasks.broker import broker, settings
@@ -29,6 +30,7 @@ async def open_resources(state: TaskiqState) -> None:
     state.webhook_sender = WebhookSender(
         state.db, settings, make_client(settings), on_idle=lambda: state.redis.delete(WEBHOOKS_QUEUED)
     )
+    tune_gc()  # last: what start-up made lives as long as the process
 
 
 @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
