@@ -11,6 +11,6 @@ def tune_gc() -> None:
     instead of 700, since a nested page makes ~100,000 short-lived ones. bench/api.py: nested
     `leads(first: 100)` p99 131 -> 75-81 ms at concurrency 1, 20 -> 29-32 pages/s at 16. In a
     worker, untuned, the full collections alone took 0.11-0.17 s of CPU in a `bench/e2e.py
-    --pipeline-only` run (about 2.5% of its CPU); tuned, none ran."""
+    --pipeline-only` run (about 2.5% of its CPU); tuned, no full one ran."""
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)

@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import asyncio, gc, json
 from taskiq import TaskiqState
@@ -27,7 +29,13 @@ def test_a_worker_tunes_its_collector_once_started(database_url: str, redis_url:
     # young generation is large enough for a distribution's short-lived objects
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", SCRIPT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     tuned = json.loads(done.stdout.strip().splitlines()[-1])
     assert tuned["threshold"] == [10_000, 20, 20]
