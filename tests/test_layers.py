@@ -24,6 +24,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "app.db": ("app.services", "app.engine", "app.resolvers", "app.schema", "app.tasks"),
     "app.errors": ("app.services", "app.engine", "app.resolvers", "app.schema", "app.tasks"),
     "app.settings": ("app.services", "app.engine", "app.resolvers", "app.schema", "app.tasks"),
+    "app.runtime": ("app.services", "app.engine", "app.resolvers", "app.schema", "app.tasks"),
 }
 
 
