@@ -19,11 +19,17 @@ from sqlmodel import col, select
 
 from app.db import Database
 from app.errors import Conflict, InvalidInput, NotFound
-from app.models import webhooks as webhook_models
 from app.models.audit import AuditAction
 from app.models.base import utcnow
 from app.models.billing import Provider
-from app.models.webhooks import DeliveryStatus, DisabledReason, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from app.models.webhooks import (
+    TEST_EVENT,
+    DeliveryStatus,
+    DisabledReason,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from app.services import _guards
 from app.services.audit import Actor, record
 from app.services.dispatch import Dispatcher
@@ -307,7 +313,7 @@ def waiting(endpoint_id: uuid.UUID) -> sa.Update:
 async def hold_deliveries(session: AsyncSession, endpoint_id: uuid.UUID) -> None:
     """A disabled endpoint's waiting deliveries leave the sender's scan (next_attempt_at NULL)
     until it is enabled again; not its test messages, sent whatever its state."""
-    not_a_test = col(WebhookDelivery.event_type) != webhook_models.TEST_EVENT
+    not_a_test = col(WebhookDelivery.event_type) != TEST_EVENT
     await session.execute(waiting(endpoint_id).where(not_a_test).values(next_attempt_at=None))
 
 
