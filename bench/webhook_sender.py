@@ -1,6 +1,9 @@
-"""The webhook sender alone: what one webhook sent through a claim costs the process that sends it
-and its PostgreSQL connection, next to what it costs the receiver to take it. (The deliveries a
-distribution writes to healthy endpoints skip the claim: bench/e2e.py (d) measures them.)
+"""The webhook sender alone: what one webhook costs the process that sends it and its PostgreSQL
+connection, next to what it costs the receiver to take it. By default the webhooks go through a
+claim (retries, backlogs, events written in the API); with `--leased` they take the path of a
+distribution's deliveries to healthy endpoints: written leased to the sender's process (before
+the CPU is read), then handed to its sender three at a time (`send_leased`), which sends them
+without a claim and records them in its turns.
 
 Deliveries are written at a steady rate, three at a time (a lead sold to three buyers), for 60
 endpoints on the https receiver of bench/e2e.py (d) (bench/webhook_receiver.py). One
@@ -16,7 +19,7 @@ cost stays apart:
 
 The figures are diagnostic (no target): bench/e2e.py (d) measures what webhooks cost a burst.
 
-    python bench/webhook_sender.py [--database-url URL] [--webhooks 6000] [--rate 600]
+    python bench/webhook_sender.py [--database-url URL] [--webhooks 6000] [--rate 600] [--leased]
 
 Without a URL it starts an embedded PostgreSQL; a URL must name a server on this machine (its
 backend's CPU is read). Last line: one JSON object."""
@@ -41,6 +44,7 @@ from harness import libpq, report, run_with_servers
 from webhooks import Receiver, add_endpoints, endpoints
 
 from app.db import create_database
+from app.engine.result import LeasedWebhook
 from app.services import billing
 from app.services.audit import SYSTEM
 from app.services.webhooks.outbound import make_client
@@ -86,6 +90,53 @@ def settings_for(ca_file: str | Path) -> Settings:
     )
 
 
+LEASE = """
+WITH ins AS (
+    INSERT INTO webhook_deliveries (endpoint_id, provider_id, event_type, subject_id, payload, status,
+                                    next_attempt_at, created_at)
+    SELECT e.id, e.provider_id, 'lead.assigned', gen_random_uuid(), $2::jsonb, 'PENDING',
+           now() + interval '1 hour', now()
+    FROM webhook_endpoints e WHERE e.id = ANY($1::uuid[])
+    RETURNING id, endpoint_id, payload
+)
+SELECT ins.id, ins.endpoint_id, e.url, e.secret, ins.payload::text AS body
+FROM ins JOIN webhook_endpoints e ON e.id = ins.endpoint_id
+"""
+
+
+async def run_leased(database_url: str, ca_file: str, rate: float) -> None:
+    """The child in --leased mode: for each `feed K` line on stdin, writes K deliveries leased to
+    it (as a distribution does, before the CPU is read: `written` on stdout), then hands them to
+    its sender three at a time at the rate (`send_leased`, as a worker does after each
+    distribution), until stdin closes."""
+    settings = settings_for(ca_file)
+    db = create_database(database_url, settings)
+    sender = WebhookSender(db, settings, make_client(settings))
+    pg = await asyncpg.connect(libpq(database_url))
+    ids = [row["id"] for row in await pg.fetch("SELECT id FROM webhook_endpoints ORDER BY id")]
+    stdin = asyncio.StreamReader()
+    await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    n = 0
+    while line := await stdin.readline():
+        count = int(line.split()[1]) // 3
+        batches = []
+        for _ in range(count):
+            rows = await pg.fetch(LEASE, [ids[(n + j) % len(ids)] for j in range(3)], PAYLOAD)
+            n += 3
+            batches.append(
+                [LeasedWebhook(r["id"], r["endpoint_id"], r["url"], (r["secret"],), r["body"]) for r in rows]
+            )
+        print("written", flush=True)
+        await stdin.readline()  # go
+        started = time.monotonic()
+        for k, batch in enumerate(batches):
+            await asyncio.sleep(max(0.0, started + k * 3 / rate - time.monotonic()))
+            sender.send_leased(batch)
+    await pg.close()
+    await sender.close(5)
+    await db.dispose()
+
+
 async def run_sender(database_url: str, ca_file: str, rate: float) -> None:
     """The child: one sender, woken at the write rate until stdin closes."""
     settings = settings_for(ca_file)
@@ -106,7 +157,7 @@ def cpu(pid: int) -> float:
     return t.user + t.system
 
 
-async def measure(database_url: str, webhooks: int, rate: float) -> dict[str, Any]:
+async def measure(database_url: str, webhooks: int, rate: float, *, leased: bool = False) -> dict[str, Any]:
     receiver = db = pg = child = None
     try:
         receiver = Receiver(Path(tempfile.mkdtemp(prefix="lw-sender-")))
@@ -117,18 +168,30 @@ async def measure(database_url: str, webhooks: int, rate: float) -> dict[str, An
         await add_endpoints(pg, receiver.url)
         await endpoints(pg, receiver, "live")
         ids = [row["id"] for row in await pg.fetch("SELECT id FROM webhook_endpoints ORDER BY id")]
+        mode = "--leased-sender" if leased else "--sender"
         child = subprocess.Popen(
-            [sys.executable, __file__, "--sender", database_url, str(receiver.ca_file), str(rate)],
+            [sys.executable, __file__, mode, database_url, str(receiver.ca_file), str(rate)],
             stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             env=os.environ | {"PYTHONPATH": str(ROOT)},
         )
 
         async def write_all(count: int, within: float = 120) -> int:
             """Writes `count` deliveries (rounded down to threes) and waits until all are delivered."""
-            started = time.monotonic()
-            for k in range(count // 3):
-                await asyncio.sleep(max(0.0, started + k * 3 / rate - time.monotonic()))
-                await pg.execute(WRITE, [ids[(3 * k + j) % len(ids)] for j in range(3)], PAYLOAD)
+            if leased:  # the child writes them, then sends them once told to
+                assert child.stdin is not None and child.stdout is not None
+                child.stdin.write(b"feed %d\n" % count)
+                child.stdin.flush()
+                assert child.stdout.readline().strip() == b"written"
+                await mark()
+                child.stdin.write(b"go\n")
+                child.stdin.flush()
+            else:
+                await mark()
+                started = time.monotonic()
+                for k in range(count // 3):
+                    await asyncio.sleep(max(0.0, started + k * 3 / rate - time.monotonic()))
+                    await pg.execute(WRITE, [ids[(3 * k + j) % len(ids)] for j in range(3)], PAYLOAD)
             deadline = time.monotonic() + within
             while await pg.fetchval("SELECT count(*) FROM webhook_deliveries WHERE status <> 'DELIVERED'"):
                 if child.poll() is not None:
@@ -138,17 +201,26 @@ async def measure(database_url: str, webhooks: int, rate: float) -> dict[str, An
                 await asyncio.sleep(0.02)
             return count // 3 * 3
 
+        marks: list[tuple[float, float, float, float]] = []
+
+        async def mark() -> None:
+            """The CPU so far of the three processes measured, and the time, as the writes start."""
+            sender_pg = await pg.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'leadwheel-webhook-sender'"
+            )
+            pg_cpu = 0.0
+            if sender_pg is not None:  # none yet before the warm-up
+                if not psutil.pid_exists(sender_pg):
+                    raise RuntimeError("the sender's PostgreSQL backend is not a process of this machine")
+                pg_cpu = cpu(sender_pg)
+            marks.append((cpu(child.pid), pg_cpu, cpu(receiver.proc.pid), time.monotonic()))
+
         await write_all(300)  # warm: the sender's connection, statements and TLS connections
-        sender_pg = await pg.fetchval(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'leadwheel-webhook-sender'"
-        )
-        if sender_pg is None or not psutil.pid_exists(sender_pg):
-            raise RuntimeError("the sender's PostgreSQL backend is not a process of this machine")
-        before = cpu(child.pid), cpu(sender_pg), cpu(receiver.proc.pid)
-        started = time.monotonic()
         written = await write_all(webhooks)
+        *before, started = marks[-1]
         elapsed = time.monotonic() - started
-        after = cpu(child.pid), cpu(sender_pg), cpu(receiver.proc.pid)
+        await mark()
+        after = marks[-1][:3]
         sender_us, sender_pg_us, receiver_us = (
             (a - b) * 1e6 / written for a, b in zip(after, before, strict=True)
         )
@@ -156,7 +228,12 @@ async def measure(database_url: str, webhooks: int, rate: float) -> dict[str, An
             f"{written} webhooks at {rate:g}/s, all delivered {elapsed:.1f} s after the first write",
             flush=True,
         )
-        summary: dict[str, Any] = {"bench": "webhook_sender", "webhooks": written, "rate": rate}
+        summary: dict[str, Any] = {
+            "bench": "webhook_sender",
+            "webhooks": written,
+            "rate": rate,
+            "path": "leased" if leased else "claimed",
+        }
         report(summary, "sender_us", sender_us)
         report(summary, "sender_pg_us", sender_pg_us)
         report(summary, "receiver_us", receiver_us)
@@ -180,8 +257,9 @@ async def measure(database_url: str, webhooks: int, rate: float) -> dict[str, An
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--sender":
-        uvloop.run(run_sender(sys.argv[2], sys.argv[3], float(sys.argv[4])))
+    if len(sys.argv) > 1 and sys.argv[1] in ("--sender", "--leased-sender"):
+        child = run_sender if sys.argv[1] == "--sender" else run_leased
+        uvloop.run(child(sys.argv[2], sys.argv[3], float(sys.argv[4])))
         return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -189,10 +267,15 @@ def main() -> None:
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     parser.add_argument("--webhooks", type=int, default=6000)
     parser.add_argument("--rate", type=float, default=600, help="webhooks written per second")
+    parser.add_argument(
+        "--leased",
+        action="store_true",
+        help="the deliveries leased to the sender and handed to it, as a distribution's are, not claimed",
+    )
     args = parser.parse_args()
 
     async def work(database_url: str, _redis_url: str) -> dict[str, Any]:
-        return await measure(database_url, args.webhooks, args.rate)
+        return await measure(database_url, args.webhooks, args.rate, leased=args.leased)
 
     summary = run_with_servers("lw-sender-", args.database_url, "redis://unused", work)
     print(json.dumps(summary), flush=True)

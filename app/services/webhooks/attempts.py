@@ -8,7 +8,9 @@ import asyncio
 import functools
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import httpx
 from standardwebhooks import Webhook
@@ -18,7 +20,8 @@ from app.models.base import utcnow
 from app.models.webhooks import AttemptOutcome, webhook_id
 from app.services.webhooks import outbound
 from app.services.webhooks.claims import Claimed, EndpointRun, Sent
-from app.settings import Settings
+from app.services.webhooks.connection import request_head
+from app.settings import Environment, Settings
 
 
 def signature(secrets: Sequence[str | Webhook], msg_id: str, at: datetime, body: str) -> str:
@@ -31,46 +34,78 @@ def signature(secrets: Sequence[str | Webhook], msg_id: str, at: datetime, body:
     )
 
 
-@functools.lru_cache(maxsize=4096)
-def parsed_url(url: str) -> httpx.URL:
-    """An endpoint's URL parsed once per process, not at every claim: in a burst a claim mostly
-    carries one delivery, and httpx's parsing cost more than the signing."""
-    return httpx.URL(url)
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What an endpoint's requests share: its URL parsed and checked, its secrets decoded, and the
+    head's fixed lines formatted and checked (request_head): a webhook's head is those, then its
+    own lines (length, id, time, signature), which are made of digits, hex, base64 and fixed
+    text, so never need the check."""
+
+    url: httpx.URL
+    refused: str | None
+    signers: list[Webhook]
+    head: bytes  # ends with a line's CRLF: the webhook's own lines follow
+
+
+@functools.lru_cache(maxsize=1024)
+def prepared(url: str, secrets: tuple[str, ...], environment: Environment) -> Prepared:
+    """Once per endpoint (and its secrets) in a process, not at every send: in a burst a send
+    mostly carries one delivery, so parsing, decoding and checking were paid per webhook
+    (docs/benchmarks.md). The entries hold endpoints' secrets, as the deliveries leased to this
+    process do."""
+    parsed = httpx.URL(url)
+    refused = outbound.check_scheme(parsed, environment)
+    head = b""
+    if refused is None:
+        fixed = [
+            (b"host", parsed.netloc),
+            (b"user-agent", outbound.USER_AGENT_RAW),
+            (b"content-type", b"application/json"),
+        ]
+        head = request_head(b"POST", parsed.raw_path, fixed)[:-2]
+    return Prepared(parsed, refused, [Webhook(secret) for secret in secrets], head)
+
+
+# a webhook's own lines: each value digits, hex, base64 or fixed text (never a line break)
+OWN_LINES = b"content-length: %d\r\nwebhook-id: %s\r\nwebhook-timestamp: %d\r\nwebhook-signature: %s\r\n\r\n"
+
+# the attempts counter's child per outcome, bound at first use (labels() looks it up under a lock)
+_attempts: dict[AttemptOutcome, Any] = {}
+
+
+def _count(answer: outbound.Answer) -> None:
+    counter = _attempts.get(answer.outcome)
+    if counter is None:
+        counter = _attempts[answer.outcome] = metrics.WEBHOOK_ATTEMPTS.labels(answer.outcome.value)
+    counter.inc()
+    metrics.WEBHOOK_LATENCY.observe(answer.latency_ms / 1000)
 
 
 class Endpoint:
-    """Where an endpoint's deliveries go, made ready once per claim (or lease): the URL parsed
-    and checked, the secrets decoded."""
+    """Where an endpoint's deliveries go (`prepared` once per process)."""
 
     def __init__(self, settings: Settings, url: str, secrets: Sequence[str]) -> None:
-        self.settings = settings
+        self.timeout = settings.webhook_timeout_seconds
         self.source = (url, tuple(secrets))
-        self.url = parsed_url(url)
-        self.refused = outbound.check_scheme(self.url, settings.environment)
-        self.signers = [Webhook(secret) for secret in secrets]
+        self.ready = prepared(url, self.source[1], settings.environment)
 
     async def send(self, client: outbound.WebhookClient, delivery_id: uuid.UUID, body: str) -> Sent:
         """One attempt, counted in the metrics."""
         at = utcnow()
-        if self.refused is not None:
-            answer = outbound.Answer(AttemptOutcome.REFUSED, 0.0, error=f"refused: {self.refused}")
+        ready = self.ready
+        if ready.refused is not None:
+            answer = outbound.Answer(AttemptOutcome.REFUSED, 0.0, error=f"refused: {ready.refused}")
         else:
             msg_id = webhook_id(delivery_id)
-            headers = {
-                "content-type": "application/json",
-                "webhook-id": msg_id,
-                "webhook-timestamp": str(int(at.timestamp())),
-                "webhook-signature": signature(self.signers, msg_id, at, body),
-            }
-            answer = await outbound.post(
-                client,
-                self.url,
-                headers=headers,
-                body=body.encode(),
-                within=self.settings.webhook_timeout_seconds,
+            data = body.encode()
+            own = OWN_LINES % (
+                len(data),
+                msg_id.encode(),
+                int(at.timestamp()),
+                signature(ready.signers, msg_id, at, body).encode(),
             )
-        metrics.WEBHOOK_ATTEMPTS.labels(answer.outcome.value).inc()
-        metrics.WEBHOOK_LATENCY.observe(answer.latency_ms / 1000)
+            answer = await outbound.send(client, ready.url, ready.head + own + data, within=self.timeout)
+        _count(answer)
         return Sent(delivery_id, at, answer)
 
 

@@ -40,6 +40,11 @@ class InvalidAnswer(Exception):
     """The server's answer is not HTTP/1.1 as it must be."""
 
 
+class OutOfTime(Exception):
+    """The exchange's deadline passed (not a TimeoutError: that is an OSError, as a socket's own
+    timeout is)."""
+
+
 @dataclass(slots=True)
 class Answered:
     """What an exchange has read so far (transport.post's caller keeps it when its time runs out):
@@ -209,11 +214,12 @@ class Connection(asyncio.Protocol):
         truncate: bool,
         no_body: bool = False,
         within: float | None = None,
+        deadline: float | None = None,
     ) -> None:
         """Sends `message` (a whole request) and waits for its answer's head, read into `into`.
         `truncate`: the body is kept up to `limit` bytes and the rest never read (the caller then
         closes the connection); else reading pauses at `limit` until the caller `take`s what was
-        read. `no_body`: the request was HEAD."""
+        read. `no_body`: the request was HEAD. `within`, `deadline`: as for `until`."""
         into.status_code, into.reason, into.headers = None, b"", []
         into.body.clear()
         self.into, self.limit, self.truncate, self.no_body = into, limit, truncate, no_body
@@ -222,7 +228,7 @@ class Connection(asyncio.Protocol):
         if self.closed or self.transport is None or self.transport.is_closing():
             raise Disconnected("the connection was closed before the request was sent")
         self.transport.write(message)
-        await self.until(head=True, within=within)
+        await self.until(head=True, within=within, deadline=deadline)
 
     def finish(self) -> bool:
         """After an answer read to its end: True if the connection may carry another (both sides
@@ -233,10 +239,20 @@ class Connection(asyncio.Protocol):
         self.resume()
         return True
 
-    async def until(self, *, head: bool = False, data: bool = False, within: float | None = None) -> None:
+    async def until(
+        self,
+        *,
+        head: bool = False,
+        data: bool = False,
+        within: float | None = None,
+        deadline: float | None = None,
+    ) -> None:
         """Until the answer's head is read (`head`), some of its body is (`data`), or its end or
-        the limit is reached; raises what ended the exchange otherwise, or httpx.ReadTimeout when that
-        did not come within `within` seconds (an httpx caller's read timeout)."""
+        the limit is reached; raises what ended the exchange otherwise: httpx.ReadTimeout when that
+        did not come within `within` seconds (an httpx caller's read timeout), OutOfTime at
+        `deadline` (the event loop's clock: the sender's whole attempt). The timer is the loop's
+        own (call_at), set only while waiting: cheaper than an asyncio.timeout context around
+        every attempt (an object, a reschedule, and at expiry the task cancelled)."""
         while True:
             into = self.into
             assert into is not None
@@ -246,19 +262,30 @@ class Connection(asyncio.Protocol):
                 return
             if self.failure is not None:
                 raise self.failure
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = None
+            if within is not None:
+                timer = loop.call_later(within, self._expire, waiter, within)
+            elif deadline is not None:
+                timer = loop.call_at(deadline, self._expire, waiter, None)
             try:
-                if within is None:
-                    await self._waiter
-                else:
-                    async with asyncio.timeout(within):
-                        await self._waiter
-            except TimeoutError:
-                raise httpx.ReadTimeout(
-                    f"the answer's head, or more of its body, did not come within {within:g} s"
-                ) from None
+                await waiter
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+
+    @staticmethod
+    def _expire(waiter: asyncio.Future[None], within: float | None) -> None:
+        if waiter.done():
+            return
+        if within is None:
+            waiter.set_exception(OutOfTime())
+        else:
+            waiter.set_exception(
+                httpx.ReadTimeout(f"the answer's head, or more of its body, did not come within {within:g} s")
+            )
 
     def take(self) -> bytes:
         """The body read so far, for an httpx caller's stream; reading resumes."""

@@ -16,7 +16,7 @@ import httpx
 
 from app.errors import InvalidInput
 from app.models.webhooks import AttemptOutcome
-from app.services.webhooks.connection import Answered
+from app.services.webhooks.connection import Answered, OutOfTime, request_head
 from app.services.webhooks.guard import RefusedAddress, Unresolvable, resolve
 from app.services.webhooks.transport import RefusedUrl, WebhookTransport
 from app.settings import Environment, Settings
@@ -116,51 +116,66 @@ async def post(
     within: float,
 ) -> Answer:
     """One POST: a 2xx answer within `within` seconds (for everything: connecting, sending, the answer's
-    head and what is read of its body) is a success, anything else a failure saying why."""
-    started = time.perf_counter()
-
-    def elapsed() -> float:
-        return round((time.perf_counter() - started) * 1000, 2)
-
-    def status() -> int | None:
-        return answered.status_code
-
-    def text() -> str | None:
-        return _text(answered.body)
-
-    head = [(b"user-agent", USER_AGENT_RAW)]
+    head and what is read of its body) is a success, anything else a failure saying why. Its
+    head is checked as h11 checked it (request_head)."""
+    parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
+    head = [(b"host", parsed.netloc), (b"content-length", b"%d" % len(body)), (b"user-agent", USER_AGENT_RAW)]
     head += [(name.encode(), value.encode()) for name, value in headers.items()]
+    return await send(client, parsed, request_head(b"POST", parsed.raw_path, head) + body, within=within)
+
+
+async def send(client: WebhookClient, url: httpx.URL, message: bytes, *, within: float) -> Answer:
+    """`post` with the request already formatted (a whole HTTP/1.1 message to `url`'s origin:
+    the sender's, whose head is made once per endpoint, attempts.py)."""
+    started = time.perf_counter()
     answered = Answered()
     try:
-        async with asyncio.timeout(within):
-            await client.transport.post(
-                url if isinstance(url, httpx.URL) else httpx.URL(url),
-                head,
-                body,
-                connect_within=client.timeout.connect,
-                max_read=MAX_READ,
-                into=answered,
-            )
-    except TimeoutError:
+        await client.transport.post(
+            url,
+            message,
+            connect_within=client.timeout.connect,
+            deadline=asyncio.get_running_loop().time() + within,
+            max_read=MAX_READ,
+            into=answered,
+        )
+    except (TimeoutError, OutOfTime):
         return Answer(
-            AttemptOutcome.TIMEOUT, elapsed(), status(), f"no complete answer within {within:g} s", text()
+            AttemptOutcome.TIMEOUT,
+            _elapsed(started),
+            answered.status_code,
+            f"no complete answer within {within:g} s",
+            _text(answered.body),
         )
     except RefusedUrl as exc:
-        return Answer(AttemptOutcome.REFUSED, elapsed(), None, f"refused: {exc}")
+        return Answer(AttemptOutcome.REFUSED, _elapsed(started), None, f"refused: {exc}")
     except httpx.TimeoutException as exc:
-        return Answer(AttemptOutcome.TIMEOUT, elapsed(), status(), f"{type(exc).__name__}: {exc}", text())
+        return Answer(
+            AttemptOutcome.TIMEOUT,
+            _elapsed(started),
+            answered.status_code,
+            f"{type(exc).__name__}: {exc}",
+            _text(answered.body),
+        )
     except (httpx.HTTPError, OSError) as exc:
         return Answer(
-            AttemptOutcome.CONNECTION_ERROR, elapsed(), status(), f"{type(exc).__name__}: {exc}", text()
+            AttemptOutcome.CONNECTION_ERROR,
+            _elapsed(started),
+            answered.status_code,
+            f"{type(exc).__name__}: {exc}",
+            _text(answered.body),
         )
-    code = status() or 0
+    code = answered.status_code or 0
     if 200 <= code < 300:
-        return Answer(AttemptOutcome.SUCCESS, elapsed(), code, None, text())
+        return Answer(AttemptOutcome.SUCCESS, _elapsed(started), code, None, _text(answered.body))
     error = f"HTTP {code}"
     if 300 <= code < 400:
         location = (answered.header(b"location") or b"?").decode("latin-1")
         error += f": redirect to {location!r} not followed"
-    return Answer(AttemptOutcome.HTTP_ERROR, elapsed(), code, error, text())
+    return Answer(AttemptOutcome.HTTP_ERROR, _elapsed(started), code, error, _text(answered.body))
+
+
+def _elapsed(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
 
 
 def _text(data: bytes | bytearray) -> str | None:

@@ -71,11 +71,11 @@ class WebhookTransport(httpx.AsyncBaseTransport):
             headers.append((b"content-length", b"%d" % len(body)))
         timeouts = request.extensions.get("timeout", {})
         into = Answered()
+        method = request.method.encode()
         connection = await self._send(
             request.url,
-            request.method.encode(),
-            headers,
-            body,
+            request_head(method, request.url.raw_path, headers) + body,  # one write
+            no_body=method == b"HEAD",
             connect_within=timeouts.get("connect"),
             read_within=timeouts.get("read"),
             into=into,
@@ -94,22 +94,29 @@ class WebhookTransport(httpx.AsyncBaseTransport):
     async def post(
         self,
         url: httpx.URL,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
+        message: bytes,
         *,
         connect_within: float | None,
+        deadline: float,
         max_read: int,
         into: Answered,
     ) -> None:
-        """One POST and its answer, read into `into` up to `max_read` bytes of body, without
-        httpx's request and response objects. `headers` are sent as they are, after `host` and
-        `content-length`. Raises what handle_async_request raises."""
-        head = [(b"host", url.netloc), (b"content-length", b"%d" % len(body)), *headers]
+        """One request, formatted by the caller (a whole HTTP/1.1 message: outbound.py), and its
+        answer, read into `into` up to `max_read` bytes of body, without httpx's request and
+        response objects; all of it by `deadline` (the event loop's clock), else TimeoutError
+        (connecting) or OutOfTime (the exchange).
+        Raises what handle_async_request raises."""
         connection = await self._send(
-            url, b"POST", head, body, connect_within=connect_within, into=into, limit=max_read, truncate=True
+            url,
+            message,
+            connect_within=connect_within,
+            into=into,
+            limit=max_read,
+            truncate=True,
+            deadline=deadline,
         )
         try:
-            await connection.until()
+            await connection.until(deadline=deadline)
         except (OSError, Disconnected, InvalidAnswer) as exc:
             connection.close()
             raise _mapped(exc, None) from exc
@@ -124,41 +131,56 @@ class WebhookTransport(httpx.AsyncBaseTransport):
     async def _send(
         self,
         url: httpx.URL,
-        method: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
+        message: bytes,
         *,
         connect_within: float | None,
         into: Answered,
         limit: int,
         truncate: bool,
+        no_body: bool = False,
         read_within: float | None = None,
+        deadline: float | None = None,
         request: httpx.Request | None = None,
     ) -> Connection:
-        """Sends the request on an idle connection of its origin or a new one, and reads the
-        answer's head into `into`; the caller reads the body on the connection returned."""
+        """Sends the request (`message`, whole: one write) on an idle connection of its origin or
+        a new one, and reads the answer's head into `into`; the caller reads the body on the
+        connection returned. `no_body`: the request is HEAD."""
         origin: Origin = (url.raw_scheme, url.raw_host, url.port or (443 if url.scheme == "https" else 80))
-        message = request_head(method, url.raw_path, headers) + body  # one write
         self._prune()
         idle = self._take_idle(origin)
-        connection = idle or await self._connect(origin, connect_within, request)
+        connection = idle or await self._connect_by(origin, connect_within, deadline, request)
         while True:
             try:
                 await connection.exchange(
-                    message, into, limit, truncate=truncate, no_body=method == b"HEAD", within=read_within
+                    message,
+                    into,
+                    limit,
+                    truncate=truncate,
+                    no_body=no_body,
+                    within=read_within,
+                    deadline=deadline,
                 )
                 return connection
             except (OSError, Disconnected, InvalidAnswer) as exc:
                 connection.close()
                 if idle is None or isinstance(exc, InvalidAnswer) or into.status_code is not None:
                     raise _mapped(exc, request) from exc
-            except BaseException:  # cancelled (the attempt's time ran out), or a read timeout: half-used
+            except BaseException:  # cancelled, or out of time: half-used
                 connection.close()
                 raise
             # a kept-alive connection the server had closed: once more on a new one (at least
             # once: the receiver deduplicates on webhook-id should it have seen the first)
             idle = None
-            connection = await self._connect(origin, connect_within, request)
+            connection = await self._connect_by(origin, connect_within, deadline, request)
+
+    async def _connect_by(
+        self, origin: Origin, within: float | None, deadline: float | None, request: httpx.Request | None
+    ) -> Connection:
+        """A new connection within `within` seconds, and by `deadline` (TimeoutError)."""
+        if deadline is None:
+            return await self._connect(origin, within, request)
+        async with asyncio.timeout_at(deadline):
+            return await self._connect(origin, within, request)
 
     async def _connect(
         self, origin: Origin, within: float | None, request: httpx.Request | None
