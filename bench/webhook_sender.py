@@ -45,6 +45,7 @@ from webhooks import Receiver, add_endpoints, endpoints
 
 from app.db import create_database
 from app.engine.result import LeasedWebhook
+from app.runtime import tune_gc
 from app.services import billing
 from app.services.audit import SYSTEM
 from app.services.webhooks.outbound import make_client
@@ -259,6 +260,7 @@ async def measure(database_url: str, webhooks: int, rate: float, *, leased: bool
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in ("--sender", "--leased-sender"):
         child = run_sender if sys.argv[1] == "--sender" else run_leased
+        tune_gc()  # as a worker process does once started
         uvloop.run(child(sys.argv[2], sys.argv[3], float(sys.argv[4])))
         return
     parser = argparse.ArgumentParser(

@@ -79,8 +79,11 @@ class Connection(asyncio.Protocol):
     a limit (reading pauses there), ending at its length, its last chunk, or (with neither) the
     connection's end. A connection that failed is closed and never used again."""
 
-    def __init__(self, origin: Origin) -> None:
+    def __init__(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> None:
         self.origin = origin
+        # the loop it runs in, kept: asyncio.get_running_loop() makes a getpid() system call on
+        # every call in Python 3.11 (its fork check), a few times per webhook otherwise
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         # lines that end in a bare LF, as some embedded servers send them; nothing else relaxed (a
@@ -88,6 +91,7 @@ class Connection(asyncio.Protocol):
         # smuggle an answer past a proxy)
         self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         self.idle_since = 0.0  # the pool's: when its last exchange finished
+        self.deadline: float | None = None  # the current exchange's end, on the loop's clock
         self.closed = False
         self.into: Answered | None = None  # the exchange's answer; None between exchanges
         self.limit = 0
@@ -262,7 +266,7 @@ class Connection(asyncio.Protocol):
                 return
             if self.failure is not None:
                 raise self.failure
-            loop = asyncio.get_running_loop()
+            loop = self.loop
             waiter = self._waiter = loop.create_future()
             timer = None
             if within is not None:

@@ -8,7 +8,6 @@ an answer read, raw (never decompressed)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 
@@ -134,7 +133,7 @@ async def send(client: WebhookClient, url: httpx.URL, message: bytes, *, within:
             url,
             message,
             connect_within=client.timeout.connect,
-            deadline=asyncio.get_running_loop().time() + within,
+            within=within,
             max_read=MAX_READ,
             into=answered,
         )

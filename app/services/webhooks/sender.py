@@ -152,6 +152,7 @@ class WebhookSender:
         endpoint is free here, one at a time per endpoint. Given back to the claims instead when its
         places are full, or when this sender is sending a claim of the endpoint (that goes first)."""
         start_before = time.monotonic() + self._start_within
+        loop = asyncio.get_running_loop()  # once: in Python 3.11 each call is a getpid() system call
         given_back: list[EndpointRun] = []
         for one in leased:
             queued = self._leased.get(one.endpoint_id)
@@ -163,7 +164,7 @@ class WebhookSender:
                 queued = self._leased[one.endpoint_id] = _Leased(
                     EndpointRun(one.endpoint_id, held=False), collections.deque([(one, start_before)])
                 )
-                task = asyncio.create_task(self._send_leased(queued))
+                task = loop.create_task(self._send_leased(queued))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         if given_back:

@@ -97,15 +97,14 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         message: bytes,
         *,
         connect_within: float | None,
-        deadline: float,
+        within: float,
         max_read: int,
         into: Answered,
     ) -> None:
         """One request, formatted by the caller (a whole HTTP/1.1 message: outbound.py), and its
         answer, read into `into` up to `max_read` bytes of body, without httpx's request and
-        response objects; all of it by `deadline` (the event loop's clock), else TimeoutError
-        (connecting) or OutOfTime (the exchange).
-        Raises what handle_async_request raises."""
+        response objects; all of it within `within` seconds, else TimeoutError (connecting) or
+        OutOfTime (the exchange). Raises what handle_async_request raises."""
         connection = await self._send(
             url,
             message,
@@ -113,10 +112,10 @@ class WebhookTransport(httpx.AsyncBaseTransport):
             into=into,
             limit=max_read,
             truncate=True,
-            deadline=deadline,
+            total_within=within,
         )
         try:
-            await connection.until(deadline=deadline)
+            await connection.until(deadline=connection.deadline)
         except (OSError, Disconnected, InvalidAnswer) as exc:
             connection.close()
             raise _mapped(exc, None) from exc
@@ -139,16 +138,21 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         truncate: bool,
         no_body: bool = False,
         read_within: float | None = None,
-        deadline: float | None = None,
+        total_within: float | None = None,
         request: httpx.Request | None = None,
     ) -> Connection:
         """Sends the request (`message`, whole: one write) on an idle connection of its origin or
         a new one, and reads the answer's head into `into`; the caller reads the body on the
-        connection returned. `no_body`: the request is HEAD."""
+        connection returned. `no_body`: the request is HEAD. `total_within`: all of it, the
+        connection's `deadline` (for the caller's reading of the body) set from it."""
         origin: Origin = (url.raw_scheme, url.raw_host, url.port or (443 if url.scheme == "https" else 80))
         self._prune()
         idle = self._take_idle(origin)
+        deadline = None
+        if total_within is not None:
+            deadline = (idle.loop if idle else asyncio.get_running_loop()).time() + total_within
         connection = idle or await self._connect_by(origin, connect_within, deadline, request)
+        connection.deadline = deadline
         while True:
             try:
                 await connection.exchange(
@@ -172,6 +176,7 @@ class WebhookTransport(httpx.AsyncBaseTransport):
             # once: the receiver deduplicates on webhook-id should it have seen the first)
             idle = None
             connection = await self._connect_by(origin, connect_within, deadline, request)
+            connection.deadline = deadline
 
     async def _connect_by(
         self, origin: Origin, within: float | None, deadline: float | None, request: httpx.Request | None
@@ -196,7 +201,7 @@ class WebhookTransport(httpx.AsyncBaseTransport):
                 for address in addresses:
                     try:
                         _, connection = await loop.create_connection(
-                            lambda: Connection(origin),
+                            lambda: Connection(origin, loop),
                             address,
                             port,
                             ssl=self._ssl if tls else None,
