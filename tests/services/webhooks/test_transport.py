@@ -244,6 +244,25 @@ async def test_an_httpx_callers_read_timeout_holds(client: outbound.WebhookClien
     assert time.perf_counter() - started < 2
 
 
+async def test_an_answer_still_coming_at_the_attempts_end_is_a_timeout(
+    client: outbound.WebhookClient, raw: RawServer
+) -> None:
+    """The attempt's time covers the whole answer, not each read: a head in time whose body
+    trickles on past it is a timeout (its status kept for the log), and the half-read connection
+    is never reused."""
+    trickle = [b"HTTP/1.1 200 OK\r\ncontent-length: 500\r\n\r\n"] + [b"z"] * 300  # 10 ms apart
+    raw.script = [trickle, OK]
+    started = time.perf_counter()
+    late = await send(client, raw.url)  # within 1 s
+    assert 0.9 < time.perf_counter() - started < 2
+    assert (late.outcome, late.status_code) == (AttemptOutcome.TIMEOUT, 200), late
+    assert (
+        late.error == "no complete answer within 1 s" and late.body is not None and late.body.startswith("z")
+    )
+    assert (await send(client, raw.url)).outcome is AttemptOutcome.SUCCESS
+    assert raw.connections == 2
+
+
 async def test_data_on_an_idle_connection_drops_it(client: outbound.WebhookClient, raw: RawServer) -> None:
     """A server that writes to a connection between answers (a stray answer, a 408 before it
     closes): the connection is dropped, and the next request goes on a new one."""
