@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,8 +27,8 @@ from app.settings import Environment, Settings
 
 def signature(secrets: Sequence[str | Webhook], msg_id: str, at: datetime, body: str) -> str:
     """`webhook-signature`: one `v1,<base64>` per secret that signs now (two during a rotation's
-    overlap), space-separated, as Standard Webhooks verifies them. A signer made once per claim
-    (`Webhook(secret)`, which decodes the secret) may be passed instead of its secret."""
+    overlap), space-separated, as Standard Webhooks verifies them. A signer made beforehand
+    (`Webhook(secret)`, which decodes the secret: `prepared`) may be passed instead of its secret."""
     return " ".join(
         (secret if isinstance(secret, Webhook) else Webhook(secret)).sign(msg_id, at, body)
         for secret in secrets
@@ -51,8 +52,8 @@ class Prepared:
 def prepared(url: str, secrets: tuple[str, ...], environment: Environment) -> Prepared:
     """Once per endpoint (and its secrets) in a process, not at every send: in a burst a send
     mostly carries one delivery, so parsing, decoding and checking were paid per webhook
-    (docs/benchmarks.md). The entries hold endpoints' secrets, as the deliveries leased to this
-    process do."""
+    (docs/benchmarks.md). Emptied every KEEP_PREPARED_SECONDS (`ready`): secrets rotated out, and
+    deleted endpoints', are not kept in a worker for longer."""
     parsed = httpx.URL(url)
     refused = outbound.check_scheme(parsed, environment)
     head = b""
@@ -62,8 +63,25 @@ def prepared(url: str, secrets: tuple[str, ...], environment: Environment) -> Pr
             (b"user-agent", outbound.USER_AGENT_RAW),
             (b"content-type", b"application/json"),
         ]
-        head = request_head(b"POST", parsed.raw_path, fixed)[:-2]
+        try:
+            head = request_head(b"POST", parsed.raw_path, fixed)[:-2]
+        except httpx.LocalProtocolError as exc:  # httpx's URLs never get here: a failed attempt if one did
+            refused = str(exc)
     return Prepared(parsed, refused, [Webhook(secret) for secret in secrets], head)
+
+
+KEEP_PREPARED_SECONDS = 60.0
+_emptied = time.monotonic()
+
+
+def ready(url: str, secrets: tuple[str, ...], environment: Environment) -> Prepared:
+    """`prepared`, its cache emptied when older than KEEP_PREPARED_SECONDS."""
+    global _emptied
+    now = time.monotonic()
+    if now - _emptied > KEEP_PREPARED_SECONDS:
+        prepared.cache_clear()
+        _emptied = now
+    return prepared(url, secrets, environment)
 
 
 # a webhook's own lines: each value digits, hex, base64 or fixed text (never a line break)
@@ -87,7 +105,7 @@ class Endpoint:
     def __init__(self, settings: Settings, url: str, secrets: Sequence[str]) -> None:
         self.timeout = settings.webhook_timeout_seconds
         self.source = (url, tuple(secrets))
-        self.ready = prepared(url, self.source[1], settings.environment)
+        self.ready = ready(url, self.source[1], settings.environment)
 
     async def send(self, client: outbound.WebhookClient, delivery_id: uuid.UUID, body: str) -> Sent:
         """One attempt, counted in the metrics."""

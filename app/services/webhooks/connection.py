@@ -1,11 +1,12 @@
-"""One HTTP/1.1 connection of the webhook client: the request's head formatted here, the answer
-parsed by httptools (llhttp, Node's parser) as it arrives.
+"""One HTTP/1.1 connection of the webhook client: a request's head formatted and checked here
+(request_head), the answer parsed by httptools (llhttp, Node's parser) as it arrives.
 
 A webhook is small and its answer usually one read: the cost per send is the machinery around it.
 h11 over asyncio streams spent over a quarter of the sender's CPU in h11's pure-Python framing
 (bench/webhook_sender.py's `sender_over_receiver`: 3.86 and 3.72 then, 3.36 and 3.08 with this;
-docs/benchmarks.md). Here a request is written in one call (its head formatted here: the method
-and names checked as tokens, values for line breaks), and the answer is fed to llhttp from
+docs/benchmarks.md). Here a request is written in one call (its head formatted by request_head: the
+method and names checked as tokens, values for line breaks; the sender formats a webhook's own
+lines itself, attempts.py), and the answer is fed to llhttp from
 `data_received`, straight into the caller's `Answered`: one wake-up per answer. transport.py
 keeps these connections per origin."""
 
@@ -25,8 +26,9 @@ MAX_HEAD = 64 * 1024
 Origin = tuple[bytes, bytes, int]  # scheme, host, port
 
 # what may appear in a request's head (RFC 9110 tokens; a value without CR, LF or NUL; a target
-# without spaces or controls): checked on every request, as h11 did, since a header injected
-# through a value would be a request smuggled to the buyer
+# without spaces or controls): checked on every head made here, as h11 did, since a header
+# injected through a value would be a request smuggled to the buyer (the sender's per-webhook
+# lines, made of digits, hex and base64 only, are formatted without it: attempts.py)
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\r\n\x00]")
 _TARGET = re.compile(rb"[\x21-\x7e]+")
@@ -269,7 +271,7 @@ class Connection(asyncio.Protocol):
             loop = self.loop
             waiter = self._waiter = loop.create_future()
             timer = None
-            if within is not None:
+            if within is not None and (deadline is None or loop.time() + within < deadline):
                 timer = loop.call_later(within, self._expire, waiter, within)
             elif deadline is not None:
                 timer = loop.call_at(deadline, self._expire, waiter, None)
@@ -308,7 +310,13 @@ class Connection(asyncio.Protocol):
 
     @property
     def open(self) -> bool:
-        return not self.closed and self.transport is not None and not self.transport.is_closing()
+        # a loop closed since (a client outliving it) leaves its transports unusable, not closing
+        return (
+            not self.closed
+            and self.transport is not None
+            and not self.transport.is_closing()
+            and not self.loop.is_closed()
+        )
 
     def close(self) -> None:
         self.closed = True

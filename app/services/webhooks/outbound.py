@@ -1,5 +1,6 @@
 """Outbound HTTP to buyers' endpoints: the URL checks made when an endpoint is written, the one
-httpx client per worker process, and one attempt (`post`).
+httpx client per worker process, and one attempt (`post`, or `send` with the request formatted by
+the caller: the sender's, attempts.py).
 
 A URL is checked when it is written (every address its host resolves to must be public: guard.py)
 and again on every connection (transport.py connects only to checked addresses). No proxy from the
@@ -120,7 +121,11 @@ async def post(
     parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
     head = [(b"host", parsed.netloc), (b"content-length", b"%d" % len(body)), (b"user-agent", USER_AGENT_RAW)]
     head += [(name.encode(), value.encode()) for name, value in headers.items()]
-    return await send(client, parsed, request_head(b"POST", parsed.raw_path, head) + body, within=within)
+    try:
+        message = request_head(b"POST", parsed.raw_path, head) + body
+    except httpx.LocalProtocolError as exc:  # a header that could smuggle another: never sent
+        return Answer(AttemptOutcome.CONNECTION_ERROR, 0.0, None, f"{type(exc).__name__}: {exc}")
+    return await send(client, parsed, message, within=within)
 
 
 async def send(client: WebhookClient, url: httpx.URL, message: bytes, *, within: float) -> Answer:

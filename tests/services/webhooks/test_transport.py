@@ -7,17 +7,23 @@ request's head."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
+from standardwebhooks import Webhook
 
 from app.models.webhooks import AttemptOutcome
-from app.services.webhooks import outbound
+from app.services.webhooks import outbound, transport
+from app.services.webhooks.attempts import Endpoint
 from app.services.webhooks.connection import request_head
 from app.services.webhooks.transport import READ_AHEAD
+from tests.factories.webhooks import LOCAL_CLIENT
 
 CLOSE = b""  # in a script: the server closes the connection here
 
@@ -263,6 +269,63 @@ async def test_an_answer_still_coming_at_the_attempts_end_is_a_timeout(
     assert raw.connections == 2
 
 
+async def test_a_connection_not_made_by_the_attempts_end_is_a_timeout(
+    client: outbound.WebhookClient, raw: RawServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connecting counts against the attempt's time too (its own connect timeout here longer)."""
+    resolve = transport.resolve
+
+    async def slow_resolve(host: str, port: int, *, allow_private: bool) -> list[str]:
+        await asyncio.sleep(1.5)
+        return await resolve(host, port, allow_private=allow_private)
+
+    monkeypatch.setattr(transport, "resolve", slow_resolve)
+    assert client.timeout.connect is not None and client.timeout.connect > 1
+    raw.script = [OK]
+    started = time.perf_counter()
+    late = await send(client, raw.url)  # within 1 s
+    assert 0.9 < time.perf_counter() - started < 1.4
+    assert (late.outcome, late.error) == (AttemptOutcome.TIMEOUT, "no complete answer within 1 s"), late
+    assert raw.requests == []
+
+
+async def test_the_sender_writes_each_header_once_and_a_verifiable_signature(
+    client: outbound.WebhookClient, raw: RawServer
+) -> None:
+    """The request as Endpoint.send formats it (its fixed lines made once per endpoint): every
+    header once, the body as written, and a signature Standard Webhooks verifies with either
+    secret of a rotation's overlap."""
+    secrets = [
+        "whsec_" + base64.b64encode(bytes(range(32))).decode(),
+        "whsec_" + base64.b64encode(b"x" * 32).decode(),
+    ]
+    endpoint = Endpoint(LOCAL_CLIENT, raw.url + "?key=1", secrets)
+    raw.script = [OK]
+    body = '{"type":"lead.assigned","data":{"name":"Zoë"}}'
+    delivery_id = uuid.uuid4()
+    sent = await endpoint.send(client, delivery_id, body)
+    assert sent.answer.outcome is AttemptOutcome.SUCCESS, sent.answer
+    head, got = raw.requests[0].split(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "POST /hook?key=1 HTTP/1.1"
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    assert len(headers) == len(lines) - 1  # each name once
+    assert set(headers) == {
+        "host",
+        "user-agent",
+        "content-type",
+        "content-length",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+    assert headers["host"] == raw.url.split("/")[2] and headers["user-agent"] == outbound.USER_AGENT
+    assert headers["content-type"] == "application/json" and int(headers["content-length"]) == len(got)
+    assert got.decode() == body and headers["webhook-id"] == f"msg_{delivery_id.hex}"
+    for secret in secrets:
+        assert Webhook(secret).verify(got.decode(), headers) == json.loads(body)
+
+
 async def test_data_on_an_idle_connection_drops_it(client: outbound.WebhookClient, raw: RawServer) -> None:
     """A server that writes to a connection between answers (a stray answer, a 408 before it
     closes): the connection is dropped, and the next request goes on a new one."""
@@ -292,3 +355,13 @@ def test_a_request_head_never_carries_a_line_break_or_a_bad_name(
     assert request_head(b"POST", b"/hook?a=1", [(b"x-a", b"v1,abc= v1,def=")]) == (
         b"POST /hook?a=1 HTTP/1.1\r\nx-a: v1,abc= v1,def=\r\n\r\n"
     )
+
+
+async def test_a_post_whose_header_could_smuggle_another_is_a_failed_attempt_never_sent(
+    client: outbound.WebhookClient, raw: RawServer
+) -> None:
+    raw.script = [OK]
+    answer = await outbound.post(client, raw.url, headers={"x-a": "1\r\nx-injected: 1"}, body=b"{}", within=1)
+    assert answer.outcome is AttemptOutcome.CONNECTION_ERROR
+    assert answer.error is not None and answer.error.startswith("LocalProtocolError: invalid header")
+    assert raw.connections == 0
