@@ -183,7 +183,9 @@ async def measure(database_url: str, webhooks: int, rate: float, *, leased: bool
                 assert child.stdin is not None and child.stdout is not None
                 child.stdin.write(b"feed %d\n" % count)
                 child.stdin.flush()
-                assert child.stdout.readline().strip() == b"written"
+                told = child.stdout.readline().strip()
+                if told != b"written":
+                    raise RuntimeError(f"the sender's process said {told!r}, not b'written'")
                 await mark()
                 child.stdin.write(b"go\n")
                 child.stdin.flush()
@@ -203,17 +205,19 @@ async def measure(database_url: str, webhooks: int, rate: float, *, leased: bool
             return count // 3 * 3
 
         marks: list[tuple[float, float, float, float]] = []
+        backend: list[int] = []  # the sender's PostgreSQL process, found once it has connected
 
         async def mark() -> None:
             """The CPU so far of the three processes measured, and the time, as the writes start."""
-            sender_pg = await pg.fetchval(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'leadwheel-webhook-sender'"
-            )
-            pg_cpu = 0.0
-            if sender_pg is not None:  # none yet before the warm-up
-                if not psutil.pid_exists(sender_pg):
-                    raise RuntimeError("the sender's PostgreSQL backend is not a process of this machine")
-                pg_cpu = cpu(sender_pg)
+            if not backend:
+                pid = await pg.fetchval(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'leadwheel-webhook-sender'"
+                )
+                if pid is not None:  # none yet before the warm-up
+                    if not psutil.pid_exists(pid):
+                        raise RuntimeError("the sender's PostgreSQL backend is not a process of this machine")
+                    backend.append(pid)
+            pg_cpu = cpu(backend[0]) if backend else 0.0
             marks.append((cpu(child.pid), pg_cpu, cpu(receiver.proc.pid), time.monotonic()))
 
         await write_all(300)  # warm: the sender's connection, statements and TLS connections

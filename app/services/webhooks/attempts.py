@@ -28,7 +28,7 @@ from app.settings import Environment, Settings
 def signature(secrets: Sequence[str | Webhook], msg_id: str, at: datetime, body: str) -> str:
     """`webhook-signature`: one `v1,<base64>` per secret that signs now (two during a rotation's
     overlap), space-separated, as Standard Webhooks verifies them. A signer made beforehand
-    (`Webhook(secret)`, which decodes the secret: `prepared`) may be passed instead of its secret."""
+    (`Webhook(secret)`, which decodes the secret: `prepared_for`) may be passed instead of its secret."""
     return " ".join(
         (secret if isinstance(secret, Webhook) else Webhook(secret)).sign(msg_id, at, body)
         for secret in secrets
@@ -49,11 +49,12 @@ class Prepared:
 
 
 @functools.lru_cache(maxsize=1024)
-def prepared(url: str, secrets: tuple[str, ...], environment: Environment) -> Prepared:
+def _prepare(url: str, secrets: tuple[str, ...], environment: Environment) -> Prepared:
     """Once per endpoint (and its secrets) in a process, not at every send: in a burst a send
     mostly carries one delivery, so parsing, decoding and checking were paid per webhook
-    (docs/benchmarks.md). Emptied every KEEP_PREPARED_SECONDS (`ready`): secrets rotated out, and
-    deleted endpoints', are not kept in a worker for longer."""
+    (docs/benchmarks.md). Emptied by the first send KEEP_PREPARED_SECONDS after the last emptying
+    (`prepared_for`): secrets rotated out, and deleted endpoints', are not kept past a worker's
+    next send a minute on."""
     parsed = httpx.URL(url)
     refused = outbound.check_scheme(parsed, environment)
     head = b""
@@ -74,14 +75,14 @@ KEEP_PREPARED_SECONDS = 60.0
 _emptied = time.monotonic()
 
 
-def ready(url: str, secrets: tuple[str, ...], environment: Environment) -> Prepared:
-    """`prepared`, its cache emptied when older than KEEP_PREPARED_SECONDS."""
+def prepared_for(url: str, secrets: tuple[str, ...], environment: Environment) -> Prepared:
+    """`_prepare`, its cache emptied first when older than KEEP_PREPARED_SECONDS."""
     global _emptied
     now = time.monotonic()
     if now - _emptied > KEEP_PREPARED_SECONDS:
-        prepared.cache_clear()
+        _prepare.cache_clear()
         _emptied = now
-    return prepared(url, secrets, environment)
+    return _prepare(url, secrets, environment)
 
 
 # a webhook's own lines: each value digits, hex, base64 or fixed text (never a line break)
@@ -100,19 +101,19 @@ def _count(answer: outbound.Answer) -> None:
 
 
 class Endpoint:
-    """Where an endpoint's deliveries go (`prepared` once per process)."""
+    """Where an endpoint's deliveries go (`prepared_for`: made once per process)."""
 
     def __init__(self, settings: Settings, url: str, secrets: Sequence[str]) -> None:
         self.timeout = settings.webhook_timeout_seconds
         self.source = (url, tuple(secrets))
-        self.ready = ready(url, self.source[1], settings.environment)
+        self.prepared = prepared_for(url, self.source[1], settings.environment)
 
     async def send(self, client: outbound.WebhookClient, delivery_id: uuid.UUID, body: str) -> Sent:
         """One attempt, counted in the metrics."""
         at = utcnow()
-        ready = self.ready
-        if ready.refused is not None:
-            answer = outbound.Answer(AttemptOutcome.REFUSED, 0.0, error=f"refused: {ready.refused}")
+        prepared = self.prepared
+        if prepared.refused is not None:
+            answer = outbound.Answer(AttemptOutcome.REFUSED, 0.0, error=f"refused: {prepared.refused}")
         else:
             msg_id = webhook_id(delivery_id)
             data = body.encode()
@@ -120,9 +121,10 @@ class Endpoint:
                 len(data),
                 msg_id.encode(),
                 int(at.timestamp()),
-                signature(ready.signers, msg_id, at, body).encode(),
+                signature(prepared.signers, msg_id, at, body).encode(),
             )
-            answer = await outbound.send(client, ready.url, ready.head + own + data, within=self.timeout)
+            message = prepared.head + own + data
+            answer = await outbound.send(client, prepared.url, message, within=self.timeout)
         _count(answer)
         return Sent(delivery_id, at, answer)
 

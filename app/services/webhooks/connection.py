@@ -256,9 +256,10 @@ class Connection(asyncio.Protocol):
         """Until the answer's head is read (`head`), some of its body is (`data`), or its end or
         the limit is reached; raises what ended the exchange otherwise: httpx.ReadTimeout when that
         did not come within `within` seconds (an httpx caller's read timeout), OutOfTime at
-        `deadline` (the event loop's clock: the sender's whole attempt). The timer is the loop's
-        own (call_at), set only while waiting: cheaper than an asyncio.timeout context around
-        every attempt (an object, a reschedule, and at expiry the task cancelled)."""
+        `deadline` (the event loop's clock: the sender's whole attempt), whichever is first. The
+        timer is one of the loop's own (call_at, call_later), set only while waiting: cheaper than
+        an asyncio.timeout context around every attempt (an object, a reschedule, and at expiry
+        the task cancelled)."""
         while True:
             into = self.into
             assert into is not None

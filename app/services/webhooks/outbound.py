@@ -1,6 +1,6 @@
 """Outbound HTTP to buyers' endpoints: the URL checks made when an endpoint is written, the one
-httpx client per worker process, and one attempt (`post`, or `send` with the request formatted by
-the caller: the sender's, attempts.py).
+httpx client per worker process, and one attempt (`send`, of a request the caller formatted:
+attempts.py).
 
 A URL is checked when it is written (every address its host resolves to must be public: guard.py)
 and again on every connection (transport.py connects only to checked addresses). No proxy from the
@@ -16,7 +16,7 @@ import httpx
 
 from app.errors import InvalidInput
 from app.models.webhooks import AttemptOutcome
-from app.services.webhooks.connection import Answered, OutOfTime, request_head
+from app.services.webhooks.connection import Answered, OutOfTime
 from app.services.webhooks.guard import RefusedAddress, Unresolvable, resolve
 from app.services.webhooks.transport import RefusedUrl, WebhookTransport
 from app.settings import Environment, Settings
@@ -31,7 +31,7 @@ USER_AGENT_RAW = USER_AGENT.encode()
 
 
 class WebhookClient(httpx.AsyncClient):
-    """httpx's client on the webhook transport. `post` hands its requests to the transport itself:
+    """httpx's client on the webhook transport. `send` hands its requests to the transport itself:
     a webhook needs none of the client's per-request work (cookies, auth, redirects, hooks, default
     headers merged into each request), which was a tenth of a send's CPU."""
 
@@ -107,30 +107,11 @@ class Answer:
         return self.outcome is AttemptOutcome.SUCCESS
 
 
-async def post(
-    client: WebhookClient,
-    url: str | httpx.URL,
-    *,
-    headers: dict[str, str],
-    body: bytes,
-    within: float,
-) -> Answer:
-    """One POST: a 2xx answer within `within` seconds (for everything: connecting, sending, the answer's
-    head and what is read of its body) is a success, anything else a failure saying why. Its
-    head is checked as h11 checked it (request_head)."""
-    parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
-    head = [(b"host", parsed.netloc), (b"content-length", b"%d" % len(body)), (b"user-agent", USER_AGENT_RAW)]
-    head += [(name.encode(), value.encode()) for name, value in headers.items()]
-    try:
-        message = request_head(b"POST", parsed.raw_path, head) + body
-    except httpx.LocalProtocolError as exc:  # a header that could smuggle another: never sent
-        return Answer(AttemptOutcome.CONNECTION_ERROR, 0.0, None, f"{type(exc).__name__}: {exc}")
-    return await send(client, parsed, message, within=within)
-
-
 async def send(client: WebhookClient, url: httpx.URL, message: bytes, *, within: float) -> Answer:
-    """`post` with the request already formatted (a whole HTTP/1.1 message to `url`'s origin:
-    the sender's, whose head is made once per endpoint, attempts.py)."""
+    """One request (a whole HTTP/1.1 message to `url`'s origin, formatted by the caller: the
+    sender's head is made once per endpoint, attempts.py): a 2xx answer within `within` seconds
+    (for everything: connecting, sending, the answer's head and what is read of its body) is a
+    success, anything else a failure saying why."""
     started = time.perf_counter()
     answered = Answered()
     try:

@@ -169,7 +169,7 @@ class WebhookTransport(httpx.AsyncBaseTransport):
                 connection.close()
                 if idle is None or isinstance(exc, InvalidAnswer) or into.status_code is not None:
                     raise _mapped(exc, request) from exc
-            except BaseException:  # cancelled, or out of time: half-used
+            except BaseException:  # cancelled, out of time, an httpx caller's read timeout: half-used
                 connection.close()
                 raise
             # a kept-alive connection the server had closed: once more on a new one (at least

@@ -18,15 +18,14 @@ from app.services.webhooks import outbound
 from app.settings import Environment, Settings
 from tests.factories.webhooks import LOCAL_CLIENT
 from tests.receiver import Receiver, start_receiver, statuses
+from tests.services.webhooks.posting import post
 from tests.tasks.conftest import free_port
 
 GUARDED = Settings(_env_file=None, webhook_allow_private_networks=False)  # type: ignore[call-arg]
 
 
 async def send(client: outbound.WebhookClient, url: str, timeout: float = 1.0) -> outbound.Answer:
-    return await outbound.post(
-        client, url, headers={"content-type": "application/json"}, body=b"{}", within=timeout
-    )
+    return await post(client, url, headers={"content-type": "application/json"}, body=b"{}", within=timeout)
 
 
 async def test_a_2xx_is_a_success_and_anything_else_a_failure(
@@ -226,8 +225,8 @@ async def test_a_kept_alive_connection_the_server_dropped_is_retried_once_on_a_n
     client = outbound.make_client(LOCAL_CLIENT)
     try:
         url = f"http://127.0.0.1:{port}/hook"
-        first = await outbound.post(client, url, headers={}, body=b"{}", within=2)
-        second = await outbound.post(client, url, headers={}, body=b"{}", within=2)
+        first = await post(client, url, headers={}, body=b"{}", within=2)
+        second = await post(client, url, headers={}, body=b"{}", within=2)
     finally:
         await client.aclose()
         server.close()
@@ -286,7 +285,7 @@ async def test_endpoints_on_one_origin_share_idle_connections_never_one_in_use()
 async def test_the_client_answers_as_an_httpx_client_on_the_same_transport(
     client: outbound.WebhookClient, receiver: Receiver
 ) -> None:
-    """The sender posts through the transport directly (outbound.post); the client stays a plain
+    """The sender posts through the transport directly (outbound.send); the client stays a plain
     httpx client on that transport (handle_async_request), with the same answers."""
     receiver.respond = statuses(200, 500)
     first = await client.post(receiver.url, content=b'{"a": 1}', headers={"webhook-id": "msg_1"})
