@@ -93,7 +93,7 @@ class Connection(asyncio.Protocol):
         # smuggle an answer past a proxy)
         self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         self.idle_since = 0.0  # the pool's: when its last exchange finished
-        self.deadline: float | None = None  # the current exchange's end, on the loop's clock
+        self.deadline: float | None = None  # the current exchange's end (its caller's), loop clock
         self.closed = False
         self.into: Answered | None = None  # the exchange's answer; None between exchanges
         self.limit = 0
@@ -225,12 +225,14 @@ class Connection(asyncio.Protocol):
         """Sends `message` (a whole request) and waits for its answer's head, read into `into`.
         `truncate`: the body is kept up to `limit` bytes and the rest never read (the caller then
         closes the connection); else reading pauses at `limit` until the caller `take`s what was
-        read. `no_body`: the request was HEAD. `within`, `deadline`: as for `until`."""
+        read. `no_body`: the request was HEAD. `within`, `deadline`: as for `until` (the deadline
+        kept as `self.deadline`, for reading the rest of the answer)."""
         into.status_code, into.reason, into.headers = None, b"", []
         into.body.clear()
         self.into, self.limit, self.truncate, self.no_body = into, limit, truncate, no_body
         self.head_read = self.ended = self.keep_alive = self._informational = False
         self._head_bytes = 0
+        self.deadline = deadline
         if self.closed or self.transport is None or self.transport.is_closing():
             raise Disconnected("the connection was closed before the request was sent")
         self.transport.write(message)

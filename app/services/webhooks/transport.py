@@ -143,8 +143,8 @@ class WebhookTransport(httpx.AsyncBaseTransport):
     ) -> Connection:
         """Sends the request (`message`, whole: one write) on an idle connection of its origin or
         a new one, and reads the answer's head into `into`; the caller reads the body on the
-        connection returned. `no_body`: the request is HEAD. `total_within`: all of it, the
-        connection's `deadline` (for the caller's reading of the body) set from it."""
+        connection returned (its exchange's `deadline` kept on it). `no_body`: the request is HEAD.
+        `total_within`: all of it."""
         origin: Origin = (url.raw_scheme, url.raw_host, url.port or (443 if url.scheme == "https" else 80))
         self._prune()
         idle = self._take_idle(origin)
@@ -152,7 +152,6 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         if total_within is not None:
             deadline = (idle.loop if idle else asyncio.get_running_loop()).time() + total_within
         connection = idle or await self._connect_by(origin, connect_within, deadline, request)
-        connection.deadline = deadline
         while True:
             try:
                 await connection.exchange(
@@ -176,7 +175,6 @@ class WebhookTransport(httpx.AsyncBaseTransport):
             # once: the receiver deduplicates on webhook-id should it have seen the first)
             idle = None
             connection = await self._connect_by(origin, connect_within, deadline, request)
-            connection.deadline = deadline
 
     async def _connect_by(
         self, origin: Origin, within: float | None, deadline: float | None, request: httpx.Request | None
