@@ -171,16 +171,32 @@ def report_webhooks(result: dict[str, Any], webhooks: dict[str, Any]) -> None:
 
 async def postgres_cpu(pg: Any) -> dict[int, tuple[str, float]]:
     """CPU seconds of each PostgreSQL process so far (pid -> its kind, seconds): the webhook
-    senders' connections apart from the rest, to tell a turn's cost from the engine's writes."""
-    rows = await pg.fetch("SELECT pid, application_name FROM pg_stat_activity")
+    senders' connections apart from the other connections (the engine's writes, the API's
+    reads), autovacuum and the server's own processes (WAL writer, checkpointer, ...); and, as
+    "exited", what processes that ended meanwhile took (the postmaster's children's times: an
+    autovacuum worker is gone by the end of a burst)."""
+    rows = await pg.fetch("SELECT pid, application_name, backend_type FROM pg_stat_activity")
     out = {}
+    postmaster = None
     for row in rows:
-        kind = "webhook senders" if row["application_name"] == "leadwheel-webhook-sender" else "the rest"
+        if row["application_name"] == "leadwheel-webhook-sender":
+            kind = "webhook senders"
+        elif row["backend_type"] == "client backend":
+            kind = "other connections"
+        elif row["backend_type"] == "autovacuum worker":
+            kind = "autovacuum"
+        else:
+            kind = "server"
         try:
-            t = psutil.Process(row["pid"]).cpu_times()
+            process = psutil.Process(row["pid"])
+            t = process.cpu_times()
+            postmaster = postmaster or process.parent()
         except psutil.NoSuchProcess:
             continue
         out[row["pid"]] = (kind, t.user + t.system)
+    if postmaster is not None:
+        t = postmaster.cpu_times()
+        out[0] = ("exited", t.children_user + t.children_system)
     return out
 
 
@@ -190,6 +206,8 @@ async def postgres_cpu(pg: Any) -> dict[int, tuple[str, float]]:
 # live 0.762, dead 0.824), so each kind now comes once early and once late.
 PHASES = ("none", "live", "none", "dead", "none", "dead", "none", "live", "none")
 SLOTS = len(PHASES)
+WAL_BYTES = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
+POSTGRES_KINDS = ("webhook senders", "other connections", "autovacuum", "server", "exited")
 
 
 async def webhook_bursts(
@@ -228,6 +246,7 @@ async def webhook_bursts(
             await receiver.arrivals()  # forget earlier ones
             receiver_cpu = sum(psutil.Process(receiver.proc.pid).cpu_times()[:2])
             pg_before = await postgres_cpu(pg)
+            wal_before = await pg.fetchval(WAL_BYTES)
             cpu_before = cpu_seconds(procs)
             started = time.time()
             run = await run_burst(database_url, procs, distribute, burst)
@@ -244,6 +263,7 @@ async def webhook_bursts(
                 # the CPU read here, before this benchmark's own queries of the delivery log below
                 # (each reads every delivery of the burst): they are not the service's
                 pg_after = await postgres_cpu(pg)
+                wal_after = await pg.fetchval(WAL_BYTES)
                 cpu = {
                     k2: (v - cpu_before.get(k2, 0.0)) * 1000 / run["completed"]
                     for k2, v in cpu_seconds(procs).items()
@@ -262,14 +282,15 @@ async def webhook_bursts(
                 )
                 latencies[phase] += lat
             print(line, flush=True)
-            postgres: dict[str, float] = {"webhook senders": 0.0, "the rest": 0.0}
+            postgres: dict[str, float] = dict.fromkeys(POSTGRES_KINDS, 0.0)
             if phase == "none":
                 pg_after = await postgres_cpu(pg)
+                wal_after = await pg.fetchval(WAL_BYTES)
             for pid, (kind, seconds) in pg_after.items():
                 postgres[kind] += (seconds - pg_before.get(pid, (kind, 0.0))[1]) * 1000 / run["completed"]
-            print_ms(
-                "PostgreSQL CPU ms per distribution by connection (processes alive at the end)", postgres
-            )
+            print_ms("PostgreSQL CPU ms per distribution by process", postgres)
+            wal_kib = (wal_after - wal_before) / run["completed"] / 1024
+            print(f"    WAL per distribution: {wal_kib:.1f} KiB", flush=True)
             if phase != "none":
                 # attempts that failed since the burst began, counted once the live deliveries are
                 # all in (in the dead phase the dead endpoints', one per wait of each); read
