@@ -34,12 +34,13 @@ class EmbeddedPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         mode = "delete" if self.delete_on_stop else "stop"
         self._server = get_server(self.data_dir.resolve(), cleanup_mode=mode)
-        # A new cluster creates every WAL segment it fills: 16 MB written as zeros and synced while
-        # every commit waits (60-80 ms here, every 16 MB of WAL: about 1,000 distributions), where
-        # a server that has run through a checkpoint renames old segments instead. Not zero-filling
-        # them keeps this throwaway server's commits as a running server's (docs/benchmarks.md);
-        # what it gives up is the segment's space reserved before it is written.
-        self._server.psql("ALTER SYSTEM SET wal_init_zero = off;\nSELECT pg_reload_conf();")
+        # A new cluster creates its WAL segments rather than recycling old ones, each 16 MB written
+        # as zeros and synced while every commit waits (60-80 ms, about every 1,000 distributions:
+        # docs/benchmarks.md). Not zero-filled, a segment's space is no longer reserved before it
+        # is written. Set at every start, so that data directories made before this get it too.
+        self._server.psql(
+            "\\set ON_ERROR_STOP on\nALTER SYSTEM SET wal_init_zero = off;\nSELECT pg_reload_conf();"
+        )
         exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}'")
         if "1" not in exists:
             self._server.psql(f'CREATE DATABASE "{database}"')
