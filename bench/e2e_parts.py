@@ -4,6 +4,7 @@ WebSocket feeds, a burst and its floor (the engine alone), and the fan-out floor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import statistics
 import subprocess
@@ -30,6 +31,8 @@ DISTRIBUTE = "mutation($id: UUID!) { distributeLead(leadId: $id) { id } }"
 # the benchmark's own PostgreSQL postmaster and redis-server (kind -> pid): on a machine shared with
 # other servers of the same names, only these and their children are counted
 OWN_SERVERS: dict[str, int] = {}
+# the application_name of the benchmark's own PostgreSQL connections: their CPU is not the service's
+BENCH_APPLICATION = "leadwheel-bench"
 
 
 async def find_own_servers(database_url: str, redis_url: str) -> None:
@@ -211,10 +214,15 @@ async def run_burst(
     up every run: polling faster took a tenth of PostgreSQL's CPU from the service); the end is the
     last run's finished_at (committed with it; its COMPLETED event follows within a millisecond).
     CPU is counted until the burst's notifications are sent too (the sender job batches them,
-    partly after the last run)."""
+    partly after the last run). `pg_cpu_s`: what its polls cost PostgreSQL (its connection ends
+    here: a caller reading the servers' CPU after it finds it among the processes that exited)."""
     import asyncpg
 
-    pg = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    pg = await asyncpg.connect(
+        database_url.replace("postgresql+asyncpg://", "postgresql://"),
+        server_settings={"application_name": BENCH_APPLICATION},
+    )
+    backend = psutil.Process(await pg.fetchval("SELECT pg_backend_pid()"))
     sem = asyncio.Semaphore(32)
 
     waits: list[float] = []
@@ -247,10 +255,15 @@ async def run_burst(
             await asyncio.sleep(0.05)
         mailed = time.time() - started
         cpu = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_seconds(procs).items()}
+        pg_cpu = sum(backend.cpu_times()[:2])
     finally:
         await pg.close()
+    # gone and reaped before the caller reads the servers' CPU: counted among the exited by then
+    with contextlib.suppress(psutil.TimeoutExpired):
+        await asyncio.to_thread(backend.wait, 5)
     return {
         "completed": done,
+        "pg_cpu_s": pg_cpu,
         "dist_per_s": round(done / (finished - started), 1),
         "requests_per_s": round(len(burst) / (sent - started), 1),
         "mailed_s": mailed,

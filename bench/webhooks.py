@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import psutil
 import trustme
-from e2e_parts import cpu_seconds, pct, print_ms, run_burst, warm_pipeline
+from e2e_parts import BENCH_APPLICATION, cpu_seconds, pct, print_ms, run_burst, warm_pipeline
 from harness import floor_drift, free_port, libpq, report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,16 +171,20 @@ def report_webhooks(result: dict[str, Any], webhooks: dict[str, Any]) -> None:
 
 async def postgres_cpu(pg: Any) -> dict[int, tuple[str, float]]:
     """CPU seconds of each PostgreSQL process so far (pid -> its kind, seconds): the webhook
-    senders' connections apart from the other connections (the engine's writes, the API's
-    reads), autovacuum and the server's own processes (WAL writer, checkpointer, ...); and, as
-    "exited", what processes that ended meanwhile took (the postmaster's children's times: an
-    autovacuum worker is gone by the end of a burst)."""
+    senders' connections; this benchmark's own (BENCH_APPLICATION); the other connections (the
+    engine's writes, the API's reads, the scheduler's sweeps); autovacuum; and the server's own
+    processes (WAL writer, checkpointer, I/O workers, ...). Under pid 0, as "exited", the CPU of
+    every child the postmaster has reaped, over its whole life (an autovacuum worker is gone by the
+    end of a burst): `cpu_by_kind` takes off what such a process had before. The postmaster's own
+    CPU is not counted."""
     rows = await pg.fetch("SELECT pid, application_name, backend_type FROM pg_stat_activity")
     out = {}
     postmaster = None
     for row in rows:
         if row["application_name"] == "leadwheel-webhook-sender":
             kind = "webhook senders"
+        elif row["application_name"] == BENCH_APPLICATION:
+            kind = "benchmark"
         elif row["backend_type"] == "client backend":
             kind = "other connections"
         elif row["backend_type"] == "autovacuum worker":
@@ -200,6 +204,24 @@ async def postgres_cpu(pg: Any) -> dict[int, tuple[str, float]]:
     return out
 
 
+def cpu_by_kind(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], pg_cpu_s: float
+) -> dict[str, float]:
+    """PostgreSQL's CPU seconds between two `postgres_cpu` readings, by kind. A process that ended
+    in between is counted under "exited" for its part after `before` only; `pg_cpu_s`, what the
+    burst's own polling connection took (it ends within the burst: among the exited), goes to
+    "benchmark"."""
+    out = dict.fromkeys(POSTGRES_KINDS, 0.0)
+    for pid, (kind, seconds) in after.items():
+        out[kind] += seconds - before.get(pid, (kind, 0.0))[1]
+    for pid, (_, seconds) in before.items():
+        if pid and pid not in after:
+            out["exited"] -= seconds
+    out["exited"] -= pg_cpu_s
+    out["benchmark"] += pg_cpu_s
+    return out
+
+
 # (d)'s bursts: each kind with endpoints twice, in the order live, dead, dead, live, every one between
 # two bursts without endpoints, and each kind's ratio the mean of its two. With one of each, the
 # second was the slower in seven runs of nine, whichever kind it was (with the dead burst first:
@@ -207,7 +229,7 @@ async def postgres_cpu(pg: Any) -> dict[int, tuple[str, float]]:
 PHASES = ("none", "live", "none", "dead", "none", "dead", "none", "live", "none")
 SLOTS = len(PHASES)
 WAL_BYTES = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
-POSTGRES_KINDS = ("webhook senders", "other connections", "autovacuum", "server", "exited")
+POSTGRES_KINDS = ("webhook senders", "other connections", "autovacuum", "server", "exited", "benchmark")
 
 
 async def webhook_bursts(
@@ -225,7 +247,7 @@ async def webhook_bursts(
     delivery has arrived; their latencies are those of both bursts of a kind."""
     import asyncpg
 
-    pg = await asyncpg.connect(libpq(database_url))
+    pg = await asyncpg.connect(libpq(database_url), server_settings={"application_name": BENCH_APPLICATION})
     out: dict[str, Any] = {}
     try:
         await add_endpoints(pg, receiver.url)
@@ -261,7 +283,7 @@ async def webhook_bursts(
             if phase != "none":
                 done = await wait_delivered(pg, since, receiver.url)
                 # the CPU read here, before this benchmark's own queries of the delivery log below
-                # (each reads every delivery of the burst): they are not the service's
+                # (each reads every delivery of the burst: its connection's CPU is apart anyway)
                 pg_after = await postgres_cpu(pg)
                 wal_after = await pg.fetchval(WAL_BYTES)
                 cpu = {
@@ -282,12 +304,13 @@ async def webhook_bursts(
                 )
                 latencies[phase] += lat
             print(line, flush=True)
-            postgres: dict[str, float] = dict.fromkeys(POSTGRES_KINDS, 0.0)
             if phase == "none":
                 pg_after = await postgres_cpu(pg)
                 wal_after = await pg.fetchval(WAL_BYTES)
-            for pid, (kind, seconds) in pg_after.items():
-                postgres[kind] += (seconds - pg_before.get(pid, (kind, 0.0))[1]) * 1000 / run["completed"]
+            postgres = {
+                kind: seconds * 1000 / run["completed"]
+                for kind, seconds in cpu_by_kind(pg_before, pg_after, run["pg_cpu_s"]).items()
+            }
             print_ms("PostgreSQL CPU ms per distribution by process", postgres)
             wal_kib = (wal_after - wal_before) / run["completed"] / 1024
             print(f"    WAL per distribution: {wal_kib:.1f} KiB", flush=True)
