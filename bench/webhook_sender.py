@@ -49,7 +49,7 @@ from app.runtime import tune_gc
 from app.services import billing
 from app.services.audit import SYSTEM
 from app.services.webhooks.outbound import make_client
-from app.services.webhooks.sender import WebhookSender
+from app.services.webhooks.sender import APPLICATION_NAME, WebhookSender
 from app.settings import Environment, Settings
 
 ENDPOINTS = 60
@@ -211,7 +211,7 @@ async def measure(database_url: str, webhooks: int, rate: float, *, leased: bool
             """The CPU so far of the three processes measured, and the time, as the writes start."""
             if not backend:
                 pid = await pg.fetchval(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'leadwheel-webhook-sender'"
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = $1", APPLICATION_NAME
                 )
                 if pid is not None:  # none yet before the warm-up
                     if not psutil.pid_exists(pid):

@@ -21,6 +21,8 @@ import trustme
 from e2e_parts import BENCH_APPLICATION, cpu_seconds, pct, print_ms, run_burst, warm_pipeline
 from harness import floor_drift, free_port, libpq, report
 
+from app.services.webhooks.sender import APPLICATION_NAME as SENDER_APPLICATION
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -181,7 +183,7 @@ async def postgres_cpu(pg: Any) -> dict[int, tuple[str, float]]:
     out = {}
     postmaster = None
     for row in rows:
-        if row["application_name"] == "leadwheel-webhook-sender":
+        if row["application_name"] == SENDER_APPLICATION:
             kind = "webhook senders"
         elif row["application_name"] == BENCH_APPLICATION:
             kind = "benchmark"

@@ -45,6 +45,10 @@ from app.settings import Settings
 log = logging.getLogger("leadwheel.webhooks")
 
 
+# what a sender's PostgreSQL connection is named (pg_stat_activity): the benchmarks read its CPU
+APPLICATION_NAME = "leadwheel-webhook-sender"
+
+
 @dataclass
 class _Leased:
     """Deliveries leased to this sender for one endpoint, sent one at a time in the order written,
@@ -76,7 +80,7 @@ async def sender_connection(db: Database) -> asyncpg.Connection:
             # hold for every statement of this connection (turns, holds, send_due):
             # each reads a few rows by key
             "enable_seqscan": "off",
-            "application_name": "leadwheel-webhook-sender",
+            "application_name": APPLICATION_NAME,
         },
     )
 
