@@ -230,8 +230,67 @@ def cpu_by_kind(
 # live 0.762, dead 0.824), so each kind now comes once early and once late.
 PHASES = ("none", "live", "none", "dead", "none", "dead", "none", "live", "none")
 SLOTS = len(PHASES)
-WAL_BYTES = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
 POSTGRES_KINDS = ("webhook senders", "other connections", "autovacuum", "server", "exited", "benchmark")
+WAL_WRITTEN = """SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS bytes,
+                         (SELECT wal_fpi FROM pg_stat_wal) AS fpi"""
+
+
+async def wal_state(pg: Any) -> tuple[int, int, int]:
+    """WAL bytes so far, full-page images written so far, and checkpoints started so far (a
+    checkpoint's first change to each page after it starts logs the whole page: a burst that meets
+    one writes more WAL, and works more, than one that does not)."""
+    from asyncpg.exceptions import UndefinedTableError
+
+    row = await pg.fetchrow(WAL_WRITTEN)
+    try:
+        started = await pg.fetchval("SELECT num_timed + num_requested FROM pg_stat_checkpointer")
+    except UndefinedTableError:  # before PostgreSQL 17: the bgwriter's view
+        started = await pg.fetchval("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
+    return int(row["bytes"]), int(row["fpi"]), int(started)
+
+
+MAINTENANCE = """SELECT relname, autovacuum_count AS vacuums, autoanalyze_count AS analyzes
+                  FROM pg_stat_user_tables"""
+
+
+async def maintenance(pg: Any) -> dict[str, tuple[int, int]]:
+    """Autovacuum's runs so far, by table: (vacuums, analyzes)."""
+    return {r["relname"]: (r["vacuums"], r["analyzes"]) for r in await pg.fetch(MAINTENANCE)}
+
+
+def maintained(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> str:
+    """What autovacuum ran on meanwhile: "leads (analyze), audit_log (vacuum)", or "none"."""
+    ran = []
+    for table, (vacuums, analyzes) in sorted(after.items()):
+        was = before.get(table, (0, 0))
+        kinds = [k for k, n in (("vacuum", vacuums - was[0]), ("analyze", analyzes - was[1])) if n > 0]
+        if kinds:
+            ran.append(f"{table} ({', '.join(kinds)})")
+    return ", ".join(ran) or "none"
+
+
+# Autovacuum's launcher visits a database once a minute, then works on every table past its
+# threshold: in each of ten runs one burst of (d) had 0.65-1.2 ms of CPU per distribution from a
+# process that exited, or from outside the measured ones (a floor in six runs, a burst with
+# endpoints in four; the one run that named the tables: nine tables in a floor, then the
+# deliveries in the next burst). So during (d) autovacuum is off on this run's database (its own,
+# dropped after), and the tables are vacuumed and analyzed between bursts instead, every burst
+# starting alike.
+AUTOVACUUM_OFF = """DO $$ DECLARE t record; BEGIN
+    FOR t IN SELECT relid::regclass AS rel FROM pg_stat_user_tables LOOP
+        EXECUTE format('ALTER TABLE %s SET (autovacuum_enabled = false, toast.autovacuum_enabled = false)', t.rel);
+    END LOOP;
+END $$"""
+
+
+async def housekeeping(pg: Any) -> float:
+    """VACUUM (ANALYZE) of the database between bursts: what a burst left, done outside every
+    burst. Returns the CPU seconds it took PostgreSQL, printed for the burst before it (that cost is
+    in no burst's rate)."""
+    backend = psutil.Process(pg.get_server_pid())
+    before = sum(backend.cpu_times()[:2])
+    await pg.execute("VACUUM (ANALYZE)")
+    return sum(backend.cpu_times()[:2]) - before
 
 
 async def webhook_bursts(
@@ -245,8 +304,9 @@ async def webhook_bursts(
     """(d): the interleaved burst with an endpoint for every buyer, and with one dead endpoint per
     niche, each twice (PHASES), each between two bursts without endpoints (the floor: load from
     elsewhere that drifts during the run hits both alike), after a warm-up of the webhook path
-    (warm_pipeline's leads, every endpoint live). The webhooks' figures count until the last live
-    delivery has arrived; their latencies are those of both bursts of a kind."""
+    (warm_pipeline's leads, every endpoint live). Autovacuum is off meanwhile, the database
+    vacuumed and analyzed between bursts instead (AUTOVACUUM_OFF). The webhooks' figures count
+    until the last live delivery has arrived; their latencies are those of both bursts of a kind."""
     import asyncpg
 
     pg = await asyncpg.connect(libpq(database_url), server_settings={"application_name": BENCH_APPLICATION})
@@ -261,6 +321,8 @@ async def webhook_bursts(
         since = await pg.fetchval("SELECT now()")
         await warm_pipeline(database_url, procs, distribute, len(pools))
         await wait_delivered(pg, since, receiver.url)
+        await pg.execute(AUTOVACUUM_OFF)
+        await housekeeping(pg)
         rates: list[float] = []
         latencies: dict[str, list[float]] = {"live": [], "dead": []}
         for k, phase in enumerate(PHASES):
@@ -270,7 +332,8 @@ async def webhook_bursts(
             await receiver.arrivals()  # forget earlier ones
             receiver_cpu = sum(psutil.Process(receiver.proc.pid).cpu_times()[:2])
             pg_before = await postgres_cpu(pg)
-            wal_before = await pg.fetchval(WAL_BYTES)
+            autovacuum_before = await maintenance(pg)
+            wal_before = await wal_state(pg)
             cpu_before = cpu_seconds(procs)
             started = time.time()
             run = await run_burst(database_url, procs, distribute, burst)
@@ -287,7 +350,7 @@ async def webhook_bursts(
                 # the CPU read here, before this benchmark's own queries of the delivery log below
                 # (each reads every delivery of the burst: its connection's CPU is apart anyway)
                 pg_after = await postgres_cpu(pg)
-                wal_after = await pg.fetchval(WAL_BYTES)
+                wal_after = await wal_state(pg)
                 cpu = {
                     k2: (v - cpu_before.get(k2, 0.0)) * 1000 / run["completed"]
                     for k2, v in cpu_seconds(procs).items()
@@ -297,6 +360,7 @@ async def webhook_bursts(
                     * 1000
                     / run["completed"]
                 )
+                cpu["elsewhere"] -= cpu["receiver"]
                 arrivals = await receiver.arrivals()
                 lat = await latencies_ms(pg, since, arrivals)
                 split = await latency_split_ms(pg, since, arrivals)
@@ -308,14 +372,22 @@ async def webhook_bursts(
             print(line, flush=True)
             if phase == "none":
                 pg_after = await postgres_cpu(pg)
-                wal_after = await pg.fetchval(WAL_BYTES)
+                wal_after = await wal_state(pg)
             postgres = {
                 kind: seconds * 1000 / run["completed"]
                 for kind, seconds in cpu_by_kind(pg_before, pg_after, run["pg_cpu_s"]).items()
             }
             print_ms("PostgreSQL CPU ms per distribution by process", postgres)
-            wal_kib = (wal_after - wal_before) / run["completed"] / 1024
-            print(f"    WAL per distribution: {wal_kib:.1f} KiB", flush=True)
+            print(
+                f"    autovacuum ran on: {maintained(autovacuum_before, await maintenance(pg))}", flush=True
+            )
+            wal_kib = (wal_after[0] - wal_before[0]) / run["completed"] / 1024
+            fpi = (wal_after[1] - wal_before[1]) / run["completed"]
+            print(
+                f"    WAL per distribution: {wal_kib:.1f} KiB, {fpi:.2f} full-page images;"
+                f" checkpoints started: {wal_after[2] - wal_before[2]}",
+                flush=True,
+            )
             if phase != "none":
                 # attempts that failed since the burst began, counted once the live deliveries are
                 # all in (in the dead phase the dead endpoints', one per wait of each); read
@@ -341,6 +413,11 @@ async def webhook_bursts(
             print(
                 f"    CPU ms per distribution{' (with its webhooks)' if phase != 'none' else ''}: "
                 + ", ".join(f"{k2} {v:.2f}" for k2, v in cpu.items()),
+                flush=True,
+            )
+            vacuum_ms = await housekeeping(pg) * 1000 / run["completed"]
+            print(
+                f"    then VACUUM (ANALYZE), outside the burst: {vacuum_ms:.2f} ms CPU per distribution",
                 flush=True,
             )
         summary: dict[str, Any] = {}
