@@ -9,10 +9,11 @@ together with the load generator.
 (d) webhooks: the interleaved burst with every buyer having an endpoint on a local https receiver
     (bench/webhook_receiver.py), and with one of them per niche dead (connection refused), each
     twice (live, dead, dead, live: with one of each, the second was the slower in seven runs of
-    nine, whichever kind it was), each between two bursts without endpoints; autovacuum off
-    meanwhile and the database vacuumed and analyzed between bursts (it had landed in one burst,
-    the same one run after run); webhook_p50_ms / webhook_p99_ms: engine write (a delivery's
-    created_at, in the distribution's statement) -> the receiver has the request
+    nine, whichever kind it was), each between two bursts without endpoints; autovacuum off on
+    the tables meanwhile and the database vacuumed and analyzed between bursts (in every run it
+    had landed in one of the bursts, a floor or one with endpoints); webhook_p50_ms /
+    webhook_p99_ms: engine write (a delivery's created_at, in the distribution's statement) -> the
+    receiver has the request
 
 Absolute figures differ 2-3x between machines, so two floors are measured in the same run on the
 same servers, and the figures with targets are ratios to them:

@@ -53,8 +53,7 @@ async def find_own_servers(database_url: str, redis_url: str) -> None:
 
 def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> dict[str, float]:
     """CPU seconds used so far by the API, the workers (with their children), PostgreSQL, Redis
-    and this client: where a distribution's cost goes; and the machine's besides (`elsewhere`,
-    `steal`)."""
+    and this client: where a distribution's cost goes."""
     out = {"api": 0.0, "workers": 0.0, "postgres": 0.0, "redis": 0.0, "client": 0.0}
     for kind, pid in OWN_SERVERS.items():
         try:
@@ -78,13 +77,6 @@ def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> dict[str, float]:
             out[kind] += p.info["cpu_times"].user + p.info["cpu_times"].system
     me = psutil.Process().cpu_times()
     out["client"] = me.user + me.system
-    # the machine's: busy outside the processes above (other processes, interrupts, exited ones'
-    # share), and time the hypervisor gave to others (steal): a burst slowed by either is not
-    # slowed by what it measures
-    machine = psutil.cpu_times()
-    busy = machine.user + machine.nice + machine.system + machine.irq + machine.softirq
-    out["elsewhere"] = busy - sum(out.values())
-    out["steal"] = machine.steal
     return out
 
 

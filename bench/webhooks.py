@@ -231,31 +231,24 @@ def cpu_by_kind(
 PHASES = ("none", "live", "none", "dead", "none", "dead", "none", "live", "none")
 SLOTS = len(PHASES)
 POSTGRES_KINDS = ("webhook senders", "other connections", "autovacuum", "server", "exited", "benchmark")
-WAL_WRITTEN = """SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS bytes,
-                         (SELECT wal_fpi FROM pg_stat_wal) AS fpi"""
+WAL_BYTES = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
 
 
-async def wal_state(pg: Any) -> tuple[int, int, int]:
-    """WAL bytes so far, full-page images written so far, and checkpoints started so far (a
-    checkpoint's first change to each page after it starts logs the whole page: a burst that meets
-    one writes more WAL, and works more, than one that does not)."""
-    from asyncpg.exceptions import UndefinedTableError
-
-    row = await pg.fetchrow(WAL_WRITTEN)
-    try:
-        started = await pg.fetchval("SELECT num_timed + num_requested FROM pg_stat_checkpointer")
-    except UndefinedTableError:  # before PostgreSQL 17: the bgwriter's view
-        started = await pg.fetchval("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
-    return int(row["bytes"]), int(row["fpi"]), int(started)
+def machine_seconds() -> tuple[float, float]:
+    """The whole machine's busy CPU seconds so far (every process, the kernel's threads and
+    interrupts), and its steal (time the hypervisor gave to others)."""
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + t.irq + t.softirq, t.steal
 
 
-MAINTENANCE = """SELECT relname, autovacuum_count AS vacuums, autoanalyze_count AS analyzes
-                  FROM pg_stat_user_tables"""
+MAINTENANCE = """SELECT relid::regclass::text AS name, autovacuum_count AS vacuums,
+                         autoanalyze_count AS analyzes
+                  FROM pg_stat_all_tables"""
 
 
 async def maintenance(pg: Any) -> dict[str, tuple[int, int]]:
-    """Autovacuum's runs so far, by table: (vacuums, analyzes)."""
-    return {r["relname"]: (r["vacuums"], r["analyzes"]) for r in await pg.fetch(MAINTENANCE)}
+    """Autovacuum's runs so far, by table, the system catalogs' too: (vacuums, analyzes)."""
+    return {r["name"]: (r["vacuums"], r["analyzes"]) for r in await pg.fetch(MAINTENANCE)}
 
 
 def maintained(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> str:
@@ -273,23 +266,27 @@ def maintained(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, i
 # threshold: in each of ten runs one burst of (d) had 0.65-1.2 ms of CPU per distribution from a
 # process that exited, or from outside the measured ones (a floor in six runs, a burst with
 # endpoints in four; the one run that named the tables: nine tables in a floor, then the
-# deliveries in the next burst). So during (d) autovacuum is off on this run's database (its own,
-# dropped after), and the tables are vacuumed and analyzed between bursts instead, every burst
-# starting alike.
-AUTOVACUUM_OFF = """DO $$ DECLARE t record; BEGIN
+# deliveries in the next burst). So during (d) autovacuum is off on this run's tables (its own
+# database, dropped after; set back on after (d): (c) follows in a full run), and the database is
+# vacuumed and analyzed between bursts instead, every burst starting alike. The system catalogs
+# keep theirs (ANALYZE rewrites pg_statistic): each burst prints what autovacuum ran on.
+AUTOVACUUM = """DO $$ DECLARE t record; BEGIN
     FOR t IN SELECT relid::regclass AS rel FROM pg_stat_user_tables LOOP
-        EXECUTE format('ALTER TABLE %s SET (autovacuum_enabled = false, toast.autovacuum_enabled = false)', t.rel);
+        EXECUTE format('ALTER TABLE %s {}', t.rel);
     END LOOP;
 END $$"""
+AUTOVACUUM_OFF = AUTOVACUUM.format("SET (autovacuum_enabled = false, toast.autovacuum_enabled = false)")
+AUTOVACUUM_ON = AUTOVACUUM.format("RESET (autovacuum_enabled, toast.autovacuum_enabled)")
 
 
 async def housekeeping(pg: Any) -> float:
     """VACUUM (ANALYZE) of the database between bursts: what a burst left, done outside every
-    burst. Returns the CPU seconds it took PostgreSQL, printed for the burst before it (that cost is
-    in no burst's rate)."""
+    burst. Returns the CPU seconds its backend took (PARALLEL 0: no worker of its own; the pages it
+    dirtied are written out later, by others), printed for the burst before it: that cost is in
+    no burst's rate."""
     backend = psutil.Process(pg.get_server_pid())
     before = sum(backend.cpu_times()[:2])
-    await pg.execute("VACUUM (ANALYZE)")
+    await pg.execute("VACUUM (ANALYZE, PARALLEL 0)")
     return sum(backend.cpu_times()[:2]) - before
 
 
@@ -304,9 +301,13 @@ async def webhook_bursts(
     """(d): the interleaved burst with an endpoint for every buyer, and with one dead endpoint per
     niche, each twice (PHASES), each between two bursts without endpoints (the floor: load from
     elsewhere that drifts during the run hits both alike), after a warm-up of the webhook path
-    (warm_pipeline's leads, every endpoint live). Autovacuum is off meanwhile, the database
-    vacuumed and analyzed between bursts instead (AUTOVACUUM_OFF). The webhooks' figures count
-    until the last live delivery has arrived; their latencies are those of both bursts of a kind."""
+    (warm_pipeline's leads, every endpoint live). Autovacuum is off on its tables meanwhile, the
+    database vacuumed and analyzed between bursts instead (AUTOVACUUM). Each burst's CPU is read
+    from its start until its last notification is sent and, with endpoints, its last live webhook
+    has arrived; `elsewhere` is what the machine was busy with besides the processes listed: other
+    processes, the kernel's threads and interrupts (loopback networking, WAL flushes), and any
+    listed process that exited meanwhile, for its whole life (the burst's own polling
+    connection). The webhooks' latencies are those of both bursts of a kind."""
     import asyncpg
 
     pg = await asyncpg.connect(libpq(database_url), server_settings={"application_name": BENCH_APPLICATION})
@@ -333,7 +334,8 @@ async def webhook_bursts(
             receiver_cpu = sum(psutil.Process(receiver.proc.pid).cpu_times()[:2])
             pg_before = await postgres_cpu(pg)
             autovacuum_before = await maintenance(pg)
-            wal_before = await wal_state(pg)
+            wal_before = await pg.fetchval(WAL_BYTES)
+            machine_before = machine_seconds()
             cpu_before = cpu_seconds(procs)
             started = time.time()
             run = await run_burst(database_url, procs, distribute, burst)
@@ -344,23 +346,19 @@ async def webhook_bursts(
                 "dead": "a dead endpoint per niche",
             }
             line = f"(d) burst of {len(burst)}, {label[phase]}: {run['dist_per_s']} distributions/s"
-            cpu = run["cpu_ms"]
             if phase != "none":
                 done = await wait_delivered(pg, since, receiver.url)
-                # the CPU read here, before this benchmark's own queries of the delivery log below
-                # (each reads every delivery of the burst: its connection's CPU is apart anyway)
-                pg_after = await postgres_cpu(pg)
-                wal_after = await wal_state(pg)
-                cpu = {
-                    k2: (v - cpu_before.get(k2, 0.0)) * 1000 / run["completed"]
-                    for k2, v in cpu_seconds(procs).items()
-                }
-                cpu["receiver"] = (
-                    (sum(psutil.Process(receiver.proc.pid).cpu_times()[:2]) - receiver_cpu)
-                    * 1000
-                    / run["completed"]
-                )
-                cpu["elsewhere"] -= cpu["receiver"]
+            # the CPU read here, before this benchmark's own queries of the delivery log below
+            # (each reads every delivery of the burst: its connection's CPU is apart anyway)
+            pg_after = await postgres_cpu(pg)
+            wal_after = await pg.fetchval(WAL_BYTES)
+            cpu = {k2: v - cpu_before.get(k2, 0.0) for k2, v in cpu_seconds(procs).items()}
+            if phase != "none":
+                cpu["receiver"] = sum(psutil.Process(receiver.proc.pid).cpu_times()[:2]) - receiver_cpu
+            busy, steal = (now - was for now, was in zip(machine_seconds(), machine_before, strict=True))
+            cpu |= {"elsewhere": busy - sum(cpu.values()), "steal": steal}
+            cpu = {k2: v * 1000 / run["completed"] for k2, v in cpu.items()}
+            if phase != "none":
                 arrivals = await receiver.arrivals()
                 lat = await latencies_ms(pg, since, arrivals)
                 split = await latency_split_ms(pg, since, arrivals)
@@ -370,9 +368,6 @@ async def webhook_bursts(
                 )
                 latencies[phase] += lat
             print(line, flush=True)
-            if phase == "none":
-                pg_after = await postgres_cpu(pg)
-                wal_after = await wal_state(pg)
             postgres = {
                 kind: seconds * 1000 / run["completed"]
                 for kind, seconds in cpu_by_kind(pg_before, pg_after, run["pg_cpu_s"]).items()
@@ -381,13 +376,8 @@ async def webhook_bursts(
             print(
                 f"    autovacuum ran on: {maintained(autovacuum_before, await maintenance(pg))}", flush=True
             )
-            wal_kib = (wal_after[0] - wal_before[0]) / run["completed"] / 1024
-            fpi = (wal_after[1] - wal_before[1]) / run["completed"]
-            print(
-                f"    WAL per distribution: {wal_kib:.1f} KiB, {fpi:.2f} full-page images;"
-                f" checkpoints started: {wal_after[2] - wal_before[2]}",
-                flush=True,
-            )
+            wal_kib = (wal_after - wal_before) / run["completed"] / 1024
+            print(f"    WAL per distribution: {wal_kib:.1f} KiB", flush=True)
             if phase != "none":
                 # attempts that failed since the burst began, counted once the live deliveries are
                 # all in (in the dead phase the dead endpoints', one per wait of each); read
@@ -415,11 +405,13 @@ async def webhook_bursts(
                 + ", ".join(f"{k2} {v:.2f}" for k2, v in cpu.items()),
                 flush=True,
             )
-            vacuum_ms = await housekeeping(pg) * 1000 / run["completed"]
-            print(
-                f"    then VACUUM (ANALYZE), outside the burst: {vacuum_ms:.2f} ms CPU per distribution",
-                flush=True,
-            )
+            if k < len(PHASES) - 1:
+                vacuum_ms = await housekeeping(pg) * 1000 / run["completed"]
+                print(
+                    f"    then VACUUM (ANALYZE), outside the bursts: {vacuum_ms:.2f} ms CPU per distribution",
+                    flush=True,
+                )
+        await pg.execute(AUTOVACUUM_ON)
         summary: dict[str, Any] = {}
         ratios: dict[str, list[float]] = {"live": [], "dead": []}
         each = []
