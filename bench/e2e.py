@@ -85,7 +85,7 @@ from app.settings import Settings  # noqa: E402
 from app.tasks.broker import worker_argv  # noqa: E402
 
 # the bursts' leads, in groups of burst/20 per niche from the back of each niche's: (b) takes groups 1
-# and 2 and the last, (d) the nine between (bench/webhooks.py PHASES)
+# and 2 and the last, (d) the ten between (bench/webhooks.py SLOTS)
 LAST_SLOT = 3 + SLOTS
 
 
