@@ -264,10 +264,10 @@ def maintained(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, i
 
 
 # Autovacuum's launcher visits a database once a minute, then works on every table past its
-# threshold: in nine runs of eleven, one burst of (d) had 0.4-0.9 ms of PostgreSQL's CPU per
+# threshold: in thirteen runs of fifteen, one burst of (d) had 0.4-0.9 ms of PostgreSQL's CPU per
 # distribution from autovacuum or a process that exited in it (a floor in six runs, a burst with
-# endpoints in three; the one run that named the tables: nine tables in a floor, then the
-# deliveries in the next burst). So during (d) autovacuum is off on this run's tables (its own
+# endpoints in seven: the second dead burst in all four runs of one series; the one run that
+# named the tables: nine tables in a floor, then the deliveries in the next burst). So during (d) autovacuum is off on this run's tables (its own
 # database, dropped after; set back on after (d): (c) follows in a full run), and the database is
 # vacuumed and analyzed between bursts instead, every burst starting alike. The system catalogs
 # keep theirs (ANALYZE rewrites pg_statistic): each burst prints what autovacuum ran on.
