@@ -10,8 +10,8 @@ together with the load generator.
     (bench/webhook_receiver.py), and with one of them per niche dead (connection refused), each
     twice (live, dead, dead, live: with one of each, the second was the slower in seven runs of
     nine, whichever kind it was), each between two bursts without endpoints; autovacuum off on
-    the tables meanwhile and the database vacuumed and analyzed between bursts (in every run it
-    had landed in one of the bursts, a floor or one with endpoints); webhook_p50_ms /
+    the tables meanwhile and the database vacuumed and analyzed between bursts (in thirteen runs
+    of fifteen it had landed in one of the bursts, a floor or one with endpoints); webhook_p50_ms /
     webhook_p99_ms: engine write (a delivery's created_at, in the distribution's statement) -> the
     receiver has the request
 

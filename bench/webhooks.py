@@ -267,10 +267,11 @@ def maintained(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, i
 # threshold: in thirteen runs of fifteen, one burst of (d) had 0.4-0.9 ms of PostgreSQL's CPU per
 # distribution from autovacuum or a process that exited in it (a floor in six runs, a burst with
 # endpoints in seven: the second dead burst in all four runs of one series; the one run that
-# named the tables: nine tables in a floor, then the deliveries in the next burst). So during (d) autovacuum is off on this run's tables (its own
-# database, dropped after; set back on after (d): (c) follows in a full run), and the database is
-# vacuumed and analyzed between bursts instead, every burst starting alike. The system catalogs
-# keep theirs (ANALYZE rewrites pg_statistic): each burst prints what autovacuum ran on.
+# named the tables: nine tables in a floor, then the deliveries in the next burst). So during
+# (d) autovacuum is off on this run's tables (its own database, dropped after; set back on after
+# (d): (c) follows in a full run), and the database is vacuumed and analyzed between bursts
+# instead, every burst starting alike. The system catalogs keep theirs (ANALYZE rewrites
+# pg_statistic): each burst prints what autovacuum ran on.
 AUTOVACUUM = """DO $$ DECLARE t record; BEGIN
     FOR t IN SELECT relid::regclass AS rel FROM pg_stat_user_tables LOOP
         EXECUTE format('ALTER TABLE %s {}', t.rel);
@@ -302,13 +303,14 @@ async def webhook_bursts(
     """(d): the interleaved burst with an endpoint for every buyer, and with one dead endpoint per
     niche, each twice (PHASES), each between two bursts without endpoints (the floor: load from
     elsewhere that drifts during the run hits both alike), after a warm-up of the webhook path
-    (warm_pipeline's leads, then a whole burst, every endpoint live). Autovacuum is off on its tables meanwhile, the
-    database vacuumed and analyzed between bursts instead (AUTOVACUUM). Each burst's CPU is read
-    from its start until its last notification is sent and, with endpoints, its last live webhook
-    has arrived; `elsewhere` is what the machine was busy with besides the processes listed: other
-    processes, the kernel's threads and interrupts (loopback networking, WAL flushes), and any
-    listed process that exited meanwhile, for its whole life (the burst's own polling
-    connection). The webhooks' latencies are those of both bursts of a kind."""
+    (warm_pipeline's leads, then a whole burst, every endpoint live). Autovacuum is off on its
+    tables meanwhile, the database vacuumed and analyzed between bursts instead (AUTOVACUUM).
+    Each burst's CPU is read from its start until its last notification is sent and, with
+    endpoints, its last live webhook has arrived; `elsewhere` is what the machine was busy with
+    besides the processes listed: other processes, the kernel's threads and interrupts (loopback
+    networking, WAL flushes), and any listed process that exited meanwhile, for its whole life
+    (the burst's own polling connection). The webhooks' latencies are those of both bursts of a
+    kind."""
     import asyncpg
 
     pg = await asyncpg.connect(libpq(database_url), server_settings={"application_name": BENCH_APPLICATION})
