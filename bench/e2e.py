@@ -74,6 +74,7 @@ from e2e_parts import (  # noqa: E402
     print_ms,
     run_burst,
     seed,
+    slot_leads,
     start_feeds,
     warm_pipeline,
 )
@@ -100,6 +101,7 @@ async def pipeline_bursts(
     """(b), into `result`; returns pipeline_ratio: the mean, over two interleaved bursts, of each
     one's rate over the mean of its floor just before and just after it."""
     niche_ids = list(leads)
+    pools = [leads[n] for n in niche_ids]
     # (b) bursts over 20 niches: as traffic from many niches arrives (interleaved), and each
     # niche's leads in a row (grouped: the workers' runs mostly wait on one niche's lock).
     # Each interleaved one between two runs of its floor, the engine alone on the same
@@ -109,18 +111,15 @@ async def pipeline_bursts(
     concurrency = 2 * Settings().worker_concurrency
     per_niche = args.burst // len(niche_ids)
 
-    def interleaved(slot: int) -> list[str]:  # the slot-th group of per_niche leads from the back
-        return [leads[n][-slot * per_niche + i] for i in range(per_niche) for n in niche_ids]
-
     grouped = [lid for n in niche_ids for lid in leads[n][-2 * per_niche : -per_niche]]
     await warm_pipeline(database_url, procs, distribute, len(niche_ids))
     floors: list[float] = []
     rates: list[float] = []
     steps: list[tuple[str, list[str]]] = [
         ("alone", []),
-        ("interleaved", interleaved(1)),
+        ("interleaved", slot_leads(pools, per_niche, 1)),
         ("alone", []),
-        ("interleaved", interleaved(LAST_SLOT)),  # (d) takes the slots between
+        ("interleaved", slot_leads(pools, per_niche, LAST_SLOT)),  # (d) takes the slots between
         ("alone", []),
         ("grouped by niche", grouped),
     ]

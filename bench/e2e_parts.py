@@ -51,6 +51,18 @@ async def find_own_servers(database_url: str, redis_url: str) -> None:
         await redis.aclose()
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds one process has used so far (user and system)."""
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def slot_leads(pools: list[list[str]], per_niche: int, slot: int) -> list[str]:
+    """The slot-th group of `per_niche` leads from the back of each niche's pool, interleaved
+    (as traffic from many niches arrives): the bursts of (b) and (d) each take their own slot."""
+    return [pool[-slot * per_niche + i] for i in range(per_niche) for pool in pools]
+
+
 def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> dict[str, float]:
     """CPU seconds used so far by the API, the workers (with their children), PostgreSQL, Redis
     and this client: where a distribution's cost goes."""

@@ -40,6 +40,7 @@ from typing import Any
 import asyncpg
 import psutil
 import uvloop
+from e2e_parts import process_cpu
 from harness import libpq, report, run_with_servers
 from webhooks import Receiver, add_endpoints, endpoints
 
@@ -153,11 +154,6 @@ async def run_sender(database_url: str, ca_file: str, rate: float) -> None:
     await db.dispose()
 
 
-def cpu(pid: int) -> float:
-    t = psutil.Process(pid).cpu_times()
-    return t.user + t.system
-
-
 async def measure(database_url: str, webhooks: int, rate: float, *, leased: bool = False) -> dict[str, Any]:
     receiver = db = pg = child = None
     try:
@@ -217,8 +213,8 @@ async def measure(database_url: str, webhooks: int, rate: float, *, leased: bool
                     if not psutil.pid_exists(pid):
                         raise RuntimeError("the sender's PostgreSQL backend is not a process of this machine")
                     backend.append(pid)
-            pg_cpu = cpu(backend[0]) if backend else 0.0
-            marks.append((cpu(child.pid), pg_cpu, cpu(receiver.proc.pid), time.monotonic()))
+            pg_cpu = process_cpu(backend[0]) if backend else 0.0
+            marks.append((process_cpu(child.pid), pg_cpu, process_cpu(receiver.proc.pid), time.monotonic()))
 
         await write_all(300)  # warm: the sender's connection, statements and TLS connections
         written = await write_all(webhooks)

@@ -18,7 +18,16 @@ from typing import Any
 import httpx
 import psutil
 import trustme
-from e2e_parts import BENCH_APPLICATION, cpu_seconds, pct, print_ms, run_burst, warm_pipeline
+from e2e_parts import (
+    BENCH_APPLICATION,
+    cpu_seconds,
+    pct,
+    print_ms,
+    process_cpu,
+    run_burst,
+    slot_leads,
+    warm_pipeline,
+)
 from harness import floor_drift, free_port, libpq, report
 
 from app.services.webhooks.sender import APPLICATION_NAME as SENDER_APPLICATION
@@ -286,10 +295,9 @@ async def housekeeping(pg: Any) -> float:
     burst. Returns the CPU seconds its backend took (PARALLEL 0: no worker of its own; the pages it
     dirtied are written out later, by others), printed for the burst before it: that cost is in
     no burst's rate."""
-    backend = psutil.Process(pg.get_server_pid())
-    before = sum(backend.cpu_times()[:2])
+    before = process_cpu(pg.get_server_pid())
     await pg.execute("VACUUM (ANALYZE, PARALLEL 0)")
-    return sum(backend.cpu_times()[:2]) - before
+    return process_cpu(pg.get_server_pid()) - before
 
 
 async def webhook_bursts(
@@ -329,7 +337,7 @@ async def webhook_bursts(
         # (medians of each burst's rate over its run's mean floor) the first floor ran at 0.971
         # and the first burst with endpoints at 0.819, the later ones at 0.996-1.0 and 0.850-0.871:
         # the first of each was not yet at the pace of the rest
-        warm = [pool[-(3 + len(PHASES)) * per_niche + i] for i in range(per_niche) for pool in pools]
+        warm = slot_leads(pools, per_niche, 3 + len(PHASES))
         since = await pg.fetchval("SELECT now()")
         await run_burst(database_url, procs, distribute, warm)
         await wait_delivered(pg, since, receiver.url)
@@ -339,10 +347,10 @@ async def webhook_bursts(
         latencies: dict[str, list[float]] = {"live": [], "dead": []}
         for k, phase in enumerate(PHASES):
             await endpoints(pg, receiver, phase)
-            burst = [pool[-(3 + k) * per_niche + i] for i in range(per_niche) for pool in pools]
+            burst = slot_leads(pools, per_niche, 3 + k)
             since = await pg.fetchval("SELECT now()")
             await receiver.arrivals()  # forget earlier ones
-            receiver_cpu = sum(psutil.Process(receiver.proc.pid).cpu_times()[:2])
+            receiver_cpu = process_cpu(receiver.proc.pid)
             pg_before = await postgres_cpu(pg)
             autovacuum_before = await maintenance(pg)
             wal_before = await pg.fetchval(WAL_BYTES)
@@ -365,7 +373,7 @@ async def webhook_bursts(
             wal_after = await pg.fetchval(WAL_BYTES)
             cpu = {k2: v - cpu_before.get(k2, 0.0) for k2, v in cpu_seconds(procs).items()}
             if phase != "none":
-                cpu["receiver"] = sum(psutil.Process(receiver.proc.pid).cpu_times()[:2]) - receiver_cpu
+                cpu["receiver"] = process_cpu(receiver.proc.pid) - receiver_cpu
             busy, steal = (now - was for now, was in zip(machine_seconds(), machine_before, strict=True))
             cpu |= {"elsewhere": busy - sum(cpu.values()), "steal": steal}
             cpu = {k2: v * 1000 / run["completed"] for k2, v in cpu.items()}
